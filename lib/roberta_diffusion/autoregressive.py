@@ -1,0 +1,92 @@
+"""The autoregressive baseline: any HF causal LM continues the same prompt prefix, one token a step,
+with a KV cache and the same sampling knobs; it returns the same Trace as the diffusion sampler."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import torch
+
+from .canvas import Canvas, prompt_prefixes
+from .models import is_masked_lm, max_canvas_len
+from .sampling import check_sampling_args, sample_tokens
+
+NOT_YET = -1  # placeholder id in the trace for positions not generated yet (a causal LM has no <mask>)
+
+
+def cache_argument(model) -> str:
+    """The forward() keyword that takes the KV cache: ``past_key_values``, renamed ``cache`` in newer transformers."""
+    params = inspect.signature(model.forward).parameters
+    return "past_key_values" if "past_key_values" in params else "cache"
+
+
+def returned_cache(output):
+    # read the new name first: the old one warns on newer transformers
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def left_padded_prefix(tokenizer, prompts, prefix_len: int) -> Canvas:
+    prefixes = prompt_prefixes(tokenizer, prompts, prefix_len)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(prefixes), prefix_len), pad, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, prefix in enumerate(prefixes):
+        ids[row, prefix_len - len(prefix):] = torch.tensor(prefix)
+        attention[row, prefix_len - len(prefix):] = 1
+    return Canvas(ids, torch.ones_like(ids, dtype=torch.bool), attention)
+
+
+@torch.no_grad()
+def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int = 16, temperature: float = 1.0,
+                top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, on_step=None):
+    """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step."""
+    from .sampler import _finish, _sync, make_generator
+
+    if is_masked_lm(model):
+        raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
+    check_sampling_args(temperature, top_k, top_p)
+    if prefix_len >= max_len:
+        raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
+    if max_len > max_canvas_len(model):
+        raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
+    device = next(model.parameters()).device
+    start_canvas = left_padded_prefix(tokenizer, prompts, prefix_len)
+    batch = start_canvas.ids.shape[0]
+    ids = torch.full((batch, max_len), NOT_YET, dtype=torch.long)
+    ids[:, :prefix_len] = start_canvas.ids
+    attention = torch.ones((batch, max_len), dtype=torch.long)
+    attention[:, :prefix_len] = start_canvas.attention
+    fixed = torch.zeros((batch, max_len), dtype=torch.bool)
+    fixed[:, :prefix_len] = True
+    canvas = Canvas(ids, fixed, attention)
+
+    generator = make_generator(seed, device)
+    cache_kw = cache_argument(model)
+    attn = start_canvas.attention.to(device)
+    step_input = start_canvas.ids.to(device)
+    positions = (attn.cumsum(dim=1) - 1).clamp(min=0)
+    cache = None
+    x = ids.clone()
+    confidence = torch.full((batch, max_len), float("nan"))
+    history, step_times = [x.clone()], []
+    for pos in range(prefix_len, max_len):
+        start = time.perf_counter()
+        out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_kw: cache})
+        cache = returned_cache(out)
+        tokens, probs = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, generator)
+        chosen = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        step_input = tokens.unsqueeze(1)
+        positions = positions[:, -1:] + 1
+        attn = torch.cat([attn, attn.new_ones((batch, 1))], dim=1)
+        _sync(device)
+        step_times.append(time.perf_counter() - start)
+        x[:, pos] = tokens.cpu()
+        confidence[:, pos] = chosen.float().cpu()
+        history.append(x.clone())
+        if on_step is not None:
+            on_step(len(history) - 1, history[-1])
+    settings = dict(steps=max_len - prefix_len, temperature=temperature, top_k=top_k, top_p=top_p,
+                    prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__)
+    return _finish(history, canvas, confidence, step_times, NOT_YET, tokenizer, "ar", len(step_times), settings)

@@ -1,0 +1,104 @@
+"""Canvases: what the sampler starts from. ``ids [B, L]``, ``fixed [B, L]`` (never changed), ``attention [B, L]``.
+
+- ``prompt_canvas``: the seed's layout. ``[bos] + prompt`` cut to its first ``prefix_len`` tokens,
+  left-padded when shorter (RoBERTa numbers positions past the padding, so the text starts at position
+  0 either way), then ``<mask>`` up to ``max_len``.
+- ``infill_canvas``: any text with ``<mask>`` tokens in it (``<mask*20>`` is shorthand for twenty): only
+  the masks are generated, everything else is pinned.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Canvas:
+    ids: torch.Tensor  # [B, L] long
+    fixed: torch.Tensor  # [B, L] bool: pinned positions (prompt, infill context, padding)
+    attention: torch.Tensor  # [B, L] long: 0 on padding
+
+    def to(self, device):
+        return Canvas(self.ids.to(device), self.fixed.to(device), self.attention.to(device))
+
+
+def _bos(tokenizer) -> int:
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    if bos is None:
+        raise ValueError("the tokenizer has neither a bos nor a cls token: use a RoBERTa-style tokenizer")
+    return bos
+
+
+def _pad(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def prompt_prefixes(tokenizer, prompts: list[str], prefix_len: int) -> list[list[int]]:
+    """``[bos] + prompt`` ids, each cut to ``prefix_len``."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts or any(not p or not p.strip() for p in prompts):
+        raise ValueError("the prompt is empty: give some text for the model to continue")
+    if prefix_len < 2:
+        raise ValueError(f"prefix_len={prefix_len} leaves no room for the prompt: use at least 2 (bos + a token)")
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [([_bos(tokenizer)] + ids)[:prefix_len] for ids in encoded]
+
+
+def prompt_canvas(tokenizer, prompts, prefix_len: int = 16, max_len: int = 256) -> Canvas:
+    if prefix_len >= max_len:
+        raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
+    if tokenizer.mask_token_id is None:
+        raise ValueError("the tokenizer has no mask token: the diffusion sampler needs a masked-LM tokenizer")
+    prefixes = prompt_prefixes(tokenizer, prompts, prefix_len)
+    ids = torch.full((len(prefixes), max_len), tokenizer.mask_token_id, dtype=torch.long)
+    fixed = torch.zeros_like(ids, dtype=torch.bool)
+    attention = torch.ones_like(ids)
+    for row, prefix in enumerate(prefixes):
+        pad = prefix_len - len(prefix)
+        ids[row, :pad] = _pad(tokenizer)
+        attention[row, :pad] = 0
+        ids[row, pad:prefix_len] = torch.tensor(prefix)
+        fixed[row, :prefix_len] = True
+    return Canvas(ids, fixed, attention)
+
+
+_MASK_RUN = re.compile(r"<mask\*(\d+)>")
+
+
+def expand_mask_runs(text: str, mask_token: str = "<mask>") -> str:
+    """``"a <mask*3> b"`` -> ``"a <mask><mask><mask> b"``."""
+    return _MASK_RUN.sub(lambda m: mask_token * int(m.group(1)), text)
+
+
+def infill_canvas(tokenizer, texts, max_len: int | None = None) -> Canvas:
+    """Pin every token of ``texts`` except ``<mask>`` ones; right-pad to the longest (or ``max_len``)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if tokenizer.mask_token_id is None:
+        raise ValueError("the tokenizer has no mask token: the diffusion sampler needs a masked-LM tokenizer")
+    texts = [expand_mask_runs(t, tokenizer.mask_token) for t in texts]
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    for text, ids in zip(texts, encoded, strict=True):
+        if tokenizer.mask_token_id not in ids:
+            raise ValueError(f"nothing to infill in {text[:40]!r}: put <mask> (or <mask*N>) where text should go")
+    length = max_len or max(len(ids) for ids in encoded)
+    if any(len(ids) > length for ids in encoded):
+        raise ValueError(f"an infill text is {max(map(len, encoded))} tokens, longer than max_len={length}: shorten it")
+    ids = torch.full((len(encoded), length), _pad(tokenizer), dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, seq in enumerate(encoded):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attention[row, : len(seq)] = 1
+    fixed = (ids != tokenizer.mask_token_id) | (attention == 0)
+    return Canvas(ids, fixed, attention)
+
+
+def prefix_suffix_canvas(tokenizer, prefix: str, suffix: str, gap: int) -> Canvas:
+    """Generate ``gap`` tokens between a pinned ``prefix`` and ``suffix``."""
+    if gap < 1:
+        raise ValueError(f"gap={gap}: infilling needs at least one token to generate")
+    return infill_canvas(tokenizer, f"{prefix}{tokenizer.mask_token * gap}{suffix}")

@@ -1,0 +1,118 @@
+"""DiffusionCollator: the training-time noise of a masked diffusion language model.
+
+Each example is a block of token ids ``[L]``. The collator picks a mask ratio, masks that share of the
+*maskable* positions (never the first ``prefix_len``, never special or pad tokens) with ``<mask>``, and
+returns labels equal to the original ids where masked and -100 elsewhere.
+
+Ratio modes
+- ``"levels"`` (the seed's): one ratio per batch, drawn uniformly from ``{1/N, 2/N, ..., 1}``.
+- ``"continuous"`` (MDLM's): one ``t ~ U(eps, 1)`` per sample. With ``weighting="elbo"`` each sample's
+  loss is weighted by ``1/t``: the masked-diffusion ELBO (MDLM, eq. 10) for the linear schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+RATIO_MODES = ("levels", "continuous")
+WEIGHTINGS = ("none", "elbo")
+
+
+class DiffusionCollator:
+    def __init__(
+        self,
+        tokenizer,
+        prefix_len: int = 16,
+        mode: str = "levels",
+        n_levels: int = 10,
+        eps: float = 1e-3,
+        weighting: str = "none",
+        generator: torch.Generator | None = None,
+    ):
+        if tokenizer.mask_token_id is None:
+            raise ValueError("the tokenizer has no mask token: diffusion needs one (e.g. RoBERTa's <mask>)")
+        if mode not in RATIO_MODES:
+            raise ValueError(f"unknown ratio mode {mode!r}: choose one of {', '.join(RATIO_MODES)}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
+        if prefix_len < 0 or n_levels < 1 or not 0 < eps < 1:
+            raise ValueError(f"need prefix_len >= 0, n_levels >= 1, 0 < eps < 1 (got {prefix_len}, {n_levels}, {eps})")
+        self.tokenizer = tokenizer
+        self.prefix_len = prefix_len
+        self.mode = mode
+        self.n_levels = n_levels
+        self.eps = eps
+        self.weighting = weighting
+        self.generator = generator
+        self.mask_id = tokenizer.mask_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+
+    # -- the pieces, each testable on its own -------------------------------------------------------
+    def maskable(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` bool: positions the noise may touch (past the prefix, not special, not pad)."""
+        allowed = ~torch.isin(input_ids, self.special_ids.to(input_ids.device))
+        allowed[:, : self.prefix_len] = False
+        return allowed
+
+    def sample_ratios(self, batch_size: int) -> torch.Tensor:
+        """``[B]`` mask ratios in (0, 1] for one batch, by the collator's mode."""
+        g = self.generator
+        if self.mode == "levels":
+            level = torch.randint(1, self.n_levels + 1, (1,), generator=g).item()
+            return torch.full((batch_size,), level / self.n_levels)
+        return self.eps + (1 - self.eps) * torch.rand(batch_size, generator=g)
+
+    def mask(self, input_ids: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` bool: exactly ``max(1, round(ratio * n_maskable))`` maskable positions per row.
+
+        An exact count (not a coin per token) makes every batch's noise level the one that was drawn and
+        guarantees a loss term in every row that has anything maskable.
+        """
+        allowed = self.maskable(input_ids)
+        n_allowed = allowed.sum(dim=1)
+        n_mask = torch.clamp(torch.round(ratios * n_allowed), min=1)
+        n_mask = torch.minimum(n_mask, n_allowed)
+        scores = torch.rand(input_ids.shape, generator=self.generator).to(input_ids.device)
+        scores = scores.masked_fill(~allowed, 2.0)  # never chosen: uniform scores are < 1
+        rank = scores.argsort(dim=1).argsort(dim=1)
+        return rank < n_mask.unsqueeze(1)
+
+    # -- the collator protocol ----------------------------------------------------------------------
+    def __call__(self, examples) -> dict[str, torch.Tensor]:
+        input_ids = _stack(examples)
+        ratios = self.sample_ratios(input_ids.shape[0])
+        masked = self.mask(input_ids, ratios)
+        labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
+        noisy = input_ids.masked_fill(masked, self.mask_id)
+        attention_mask = (input_ids != self.pad_id).long() if self.pad_id is not None else torch.ones_like(input_ids)
+        batch = {"input_ids": noisy, "attention_mask": attention_mask, "labels": labels, "mask_ratio": ratios}
+        if self.weighting == "elbo":
+            # 1/t, and 1/n so that sum_b-mean of the weighted sums is a per-token negative ELBO
+            batch["loss_weight"] = 1.0 / (ratios * self.maskable(input_ids).sum(dim=1).clamp(min=1))
+        return batch
+
+
+def _stack(examples) -> torch.Tensor:
+    if isinstance(examples, torch.Tensor):
+        return examples.long()
+    if isinstance(examples, Sequence) and examples and isinstance(examples[0], dict):
+        return torch.stack([torch.as_tensor(e["input_ids"]) for e in examples]).long()
+    return torch.stack([torch.as_tensor(e) for e in examples]).long()
+
+
+def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weight: torch.Tensor | None = None):
+    """Cross-entropy on masked positions. ``logits [B, L, V]``, ``labels [B, L]``, ``loss_weight [B]``.
+
+    Without weights: the mean over all masked tokens of the batch (the seed's loss). With the collator's
+    ELBO weights ``1/(t_b n_b)``: the batch mean of ``sum_masked CE / (t_b n_b)``, an unbiased estimate of
+    the per-token negative ELBO (MDLM's continuous-time bound for the linear schedule).
+    """
+    ce = torch.nn.functional.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none"
+    ).view(labels.shape)
+    if loss_weight is None:
+        return ce.sum() / (labels != -100).sum().clamp(min=1)
+    return (ce.sum(dim=1) * loss_weight.to(ce.dtype)).mean()

@@ -1,0 +1,205 @@
+"""Load or build the models and tokenizer: hub name or local folder, fresh configs, our own BPE tokenizer.
+
+Offline-first: a local folder always works; a hub name works when online or cached, and otherwise fails
+with one line that says which local folder to use instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
+
+# Sizes for fresh models. "small" is what we ship (issue 4); "base" matches roberta-base / gpt2.
+SIZES = {
+    "tiny": dict(hidden=64, layers=2, heads=2, intermediate=128),
+    "small": dict(hidden=384, layers=6, heads=6, intermediate=1536),
+    "base": dict(hidden=768, layers=12, heads=12, intermediate=3072),
+}
+
+
+def pick_device(preference: str | None = None) -> torch.device:
+    """CUDA > MPS > CPU unless told; an unavailable explicit choice is an error, not a silent fallback."""
+    if preference and preference != "auto":
+        device = torch.device(preference)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {preference!r} asked for but CUDA is not available: use --device cpu")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"device {preference!r} asked for but MPS is not available: use --device cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _is_local(name_or_path) -> bool:
+    text = str(name_or_path)
+    return isinstance(name_or_path, Path) or text.startswith((".", "/", "~")) or os.sep in text and Path(text).exists()
+
+
+def _check_folder(name_or_path, what: str) -> None:
+    path = Path(name_or_path).expanduser()
+    if _is_local(name_or_path) and not path.exists():
+        raise FileNotFoundError(f"{what} folder {path} does not exist: check the path, or train/download it first")
+    if path.is_dir() and not (path / "config.json").exists() and what != "tokenizer":
+        raise FileNotFoundError(f"{what} folder {path} has no config.json: it is not a save_pretrained folder")
+
+
+def _load(loader, name_or_path, what: str, **kwargs):
+    _check_folder(name_or_path, what)
+    try:
+        return loader(str(name_or_path), **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        local = Path(str(name_or_path)).expanduser().exists()
+        if local:
+            raise ValueError(
+                f"{what} folder {name_or_path} is corrupt or incomplete ({type(err).__name__}: {str(err).splitlines()[0][:160]}): "
+                "re-save it with save_pretrained or retrain"
+            ) from err
+        raise FileNotFoundError(
+            f"{what} {name_or_path!r} is not a local folder and could not be fetched from the hub (offline?): "
+            "pass a local folder such as weights/roberta-diffusion-small"
+        ) from err
+
+
+def load_tokenizer(name_or_path):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+
+
+def load_mlm(name_or_path, device=None, dtype=torch.float32):
+    """A masked LM for diffusion. A causal LM folder is refused with a line saying so."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    config = _load(AutoConfig.from_pretrained, name_or_path, "model")
+    if getattr(config, "is_decoder", False) or config.model_type in CAUSAL_ONLY_TYPES:
+        raise ValueError(
+            f"{name_or_path} is a causal LM ({config.model_type}), not a masked LM: use it with `ar`, "
+            "and give the diffusion sampler a masked LM such as roberta-base"
+        )
+    model = _load(AutoModelForMaskedLM.from_pretrained, name_or_path, "model", dtype=dtype)
+    return model.to(pick_device(device) if device is None or isinstance(device, str) else device).eval()
+
+
+CAUSAL_ONLY_TYPES = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "opt", "qwen2", "qwen3", "phi", "gemma"}
+
+
+def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    model = _load(AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
+    if not model.config.is_decoder and model.config.model_type not in CAUSAL_ONLY_TYPES:
+        raise ValueError(f"{name_or_path} is not a causal LM ({model.config.model_type}): pass e.g. gpt2")
+    return model.to(pick_device(device) if device is None or isinstance(device, str) else device).eval()
+
+
+def max_canvas_len(model) -> int:
+    """Longest sequence the model can take. RoBERTa reserves ``pad_token_id + 1`` position slots."""
+    config = model.config
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    return 10**9
+
+
+def is_masked_lm(model) -> bool:
+    return type(model).__name__.endswith("ForMaskedLM")
+
+
+def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):
+    """A randomly initialised ``RobertaForMaskedLM`` sized by ``SIZES[size]``, matched to ``tokenizer``."""
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    dims = _dims(size, overrides)
+    config = RobertaConfig(
+        vocab_size=_vocab_size(tokenizer),
+        hidden_size=dims["hidden"],
+        num_hidden_layers=dims["layers"],
+        num_attention_heads=dims["heads"],
+        intermediate_size=dims["intermediate"],
+        max_position_embeddings=max_len + tokenizer.pad_token_id + 1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        type_vocab_size=1,
+        hidden_dropout_prob=overrides.get("dropout", 0.1),
+        attention_probs_dropout_prob=overrides.get("dropout", 0.1),
+    )
+    torch.manual_seed(seed)
+    return RobertaForMaskedLM(config).eval()
+
+
+def fresh_causal_lm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):
+    """A randomly initialised ``GPT2LMHeadModel`` of the same depth/width as ``fresh_mlm(size)``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    dims = _dims(size, overrides)
+    config = GPT2Config(
+        vocab_size=_vocab_size(tokenizer),
+        n_embd=dims["hidden"],
+        n_layer=dims["layers"],
+        n_head=dims["heads"],
+        n_inner=dims["intermediate"],
+        n_positions=max_len,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        resid_pdrop=overrides.get("dropout", 0.1),
+        embd_pdrop=overrides.get("dropout", 0.1),
+        attn_pdrop=overrides.get("dropout", 0.1),
+    )
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(config).eval()
+
+
+def _dims(size, overrides):
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}: choose one of {', '.join(SIZES)}")
+    return {**SIZES[size], **{k: v for k, v in overrides.items() if k in SIZES[size]}}
+
+
+def _vocab_size(tokenizer) -> int:
+    # round up to a multiple of 64: faster matmuls, and room is harmless
+    return -(-len(tokenizer) // 64) * 64
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 16384, save_to=None, min_frequency: int = 2):
+    """Train a byte-level BPE tokenizer with RoBERTa's special tokens; return a HF fast tokenizer.
+
+    The result adds ``<s> … </s>`` like RoBERTa when asked for special tokens, and ``<mask>`` swallows the
+    space before it (``lstrip``) so ``"a <mask> b"`` round-trips.
+    """
+    from tokenizers import AddedToken, ByteLevelBPETokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size % 64 or not 256 + len(SPECIAL_TOKENS) < vocab_size:
+        raise ValueError(f"vocab_size={vocab_size}: use a multiple of 64 above 261, e.g. 16384")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
+                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
+        pad_token="<pad>", mask_token=AddedToken("<mask>", lstrip=True, special=True),
+        model_max_length=1_000_000,  # blocks are cut by tokenize_blocks, not here
+    )
+    if save_to is not None:
+        tokenizer.save_pretrained(str(save_to))
+        tokenizer = load_tokenizer(Path(save_to))  # reload: the saved folder is what users get
+    return tokenizer
+
+
+def model_summary(model) -> str:
+    params = sum(p.numel() for p in model.parameters())
+    c = model.config
+    return f"{type(model).__name__} {params / 1e6:.1f}M params, {c.num_hidden_layers} layers x {c.hidden_size}"

@@ -1,0 +1,33 @@
+"""Where things live. Every notebook, test and CLI command builds its paths from here.
+
+Override with environment variables when the repository is installed elsewhere:
+``ROBERTA_DIFFUSION_ROOT`` (project root), ``ROBERTA_DIFFUSION_DATA`` (corpora folder, default
+``<root>/../shared/data``), ``ROBERTA_DIFFUSION_RUNS`` (outputs, default ``<root>/runs``).
+"""
+
+import os
+from pathlib import Path
+
+ROOT = Path(os.environ.get("ROBERTA_DIFFUSION_ROOT", Path(__file__).resolve().parents[2]))
+DATA = Path(os.environ.get("ROBERTA_DIFFUSION_DATA", ROOT.parent / "shared" / "data"))
+SAMPLE_TEXT = ROOT / "data" / "sample.txt"  # tiny text shipped with the repo, for tests
+WEIGHTS = ROOT / "weights"
+RUNS = Path(os.environ.get("ROBERTA_DIFFUSION_RUNS", ROOT / "runs"))
+NOTEBOOKS = ROOT / "notebooks"
+PROFILES = ROOT / "profiles"
+
+WIKI_TRAIN = DATA / "wikipedia-2018-extract" / "train.txt.gz"
+WIKI_VALID = DATA / "wikipedia-2018-extract" / "valid.txt"
+WIKITEXT2_VALID = DATA / "wikitext-2-raw" / "wiki.valid.raw"
+
+# Shipped models (issue 4). Until they exist, callers fall back to a tiny random model and say so.
+SHIPPED_TOKENIZER = WEIGHTS / "tokenizer"
+SHIPPED_MLM = WEIGHTS / "roberta-diffusion-small"
+SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
+
+
+def run_dir(name: str) -> Path:
+    """``runs/<name>``, created on demand."""
+    path = RUNS / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

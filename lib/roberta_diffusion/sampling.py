@@ -1,0 +1,115 @@
+"""Token sampling and the reveal schedule, vectorised over every row (batch x position) at once.
+
+Sampling is inverse-CDF in float64 over the candidate set that top-k / top-p leave: exact at any
+temperature (a low-precision Gumbel trick would silently sharpen the distribution), and with top-k it
+only ever sorts k entries per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("linear", "cosine")
+
+
+def check_sampling_args(temperature: float, top_k: int, top_p: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (use a small value such as 0.01 for near-greedy)")
+    if top_k < 0:
+        raise ValueError(f"top_k={top_k} must be >= 0 (0 turns top-k off)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 turns top-p off)")
+
+
+def candidate_set(scaled: torch.Tensor, top_k: int, top_p: float):
+    """The tokens top-k then top-p keep. ``scaled [N, V]`` -> ``(values [N, K], ids [N, K])``.
+
+    Values are sorted descending; dropped entries within the K columns are ``-inf``. ``ids`` is None
+    when nothing is filtered (the full vocabulary, unsorted).
+    """
+    vocab = scaled.shape[-1]
+    if top_k and top_k < vocab:
+        values, ids = scaled.topk(top_k, dim=-1)
+    elif top_p < 1:
+        values, ids = scaled.sort(dim=-1, descending=True)
+    else:
+        return scaled, None
+    if top_p < 1:
+        probs = values.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs
+        values = values.masked_fill(mass_before >= top_p, float("-inf"))  # the first token always survives
+    return values, ids
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Logits ``[..., V]`` with everything top-k/top-p drop set to ``-inf`` (same shape)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    values, ids = candidate_set(flat, top_k, top_p)
+    if ids is None:
+        return logits.clone()
+    out = torch.full_like(flat, float("-inf")).scatter(-1, ids, values)
+    return out.view(logits.shape)
+
+
+def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    """Draw one token per row. ``logits [N, V]`` -> ``tokens [N]``, ``probs [N, V]`` (tempered, unfiltered).
+
+    ``probs`` are what the decoding policies read their confidences from.
+    """
+    scaled = logits.float() / temperature
+    values, ids = candidate_set(scaled, top_k, top_p)
+    weights = values.double().softmax(dim=-1)
+    cdf = weights.cumsum(dim=-1)
+    u = torch.rand((cdf.shape[0], 1), dtype=torch.float64, device=cdf.device, generator=generator)
+    choice = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
+    # guard against landing on a zero-weight column at the top edge of the cdf
+    choice = torch.minimum(choice, (weights > 0).sum(dim=-1, keepdim=True) - 1) if ids is not None else choice
+    tokens = (ids.gather(-1, choice) if ids is not None else choice).squeeze(-1)
+    return tokens, scaled.softmax(dim=-1)
+
+
+def policy_scores(strategy: str, probs: torch.Tensor, tokens: torch.Tensor, generator=None) -> torch.Tensor:
+    """Priority of each row for being committed now (higher first). ``probs [N, V]``, ``tokens [N]``."""
+    if strategy == "random":
+        return torch.rand(tokens.shape, device=tokens.device, generator=generator)
+    if strategy in ("confidence", "threshold"):
+        return probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if strategy == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[:, 0] - top2[:, 1]
+    if strategy == "entropy":
+        return (probs * probs.clamp_min(1e-30).log()).sum(dim=-1)  # = -entropy
+    raise ValueError(f"no score for strategy {strategy!r}")
+
+
+def still_masked_fraction(schedule: str, progress: float) -> float:
+    """Share of a block still masked after ``progress`` in [0, 1] of its steps."""
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return math.cos(math.pi / 2 * progress)
+    raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+
+
+def reveal_counts(n_masked: torch.Tensor, steps: int, schedule: str) -> torch.Tensor:
+    """How many positions each row commits at each step. ``n_masked [B]`` -> ``[steps, B]``.
+
+    Rows sum to ``n_masked``; the last step takes whatever is left.
+    """
+    left = torch.stack([
+        torch.round(n_masked.double() * still_masked_fraction(schedule, s / steps)) for s in range(steps + 1)
+    ]).long()
+    left[-1] = 0
+    left[0] = n_masked
+    left = torch.minimum(left, left[0:1])
+    return left[:-1] - left[1:]
+
+
+def top_count_mask(scores: torch.Tensor, eligible: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` bool: the ``counts[b]`` highest-scoring eligible positions of each row."""
+    scores = scores.masked_fill(~eligible, float("-inf"))
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
+    return (rank < counts.unsqueeze(1)) & eligible

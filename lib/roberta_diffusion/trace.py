@@ -1,0 +1,87 @@
+"""Trace: everything a generation did, step by step. Diffusion and autoregressive runs return the same
+shape, so every viewer and metric works on both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+
+@dataclass
+class Trace:
+    ids: torch.Tensor  # [S+1, B, L] canvas after each step (step 0 = the start), on CPU
+    fixed: torch.Tensor  # [B, L] bool: pinned positions (prompt / infill context / padding)
+    attention: torch.Tensor  # [B, L] 0 on padding
+    confidence: torch.Tensor  # [B, L] probability of each generated token when it was drawn (NaN if pinned)
+    step_times: list[float]  # seconds per step
+    mask_token_id: int
+    texts: list[str] = field(default_factory=list)  # final text per sample (prompt included)
+    completions: list[str] = field(default_factory=list)  # generated part only
+    kind: str = "diffusion"  # or "ar"
+    forward_passes: int = 0
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return self.ids.shape[0] - 1
+
+    @property
+    def final(self) -> torch.Tensor:
+        return self.ids[-1]
+
+    @property
+    def generated(self) -> torch.Tensor:
+        """``[B, L]`` bool: positions the sampler filled."""
+        return ~self.fixed & self.attention.bool()
+
+    @property
+    def committed_at(self) -> torch.Tensor:
+        """``[B, L]`` the first step from which each position holds its final token (0 if pinned)."""
+        differs = self.ids != self.ids[-1:]  # [S+1, B, L]
+        steps = torch.arange(self.steps + 1).view(-1, 1, 1).expand_as(differs)
+        last_differs = torch.where(differs, steps, torch.full_like(steps, -1)).amax(dim=0)
+        return (last_differs + 1).masked_fill(self.fixed, 0)
+
+    @property
+    def total_time(self) -> float:
+        return float(sum(self.step_times))
+
+    @property
+    def new_tokens(self) -> int:
+        return int(self.generated.sum())
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.total_time if self.total_time > 0 else float("inf")
+
+    def masked_share(self) -> torch.Tensor:
+        """``[S+1]`` share of generated positions still masked after each step."""
+        gen = self.generated
+        masked = (self.ids == self.mask_token_id) & gen
+        return masked.flatten(1).sum(1).double() / gen.sum().clamp(min=1)
+
+    def save(self, path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(self.__dict__, tmp)
+        tmp.replace(path)  # atomic: a reader never sees half a trace
+        return path
+
+    @classmethod
+    def load(cls, path) -> Trace:
+        return cls(**torch.load(path, weights_only=False))
+
+    def summary(self) -> dict:
+        return {
+            "kind": self.kind,
+            "steps": self.steps,
+            "batch": int(self.ids.shape[1]),
+            "new_tokens": self.new_tokens,
+            "seconds": round(self.total_time, 4),
+            "tokens_per_second": round(self.tokens_per_second, 1),
+            "forward_passes": self.forward_passes,
+            **{k: v for k, v in self.settings.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        }
