@@ -52,7 +52,11 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     if max_len > max_canvas_len(model):
         raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
     device = next(model.parameters()).device
-    start_canvas = left_padded_prefix(tokenizer, prompts, prefix_len)
+    if isinstance(prompts, torch.Tensor):  # ready prefix ids [B, prefix_len] (evaluation on held-out blocks)
+        prefix_len = prompts.shape[1]
+        start_canvas = Canvas(prompts.long(), torch.ones_like(prompts, dtype=torch.bool), torch.ones_like(prompts))
+    else:
+        start_canvas = left_padded_prefix(tokenizer, prompts, prefix_len)
     batch = start_canvas.ids.shape[0]
     ids = torch.full((batch, max_len), NOT_YET, dtype=torch.long)
     ids[:, :prefix_len] = start_canvas.ids

@@ -95,7 +95,7 @@ def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
     from transformers import AutoModelForCausalLM
 
     model = _load(AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
-    if not model.config.is_decoder and model.config.model_type not in CAUSAL_ONLY_TYPES:
+    if not getattr(model.config, "is_decoder", False) and model.config.model_type not in CAUSAL_ONLY_TYPES:
         raise ValueError(f"{name_or_path} is not a causal LM ({model.config.model_type}): pass e.g. gpt2")
     return model.to(pick_device(device) if device is None or isinstance(device, str) else device).eval()
 
@@ -203,3 +203,27 @@ def model_summary(model) -> str:
     params = sum(p.numel() for p in model.parameters())
     c = model.config
     return f"{type(model).__name__} {params / 1e6:.1f}M params, {c.num_hidden_layers} layers x {c.hidden_size}"
+
+
+def fallback_tokenizer():
+    """A small BPE tokenizer trained on ``data/sample.txt`` in a second: for tests and the no-weights demo."""
+    from .data import load_lines
+    from .paths import SAMPLE_TEXT
+
+    return train_tokenizer(load_lines(SAMPLE_TEXT), vocab_size=768, min_frequency=1)
+
+
+def default_models(kind: str = "mlm", say=print):
+    """``(model, tokenizer)`` for ``kind`` in ``{"mlm", "ar"}``: the shipped weights when present, else a
+    tiny random model (its output is noise) with a line saying so."""
+    from .paths import SHIPPED_AR, SHIPPED_MLM
+
+    folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
+    if (folder / "config.json").exists():
+        loader = load_mlm if kind == "mlm" else load_causal_lm
+        return loader(folder, device="cpu"), load_tokenizer(folder)
+    say(f"note: no shipped weights at {folder}; using a tiny random {kind.upper()} (its text is noise). "
+        "Pass --model to use a trained one.")
+    tokenizer = fallback_tokenizer()
+    model = fresh_mlm(tokenizer) if kind == "mlm" else fresh_causal_lm(tokenizer)
+    return model, tokenizer

@@ -31,3 +31,32 @@ def run_dir(name: str) -> Path:
     path = RUNS / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+CORPORA = {
+    "wikipedia-train": WIKI_TRAIN,
+    "wikipedia-valid": WIKI_VALID,
+    "wikitext2-valid": WIKITEXT2_VALID,
+    "sample": SAMPLE_TEXT,
+}
+
+
+def corpus(name_or_path: str) -> str | Path:
+    """A corpus alias (``wikipedia-train``, ``wikipedia-valid``, ``wikitext2-valid``, ``sample``), a path
+    (relative ones from the project root), or a hub dataset name, which is passed through."""
+    if name_or_path in CORPORA:
+        return CORPORA[name_or_path]
+    path = Path(name_or_path)
+    if not path.is_absolute() and (ROOT / path).exists():
+        return ROOT / path
+    return path if path.exists() else name_or_path
+
+
+def resolve(path_or_name: str | None) -> str | None:
+    """Relative paths from the project root (notebooks run with any working directory); names pass through."""
+    if path_or_name is None:
+        return None
+    path = Path(path_or_name)
+    if not path.is_absolute() and (ROOT / path).exists():
+        return str(ROOT / path)
+    return str(path_or_name)

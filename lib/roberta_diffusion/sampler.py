@@ -140,6 +140,9 @@ def generate_diffusion(
             if strategy == "threshold" and not masked.any():
                 break
             logits = model(input_ids=x, attention_mask=canvas.attention).logits
+            # never draw <mask> itself: "== mask_id" is how the loop tells masked from committed, so a drawn
+            # <mask> would be re-generated (breaking the per-step counts) or survive the last step
+            logits[..., mask_id] = float("-inf")
             rows = in_block if strategy == "seed-remask" else masked
             tokens, probs = sample_tokens(logits[rows], temperature, top_k, top_p, generator)
             drawn = torch.zeros_like(x).masked_scatter(rows, tokens)

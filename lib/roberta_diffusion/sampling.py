@@ -109,7 +109,10 @@ def reveal_counts(n_masked: torch.Tensor, steps: int, schedule: str) -> torch.Te
 
 def top_count_mask(scores: torch.Tensor, eligible: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """``[B, L]`` bool: the ``counts[b]`` highest-scoring eligible positions of each row."""
-    scores = scores.masked_fill(~eligible, float("-inf"))
+    # an eligible -inf/NaN score must still rank above every ineligible position, or a row gets fewer than
+    # counts[b] even when enough positions are eligible
+    lowest = torch.finfo(scores.dtype).min
+    scores = scores.nan_to_num(nan=lowest, neginf=lowest).masked_fill(~eligible, float("-inf"))
     order = scores.argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
     return (rank < counts.unsqueeze(1)) & eligible

@@ -113,11 +113,11 @@ def _frame_steps(n_steps: int, max_frames: int | None) -> list[int]:
 class _TextPanel:
     """Lays the canvas out as wrapped monospace tokens in one matplotlib axes."""
 
-    def __init__(self, ax, font_size: float = 7.5):
+    def __init__(self, ax, font_size: float = 9):
         self.ax, self.font_size = ax, font_size
         box = ax.get_window_extent()  # pixels; a monospace glyph is ~0.6 em wide, a line ~1.45 em tall
         em = font_size * ax.figure.dpi / 72
-        self.width = max(20, int(box.width / (0.6 * em)) - 1)
+        self.width = max(20, int(box.width / (0.62 * em)) - 2)
         self.line_h = 1.45 * em / box.height
         ax.set_axis_off()
         ax.set_xlim(0, 1)
@@ -140,12 +140,12 @@ class _TextPanel:
                 if col + len(chunk) > self.width and col:
                     col, line = 0, line + 1
                     chunk = chunk.lstrip()
-                y = 1.0 - line * line_h - 0.02
+                y = 1.0 - (line + 1) * line_h - 0.02
                 if y < 0:
                     return
                 style = dict(color="#999999") if chunk.strip() == MASK_GLYPH else dict(color="black")
-                box = dict(facecolor=colour, alpha=0.45, pad=0.3, linewidth=0) if colour is not None else None
-                self.artists.append(self.ax.text(col * char_w, y, chunk, fontsize=self.font_size, va="top",
+                box = dict(facecolor=colour, alpha=0.45, pad=0.05, linewidth=0) if colour is not None else None
+                self.artists.append(self.ax.text(col * char_w, y, chunk, fontsize=self.font_size, va="baseline",
                                                  family="monospace", bbox=box, **style))
                 col += len(chunk)
 
@@ -216,7 +216,7 @@ def animate_comparison(traces: list[Trace], tokenizers: list, path, labels: list
     labels = labels or [t.kind for t in traces]
     frames = compare_frames(traces, n_frames)
     fig, axes = plt.subplots(1, len(traces), figsize=(6.5 * len(traces), 5.5), dpi=80)
-    panels = [_TextPanel(ax, 7) for ax in axes]
+    panels = [_TextPanel(ax, 8) for ax in axes]
     caches = [{} for _ in traces]
 
     def update(frame):

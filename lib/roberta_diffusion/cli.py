@@ -1,0 +1,200 @@
+"""``roberta-diffusion``: generate | ar | compare | finetune | pipeline | bench.
+
+Errors in what the user asked for print one line and exit with status 2; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="?", help="text to continue (asked for interactively when left out)")
+    p.add_argument("--top-k", type=int, default=50, help="0 turns top-k off (default 50)")
+    p.add_argument("--top-p", type=float, default=0.95, help="1 turns top-p off (default 0.95)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--prefix-len", type=int, default=16, help="prompt tokens kept fixed, bos included (default 16)")
+    p.add_argument("--max-len", type=int, default=256, help="canvas length in tokens (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--animation", type=Path, help="write a GIF of the steps here")
+    p.add_argument("--json", type=Path, help="write the trace summary and text here")
+    p.add_argument("--quiet", action="store_true", help="print only the final text")
+
+
+def _diffusion_args(p):
+    p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--strategy", default="seed-remask", help="seed-remask | random | confidence | margin | entropy | threshold")
+    p.add_argument("--schedule", default="linear", help="linear | cosine")
+    p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
+    p.add_argument("--threshold", type=float, default=0.9, help="confidence bar of the threshold strategy")
+    p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="roberta-diffusion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="diffusion generation with a masked LM")
+    _sampling_args(gen)
+    _diffusion_args(gen)
+    ar = sub.add_parser("ar", help="autoregressive baseline with a causal LM")
+    _sampling_args(ar)
+    ar.add_argument("--model", help="causal LM: folder or hub name (default: the shipped baseline)")
+    cmp = sub.add_parser("compare", help="both, side by side, with timings")
+    _sampling_args(cmp)
+    _diffusion_args(cmp)
+    cmp.add_argument("--ar-model", help="causal LM for the baseline (default: the shipped baseline)")
+    from . import commands
+
+    commands.add_subcommands(sub)
+    return parser
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt is not None:
+        if not prompt.strip():
+            raise ValueError("the prompt is empty: give some text for the model to continue")
+        return prompt
+    if sys.stdin is not None and sys.stdin.isatty():
+        return input("Prompt: ")
+    text = sys.stdin.read() if sys.stdin is not None else ""
+    if not text.strip():
+        raise ValueError("no prompt given: pass it as an argument, e.g. roberta-diffusion generate \"The city\"")
+    return text.strip()
+
+
+def _load(kind: str, name: str | None, device, quiet: bool):
+    from .models import default_models, load_causal_lm, load_mlm, load_tokenizer
+
+    if name is None:
+        model, tokenizer = default_models(kind, say=lambda m: print(m, file=sys.stderr))
+        return model.to(device), tokenizer
+    loader = load_mlm if kind == "mlm" else load_causal_lm
+    return loader(name, device=device), load_tokenizer(name)
+
+
+def _check_out(path: Path | None, suffix: str) -> None:
+    if path is not None and path.suffix.lower() != suffix:
+        raise ValueError(f"{path} must end in {suffix}")
+
+
+def run_generate(args, kind: str):
+    from . import viz
+    from .canvas import infill_canvas
+    from .models import pick_device
+    from .sampler import generate_ar, generate_diffusion
+
+    _check_out(args.animation, ".gif")
+    _check_out(args.json, ".json")
+    device = pick_device(args.device)
+    prompt = _read_prompt(args.prompt)
+    model, tokenizer = _load(kind, args.model, device, args.quiet)
+    common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
+    if kind == "mlm":
+        total = args.steps
+        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total)
+        if args.infill:
+            trace = generate_diffusion(model, tokenizer, canvas=infill_canvas(tokenizer, prompt), steps=args.steps,
+                                       strategy=args.strategy, schedule=args.schedule, block_size=args.block_size,
+                                       threshold=args.threshold, on_step=progress, **common)
+        else:
+            trace = generate_diffusion(model, tokenizer, prompt, steps=args.steps, strategy=args.strategy,
+                                       schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
+                                       block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
+    else:
+        total = args.max_len - args.prefix_len
+        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, every=max(1, total // 8))
+        trace = generate_ar(model, tokenizer, prompt, max_len=args.max_len, prefix_len=args.prefix_len,
+                            on_step=progress, **common)
+    _report(trace, tokenizer, args)
+    return trace, tokenizer
+
+
+def _report(trace, tokenizer, args):
+    from . import viz
+
+    print(f"=== {trace.kind}: {trace.new_tokens} tokens in {trace.total_time:.3f} s "
+          f"({trace.steps} steps, {trace.tokens_per_second:.0f} tokens/s)")
+    print(trace.texts[0])
+    if args.animation:
+        viz.animate(trace, tokenizer, args.animation, max_frames=None if trace.kind == "diffusion" else 60)
+        print(f"animation: {args.animation}")
+    if args.json:
+        _write_json(args.json, {**trace.summary(), "text": trace.texts[0]})
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def run_compare(args):
+    import textwrap
+
+    from . import viz
+    from .models import pick_device
+    from .sampler import generate_ar, generate_diffusion
+
+    _check_out(args.animation, ".gif")
+    _check_out(args.json, ".json")
+    device = pick_device(args.device)
+    prompt = _read_prompt(args.prompt)
+    mlm, mlm_tok = _load("mlm", args.model, device, args.quiet)
+    causal, ar_tok = _load("ar", args.ar_model, device, args.quiet)
+    common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                  prefix_len=args.prefix_len, max_len=args.max_len)
+    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, strategy=args.strategy, schedule=args.schedule,
+                              block_size=args.block_size, threshold=args.threshold, **common)
+    ar = generate_ar(causal, ar_tok, prompt, **common)
+    width = 60
+    left = textwrap.wrap(diff.texts[0], width) or [""]
+    right = textwrap.wrap(ar.texts[0], width) or [""]
+    print(f"{'DIFFUSION (' + diff.settings['strategy'] + ')':<{width}} | AUTOREGRESSIVE")
+    for i in range(max(len(left), len(right))):
+        print(f"{left[i] if i < len(left) else '':<{width}} | {right[i] if i < len(right) else ''}")
+    rows = [("wall time (s)", f"{diff.total_time:.3f}", f"{ar.total_time:.3f}"),
+            ("steps / forward passes", f"{diff.forward_passes}", f"{ar.forward_passes}"),
+            ("new tokens", f"{diff.new_tokens}", f"{ar.new_tokens}"),
+            ("tokens / s", f"{diff.tokens_per_second:.0f}", f"{ar.tokens_per_second:.0f}")]
+    print(f"\n{'':<24}{'diffusion':>12}{'AR':>12}")
+    for name, a, b in rows:
+        print(f"{name:<24}{a:>12}{b:>12}")
+    if args.animation:
+        viz.animate_comparison([diff, ar], [mlm_tok, ar_tok], args.animation, labels=["diffusion", "autoregressive"])
+        print(f"animation: {args.animation}")
+    if args.json:
+        _write_json(args.json, {"diffusion": {**diff.summary(), "text": diff.texts[0]},
+                                "ar": {**ar.summary(), "text": ar.texts[0]}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            run_generate(args, "mlm")
+        elif args.command == "ar":
+            run_generate(args, "ar")
+        elif args.command == "compare":
+            run_compare(args)
+        else:
+            return args.handler(args) or 0
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Quality and speed measures, shared by the compare notebook, the evaluation command and the tests.
+
+All scores cover the same tokens: positions ``[prefix_len, L)`` of each block, given the prefix, so the
+autoregressive perplexity (exact) and the masked-diffusion perplexity bound are comparable when the two
+models share a tokenizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+
+
+def _batches(blocks: torch.Tensor, batch_size: int):
+    for start in range(0, len(blocks), batch_size):
+        yield blocks[start : start + batch_size]
+
+
+def _device(model):
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def ar_nll(model, blocks: torch.Tensor, prefix_len: int = 16, batch_size: int = 16) -> dict:
+    """Exact NLL per token of positions ``[prefix_len, L)`` under a causal LM. ``blocks [N, L]``."""
+    device, total, count = _device(model), 0.0, 0
+    for ids in _batches(blocks, batch_size):
+        ids = ids.to(device)
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        targets = ids[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        scored = nll[:, prefix_len - 1 :]
+        total += scored.double().sum().item()
+        count += scored.numel()
+    return _nll_summary(total, count)
+
+
+@torch.no_grad()
+def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = 16, samples: int = 8, batch_size: int = 16,
+             seed: int = 0) -> dict:
+    """Monte-Carlo negative ELBO per token of a masked diffusion LM (MDLM, linear schedule): an upper bound
+    on its NLL. For ``t`` spread evenly over (0, 1] (one random shift per block), mask each scored token with
+    probability ``t``, and average ``(1/t) * sum_masked CE / n_scored``."""
+    device, generator = _device(model), torch.Generator().manual_seed(seed)
+    mask_id = tokenizer.mask_token_id
+    total, count = 0.0, 0
+    for ids in _batches(blocks, batch_size):
+        b, length = ids.shape
+        n_scored = length - prefix_len
+        shift = torch.rand(b, 1, generator=generator)
+        ts = ((torch.arange(samples).view(1, -1) + shift) / samples).clamp(min=1e-3)  # [b, samples]
+        bound = torch.zeros(b, dtype=torch.float64)
+        for k in range(samples):
+            t = ts[:, k : k + 1]
+            masked = torch.rand(b, length, generator=generator) < t
+            masked[:, :prefix_len] = False
+            noisy = ids.masked_fill(masked, mask_id).to(device)
+            logits = model(input_ids=noisy).logits.float()
+            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids.to(device), reduction="none").cpu()
+            bound += (ce * masked).double().sum(dim=1) / t.squeeze(1).double()
+        total += (bound / samples).sum().item()
+        count += b * n_scored
+    return _nll_summary(total, count) | {"mc_samples": samples}
+
+
+def _nll_summary(total: float, count: int) -> dict:
+    nll = total / max(1, count)
+    return {"nll": round(nll, 5), "ppl": round(math.exp(nll), 3), "tokens": count}
+
+
+@torch.no_grad()
+def generative_ppl(judge, sequences: torch.Tensor, prefix_len: int, batch_size: int = 16) -> dict:
+    """Perplexity of ``sequences [N, L]`` (ids in the judge's vocabulary) under a causal judge, scoring
+    positions ``[prefix_len, L)`` given the prefix. Padding (id < 0) is not allowed here."""
+    if (sequences < 0).any():
+        raise ValueError("sequences contain placeholder ids: score finished generations only")
+    return ar_nll(judge, sequences, prefix_len, batch_size)
+
+
+def unigram_entropy(sequences: list[list[int]]) -> float:
+    """Mean over samples of the entropy (nats) of each sample's own token frequencies (as MDLM reports it):
+    low values flag repetition."""
+    values = []
+    for seq in sequences:
+        counts = torch.tensor(list(Counter(seq).values()), dtype=torch.float64)
+        p = counts / counts.sum()
+        values.append(float(-(p * p.log()).sum()))
+    return sum(values) / max(1, len(values))
+
+
+def distinct_n(sequences: list[list[int]], n: int = 2) -> float:
+    """Mean over samples of unique n-grams / n-grams."""
+    values = []
+    for seq in sequences:
+        grams = [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+        if grams:
+            values.append(len(set(grams)) / len(grams))
+    return sum(values) / max(1, len(values))
+
+
+def text_quality(sequences: torch.Tensor, prefix_len: int, judge=None) -> dict:
+    """Entropy, distinct-2 and (with a judge) generative perplexity of the generated part of ``[N, L]``."""
+    generated = [row[prefix_len:].tolist() for row in sequences]
+    out = {"unigram_entropy": round(unigram_entropy(generated), 4), "distinct_2": round(distinct_n(generated, 2), 4)}
+    if judge is not None:
+        out["gen_ppl"] = generative_ppl(judge, sequences, prefix_len)["ppl"]
+    return out
+
+
+@torch.no_grad()
+def loss_by_ratio(model, collator, blocks: torch.Tensor, ratios=(0.1, 0.3, 0.5, 0.7, 0.9, 1.0), batch_size=16,
+                  seed: int = 0) -> dict[float, float]:
+    """Masked-token cross-entropy of a masked LM at each fixed mask ratio (how hard each noise level is)."""
+    from .collator import diffusion_loss
+
+    device, out = _device(model), {}
+    for ratio in ratios:
+        collator.generator = torch.Generator().manual_seed(seed)
+        losses = []
+        for ids in _batches(blocks, batch_size):
+            masked = collator.mask(ids, torch.full((len(ids),), float(ratio)))
+            labels = torch.where(masked, ids, -100)
+            logits = model(input_ids=ids.masked_fill(masked, collator.mask_id).to(device)).logits
+            losses.append(diffusion_loss(logits, labels.to(device)).item())
+        out[float(ratio)] = round(sum(losses) / len(losses), 5)
+    return out
+
+
+def timing(trace) -> dict:
+    """Latency and throughput of one generation Trace."""
+    return {"latency_s": round(trace.total_time, 4), "forward_passes": trace.forward_passes,
+            "new_tokens": trace.new_tokens, "tokens_per_s": round(trace.tokens_per_second, 1),
+            "ms_per_step": round(1000 * trace.total_time / max(1, trace.steps), 3)}

@@ -1,0 +1,150 @@
+"""Run the four notebooks headless, in order, with a YAML profile of parameters.
+
+- ``run_pipeline(profile)``: papermill (kernel ``python3``, explicit timeout) on ``.ipynb`` files that jupytext
+  makes from the py:percent sources; executed notebooks, GIFs, plots and ``metrics.json`` land in
+  ``runs/<name>/``.
+- ``run_as_script(notebook, params)``: the same notebook executed cell by cell in this process, parameters
+  applied right after the ``parameters`` cell, as papermill does. For machines without Jupyter (the lent GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+from .paths import NOTEBOOKS, PROFILES, ROOT, RUNS
+
+ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")
+_CELL = re.compile(r"^# %%(.*)$", re.MULTILINE)
+
+
+def load_profile(profile: str | Path) -> dict:
+    """A profile is ``profiles/<name>.yaml`` (or a path): ``name``, ``timeout``, ``common`` and one mapping of
+    parameters per notebook (``02_finetune: {...}``); ``common`` is given to every notebook."""
+    import yaml
+
+    path = Path(profile)
+    if not path.exists():
+        path = PROFILES / f"{profile}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml")))
+        raise FileNotFoundError(f"profile {profile!r} not found: use one of {known} or a YAML path")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"name", "timeout", "common", "notebooks", *ORDER}
+    if unknown:
+        raise ValueError(f"profile {path.name} has unknown sections {sorted(unknown)}: use {', '.join(ORDER)}")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def notebook_params(profile: dict, notebook: str) -> dict:
+    return {"run_name": profile["name"], **(profile.get("common") or {}), **(profile.get(notebook) or {})}
+
+
+def py_cells(source: str) -> list[tuple[str, str]]:
+    """Split a py:percent file into ``(header, code)`` cells; markdown cells come back with header 'markdown'."""
+    cells, marks = [], list(_CELL.finditer(source))
+    for i, mark in enumerate(marks):
+        body = source[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else len(source)]
+        header = mark.group(1).strip()
+        line = source.count("\n", 0, mark.end())  # pad so tracebacks show the file's own line numbers
+        cells.append(("markdown" if header.startswith("[markdown]") else header, "\n" * line + body))
+    return cells
+
+
+def run_as_script(notebook: str | Path, params: dict, log=print) -> dict:
+    """Execute a py:percent notebook's code cells here; returns the namespace it leaves behind."""
+    path = Path(notebook)
+    if not path.exists():
+        path = NOTEBOOKS / f"{notebook}.py"
+    namespace: dict = {"__name__": "__main__", "__file__": str(path)}
+    for header, body in py_cells(path.read_text()):
+        if header == "markdown":
+            continue
+        start = time.time()
+        exec(compile(body, str(path), "exec"), namespace)  # noqa: S102 - our own notebook source
+        if "parameters" in header:
+            namespace.update(params)
+            log(f"[{path.stem}] parameters: {json.dumps(params, default=str)}")
+        log(f"[{path.stem}] cell done in {time.time() - start:.1f} s")
+    return namespace
+
+
+def to_ipynb(py_path: Path, out_path: Path) -> Path:
+    """jupytext py:percent -> .ipynb (explicit conversion, never --sync: that goes by file times)."""
+    import jupytext
+
+    notebook = jupytext.read(py_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    jupytext.write(notebook, out_path, fmt="ipynb")
+    return out_path
+
+
+def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print) -> Path:
+    """Execute the notebooks of ``ORDER`` (or ``only``) with papermill; returns ``runs/<name>``."""
+    import papermill
+
+    config = load_profile(profile)
+    run = RUNS / config["name"]
+    run.mkdir(parents=True, exist_ok=True)
+    timeout = int(config.get("timeout", 1800))
+    timings = {}
+    for name in only or ORDER:
+        if name not in ORDER:
+            raise ValueError(f"unknown notebook {name!r}: use one of {', '.join(ORDER)}")
+        source = to_ipynb(NOTEBOOKS / f"{name}.py", run / "source" / f"{name}.ipynb")
+        start = time.time()
+        log(f"[pipeline] {name} ...")
+        papermill.execute_notebook(str(source), str(run / f"{name}.ipynb"), parameters=notebook_params(config, name),
+                                   kernel_name="python3", execution_timeout=timeout, cwd=str(ROOT),
+                                   progress_bar=False, log_output=False)
+        timings[name] = round(time.time() - start, 1)
+        log(f"[pipeline] {name} done in {timings[name]} s")
+    (run / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
+    return run
+
+
+def check_run(run: Path, mask_token: str = "<mask>") -> list[str]:
+    """Problems with a pipeline run folder (empty list = fine): executed notebooks without errors, the
+    GIFs, finite metrics, no mask token left in generated text."""
+    import nbformat
+
+    problems = []
+    for name in ORDER:
+        path = run / f"{name}.ipynb"
+        if not path.exists():
+            problems.append(f"{path.name} missing")
+            continue
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    problems.append(f"{path.name}: error {output.get('ename')}: {output.get('evalue')}")
+    for gif in ("generation.gif", "compare.gif"):
+        if not (run / gif).exists() or (run / gif).stat().st_size == 0:
+            problems.append(f"{gif} missing")
+    metrics_path = run / "metrics.json"
+    if not metrics_path.exists():
+        problems.append("metrics.json missing")
+    else:
+        metrics = json.loads(metrics_path.read_text())
+        for key, value in _flatten(metrics):
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"metrics.json: {key} is {value}")
+            if isinstance(value, str) and mask_token in value and key.endswith("text"):
+                problems.append(f"metrics.json: {key} still holds {mask_token}")
+    return problems
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, obj

@@ -1,0 +1,312 @@
+"""Training: the masked LM as a diffusion model (with DiffusionCollator) or the causal baseline, on blocks.
+
+One plain loop on ``accelerate`` (so ``accelerate launch`` spreads it over GPUs unchanged): bf16 autocast
+on GPU, fused AdamW, warm-up + cosine learning rate, a fixed held-out evaluation, a tqdm bar.
+
+Resumable: every ``save_every`` steps the full state (weights, optimiser, schedule, step, history) goes to
+``<out>/checkpoints/step-N``, written under a temporary name and renamed, so a kill at any moment leaves
+the previous finished checkpoint intact; a rerun with the same config continues from the newest one. The
+batch order and the noise of step N are functions of (seed, N), so a resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .collator import DiffusionCollator, diffusion_loss
+from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str  # run folder: checkpoints/, model/, history.json
+    objective: str = "mlm"  # "mlm" (diffusion) | "ar" (causal baseline)
+    init: str | None = None  # hub name or folder to fine-tune; None = fresh weights of `size`
+    size: str = "tiny"  # fresh model size (models.SIZES)
+    tokenizer: str | None = None  # folder or hub name; default: the init model's
+    block_size: int = 256
+    prefix_len: int = 16
+    ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM)
+    n_levels: int = 10
+    weighting: str = "none"  # "none" | "elbo"
+    batch_size: int = 16
+    max_steps: int = 100
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    dropout: float = 0.1
+    eval_every: int = 50
+    eval_batches: int = 8
+    save_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+    compile: bool = False
+    max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
+
+    def save(self, path: Path) -> None:
+        _atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2))
+
+
+# -- data -----------------------------------------------------------------------------------------------
+def cached_blocks(source, tokenizer, block_size: int, cache_dir, max_lines=None, detokenize=False) -> torch.Tensor:
+    """``data.load_blocks`` with an on-disk cache keyed by file name+size, tokenizer vocabulary and block size."""
+    from .data import load_blocks, text_files
+
+    if str(source).endswith(".pt"):  # blocks tokenised ahead of time (e.g. carried to a machine without the corpus)
+        return torch.load(source).long()
+    try:
+        files = [(p.name, p.stat().st_size) for p in text_files(source)]
+    except FileNotFoundError:
+        files = [str(source)]  # a hub name
+    vocab = hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps([files, vocab, block_size, max_lines, detokenize]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"blocks-{key}.pt"
+    if path.exists():
+        return torch.load(path).long()
+    blocks = load_blocks(source, tokenizer, block_size, max_lines=max_lines, detokenize=detokenize)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    small = blocks.to(torch.int16 if len(tokenizer) < 2**15 else torch.int32)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per-process: two trainings may fill the cache at once
+    torch.save(small, tmp)
+    tmp.replace(path)
+    return blocks
+
+
+def batch_indices(step: int, n_blocks: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Block indices of global ``step``: epoch-wise shuffles that depend only on (seed, epoch)."""
+    per_epoch = max(1, n_blocks // batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[offset * batch_size : (offset + 1) * batch_size]
+
+
+# -- model ----------------------------------------------------------------------------------------------
+def build_model(cfg: TrainConfig, tokenizer):
+    if cfg.init:
+        loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
+        return loader(cfg.init, device="cpu")
+    make = fresh_mlm if cfg.objective == "mlm" else fresh_causal_lm
+    return make(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
+
+
+def masked_lm_loss(model, batch) -> torch.Tensor:
+    """Diffusion loss with the vocabulary projection only at masked positions (most are not masked)."""
+    labels = batch["labels"]
+    where = labels != -100
+    prefix = getattr(model, "base_model_prefix", None)  # None when wrapped (DDP): then full logits
+    encoder = getattr(model, prefix, None) if prefix else None
+    head = getattr(model, "lm_head", None)
+    if encoder is not None and head is not None:  # RoBERTa-style: encoder then head
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = head(hidden[where]).unsqueeze(0)
+        flat_labels = labels[where].unsqueeze(0)
+    else:  # any other masked LM: full logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        flat_labels = labels
+    weight = batch.get("loss_weight")
+    if weight is not None and flat_labels.shape != labels.shape:
+        # per-token weights for the flattened masked positions: broadcast each row's weight
+        weight_tokens = weight.unsqueeze(1).expand_as(labels)[where]
+        ce = torch.nn.functional.cross_entropy(logits[0].float(), flat_labels[0], reduction="none")
+        return (ce * weight_tokens).sum() / labels.shape[0]
+    return diffusion_loss(logits, flat_labels, weight)
+
+
+def causal_lm_loss(model, batch) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest *finished* checkpoint; half-written ``*.tmp`` folders are never returned."""
+    root = Path(out_dir) / "checkpoints"
+    done = [p for p in root.glob("step-*") if not p.name.endswith(".tmp") and (p / "state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: dict, keep: int = 2) -> Path:
+    root = Path(out_dir) / "checkpoints"
+    final = root / f"step-{step}"
+    tmp = root / f"step-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))  # written last
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)  # the atomic moment: before it the old checkpoint is the newest, after it this one
+    finished = sorted((p for p in root.glob("step-*") if not p.name.endswith(".tmp")), key=lambda p: int(p.name.split("-")[1]))
+    for old in finished[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def factor(step):
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer=None,
+          progress: bool = True) -> dict:
+    """Train (or resume) and return the history; the final model + tokenizer go to ``<out>/model``."""
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.objective not in ("mlm", "ar"):
+        raise ValueError(f"objective={cfg.objective!r}: use 'mlm' or 'ar'")
+    tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or cfg.init)
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    model = build_model(cfg, tokenizer)
+    fused = accelerator.device.type == "cuda"
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
+                                  eps=1e-6, fused=fused)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+
+    step, history = 0, {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "tokens": 0, "seconds": 0.0}
+    resume = latest_checkpoint(out)
+    if resume is not None:
+        from safetensors.torch import load_file
+
+        state = json.loads((resume / "state.json").read_text())
+        model.load_state_dict(_load_weights(resume, load_file), strict=False)
+        opt_state = torch.load(resume / "optimizer.pt", weights_only=False)
+        optimizer.load_state_dict(opt_state["optimizer"])
+        scheduler.load_state_dict(opt_state["scheduler"])
+        step, history = state["step"], state["history"]
+        accelerator.print(f"resuming from {resume} (step {step})")
+    cfg.save(out / "config.json")
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.compile and fused:
+        _compile_in_place(accelerator.unwrap_model(model))
+    collator = DiffusionCollator(tokenizer, cfg.prefix_len, cfg.ratio_mode, cfg.n_levels, weighting=cfg.weighting)
+    loss_fn = masked_lm_loss if cfg.objective == "mlm" else causal_lm_loss
+    rank, world = accelerator.process_index, accelerator.num_processes
+    started, tokens_at_start = time.time(), history["tokens"]
+    run_started = started  # max_minutes counts this invocation only
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
+               desc=f"train {cfg.objective}", mininterval=1 if sys.stderr.isatty() else 30)
+    model.train()
+    while step < cfg.max_steps:
+        ids = train_blocks[batch_indices(step, len(train_blocks), cfg.batch_size * world, cfg.seed)[rank::world]]
+        batch = _make_batch(cfg, collator, ids, seed=cfg.seed * 1_000_003 + step, device=accelerator.device)
+        with accelerator.autocast():
+            loss = loss_fn(model, batch)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        history["tokens"] += ids.numel() * world
+        bar.update(1)
+        over_time = cfg.max_minutes is not None and time.time() - run_started > 60 * cfg.max_minutes
+        if step % cfg.log_every == 0 or step == cfg.max_steps or over_time:
+            history["step"].append(step)
+            history["train_loss"].append(round(loss.item(), 5))
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+        if step % cfg.eval_every == 0 or step == cfg.max_steps or over_time:
+            history["eval_step"].append(step)
+            history["eval_loss"].append(round(evaluate(model, cfg, collator, valid_blocks, accelerator, loss_fn), 5))
+            model.train()
+        if accelerator.is_main_process and (step % cfg.save_every == 0 or step == cfg.max_steps or over_time):
+            history["seconds"] += time.time() - started
+            history["tokens_per_second"] = (history["tokens"] - tokens_at_start) / max(1e-9, time.time() - started)
+            started, tokens_at_start = time.time(), history["tokens"]
+            save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, step, history)
+        accelerator.wait_for_everyone()
+        if over_time:
+            accelerator.print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached")
+            break
+    bar.close()
+    if accelerator.is_main_process:
+        export_model(out / "model", accelerator.unwrap_model(model), tokenizer)
+        _atomic_write_text(out / "history.json", json.dumps(history, indent=2))
+    return history
+
+
+def _compile_in_place(model) -> None:
+    """Compile the transformer body's forward (fixed shapes [B, L]); the parameters and their names stay."""
+    body = getattr(model, model.base_model_prefix, model)
+    body.forward = torch.compile(body.forward)
+
+
+def _load_weights(folder: Path, load_file):
+    state = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(file))
+    return state
+
+
+def _make_batch(cfg, collator, ids, seed, device):
+    if cfg.objective == "mlm":
+        collator.generator = torch.Generator().manual_seed(seed)
+        batch = collator(ids)
+        batch.pop("mask_ratio")
+    else:
+        batch = {"input_ids": ids}
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model, cfg, collator, valid_blocks, accelerator, loss_fn) -> float:
+    """Mean loss on the first ``eval_batches`` held-out batches with fixed noise (comparable across steps)."""
+    model.eval()
+    losses = []
+    for i in range(cfg.eval_batches):
+        ids = valid_blocks[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        if len(ids) == 0:
+            break
+        batch = _make_batch(cfg, collator, ids, seed=10_000 + i, device=accelerator.device)
+        with accelerator.autocast():
+            losses.append(loss_fn(model, batch).float().item())
+    return sum(losses) / max(1, len(losses))
+
+
+def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:
+    """``save_pretrained`` model + tokenizer into ``folder`` atomically (temp folder, then rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = model
+    if dtype is not None:
+        import copy
+
+        to_save = copy.deepcopy(model).to(dtype)
+    to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(tmp)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

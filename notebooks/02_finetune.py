@@ -1,0 +1,128 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Training a masked language model to be a diffusion model
+#
+# A masked LM already knows how to fill blanks, but pre-training hides only ~15 % of the tokens. To generate
+# from an all-`<mask>` canvas it must also be good when *most* of the text is hidden. So we train it on every
+# noise level: the `DiffusionCollator` draws a mask ratio (the seed's ten levels 0.1 … 1.0 per batch, or MDLM's
+# continuous `t ~ U(0, 1)` per sample), hides that share of the tokens after the 16-token prompt prefix, and the
+# loss is cross-entropy on the hidden tokens only.
+#
+# The same notebook trains the **autoregressive baseline** (GPT-2 architecture, same tokenizer, data, depth,
+# width and number of tokens), so the comparison in notebook 04 is fair.
+#
+# Training is resumable: kill it at any point and run the notebook again with the same parameters — it
+# continues from the last finished checkpoint in `runs/<run_name>/<objective>/checkpoints/`.
+
+# %% tags=["parameters"]
+run_name: str = "scratch"  # outputs go to runs/<run_name>/
+init: str | None = None  # hub name (e.g. "roberta-base") or folder to fine-tune; None = a fresh model of `size`
+size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
+tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
+train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
+valid_data: str = "wikipedia-valid"
+max_train_lines: int | None = 2000  # None = the whole corpus
+block_size: int = 128  # canvas length in tokens (256 for the real recipe)
+prefix_len: int = 16  # never masked: the prompt the model learns to continue
+ratio_mode: str = "levels"  # "levels" (seed: one ratio per batch) | "continuous" (MDLM: one t per sample)
+weighting: str = "none"  # "none" | "elbo" (1/t weights: the MDLM bound as the objective)
+batch_size: int = 8
+max_steps: int = 40
+lr: float = 1e-3
+warmup_steps: int = 10
+eval_every: int = 20
+save_every: int = 20
+max_minutes: float | None = None  # stop early (and save) after this long
+compile: bool = False  # torch.compile the model body (GPU only)
+objectives: list = ["mlm", "ar"]  # "mlm" = the diffusion model, "ar" = the GPT-2 baseline on the same data
+seed: int = 0
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import torch
+
+from roberta_diffusion import paths, train
+from roberta_diffusion.cards import write_model_card
+from roberta_diffusion.models import load_tokenizer, model_summary
+
+run_dir = paths.run_dir(run_name)
+tokenizer = load_tokenizer(paths.resolve(init or tokenizer_path))
+print(f"run folder: {run_dir}\ntokenizer: {len(tokenizer)} tokens, mask token {tokenizer.mask_token!r}")
+
+# %% [markdown]
+# ## Data
+# Lines are tokenised, joined with newlines and cut into blocks of `block_size` tokens, each starting with
+# `<s>`. Blocks are cached under the run folder, keyed by the corpus, the tokenizer and the block size.
+
+# %%
+cache = paths.RUNS / "cache"
+train_blocks = train.cached_blocks(paths.corpus(train_data), tokenizer, block_size, cache, max_train_lines)
+valid_blocks = train.cached_blocks(paths.corpus(valid_data), tokenizer, block_size, cache)
+print(f"train: {tuple(train_blocks.shape)} = {train_blocks.numel() / 1e6:.2f}M tokens; valid: {tuple(valid_blocks.shape)}")
+
+# %% [markdown]
+# ## Training
+# One loop for both objectives (`roberta_diffusion.train.train`): bf16 autocast and fused AdamW on GPU,
+# warm-up then cosine learning rate, held-out loss at fixed noise every `eval_every` steps.
+
+# %%
+histories, configs = {}, {}
+for objective in objectives:
+    configs[objective] = train.TrainConfig(
+        out_dir=str(run_dir / objective), objective=objective, init=paths.resolve(init) if objective == "mlm" else None,
+        size=size, block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
+        batch_size=batch_size, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
+        save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
+    histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)
+    print(objective, "final eval loss", histories[objective]["eval_loss"][-1])
+
+# %% [markdown]
+# ## Loss curves
+# The diffusion loss averages over noise levels, so it sits above the AR loss even for an equally good model;
+# the fair comparison is the perplexity bound in notebook 04.
+
+# %%
+fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.5), squeeze=False)
+for ax, objective in zip(axes[0], objectives):
+    h = histories[objective]
+    ax.plot(h["step"], h["train_loss"], label="train")
+    ax.plot(h["eval_step"], h["eval_loss"], "o-", label="held-out")
+    ax.set(title=f"{objective} loss", xlabel="step", ylabel="cross-entropy (nats)")
+    ax.legend()
+fig.tight_layout()
+fig.savefig(run_dir / "loss_curves.png", dpi=100)
+plt.show()
+
+# %% [markdown]
+# ## Model cards
+# Each saved model folder gets a README with the data, licence, hyperparameters and final losses.
+
+# %%
+for objective in objectives:
+    folder = run_dir / objective / "model"
+    h, cfg = histories[objective], configs[objective]
+    from roberta_diffusion.models import load_causal_lm, load_mlm
+
+    model = (load_mlm if objective == "mlm" else load_causal_lm)(folder, device="cpu")
+    facts = {"architecture": model_summary(model), "objective": "masked diffusion (DiffusionCollator)" if objective == "mlm"
+             else "next-token prediction", "data": f"{train_data} ({train_blocks.numel() / 1e6:.1f}M tokens, blocks of {block_size})",
+             "licence of the data": "CC BY-SA (Wikipedia text)" if "wiki" in str(train_data) else "see the data source",
+             "tokens seen": f"{h['tokens'] / 1e6:.1f}M", "steps": h["step"][-1] if h["step"] else 0,
+             "wall time (s)": round(h["seconds"], 1), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+             "final held-out loss": h["eval_loss"][-1], "hyperparameters": json.dumps({k: v for k, v in vars(cfg).items() if k != "out_dir"})}
+    write_model_card(folder, f"{objective.upper()} · run {run_name}", "Trained by notebooks/02_finetune.py.", facts)
+    print(f"saved {folder}")
