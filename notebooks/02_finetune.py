@@ -30,6 +30,7 @@
 run_name: str = "scratch"  # outputs go to runs/<run_name>/
 init: str | None = None  # hub name (e.g. "roberta-base") or folder to fine-tune; None = a fresh model of `size`
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
+arch: str = "roberta"  # fresh masked LM: "roberta" (post-LN, as roberta-base) | "roberta-prelayernorm"
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
 valid_data: str = "wikipedia-valid"
@@ -84,7 +85,7 @@ histories, configs = {}, {}
 for objective in objectives:
     configs[objective] = train.TrainConfig(
         out_dir=str(run_dir / objective), objective=objective, init=paths.resolve(init) if objective == "mlm" else None,
-        size=size, block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
+        size=size, arch=arch, block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
         batch_size=batch_size, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
         save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
     histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)

@@ -1,6 +1,6 @@
 """Copy a training run's models into weights/ as bf16 safetensors (loaded as fp32 on CPU) with model cards.
 
-python scripts/ship_models.py runs/full [train logs folder]
+python scripts/ship_models.py runs/full [train logs folder] [mlm|ar ...]
 """
 
 import json
@@ -20,8 +20,10 @@ SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm, "RoBERTa diffusion (small)"),
 if __name__ == "__main__":
     run = Path(sys.argv[1])
     logs = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    which = sys.argv[3:] or list(SHIP)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    for objective, (target, loader, title) in SHIP.items():
+    for objective in which:
+        target, loader, title = SHIP[objective]
         source = run / objective
         model = loader(source / "model", device="cpu")
         tokenizer = load_tokenizer(source / "model")
@@ -34,7 +36,7 @@ if __name__ == "__main__":
             (target / "training_log.txt").write_text((logs / f"train_{objective}.log").read_text()[-200_000:])
         facts = {
             "architecture": model_summary(model),
-            "objective": "masked diffusion: DiffusionCollator, continuous t ~ U(0,1) per sample, 1/t ELBO weights, prefix 16 never masked"
+            "objective": f"masked diffusion: DiffusionCollator (ratio mode {config['ratio_mode']}, weighting {config['weighting']}), prefix 16 never masked"
             if objective == "mlm" else "next-token prediction on the same blocks",
             "tokenizer": "byte-level BPE, 16,384 tokens, RoBERTa special tokens (weights/tokenizer, trained by scripts/train_tokenizer.py)",
             "data": "../shared/data/wikipedia-2018-extract/train.txt.gz (English Wikipedia, 2018 extract), blocks of 256 tokens",
@@ -44,6 +46,7 @@ if __name__ == "__main__":
             "training wall time (s)": round(history["seconds"], 1),
             "final held-out loss (wikipedia valid)": history["eval_loss"][-1],
             "hyperparameters": json.dumps({k: v for k, v in config.items() if k != "out_dir"}),
+            "class": type(model).__name__,
             "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",
             "recipe": "roberta-diffusion finetune --profile full (notebooks/02_finetune.py), then scripts/ship_models.py",
         }

@@ -103,7 +103,7 @@ def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
 def max_canvas_len(model) -> int:
     """Longest sequence the model can take. RoBERTa reserves ``pad_token_id + 1`` position slots."""
     config = model.config
-    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+    if config.model_type in ("roberta", "roberta-prelayernorm", "xlm-roberta", "camembert"):
         return config.max_position_embeddings - (config.pad_token_id or 0) - 1
     for name in ("max_position_embeddings", "n_positions", "n_ctx"):
         if getattr(config, name, None):
@@ -115,12 +115,22 @@ def is_masked_lm(model) -> bool:
     return type(model).__name__.endswith("ForMaskedLM")
 
 
-def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):
-    """A randomly initialised ``RobertaForMaskedLM`` sized by ``SIZES[size]``, matched to ``tokenizer``."""
-    from transformers import RobertaConfig, RobertaForMaskedLM
+def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, arch: str = "roberta", **overrides):
+    """A randomly initialised ``RobertaForMaskedLM`` sized by ``SIZES[size]``, matched to ``tokenizer``.
 
+    ``arch="roberta-prelayernorm"`` gives the pre-LayerNorm variant, which trains from scratch more easily
+    at high learning rates (post-LN BERT-style models can sit on the unigram plateau for a long time).
+    """
+    from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaPreLayerNormConfig,
+                              RobertaPreLayerNormForMaskedLM)
+
+    archs = {"roberta": (RobertaConfig, RobertaForMaskedLM),
+             "roberta-prelayernorm": (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)}
+    if arch not in archs:
+        raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(archs)}")
+    config_class, model_class = archs[arch]
     dims = _dims(size, overrides)
-    config = RobertaConfig(
+    config = config_class(
         vocab_size=_vocab_size(tokenizer),
         hidden_size=dims["hidden"],
         num_hidden_layers=dims["layers"],
@@ -135,7 +145,7 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
         attention_probs_dropout_prob=overrides.get("dropout", 0.1),
     )
     torch.manual_seed(seed)
-    return RobertaForMaskedLM(config).eval()
+    return model_class(config).eval()
 
 
 def fresh_causal_lm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):

@@ -64,7 +64,10 @@ def _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size
 
 def make_generator(seed: int | None, device) -> torch.Generator:
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
+    if seed is None:
+        generator.seed()  # fresh entropy for this generator only: torch.seed() would reseed the global RNG
+    else:
+        generator.manual_seed(seed)
     return generator
 
 

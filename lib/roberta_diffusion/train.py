@@ -34,6 +34,7 @@ class TrainConfig:
     objective: str = "mlm"  # "mlm" (diffusion) | "ar" (causal baseline)
     init: str | None = None  # hub name or folder to fine-tune; None = fresh weights of `size`
     size: str = "tiny"  # fresh model size (models.SIZES)
+    arch: str = "roberta"  # fresh MLM: "roberta" (post-LN) | "roberta-prelayernorm"
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
     prefix_len: int = 16
@@ -96,8 +97,9 @@ def build_model(cfg: TrainConfig, tokenizer):
     if cfg.init:
         loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
         return loader(cfg.init, device="cpu")
-    make = fresh_mlm if cfg.objective == "mlm" else fresh_causal_lm
-    return make(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
+    if cfg.objective == "mlm":
+        return fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch, dropout=cfg.dropout)
+    return fresh_causal_lm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
 
 
 def masked_lm_loss(model, batch) -> torch.Tensor:
