@@ -12,10 +12,10 @@ variant() {  # name, then KEY=VALUE overrides
   python3 -m roberta_diffusion.cli finetune --profile full --set "run_name=\"sweep-$name\"" 'objectives=["mlm"]' \
     "train_data=$TRAIN_PT" "max_steps=$STEPS" "max_minutes=$MINUTES" "$@" > "$OUT/train_mlm_$name.log" 2>&1
 }
-variant a arch=roberta lr=0.0005 warmup_steps=1000 ratio_mode=levels weighting=none &
-variant b arch=roberta lr=0.0003 warmup_steps=1000 ratio_mode=continuous weighting=elbo &
-variant c arch=roberta lr=0.0005 warmup_steps=1000 ratio_mode=continuous weighting=none &
-variant d arch=roberta-prelayernorm lr=0.001 warmup_steps=500 ratio_mode=continuous weighting=elbo &
+variant a arch=roberta lr=0.001 warmup_steps=500 ratio_mode=levels weighting=none &
+variant b arch=roberta lr=0.001 warmup_steps=500 ratio_mode=continuous weighting=elbo &
+variant c arch=roberta-prelayernorm lr=0.002 warmup_steps=500 ratio_mode=continuous weighting=elbo &
+variant d arch=roberta lr=0.002 warmup_steps=1000 ratio_mode=continuous weighting=none &
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
 for f in "$OUT"/train_mlm_*.log; do echo "$f: $(tr '\r' '\n' < "$f" | grep -E 'final eval|stopping' | tr '\n' ' ')"; done

@@ -45,6 +45,8 @@ class TrainConfig:
     max_steps: int = 100
     lr: float = 5e-4
     weight_decay: float = 0.01
+    adam_eps: float = 1e-8  # not RoBERTa's 1e-6: at init the query/key gradients are ~1e-8 per weight, and a
+    # larger eps freezes them, leaving attention uniform and the MLM stuck at the unigram loss
     warmup_steps: int = 10
     dropout: float = 0.1
     eval_every: int = 50
@@ -190,7 +192,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
-                                  eps=1e-6, fused=fused)
+                                  eps=cfg.adam_eps, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
 
     step, history = 0, {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "tokens": 0, "seconds": 0.0}
