@@ -52,10 +52,15 @@ def _check_folder(name_or_path, what: str) -> None:
 
 
 def _load(loader, name_or_path, what: str, **kwargs):
+    from safetensors import SafetensorError
+    from transformers.utils import logging as hf_logging
+
     _check_folder(name_or_path, what)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # stderr is for errors: the CLI promises one line on failure
     try:
         return loader(str(name_or_path), **kwargs)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         local = Path(str(name_or_path)).expanduser().exists()
         if local:
             raise ValueError(
@@ -66,6 +71,9 @@ def _load(loader, name_or_path, what: str, **kwargs):
             f"{what} {name_or_path!r} is not a local folder and could not be fetched from the hub (offline?): "
             "pass a local folder such as weights/roberta-diffusion-small"
         ) from err
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(name_or_path):
@@ -92,11 +100,12 @@ CAUSAL_ONLY_TYPES = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "opt", "qwen
 
 
 def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
+    config = _load(AutoConfig.from_pretrained, name_or_path, "model")
+    if not getattr(config, "is_decoder", False) and config.model_type not in CAUSAL_ONLY_TYPES:
+        raise ValueError(f"{name_or_path} is not a causal LM ({config.model_type}): pass e.g. gpt2")
     model = _load(AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
-    if not getattr(model.config, "is_decoder", False) and model.config.model_type not in CAUSAL_ONLY_TYPES:
-        raise ValueError(f"{name_or_path} is not a causal LM ({model.config.model_type}): pass e.g. gpt2")
     return model.to(pick_device(device) if device is None or isinstance(device, str) else device).eval()
 
 
@@ -194,8 +203,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 16384, save_to=None,
     if vocab_size % 64 or not 256 + len(SPECIAL_TOKENS) < vocab_size:
         raise ValueError(f"vocab_size={vocab_size}: use a multiple of 64 above 261, e.g. 16384")
     bpe = ByteLevelBPETokenizer()
+    # <mask> must carry lstrip in the backend itself: the tokenizer's mask_token argument below does not
+    # update a token the backend already has
+    specials = [AddedToken(t, lstrip=True, special=True) if t == "<mask>" else t for t in SPECIAL_TOKENS]
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
-                            special_tokens=SPECIAL_TOKENS, show_progress=False)
+                            special_tokens=specials, show_progress=False)
     bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer,

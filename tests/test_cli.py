@@ -1,0 +1,143 @@
+"""The CLI end to end on the saved tiny models: generate, ar, compare; GIF and JSON outputs; stdin prompts;
+and the real console entry point in a subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from roberta_diffusion.cli import EXIT_USAGE, main
+
+SMALL = ["--max-len", "48", "--steps", "4", "--device", "cpu"]
+PROMPT = "The cat sat"
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def assert_gif(path, frames=None):
+    from PIL import Image
+
+    assert path.exists() and path.read_bytes()[:4] == b"GIF8"
+    if frames is not None:
+        with Image.open(path) as gif:
+            assert gif.n_frames == frames
+    assert not list(path.parent.glob("*.tmp*")), "no temporary files left behind"
+
+
+@pytest.mark.parametrize("extra", [[], ["--strategy", "confidence", "--schedule", "cosine", "--block-size", "8"],
+                                   ["--strategy", "threshold", "--threshold", "1.0"]])
+def test_generate(capsys, tmp_path, tiny_dirs, extra):
+    gif, js = tmp_path / "out" / "run.gif", tmp_path / "out" / "run.json"
+    status = main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, *extra,
+                   "--animation", str(gif), "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "error" not in err
+    assert "step 1/4" in out and "step 4/4" in out
+    assert "=== diffusion" in out and f"animation: {gif}" in out
+    assert_gif(gif, frames=5)  # one frame per step, plus the start
+    summary = read_json(js)
+    assert summary["kind"] == "diffusion" and summary["steps"] == 4 and summary["max_len"] == 48
+    assert summary["new_tokens"] == 48 - 16  # the default prefix_len is 16
+    assert summary["text"].startswith(PROMPT)
+    if extra:
+        assert summary["strategy"] == extra[1]
+
+
+def test_generate_infill(capsys, tmp_path, tiny_dirs):
+    js = tmp_path / "infill.json"
+    status = main(["generate", "The <mask*5> on the mat", "--infill", "--model", str(tiny_dirs / "mlm"),
+                   "--steps", "4", "--device", "cpu", "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "step 1/4" in out
+    summary = read_json(js)
+    assert summary["new_tokens"] == 5
+    assert summary["text"].startswith("The") and summary["text"].endswith("on the mat")
+
+
+def test_generate_quiet_prints_only_the_result(capsys, tmp_path, tiny_dirs):
+    status = main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, "--quiet"])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    assert "step 1/4" not in out and PROMPT in out
+
+
+def test_generate_is_reproducible_by_seed(capsys, tmp_path, tiny_dirs):
+    texts = []
+    for seed in ("3", "3", "4"):
+        js = tmp_path / f"seed{len(texts)}.json"
+        assert main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, "--quiet", "--seed", seed,
+                     "--json", str(js)]) == 0
+        texts.append(read_json(js)["text"])
+    capsys.readouterr()
+    assert texts[0] == texts[1] != texts[2]
+
+
+def test_ar(capsys, tmp_path, tiny_dirs):
+    gif, js = tmp_path / "ar.gif", tmp_path / "ar.json"
+    # prefix 44 of 48: four AR steps, so the progress prints every step
+    status = main(["ar", PROMPT, "--model", str(tiny_dirs / "ar"), "--max-len", "48", "--prefix-len", "44",
+                   "--device", "cpu", "--animation", str(gif), "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "step 1/4" in out and "step 4/4" in out and "=== ar" in out
+    assert_gif(gif, frames=5)
+    summary = read_json(js)
+    assert summary["kind"] == "ar" and summary["steps"] == 4 and summary["new_tokens"] == 4
+    assert summary["text"].startswith(PROMPT)
+
+
+def test_compare(capsys, tmp_path, tiny_dirs):
+    gif, js = tmp_path / "cmp.gif", tmp_path / "cmp.json"
+    status = main(["compare", PROMPT, "--model", str(tiny_dirs / "mlm"), "--ar-model", str(tiny_dirs / "ar"),
+                   *SMALL, "--animation", str(gif), "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "DIFFUSION (seed-remask)" in out and "AUTOREGRESSIVE" in out and "tokens / s" in out
+    assert_gif(gif)
+    both = read_json(js)
+    assert both["diffusion"]["kind"] == "diffusion" and both["ar"]["kind"] == "ar"
+    assert both["diffusion"]["steps"] == 4 and both["ar"]["steps"] == 48 - 16
+    assert both["diffusion"]["new_tokens"] == both["ar"]["new_tokens"] == 48 - 16
+    assert both["diffusion"]["text"].startswith(PROMPT) and both["ar"]["text"].startswith(PROMPT)
+
+
+def test_prompt_from_stdin(capsys, tmp_path, tiny_dirs, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT + "\n"))
+    js = tmp_path / "stdin.json"
+    status = main(["generate", "--model", str(tiny_dirs / "mlm"), *SMALL, "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert "step 1/4" in out
+    assert read_json(js)["text"].startswith(PROMPT)
+
+
+def test_empty_stdin_is_an_error(capsys, tmp_path, tiny_dirs, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
+    js = tmp_path / "stdin.json"
+    status = main(["generate", "--model", str(tiny_dirs / "mlm"), *SMALL, "--json", str(js)])
+    lines = capsys.readouterr().err.splitlines()
+    assert status == EXIT_USAGE and len(lines) == 1 and lines[0].startswith("error:")
+    assert not js.exists()
+
+
+def test_console_entry_point_in_a_subprocess(tmp_path, tiny_dirs):
+    """``python -m roberta_diffusion.cli`` (what the roberta-diffusion script runs), prompt on stdin."""
+    js = tmp_path / "sub.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "roberta_diffusion.cli", "generate", "--model", str(tiny_dirs / "mlm"), *SMALL,
+         "--json", str(js)],
+        input=PROMPT, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "step 1/4" in done.stdout
+    assert read_json(js)["text"].startswith(PROMPT)

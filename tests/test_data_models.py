@@ -1,0 +1,208 @@
+"""Corpora (reading, WikiText detokenisation, blocks) and model/tokenizer loading."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import pytest
+import torch
+from roberta_diffusion import data, models
+from roberta_diffusion.paths import SAMPLE_TEXT
+
+# ---------------------------------------------------------------------------------------------------------
+# WikiText detokenisation
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("a @-@ b", "a-b"),
+    ("1 @,@ 000 people", "1,000 people"),
+    ("$ 5 @.@ 3 million", "$5.3 million"),
+    ("word , next .", "word, next."),
+    ("( x ) and [ y ] ; z : w !", "(x) and [y]; z: w!"),
+    ("do n't , it 's , they 're , we 've , I 'm , you 'll , he 'd", "don't, it's, they're, we've, I'm, you'll, he'd"),
+    ('he said " hello there " .', 'he said "hello there".'),
+    ("  spaced   out  text  ", "spaced out text"),
+    ("50 %", "50%"),
+    ("plain prose stays as it is.", "plain prose stays as it is."),
+])
+def test_wikitext_detokenize(raw, clean):
+    assert data.wikitext_detokenize(raw) == clean
+
+
+def test_wikitext_detokenize_is_idempotent_on_its_output():
+    line = ' The game \'s sequel , " Valkyria Chronicles III " , sold 1 @,@ 000 copies ( in 2011 ) .'
+    once = data.wikitext_detokenize(line)
+    assert once == 'The game\'s sequel, "Valkyria Chronicles III", sold 1,000 copies (in 2011).'
+    assert data.wikitext_detokenize(once) == once
+
+
+def test_split_title_paragraphs_drops_headings():
+    lines = ["= Title =", "A paragraph.", "= = Section = =", "Another one."]
+    assert list(data.split_title_paragraphs(lines)) == ["A paragraph.", "Another one."]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading local corpora
+
+
+def test_iter_lines_drops_empty_lines_and_strips(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("first line  \n\n   \n\tsecond\n\n third \n", encoding="utf-8")
+    assert data.load_lines(path) == ["first line", "second", "third"]
+    assert data.load_lines(str(path)) == ["first line", "second", "third"]
+    assert list(data.iter_lines(path, max_lines=2)) == ["first line", "second"]
+
+
+def test_iter_lines_reads_gzip(tmp_path):
+    path = tmp_path / "b.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("zipped one\n\nzipped two — ünïcode\n")
+    assert data.load_lines(path) == ["zipped one", "zipped two — ünïcode"]
+
+
+def test_iter_lines_reads_a_folder_in_sorted_order(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.raw").write_text("from b\n", encoding="utf-8")
+    (folder / "a.txt").write_text("from a\n\n", encoding="utf-8")
+    with gzip.open(folder / "sub" / "c.gz", "wt", encoding="utf-8") as handle:
+        handle.write("from c\n")
+    (folder / "notes.md").write_text("not a corpus file\n", encoding="utf-8")
+    assert data.load_lines(folder) == ["from a", "from b", "from c"]
+    assert data.text_files(folder) == [folder / "a.txt", folder / "b.raw", folder / "sub" / "c.gz"]
+
+
+def test_iter_lines_missing_sources(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.load_lines(tmp_path / "nope.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .txt"):
+        data.load_lines(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# blocks
+
+
+def test_tokenize_blocks(tokenizer):
+    lines = data.load_lines(SAMPLE_TEXT)
+    block_size = 32
+    blocks = data.tokenize_blocks(lines, tokenizer, block_size=block_size, batch_lines=7)
+    assert blocks.dtype == torch.long and blocks.ndim == 2 and blocks.shape[1] == block_size
+    assert torch.all(blocks[:, 0] == tokenizer.bos_token_id)
+    assert not (blocks == tokenizer.pad_token_id).any()
+    specials = torch.tensor(tokenizer.all_special_ids)
+    assert not torch.isin(blocks[:, 1:], specials).any(), "only the leading bos is special"
+    # the bodies are the token stream of the newline-joined lines, in order, tail dropped
+    stream = [t for line in lines for t in tokenizer(line + "\n", add_special_tokens=False)["input_ids"]]
+    assert blocks.shape[0] == len(stream) // (block_size - 1)
+    assert blocks[:, 1:].flatten().tolist() == stream[: blocks.shape[0] * (block_size - 1)]
+    # batching lines differently changes nothing; max_blocks keeps the first blocks
+    assert torch.equal(data.tokenize_blocks(lines, tokenizer, block_size, batch_lines=1000), blocks)
+    assert torch.equal(data.tokenize_blocks(iter(lines), tokenizer, block_size, max_blocks=2, batch_lines=3),
+                       blocks[:2])
+
+
+def test_tokenize_blocks_refusals(tokenizer):
+    with pytest.raises(ValueError, match="block_size"):
+        data.tokenize_blocks(["some text"], tokenizer, block_size=1)
+    with pytest.raises(ValueError, match="shorter than one block"):
+        data.tokenize_blocks(["a few words"], tokenizer, block_size=256)
+
+
+def test_load_blocks_detokenizes(tokenizer, tmp_path):
+    path = tmp_path / "wiki.raw"
+    path.write_text(" = Heading = \n\n The year 's end , 1 @,@ 000 of them . \n" * 20, encoding="utf-8")
+    raw = data.load_blocks(path, tokenizer, block_size=16)
+    clean = data.load_blocks(path, tokenizer, block_size=16, detokenize=True)
+    assert tokenizer.decode(clean[:, 1:].flatten()).startswith("= Heading =\nThe year's end, 1,000 of them.\n= ")
+    assert tokenizer.decode(raw[:, 1:].flatten()).startswith("= Heading =\nThe year 's end , 1 @,@ 000")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# models and tokenizers
+
+
+def test_tokenizer_round_trip(tokenizer, tiny_dirs):
+    loaded = models.load_tokenizer(tiny_dirs / "mlm")
+    text = "The cat sat on the <mask> mat.\nA second line."
+    assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "mask_token_id", "unk_token_id"):
+        assert getattr(loaded, name) == getattr(tokenizer, name), name
+    assert len(loaded) == len(tokenizer)
+    ids = tokenizer("The cat sat", add_special_tokens=False)["input_ids"]
+    assert loaded.decode(ids) == "The cat sat"
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_mlm_round_trip(mlm, tokenizer, tiny_dirs):
+    loaded = models.load_mlm(tiny_dirs / "mlm", device="cpu")
+    assert type(loaded) is type(mlm) and models.is_masked_lm(loaded)
+    assert not loaded.training
+    _same_weights(loaded, mlm)
+    ids = tokenizer(["The cat <mask> on the mat"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, mlm(input_ids=ids).logits)
+
+
+def test_causal_lm_round_trip(causal_lm, tokenizer, tiny_dirs):
+    loaded = models.load_causal_lm(str(tiny_dirs / "ar"), device="cpu")
+    assert type(loaded) is type(causal_lm) and not models.is_masked_lm(loaded)
+    assert not loaded.training
+    _same_weights(loaded, causal_lm)
+    ids = tokenizer(["The cat sat on the mat"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, causal_lm(input_ids=ids).logits)
+
+
+@pytest.mark.parametrize("loader", [models.load_tokenizer, models.load_mlm, models.load_causal_lm])
+@pytest.mark.parametrize("name", ["roberta-diffusion-tests/not-cached-anywhere", "not-cached-model-xyz"])
+def test_uncached_hub_name_offline_points_to_a_local_folder(loader, name):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # set by conftest before transformers was imported
+    with pytest.raises(FileNotFoundError, match="local folder"):
+        loader(name)
+
+
+def test_max_canvas_len(mlm, causal_lm, tokenizer):
+    config = mlm.config
+    assert models.max_canvas_len(mlm) == config.max_position_embeddings - config.pad_token_id - 1 == 256
+    small = models.fresh_mlm(tokenizer, "tiny", max_len=64)
+    assert models.max_canvas_len(small) == 64
+    # the longest canvas really fits: RoBERTa numbers positions from pad_token_id + 1
+    ids = torch.full((1, 64), tokenizer.mask_token_id)
+    with torch.no_grad():
+        assert small(input_ids=ids).logits.shape[1] == 64
+    assert models.max_canvas_len(causal_lm) == causal_lm.config.n_positions
+
+
+def test_fresh_models_match_the_tokenizer(mlm, causal_lm, tokenizer):
+    for model in (mlm, causal_lm):
+        assert model.config.vocab_size >= len(tokenizer) and model.config.vocab_size % 64 == 0
+        assert not model.training
+    assert mlm.config.hidden_size == models.SIZES["tiny"]["hidden"]
+    with pytest.raises(ValueError, match="size"):
+        models.fresh_mlm(tokenizer, "enormous")
+
+
+def test_train_tokenizer_has_roberta_specials(tmp_path):
+    lines = data.load_lines(SAMPLE_TEXT, max_lines=8)
+    tok = models.train_tokenizer(lines, vocab_size=320, min_frequency=1, save_to=tmp_path / "tok")
+    assert tok.convert_ids_to_tokens([0, 1, 2, 3, 4]) == models.SPECIAL_TOKENS
+    ids = tok("hello")["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert (tmp_path / "tok" / "tokenizer.json").exists()
+    with pytest.raises(ValueError, match="vocab_size"):
+        models.train_tokenizer(lines, vocab_size=300)
+
+
+def test_mask_token_swallows_the_space_before_it(tokenizer):
+    """train_tokenizer promises RoBERTa's ``<mask>`` (lstrip): no lone space token before a mask."""
+    ids = tokenizer("a <mask> b", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["a", "<mask>", "Ġb"]
