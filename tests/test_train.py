@@ -1,0 +1,89 @@
+"""Training: loss goes down, checkpoints are atomic, and a killed run resumes instead of restarting."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from roberta_diffusion import data, train
+from roberta_diffusion.paths import SAMPLE_TEXT
+
+
+@pytest.fixture(scope="module")
+def blocks(tokenizer):
+    return data.load_blocks(SAMPLE_TEXT, tokenizer, 32)
+
+
+def _config(out, **kw):
+    base = dict(out_dir=str(out), objective="mlm", size="tiny", block_size=32, prefix_len=4, batch_size=4,
+                max_steps=12, eval_every=6, save_every=6, eval_batches=2, log_every=2, warmup_steps=2, lr=3e-3)
+    return train.TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("objective", ["mlm", "ar"])
+def test_training_lowers_the_training_loss_and_exports_a_model(objective, blocks, tokenizer, tmp_path):
+    history = train.train(_config(tmp_path, objective=objective, max_steps=30, dropout=0.0), blocks, blocks, tokenizer,
+                          progress=False)
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "history.json").exists()
+    assert history["tokens"] == 30 * 4 * 32
+
+
+def test_half_written_checkpoints_are_never_resumed(blocks, tokenizer, tmp_path):
+    train.train(_config(tmp_path), blocks, blocks, tokenizer, progress=False)
+    broken = tmp_path / "checkpoints" / "step-99.tmp"
+    broken.mkdir()
+    (broken / "state.json").write_text("{")
+    assert train.latest_checkpoint(tmp_path).name == "step-12"
+
+
+def test_batches_depend_only_on_seed_and_step():
+    a = train.batch_indices(17, 100, 8, seed=1)
+    assert torch.equal(a, train.batch_indices(17, 100, 8, seed=1))
+    assert not torch.equal(a, train.batch_indices(18, 100, 8, seed=1))
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
+    """kill -9 a run mid-way; the rerun continues from the newest finished checkpoint, not from step 0."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(1)
+        from roberta_diffusion import data, models, train
+        from roberta_diffusion.paths import SAMPLE_TEXT
+        tok = models.fallback_tokenizer()
+        blocks = data.load_blocks(SAMPLE_TEXT, tok, 32)
+        cfg = train.TrainConfig(out_dir={str(tmp_path / 'run')!r}, objective="mlm", size="tiny", block_size=32,
+                                prefix_len=4, batch_size=4, max_steps=100000, save_every=5, eval_every=10**9,
+                                eval_batches=1, log_every=1, warmup_steps=2)
+        train.train(cfg, blocks, blocks, tok, progress=False)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while train.latest_checkpoint(tmp_path / "run") is None or int(
+                train.latest_checkpoint(tmp_path / "run").name.split("-")[1]) < 10:
+            assert time.time() < deadline, "no checkpoint appeared"
+            assert proc.poll() is None, "the training process ended early"
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    last = train.latest_checkpoint(tmp_path / "run")
+    done = int(last.name.split("-")[1])
+    before = json.loads((last / "state.json").read_text())["history"]
+
+    cfg = _config(tmp_path / "run", max_steps=done + 4, save_every=5, eval_every=10**9, eval_batches=1, log_every=1,
+                  batch_size=4, prefix_len=4)
+    history = train.train(cfg, data.load_blocks(SAMPLE_TEXT, tokenizer, 32), data.load_blocks(SAMPLE_TEXT, tokenizer, 32),
+                          tokenizer, progress=False)
+    assert history["step"][: len(before["step"])] == before["step"]  # the old history is kept, not restarted
+    assert history["step"][-1] == done + 4
+    assert history["step"][len(before["step"])] == done + 1  # the first new step follows the checkpoint
+    assert history["tokens"] == (done + 4) * 4 * 32
