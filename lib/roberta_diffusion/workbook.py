@@ -1,0 +1,201 @@
+"""Helpers the workbook notebooks share: which model to use, tables, figures, and comparing samples of two
+models that may not share a tokenizer (every score is then taken in the judge's vocabulary).
+
+Model resolution (``resolve_model``), in order: an explicit path or hub name; ``runs/<run_name>/<kind>/model``
+written by notebook 02; the shipped weights (``weights/roberta-diffusion-small``, ``weights/gpt2-small-baseline``);
+else a tiny random model, with a line saying its text is noise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from . import metrics, paths
+from .models import (default_models, load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, model_summary,
+                     pick_device)
+
+KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
+
+
+def trained_model_dir(kind: str, run_name: str) -> Path:
+    """``runs/<run_name>/<kind>/model``: where notebook 02 saves the model of ``kind`` (``mlm`` or ``ar``)."""
+    return paths.RUNS / run_name / kind / "model"
+
+
+def has_model(folder: Path) -> bool:
+    return (Path(folder) / "config.json").exists()
+
+
+def resolve_model(kind: str, run_name: str, path: str | None = None, device: str | None = "cpu", say=print):
+    """``(model, tokenizer, description)`` for ``kind`` in ``{"mlm", "ar"}``; see the module docstring for the
+    order. The tokenizer is the model's own (its folder's), so two resolved models may not share one."""
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r}: use 'mlm' or 'ar'")
+    loader = load_mlm if kind == "mlm" else load_causal_lm
+    device = pick_device(device)
+    trained = trained_model_dir(kind, run_name)
+    if path is not None:
+        source, where = paths.resolve(path), f"{path} (given)"
+    elif has_model(trained):
+        source, where = str(trained), f"{trained} (trained by notebook 02, run {run_name!r})"
+    elif has_model(KINDS[kind][1]):
+        source, where = str(KINDS[kind][1]), f"{KINDS[kind][1]} (shipped weights)"
+    else:
+        model, tokenizer = default_models(kind, say=say)
+        desc = f"{kind}: tiny RANDOM {KINDS[kind][0]} — its text is noise ({model_summary(model)})"
+        return model.to(device).eval(), tokenizer, desc
+    model = loader(source, device=device)
+    local = Path(source)
+    if local.is_dir() and not any((local / f).exists() for f in _TOKENIZER_FILES):
+        say(f"note: {source} has no tokenizer files; using {paths.SHIPPED_TOKENIZER}")
+        tokenizer = load_tokenizer(paths.SHIPPED_TOKENIZER)
+    else:
+        tokenizer = load_tokenizer(source)
+    return model, tokenizer, f"{kind}: {where} — {model_summary(model)}"
+
+
+def same_vocab(*tokenizers) -> bool:
+    """True when every tokenizer maps the same strings to the same ids (scores in tokens are comparable)."""
+    first = tokenizers[0].get_vocab()
+    return all(t is tokenizers[0] or t.get_vocab() == first for t in tokenizers[1:])
+
+
+def table(rows: list[dict]):
+    """A pandas DataFrame of ``rows`` when pandas is installed (pretty in Jupyter), else aligned text."""
+    try:
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+    except ImportError:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        cells = [[str(row.get(k, "")) for k in keys] for row in rows]
+        widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+        lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True))]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+        return "\n".join(lines)
+
+
+def save_figure(fig, path) -> Path:
+    """Save ``fig`` (tight, 100 dpi) and return the path; the notebook then shows and closes it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def finite(obj):
+    """``obj`` with every non-finite float replaced by None (JSON files stay valid and honest)."""
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# -- held-out blocks and scores in any tokenizer ----------------------------------------------------------
+def heldout_blocks(tokenizer, corpus: str, block_size: int, n: int) -> torch.Tensor:
+    """``n`` blocks of ``block_size`` tokens spread through ``corpus`` (an alias or path), cached by tokenizer."""
+    from .evaluate import spread_blocks
+    from .train import cached_blocks
+
+    blocks = cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.RUNS / "cache")
+    return spread_blocks(blocks, min(n, len(blocks)))
+
+
+def bits_per_byte(nll_summary: dict, tokenizer, blocks: torch.Tensor, prefix_len: int) -> float:
+    """Per-token NLL (nats) of the scored part of ``blocks`` turned into bits per UTF-8 byte of that text:
+    comparable across tokenizers, where per-token perplexities are not."""
+    text_bytes = sum(len(tokenizer.decode(row[prefix_len:], skip_special_tokens=True).encode()) for row in blocks)
+    return round(nll_summary["nll"] * nll_summary["tokens"] / max(1, text_bytes) / math.log(2), 5)
+
+
+def _judge_rows(judge, judge_tokenizer, prefix_ids: torch.Tensor, completions: list[str]) -> tuple[dict, list]:
+    """Score text ``completions`` after the judge-vocabulary ``prefix_ids [N, P]`` row by row (lengths differ)."""
+    total, count, seqs = 0.0, 0, []
+    limit = max_canvas_len(judge)
+    device = next(judge.parameters()).device
+    for prefix, text in zip(prefix_ids, completions, strict=True):
+        ids = judge_tokenizer(text, add_special_tokens=False)["input_ids"][: limit - len(prefix)]
+        seqs.append(ids)
+        if not ids:
+            continue
+        row = torch.cat([prefix, torch.tensor(ids, dtype=torch.long)]).unsqueeze(0).to(device)
+        scored = metrics.ar_nll(judge, row, prefix_len=len(prefix))
+        total += scored["nll"] * scored["tokens"]
+        count += scored["tokens"]
+    return metrics._nll_summary(total, count), seqs
+
+
+def quality_in_judge_vocab(seqs: torch.Tensor, tokenizer, prefix: torch.Tensor, judge, judge_tokenizer,
+                           prefix_len: int) -> dict:
+    """Generative perplexity, unigram entropy and distinct-2 of generated ``seqs [N, L]`` (``tokenizer``'s ids),
+    measured in the judge's vocabulary: ids as they are when the vocabularies match, else the decoded text
+    re-tokenised after the judge-vocabulary ``prefix [N, P]``."""
+    if same_vocab(tokenizer, judge_tokenizer):
+        return metrics.text_quality(seqs, prefix_len, judge)
+    texts = [tokenizer.decode(row[prefix_len:][row[prefix_len:] >= 0], skip_special_tokens=True) for row in seqs]
+    nll, judge_seqs = _judge_rows(judge, judge_tokenizer, prefix, texts)
+    return {"unigram_entropy": round(metrics.unigram_entropy(judge_seqs), 4),
+            "distinct_2": round(metrics.distinct_n(judge_seqs, 2), 4), "gen_ppl": nll["ppl"], "retokenised": True}
+
+
+def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_len: int):
+    """The judge-vocabulary prompt blocks as the generator's input: the prefix ids themselves when the
+    vocabularies match, else the prefix text (the generator re-tokenises it)."""
+    if same_vocab(tokenizer, judge_tokenizer):
+        return prompt_blocks[:, :prefix_len]
+    return [judge_tokenizer.decode(row[:prefix_len], skip_special_tokens=True) for row in prompt_blocks]
+
+
+def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer, prompt_blocks: torch.Tensor,
+                   prefix_len: int, steps_list, strategy: str, sampling: dict, seed: int = 0, batch_size: int = 16) -> dict:
+    """Like ``evaluate.sample_scores`` but each model with its own tokenizer. ``prompt_blocks [N, L]`` are
+    held-out blocks in the judge's vocabulary: the first ``prefix_len`` tokens prompt both models, the rest is
+    the real continuation. Returns ``real``, ``ar`` and ``diffusion`` (one entry per step count) with
+    ``gen_ppl``, ``unigram_entropy``, ``distinct_2``, ``seconds`` and one example ``text`` each."""
+    from .evaluate import prompt_canvas_from_blocks
+    from .sampler import generate_ar, generate_diffusion
+
+    max_len = prompt_blocks.shape[1]
+    prefix = prompt_blocks[:, :prefix_len]
+    out = {"prompts": len(prompt_blocks), "real": metrics.text_quality(prompt_blocks, prefix_len, judge)
+           | {"text": judge_tokenizer.decode(prompt_blocks[0], skip_special_tokens=True)}}
+
+    def run(fn, tokenizer):
+        prompts = prompts_for(tokenizer, judge_tokenizer, prompt_blocks, prefix_len)
+        rows, texts, seconds = [], [], 0.0
+        for start in range(0, len(prompt_blocks), batch_size):
+            trace = fn(prompts[start : start + batch_size])
+            rows.append(trace.final)
+            texts += trace.texts
+            seconds += trace.total_time
+        seqs = torch.cat(rows)
+        return quality_in_judge_vocab(seqs, tokenizer, prefix, judge, judge_tokenizer, prefix_len) | {
+            "seconds": round(seconds, 4), "text": texts[0]}
+
+    def canvas_of(prompts):
+        if isinstance(prompts, torch.Tensor):
+            blocks = torch.cat([prompts, prompts.new_zeros(len(prompts), max_len - prefix_len)], dim=1)
+            return {"canvas": prompt_canvas_from_blocks(blocks, prefix_len, mlm_tokenizer.mask_token_id)}
+        return {"prompts": list(prompts), "prefix_len": prefix_len, "max_len": max_len}
+
+    if ar is not None:
+        out["ar"] = run(lambda p: generate_ar(ar, ar_tokenizer, p if isinstance(p, torch.Tensor) else list(p),
+                                              max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling), ar_tokenizer)
+    if mlm is not None:
+        out["diffusion"] = {}
+        for steps in steps_list:
+            start = time.perf_counter()
+            out["diffusion"][int(steps)] = run(lambda p: generate_diffusion(  # noqa: B023
+                mlm, mlm_tokenizer, **canvas_of(p), steps=steps, strategy=strategy, seed=seed, **sampling), mlm_tokenizer)
+            out["diffusion"][int(steps)] |= {"steps": int(steps), "strategy": strategy,
+                                             "wall_s": round(time.perf_counter() - start, 4)}
+    return out
