@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from roberta_diffusion import metrics, paths
 from roberta_diffusion.models import load_mlm, load_tokenizer
 from roberta_diffusion.train import cached_blocks

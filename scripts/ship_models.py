@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from roberta_diffusion import paths
 from roberta_diffusion.cards import write_model_card
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary

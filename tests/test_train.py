@@ -10,7 +10,6 @@ import time
 
 import pytest
 import torch
-
 from roberta_diffusion import data, train
 from roberta_diffusion.paths import SAMPLE_TEXT
 

@@ -2,7 +2,6 @@
 
 import pytest
 from PIL import Image
-
 from roberta_diffusion import generate_ar, generate_diffusion, viz
 
 
@@ -25,7 +24,7 @@ def test_render_step_shows_masks_falling_to_none(trace, tokenizer):
     masks = [viz.render_step(trace, s, tokenizer).count('class="mask"') for s in range(trace.steps + 1)]
     assert masks[0] == int(trace.generated[0].sum())  # everything generated starts masked
     assert masks[-1] == 0
-    assert all(a >= b for a, b in zip(masks, masks[1:]))
+    assert all(a >= b for a, b in zip(masks, masks[1:], strict=False))
 
 
 def test_render_text_keeps_the_prompt_and_drops_masks_at_the_end(trace, tokenizer):
@@ -56,8 +55,8 @@ def test_comparison_gif_uses_one_clock(trace, causal_lm, tokenizer, tmp_path):
     ar = generate_ar(causal_lm, tokenizer, "The harbour town", max_len=30, seed=0)
     frames = viz.compare_frames([trace, ar], 7)
     assert frames[0][1] == [0, 0] and frames[-1][1] == [trace.steps, ar.steps]
-    for (t0, s0), (t1, s1) in zip(frames, frames[1:]):
-        assert t1 >= t0 and all(b >= a for a, b in zip(s0, s1))
+    for (t0, s0), (t1, s1) in zip(frames, frames[1:], strict=False):
+        assert t1 >= t0 and all(b >= a for a, b in zip(s0, s1, strict=False))
     path = viz.animate_comparison([trace, ar], [tokenizer, tokenizer], tmp_path / "cmp.gif", n_frames=7)
     with Image.open(path) as gif:
         assert gif.n_frames == 7

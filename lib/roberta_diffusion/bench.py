@@ -103,14 +103,14 @@ def run_bench(args) -> int:
         blocks = torch.randint(5, min(vocab, len(tok)), (batch, args.max_len), generator=gen)
         canvas = prompt_canvas_from_blocks(blocks, args.prefix_len, tok.mask_token_id)
         for steps in step_counts:
-            seconds = _timed(lambda: generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence"),
+            seconds = _timed(lambda: generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence"),  # noqa: B023 (called at once)
                              device, args.repeats)
             result["diffusion"].append({"batch": batch, "steps": steps, "ms_per_sample_batch": round(1e3 * seconds, 3),
                                         "ms_per_step": round(1e3 * seconds / steps, 3),
                                         "tokens_per_s": round(batch * new / seconds, 1)})
         prefix = blocks[:, : args.prefix_len].to(device)
-        ours = _timed(lambda: generate_ar(ar, tok, prefix, max_len=args.max_len), device, args.repeats)
-        hf = _timed(lambda: ar.generate(prefix, attention_mask=torch.ones_like(prefix), do_sample=True, top_k=50,
+        ours = _timed(lambda: generate_ar(ar, tok, prefix, max_len=args.max_len), device, args.repeats)  # noqa: B023
+        hf = _timed(lambda: ar.generate(prefix, attention_mask=torch.ones_like(prefix), do_sample=True, top_k=50,  # noqa: B023
                                         top_p=0.95, max_new_tokens=new, min_new_tokens=new,
                                         pad_token_id=tok.pad_token_id), device, args.repeats)
         for impl, seconds in (("kv-cache loop", ours), ("hf generate", hf)):

@@ -68,7 +68,7 @@ def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: 
             for steps in steps_list:
                 canvas_of = lambda p: prompt_canvas_from_blocks(p, prefix_len, tokenizer.mask_token_id)  # noqa: E731
                 seqs, seconds = in_batches(lambda p: generate_diffusion(  # noqa: B023
-                    mlm, tokenizer, canvas=canvas_of(p), steps=steps, strategy=policy, seed=seed, **sampling))
+                    mlm, tokenizer, canvas=canvas_of(p), steps=steps, strategy=policy, seed=seed, **sampling))  # noqa: B023
                 out["diffusion"][f"{policy}@{steps}"] = metrics.text_quality(seqs, prefix_len, judge) | {
                     "policy": policy, "steps": steps, "seconds": round(seconds, 3)}
     return out
