@@ -1,7 +1,7 @@
 """Diffusion text generation with masked language models (RoBERTa) and an autoregressive baseline."""
 
 from .collator import DiffusionCollator
-from .sampler import STRATEGIES, SCHEDULES, Trace, generate_ar, generate_diffusion
+from .sampler import SCHEDULES, STRATEGIES, Trace, generate_ar, generate_diffusion
 
 __all__ = [
     "DiffusionCollator",

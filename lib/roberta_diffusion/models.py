@@ -130,8 +130,12 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
     ``arch="roberta-prelayernorm"`` gives the pre-LayerNorm variant, which trains from scratch more easily
     at high learning rates (post-LN BERT-style models can sit on the unigram plateau for a long time).
     """
-    from transformers import (RobertaConfig, RobertaForMaskedLM, RobertaPreLayerNormConfig,
-                              RobertaPreLayerNormForMaskedLM)
+    from transformers import (
+        RobertaConfig,
+        RobertaForMaskedLM,
+        RobertaPreLayerNormConfig,
+        RobertaPreLayerNormForMaskedLM,
+    )
 
     archs = {"roberta": (RobertaConfig, RobertaForMaskedLM),
              "roberta-prelayernorm": (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)}
