@@ -28,13 +28,13 @@
 
 # %% tags=["parameters"]
 run_name: str = "scratch"  # outputs go to runs/<run_name>/
-init: str | None = None  # hub name (e.g. "roberta-base") or folder to fine-tune; None = a fresh model of `size`
+init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine-tune; None means a fresh model of `size`
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
 arch: str = "roberta"  # fresh masked LM: "roberta" (post-LN, as roberta-base) | "roberta-prelayernorm"
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
 valid_data: str = "wikipedia-valid"
-max_train_lines: int | None = 2000  # None = the whole corpus
+max_train_lines: "Optional[int]" = 2000  # None means the whole corpus
 block_size: int = 128  # canvas length in tokens (256 for the real recipe)
 prefix_len: int = 16  # never masked: the prompt the model learns to continue
 ratio_mode: str = "levels"  # "levels" (seed: one ratio per batch) | "continuous" (MDLM: one t per sample)
@@ -45,9 +45,9 @@ lr: float = 1e-3
 warmup_steps: int = 10
 eval_every: int = 20
 save_every: int = 20
-max_minutes: float | None = None  # stop early (and save) after this long
+max_minutes: "Optional[float]" = None  # stop early (and save) after this long
 compile: bool = False  # torch.compile the model body (GPU only)
-objectives: list = ["mlm", "ar"]  # "mlm" = the diffusion model, "ar" = the GPT-2 baseline on the same data
+objectives: list = ["mlm", "ar"]  # "mlm" means the diffusion model, "ar" means the GPT-2 baseline on the same data
 seed: int = 0
 
 # %%

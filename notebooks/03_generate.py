@@ -1,0 +1,145 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Generating text by iterative unmasking
+#
+# Generation runs the noise of notebook 01 backwards. The canvas starts as the prompt (the first `prefix_len`
+# tokens) followed by `<mask>` up to `max_len`. Each step is **one forward pass** over the whole canvas: the
+# model proposes a token for every masked position, and a *policy* decides which proposals to keep; the rest
+# stay masked for the next step. After `steps` steps nothing is masked. Unlike an autoregressive model, the
+# number of forward passes is a free knob (`steps`), not the length of the text.
+#
+# Below: one generation watched step by step (text, GIF, an interactive slider), infilling (any pattern of
+# blanks, not only a continuation), and the sampler's policies side by side.
+
+# %% tags=["parameters"]
+run_name: str = "scratch"  # outputs go to runs/<run_name>/
+mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
+prompt: str = "The history of the city"  # text to continue
+steps: int = 10  # forward passes (denoising steps)
+strategy: str = "seed-remask"  # policy: see roberta_diffusion.sampler.STRATEGIES
+schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
+max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe
+prefix_len: int = 16  # prompt tokens (bos included) kept fixed
+top_k: int = 50  # sample from the k most likely tokens (0 turns top-k off)
+top_p: float = 0.95  # ... within the smallest set holding this probability mass
+temperature: float = 1.0
+seed: int = 0
+cpu_threads: "Optional[int]" = 1  # torch threads; 1 means steady timings on a small shared CPU, None means torch's default
+infill_text: str = "The river rises in the mountains and <mask*12> before it reaches the sea."  # <mask*N> stands for N blanks
+policy_steps: int = 5  # steps per policy in the side-by-side comparison
+confidence_gif: bool = True  # also save generation_confidence.gif (tokens coloured by their probability)
+
+# %%
+import json
+
+from roberta_diffusion import canvas, paths, viz, workbook
+from roberta_diffusion.sampler import STRATEGIES, generate_diffusion
+
+try:
+    from IPython.display import HTML, Image, display
+except ImportError:
+    display = print
+    HTML = Image = lambda x, **k: x
+
+run_dir = paths.run_dir(run_name)
+threads = workbook.set_cpu_threads(cpu_threads)
+model, tokenizer, description = workbook.resolve_model("mlm", run_name, mlm_path)
+sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
+print(f"run folder: {run_dir} · torch threads: {threads}\nmodel: {description}")
+
+# %% [markdown]
+# ## One generation, step by step
+# The default policy is the seed's **seed-remask**: at every step it *resamples every generated position*,
+# then re-masks a random share that shrinks linearly ((N−1)/N, …, 1/N, 0). Tokens can therefore change their
+# mind until the last step. `░` is a position that is masked after that step.
+
+# %%
+trace = generate_diffusion(model, tokenizer, prompt, steps=steps, strategy=strategy, schedule=schedule,
+                           max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
+for step in range(trace.steps + 1):
+    print(f"--- step {step}/{trace.steps} · {float(trace.masked_share()[step]):.0%} masked")
+    print(viz.render_text(trace, step, tokenizer))
+trace_path = trace.save(run_dir / "trace.pt")
+print(f"\n{trace.new_tokens} tokens in {trace.total_time:.3f} s ({trace.forward_passes} forward passes); saved {trace_path}")
+
+# %% [markdown]
+# ## The same generation as an animation
+# One frame per step. Generated tokens are coloured by the step from which they hold their final value (dark =
+# early, yellow = late); the prompt is plain. With seed-remask most tokens settle only near the end, since every
+# step may resample them; commit-once policies (below) fill in a visible order instead.
+
+# %%
+gif = viz.animate(trace, tokenizer, run_dir / "generation.gif", color_by="step", fps=2)
+display(Image(filename=str(gif)))
+if confidence_gif:
+    conf_gif = viz.animate(trace, tokenizer, run_dir / "generation_confidence.gif", color_by="confidence", fps=2)
+    print(f"saved {gif} and {conf_gif} (red = improbable, green = confident when drawn)")
+
+# %% [markdown]
+# ## Scrubbing through the steps
+# In a live Jupyter session, drag the slider to move through the steps; the canvas below it re-renders, with
+# tokens coloured by commit step. The widget needs a running kernel: papermill (the headless pipeline) does
+# not keep widget state, so in an executed notebook it shows as a static snapshot, and `generation.gif` is the
+# static record. The trace is saved in `trace.pt` (`Trace.load`) to scrub it again later without regenerating.
+
+# %%
+try:
+    display(viz.step_scrubber(trace, tokenizer))
+except ImportError:
+    print("ipywidgets is not installed: pip install ipywidgets for the slider")
+display(HTML(viz.render_step(trace, trace.steps, tokenizer)))
+
+# %% [markdown]
+# ## Infilling
+# The sampler does not care where the blanks are: pin any tokens, mask the rest. `<mask*N>` in the text stands
+# for N masked positions; `prefix_suffix_canvas` asks for a gap of a given length between two pinned texts.
+# An autoregressive model cannot do this without retraining, because it never sees the text to the right.
+
+# %%
+infills = {"masks in the text": canvas.infill_canvas(tokenizer, infill_text),
+           "prefix + gap + suffix": canvas.prefix_suffix_canvas(tokenizer, "In 1905 the railway", " was closed.", 16)}
+infill_results = {}
+for name, start in infills.items():
+    filled = generate_diffusion(model, tokenizer, canvas=start, steps=steps, strategy=strategy, schedule=schedule,
+                                seed=seed, **sampling)
+    infill_results[name] = {"template": viz.render_text(filled, 0, tokenizer), "text": filled.texts[0]}
+    print(f"{name}:\n  before: {infill_results[name]['template']}\n  after:  {filled.texts[0]}\n")
+
+# %% [markdown]
+# ## The policies side by side
+# Same prompt, same model, `policy_steps` steps each. **random** (MDLM's ancestral sampler) commits a random
+# set each step; **confidence** / **margin** / **entropy** commit the proposals the model is surest about first
+# (MaskGIT, LLaDA); **threshold** commits every proposal above a probability and may stop early. Once committed,
+# a token stays — only seed-remask revisits its choices.
+
+# %%
+policy_rows = []
+for policy in STRATEGIES:
+    t = generate_diffusion(model, tokenizer, prompt, steps=policy_steps, strategy=policy, schedule=schedule,
+                           max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
+    policy_rows.append({"strategy": policy, "steps": t.steps, "forward passes": t.forward_passes,
+                        "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})
+display(workbook.table(policy_rows))
+
+# %% [markdown]
+# ## Saved
+# `generation.json` holds the settings and timing (`Trace.summary()`), the final text, the infills and the policy
+# table; `trace.pt` the full trace.
+
+# %%
+record = {**trace.summary(), "model": description, "prompt": prompt, "text": trace.texts[0],
+          "completion": trace.completions[0], "torch_threads": threads, "infill": infill_results, "policies": policy_rows}
+(run_dir / "generation.json").write_text(json.dumps(workbook.finite(record), indent=2, ensure_ascii=False))
+print(json.dumps(trace.summary(), indent=2))
