@@ -180,7 +180,7 @@ def animate(trace: Trace, tokenizer, path, sample: int = 0, color_by: str = "ste
     import matplotlib.pyplot as plt
 
     steps = _frame_steps(trace.steps, max_frames)
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=90)
+    fig, ax = plt.subplots(figsize=(9, _figure_height([trace], tokenizer, sample, 9 * 72 / (0.62 * 9), 9)), dpi=90)
     panel, cache = _TextPanel(ax), {}
 
     def update(frame):
@@ -192,6 +192,13 @@ def animate(trace: Trace, tokenizer, path, sample: int = 0, color_by: str = "ste
         return panel.artists
 
     return _save_gif(fig, update, len(steps), path, fps)
+
+
+def _figure_height(traces, tokenizer, sample: int, chars_per_line: float, font_size: float) -> float:
+    """Inches of figure height that fit the final canvas (so short canvases do not leave a blank page)."""
+    longest = max(len(render_text(t, t.steps, tokenizer, sample)) for t in traces)
+    lines = longest / (0.8 * chars_per_line) + 2  # 0.8: word wrap wastes some of each line; 2: title and margin
+    return min(9.0, max(2.0, lines * 1.45 * font_size / 72 / 0.8))
 
 
 def compare_frames(traces: list[Trace], n_frames: int) -> list[tuple[float, list[int]]]:
@@ -215,7 +222,8 @@ def animate_comparison(traces: list[Trace], tokenizers: list, path, labels: list
 
     labels = labels or [t.kind for t in traces]
     frames = compare_frames(traces, n_frames)
-    fig, axes = plt.subplots(1, len(traces), figsize=(6.5 * len(traces), 5.5), dpi=80)
+    height = max(_figure_height([t], tok, sample, 6.5 * 72 / (0.62 * 8), 8) for t, tok in zip(traces, tokenizers, strict=True))
+    fig, axes = plt.subplots(1, len(traces), figsize=(6.5 * len(traces), height), dpi=80)
     panels = [_TextPanel(ax, 8) for ax in axes]
     caches = [{} for _ in traces]
 
