@@ -69,7 +69,7 @@ def _read_prompt(prompt: str | None) -> str:
     return text.strip()
 
 
-def _load(kind: str, name: str | None, device, quiet: bool):
+def _load(kind: str, name: str | None, device):
     from .models import default_models, load_causal_lm, load_mlm, load_tokenizer
 
     if name is None:
@@ -94,7 +94,7 @@ def run_generate(args, kind: str):
     _check_out(args.json, ".json")
     device = pick_device(args.device)
     prompt = _read_prompt(args.prompt)
-    model, tokenizer = _load(kind, args.model, device, args.quiet)
+    model, tokenizer = _load(kind, args.model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
@@ -148,8 +148,8 @@ def run_compare(args):
     _check_out(args.json, ".json")
     device = pick_device(args.device)
     prompt = _read_prompt(args.prompt)
-    mlm, mlm_tok = _load("mlm", args.model, device, args.quiet)
-    causal, ar_tok = _load("ar", args.ar_model, device, args.quiet)
+    mlm, mlm_tok = _load("mlm", args.model, device)
+    causal, ar_tok = _load("ar", args.ar_model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                   prefix_len=args.prefix_len, max_len=args.max_len)
     diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, strategy=args.strategy, schedule=args.schedule,

@@ -58,7 +58,7 @@ def run_finetune(args) -> int:
 
 def run_eval(args) -> int:
     from . import evaluate, paths
-    from .models import load_causal_lm, load_mlm, load_tokenizer, pick_device
+    from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
     from .train import cached_blocks
 
     steps = [int(s) for s in args.steps.split(",")]
@@ -77,8 +77,7 @@ def run_eval(args) -> int:
     judge = load_causal_lm(paths.resolve(args.judge), device=device) if args.judge else ar
     judge_name = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples; no independent judge offline)"
     cache = paths.RUNS / "cache"
-    block = max(mlm.config.max_position_embeddings - mlm.config.pad_token_id - 1, 16)
-    block = min(block, 256)
+    block = min(max_canvas_len(mlm), 256)  # the shipped recipe's canvas, or less for a smaller model
     heldout = {"wikipedia-valid": cached_blocks(paths.WIKI_VALID, tokenizer, block, cache),
                "wikitext2-valid (detokenised)": cached_blocks(paths.WIKITEXT2_VALID, tokenizer, block, cache, detokenize=True)}
     if args.max_blocks:
