@@ -30,7 +30,7 @@
 run_name: str = "scratch"  # outputs go to runs/<run_name>/
 init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine-tune; None means a fresh model of `size`
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
-arch: str = "roberta"  # fresh masked LM: "roberta" (post-LN, as roberta-base) | "roberta-prelayernorm"
+arch: str = "roberta"  # fresh masked LM: "roberta" (as roberta-base) | "roberta-prelayernorm" | "modernbert" (rotary)
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
 valid_data: str = "wikipedia-valid"

@@ -206,3 +206,22 @@ def test_mask_token_swallows_the_space_before_it(tokenizer):
     """train_tokenizer promises RoBERTa's ``<mask>`` (lstrip): no lone space token before a mask."""
     ids = tokenizer("a <mask> b", add_special_tokens=False)["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["a", "<mask>", "Ġb"]
+
+
+@pytest.mark.parametrize("arch", ["roberta-prelayernorm", "modernbert"])
+def test_other_masked_lm_architectures_generate_and_train(arch, tokenizer):
+    """Every fresh MLM architecture works with the sampler and the training loss."""
+    from roberta_diffusion import generate_diffusion
+    from roberta_diffusion.collator import DiffusionCollator
+    from roberta_diffusion.train import masked_lm_loss
+
+    model = models.fresh_mlm(tokenizer, "tiny", max_len=48, arch=arch)
+    trace = generate_diffusion(model, tokenizer, "The harbour", steps=3, strategy="confidence", max_len=48)
+    assert not (trace.final == tokenizer.mask_token_id).any()
+    batch = DiffusionCollator(tokenizer, prefix_len=4)(torch.randint(10, 300, (2, 48)))
+    batch.pop("mask_ratio")
+    loss = masked_lm_loss(model.train(), batch)
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 0
+    with pytest.raises(ValueError, match="unknown arch"):
+        models.fresh_mlm(tokenizer, arch="lstm")

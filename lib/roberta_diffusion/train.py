@@ -34,7 +34,7 @@ class TrainConfig:
     objective: str = "mlm"  # "mlm" (diffusion) | "ar" (causal baseline)
     init: str | None = None  # hub name or folder to fine-tune; None = fresh weights of `size`
     size: str = "tiny"  # fresh model size (models.SIZES)
-    arch: str = "roberta"  # fresh MLM: "roberta" (post-LN) | "roberta-prelayernorm"
+    arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
     prefix_len: int = 16
