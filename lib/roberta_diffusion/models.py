@@ -120,6 +120,22 @@ def max_canvas_len(model) -> int:
     return 10**9
 
 
+def masked_lm_logits(model, input_ids, attention_mask, rows) -> torch.Tensor:
+    """Logits ``[N, V]`` at the ``N`` positions where ``rows [B, L]`` is True.
+
+    Where the model is an encoder plus an ``lm_head`` (RoBERTa), the vocabulary projection runs only on those
+    rows: with a 50k vocabulary it is a large share of a forward pass, and most positions do not need it. Other
+    masked LMs (and wrapped models, e.g. DDP) fall back to full logits.
+    """
+    prefix = getattr(model, "base_model_prefix", None)
+    encoder = getattr(model, prefix, None) if prefix else None
+    head = getattr(model, "lm_head", None)
+    if encoder is not None and head is not None:
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return head(hidden[rows])
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows]
+
+
 def is_masked_lm(model) -> bool:
     return type(model).__name__.endswith("ForMaskedLM")
 

@@ -21,7 +21,7 @@ import time
 import torch
 
 from .canvas import Canvas, prompt_canvas
-from .models import is_masked_lm, max_canvas_len
+from .models import is_masked_lm, masked_lm_logits, max_canvas_len
 from .sampling import (
     SCHEDULES,
     check_sampling_args,
@@ -142,12 +142,12 @@ def generate_diffusion(
             masked = (x == mask_id) & in_block
             if strategy == "threshold" and not masked.any():
                 break
-            logits = model(input_ids=x, attention_mask=canvas.attention).logits
+            rows = in_block if strategy == "seed-remask" else masked
+            logits = masked_lm_logits(model, x, canvas.attention, rows)  # [N, V]: only where a token is drawn
             # never draw <mask> itself: "== mask_id" is how the loop tells masked from committed, so a drawn
             # <mask> would be re-generated (breaking the per-step counts) or survive the last step
             logits[..., mask_id] = float("-inf")
-            rows = in_block if strategy == "seed-remask" else masked
-            tokens, probs = sample_tokens(logits[rows], temperature, top_k, top_p, generator)
+            tokens, probs = sample_tokens(logits, temperature, top_k, top_p, generator)
             drawn = torch.zeros_like(x).masked_scatter(rows, tokens)
             if strategy == "seed-remask":
                 x = _seed_remask_step(x, drawn, rows, confidence, probs, tokens, schedule, (j + 1) / block_steps,

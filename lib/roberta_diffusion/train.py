@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from .collator import DiffusionCollator, diffusion_loss
-from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
+from .collator import DiffusionCollator
+from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, masked_lm_logits
 
 
 @dataclass
@@ -105,26 +105,15 @@ def build_model(cfg: TrainConfig, tokenizer):
 
 
 def masked_lm_loss(model, batch) -> torch.Tensor:
-    """Diffusion loss with the vocabulary projection only at masked positions (most are not masked)."""
+    """The diffusion loss (see ``collator.diffusion_loss``), projecting onto the vocabulary only where masked."""
     labels = batch["labels"]
     where = labels != -100
-    prefix = getattr(model, "base_model_prefix", None)  # None when wrapped (DDP): then full logits
-    encoder = getattr(model, prefix, None) if prefix else None
-    head = getattr(model, "lm_head", None)
-    if encoder is not None and head is not None:  # RoBERTa-style: encoder then head
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = head(hidden[where]).unsqueeze(0)
-        flat_labels = labels[where].unsqueeze(0)
-    else:  # any other masked LM: full logits
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        flat_labels = labels
+    logits = masked_lm_logits(model, batch["input_ids"], batch["attention_mask"], where)  # [N, V]
+    ce = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="none")
     weight = batch.get("loss_weight")
-    if weight is not None and flat_labels.shape != labels.shape:
-        # per-token weights for the flattened masked positions: broadcast each row's weight
-        weight_tokens = weight.unsqueeze(1).expand_as(labels)[where]
-        ce = torch.nn.functional.cross_entropy(logits[0].float(), flat_labels[0], reduction="none")
-        return (ce * weight_tokens).sum() / labels.shape[0]
-    return diffusion_loss(logits, flat_labels, weight)
+    if weight is None:
+        return ce.sum() / where.sum().clamp(min=1)
+    return (ce * weight.unsqueeze(1).expand_as(labels)[where]).sum() / labels.shape[0]
 
 
 def causal_lm_loss(model, batch) -> torch.Tensor:
