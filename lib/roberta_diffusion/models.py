@@ -274,7 +274,7 @@ def fallback_tokenizer():
 def default_models(kind: str = "mlm", say=print):
     """``(model, tokenizer)`` for ``kind`` in ``{"mlm", "ar"}``: the shipped weights when present, else a
     tiny random model (its output is noise) with a line saying so."""
-    from .paths import SHIPPED_AR, SHIPPED_MLM
+    from .paths import SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 
     folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
     if (folder / "config.json").exists():
@@ -282,6 +282,7 @@ def default_models(kind: str = "mlm", say=print):
         return loader(folder, device="cpu"), load_tokenizer(folder)
     say(f"note: no shipped weights at {folder}; using a tiny random {kind.upper()} (its text is noise). "
         "Pass --model to use a trained one.")
-    tokenizer = fallback_tokenizer()
+    # the shipped tokenizer when present, so that both fallback models (and any shipped one) share a vocabulary
+    tokenizer = load_tokenizer(SHIPPED_TOKENIZER) if (SHIPPED_TOKENIZER / "tokenizer.json").exists() else fallback_tokenizer()
     model = fresh_mlm(tokenizer) if kind == "mlm" else fresh_causal_lm(tokenizer)
     return model, tokenizer
