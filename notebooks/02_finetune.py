@@ -32,6 +32,7 @@ init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
 arch: str = "roberta"  # fresh masked LM: "roberta" (as roberta-base) | "roberta-prelayernorm" | "modernbert" (rotary)
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
+new_tokenizer_vocab: int = 0  # above 0: train a fresh byte-level BPE of this size on train_data instead (runs/<run_name>/tokenizer)
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
 valid_data: str = "wikipedia-valid"
 max_train_lines: "Optional[int]" = 2000  # None means the whole corpus
@@ -61,13 +62,21 @@ from roberta_diffusion.cards import write_model_card
 from roberta_diffusion.models import load_tokenizer, model_summary
 
 run_dir = paths.run_dir(run_name)
-tokenizer = load_tokenizer(paths.resolve(init or tokenizer_path))
+if new_tokenizer_vocab and not init:
+    from roberta_diffusion.data import iter_lines
+    from roberta_diffusion.models import train_tokenizer
+
+    # RoBERTa's special tokens, trained on the same lines the models will see
+    tokenizer = train_tokenizer(iter_lines(paths.corpus(train_data), max_lines=max_train_lines),
+                                vocab_size=new_tokenizer_vocab, save_to=run_dir / "tokenizer")
+else:
+    tokenizer = load_tokenizer(paths.resolve(init or tokenizer_path))
 print(f"run folder: {run_dir}\ntokenizer: {len(tokenizer)} tokens, mask token {tokenizer.mask_token!r}")
 
 # %% [markdown]
 # ## Data
 # Lines are tokenised, joined with newlines and cut into blocks of `block_size` tokens, each starting with
-# `<s>`. Blocks are cached under the run folder, keyed by the corpus, the tokenizer and the block size.
+# `<s>`. Blocks are cached under `runs/cache/`, keyed by the corpus, the tokenizer and the block size.
 
 # %%
 cache = paths.RUNS / "cache"
