@@ -10,7 +10,8 @@ import torch
 
 from .canvas import Canvas, prompt_prefixes
 from .models import is_masked_lm, max_canvas_len
-from .sampling import check_sampling_args, sample_tokens
+from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
+from .trace import Trace
 
 NOT_YET = -1  # placeholder id in the trace for positions not generated yet (a causal LM has no <mask>)
 
@@ -42,8 +43,6 @@ def left_padded_prefix(tokenizer, prompts, prefix_len: int) -> Canvas:
 def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int = 16, temperature: float = 1.0,
                 top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, on_step=None):
     """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step."""
-    from .sampler import _finish, _sync, make_generator
-
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
     check_sampling_args(temperature, top_k, top_p)
@@ -80,11 +79,11 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_kw: cache})
         cache = returned_cache(out)
         tokens, probs = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, generator)
-        chosen = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        chosen = chosen_probability(probs, tokens)
         step_input = tokens.unsqueeze(1)
         positions = positions[:, -1:] + 1
         attn = torch.cat([attn, attn.new_ones((batch, 1))], dim=1)
-        _sync(device)
+        sync(device)
         step_times.append(time.perf_counter() - start)
         x[:, pos] = tokens.cpu()
         confidence[:, pos] = chosen.float().cpu()
@@ -93,4 +92,4 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
             on_step(len(history) - 1, history[-1])
     settings = dict(steps=max_len - prefix_len, temperature=temperature, top_k=top_k, top_p=top_p,
                     prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__)
-    return _finish(history, canvas, confidence, step_times, NOT_YET, tokenizer, "ar", len(step_times), settings)
+    return Trace.from_history(history, canvas, confidence, step_times, NOT_YET, tokenizer, "ar", settings)

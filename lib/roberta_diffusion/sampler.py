@@ -20,23 +20,24 @@ import time
 
 import torch
 
+from .autoregressive import generate_ar  # re-exported: one import for both samplers
 from .canvas import Canvas, prompt_canvas
 from .models import is_masked_lm, masked_lm_logits, max_canvas_len
 from .sampling import (
     SCHEDULES,
     check_sampling_args,
+    chosen_probability,
+    make_generator,
     policy_scores,
     reveal_counts,
     sample_tokens,
     still_masked_fraction,
+    sync,
     top_count_mask,
 )
 from .trace import Trace
 
 STRATEGIES = ("seed-remask", "random", "confidence", "margin", "entropy", "threshold")
-# The seed's defaults, reproduced by a bare generate_diffusion(model, tokenizer, prompt) call.
-SEED_DEFAULTS = dict(steps=10, strategy="seed-remask", schedule="linear", temperature=1.0, top_k=50,
-                     top_p=0.95, prefix_len=16, max_len=256)
 
 
 def check_diffusion_model(model, tokenizer) -> None:
@@ -60,20 +61,6 @@ def _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold} must be in (0, 1]")
     check_sampling_args(temperature, top_k, top_p)
-
-
-def make_generator(seed: int | None, device) -> torch.Generator:
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()  # fresh entropy for this generator only: torch.seed() would reseed the global RNG
-    else:
-        generator.manual_seed(seed)
-    return generator
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _block_ids(free: torch.Tensor, block_size: int | None) -> torch.Tensor:
@@ -149,9 +136,10 @@ def generate_diffusion(
             logits[..., mask_id] = float("-inf")
             tokens, probs = sample_tokens(logits, temperature, top_k, top_p, generator)
             drawn = torch.zeros_like(x).masked_scatter(rows, tokens)
+            chosen_conf = torch.zeros(x.shape, device=device).masked_scatter(rows, chosen_probability(probs, tokens))
             if strategy == "seed-remask":
-                x = _seed_remask_step(x, drawn, rows, confidence, probs, tokens, schedule, (j + 1) / block_steps,
-                                      mask_id, generator)
+                confidence = torch.where(rows, chosen_conf, confidence)
+                x = _seed_remask_step(x, drawn, rows, schedule, (j + 1) / block_steps, mask_id, generator)
             else:
                 score = torch.full(x.shape, float("-inf"), device=device).masked_scatter(
                     rows, policy_scores(strategy, probs, tokens, generator).float())
@@ -162,11 +150,9 @@ def generate_diffusion(
                     commit |= top_count_mask(score, masked, (masked.any(dim=1)).long())
                 else:
                     commit = top_count_mask(score, masked, counts[j])
-                chosen_conf = torch.zeros(x.shape, device=device).masked_scatter(
-                    rows, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
                 confidence = torch.where(commit, chosen_conf, confidence)
                 x = torch.where(commit, drawn, x)
-            _sync(device)
+            sync(device)
             step_times.append(time.perf_counter() - start)
             history.append(x.cpu())
             if on_step is not None:
@@ -175,12 +161,11 @@ def generate_diffusion(
     settings = dict(steps=steps, strategy=strategy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
                     threshold=threshold, seed=seed)
-    return _finish(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", len(step_times), settings)
+    return Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
 
 
-def _seed_remask_step(x, drawn, rows, confidence, probs, tokens, schedule, progress, mask_id, generator):
+def _seed_remask_step(x, drawn, rows, schedule, progress, mask_id, generator):
     """Write every drawn token, then re-mask the scheduled share of the free positions at random."""
-    confidence.masked_scatter_(rows, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
     n_free = rows.sum(dim=1)
     n_remask = torch.round(n_free.double() * still_masked_fraction(schedule, progress)).long()
     noise = torch.rand(x.shape, device=x.device, generator=generator)
@@ -188,17 +173,5 @@ def _seed_remask_step(x, drawn, rows, confidence, probs, tokens, schedule, progr
     return torch.where(rows, drawn, x).masked_fill(remask, mask_id)
 
 
-def _finish(history, canvas, confidence, step_times, mask_id, tokenizer, kind, passes, settings) -> Trace:
-    final = history[-1]
-    attention, fixed = canvas.attention.cpu(), canvas.fixed.cpu()
-    generated = ~fixed & attention.bool()
-    texts = [tokenizer.decode(row[att.bool()], skip_special_tokens=True) for row, att in zip(final, attention, strict=True)]
-    completions = [tokenizer.decode(row[gen], skip_special_tokens=True) for row, gen in zip(final, generated, strict=True)]
-    return Trace(ids=torch.stack(history), fixed=fixed, attention=attention, confidence=confidence.float().cpu(),
-                 step_times=step_times, mask_token_id=mask_id, texts=texts, completions=completions, kind=kind,
-                 forward_passes=passes, settings=settings)
 
-
-from .autoregressive import generate_ar  # noqa: E402  (re-exported: one import for both samplers)
-
-__all__ = ["generate_diffusion", "generate_ar", "STRATEGIES", "SCHEDULES", "SEED_DEFAULTS", "Trace"]
+__all__ = ["generate_diffusion", "generate_ar", "STRATEGIES", "SCHEDULES", "Trace"]

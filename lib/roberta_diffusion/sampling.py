@@ -70,12 +70,17 @@ def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, gen
     return tokens, scaled.softmax(dim=-1)
 
 
+def chosen_probability(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``probs [N, V]``, ``tokens [N]`` -> the probability each drawn token had, ``[N]``."""
+    return probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
 def policy_scores(strategy: str, probs: torch.Tensor, tokens: torch.Tensor, generator=None) -> torch.Tensor:
     """Priority of each row for being committed now (higher first). ``probs [N, V]``, ``tokens [N]``."""
     if strategy == "random":
         return torch.rand(tokens.shape, device=tokens.device, generator=generator)
     if strategy in ("confidence", "threshold"):
-        return probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return chosen_probability(probs, tokens)
     if strategy == "margin":
         top2 = probs.topk(2, dim=-1).values
         return top2[:, 0] - top2[:, 1]
@@ -116,3 +121,18 @@ def top_count_mask(scores: torch.Tensor, eligible: torch.Tensor, counts: torch.T
     order = scores.argsort(dim=1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
     return (rank < counts.unsqueeze(1)) & eligible
+
+
+def make_generator(seed: int | None, device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()  # fresh entropy for this generator only: torch.seed() would reseed the global RNG
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work, so that host timers measure it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -74,6 +74,18 @@ class Trace:
     def load(cls, path) -> Trace:
         return cls(**torch.load(path, weights_only=False))
 
+    @classmethod
+    def from_history(cls, history: list, canvas, confidence, step_times, mask_id, tokenizer, kind, settings) -> Trace:
+        """Assemble a Trace from a sampler's per-step canvases ``history`` (``[B, L]`` on CPU each)."""
+        final = history[-1]
+        attention, fixed = canvas.attention.cpu(), canvas.fixed.cpu()
+        generated = ~fixed & attention.bool()
+        texts = [tokenizer.decode(row[att.bool()], skip_special_tokens=True) for row, att in zip(final, attention, strict=True)]
+        completions = [tokenizer.decode(row[gen], skip_special_tokens=True) for row, gen in zip(final, generated, strict=True)]
+        return cls(ids=torch.stack(history), fixed=fixed, attention=attention, confidence=confidence.float().cpu(),
+                   step_times=step_times, mask_token_id=mask_id, texts=texts, completions=completions, kind=kind,
+                   forward_passes=len(step_times), settings=settings)
+
     def summary(self) -> dict:
         return {
             "kind": self.kind,
