@@ -131,10 +131,9 @@ def _report(trace, tokenizer, args):
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    from .paths import atomic_write_text
+
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def run_compare(args):

@@ -87,10 +87,7 @@ def run_eval(args) -> int:
                                policies=policies, elbo_samples=args.elbo_samples)
     result["command"] = "roberta-diffusion eval " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("handler", "command") and v is not None)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(args.out)
+    paths.atomic_write_text(args.out, json.dumps(result, indent=2))
     print(json.dumps(result["heldout"], indent=2))
     print(f"wrote {args.out}")
     return 0

@@ -6,6 +6,7 @@ Override with environment variables when the repository is installed elsewhere:
 """
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(os.environ.get("ROBERTA_DIFFUSION_ROOT", Path(__file__).resolve().parents[2]))
@@ -60,3 +61,23 @@ def resolve(path_or_name: str | None) -> str | None:
     if not path.is_absolute() and (ROOT / path).exists():
         return str(ROOT / path)
     return str(path_or_name)
+
+
+@contextmanager
+def atomic_path(path):
+    """A temporary path beside ``path`` (same suffix, unique per process) to write to; on success it replaces
+    ``path`` in one rename, so a reader never sees half a file, and on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -63,12 +63,11 @@ class Trace:
         return masked.flatten(1).sum(1).double() / gen.sum().clamp(min=1)
 
     def save(self, path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(self.__dict__, tmp)
-        tmp.replace(path)  # atomic: a reader never sees half a trace
-        return path
+        from .paths import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(self.__dict__, tmp)
+        return Path(path)
 
     @classmethod
     def load(cls, path) -> Trace:

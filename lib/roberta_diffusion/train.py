@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 
 from .collator import DiffusionCollator
 from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, masked_lm_logits
+from .paths import atomic_path, atomic_write_text
 
 
 @dataclass
@@ -58,7 +58,7 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
 
     def save(self, path: Path) -> None:
-        _atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2))
+        atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2))
 
 
 # -- data -----------------------------------------------------------------------------------------------
@@ -78,11 +78,8 @@ def cached_blocks(source, tokenizer, block_size: int, cache_dir, max_lines=None,
     if path.exists():
         return torch.load(path).long()
     blocks = load_blocks(source, tokenizer, block_size, max_lines=max_lines, detokenize=detokenize)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    small = blocks.to(torch.int16 if len(tokenizer) < 2**15 else torch.int32)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # per-process: two trainings may fill the cache at once
-    torch.save(small, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # unique per process: two trainings may fill the cache at once
+        torch.save(blocks.to(torch.int16 if len(tokenizer) < 2**15 else torch.int32), tmp)
     return blocks
 
 
@@ -121,12 +118,6 @@ def causal_lm_loss(model, batch) -> torch.Tensor:
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest *finished* checkpoint; half-written ``*.tmp`` folders are never returned."""
     root = Path(out_dir) / "checkpoints"
@@ -243,7 +234,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     bar.close()
     if accelerator.is_main_process:
         export_model(out / "model", accelerator.unwrap_model(model), tokenizer)
-        _atomic_write_text(out / "history.json", json.dumps(history, indent=2))
+        atomic_write_text(out / "history.json", json.dumps(history, indent=2))
     return history
 
 

@@ -161,17 +161,14 @@ def _save_gif(fig, update, n_frames: int, path, fps: float) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.gif")
+    from .paths import atomic_path
+
     try:
-        anim = FuncAnimation(fig, update, frames=n_frames, blit=False)
-        anim.save(tmp, writer=PillowWriter(fps=fps))
-        tmp.replace(path)  # atomic: no half-written GIF under the final name
+        with atomic_path(path) as tmp:  # no half-written GIF under the final name
+            FuncAnimation(fig, update, frames=n_frames, blit=False).save(tmp, writer=PillowWriter(fps=fps))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def animate(trace: Trace, tokenizer, path, sample: int = 0, color_by: str = "step", fps: float = 2.0,
