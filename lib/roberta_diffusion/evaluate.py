@@ -4,7 +4,8 @@
   on the same blocks and tokens, for each corpus given.
 - Samples: ``n_prompts`` prompts = the first ``prefix_len`` tokens of held-out blocks; the rest of each block
   is the real continuation. Diffusion at several step counts and policies, AR with the same sampling knobs;
-  generative perplexity under a judge, unigram entropy and distinct-2, next to the real continuations'.
+  generative perplexity under a judge, unigram entropy and distinct-2, next to the real continuations'. When
+  a model's tokenizer differs from the judge's, its text is re-tokenised for the judge (``sample_quality``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from . import metrics
 from .canvas import Canvas
+from .models import max_canvas_len
 from .sampler import generate_ar, generate_diffusion
 
 
@@ -45,32 +47,108 @@ def heldout_scores(mlm, ar, tokenizer, blocks: torch.Tensor, prefix_len: int, el
     return out
 
 
-def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: int, steps_list, policies,
-                  sampling: dict, seed: int = 0, batch_size: int = 64) -> dict:
-    """Quality of real continuations, AR samples and diffusion samples for the same prompt blocks."""
-    out = {"real": metrics.text_quality(prompts, prefix_len, judge)}
-    max_len = prompts.shape[1]
+def same_vocab(*tokenizers) -> bool:
+    """True when every tokenizer maps the same strings to the same ids (scores in tokens are comparable)."""
+    first = tokenizers[0].get_vocab()
+    return all(t is tokenizers[0] or t.get_vocab() == first for t in tokenizers[1:])
 
-    def in_batches(fn):
-        rows, seconds = [], 0.0
-        for start in range(0, len(prompts), batch_size):
+
+
+def _judge_rows(judge, judge_tokenizer, prefix_ids: torch.Tensor, completions: list[str]) -> tuple[dict, list]:
+    """Score text ``completions`` after the judge-vocabulary ``prefix_ids [N, P]`` row by row (lengths differ)."""
+    total, count, seqs = 0.0, 0, []
+    limit = max_canvas_len(judge)
+    device = next(judge.parameters()).device
+    for prefix, text in zip(prefix_ids, completions, strict=True):
+        ids = judge_tokenizer(text, add_special_tokens=False)["input_ids"][: limit - len(prefix)]
+        seqs.append(ids)
+        if not ids:
+            continue
+        row = torch.cat([prefix, torch.tensor(ids, dtype=torch.long)]).unsqueeze(0).to(device)
+        scored = metrics.ar_nll(judge, row, prefix_len=len(prefix))
+        total += scored["nll"] * scored["tokens"]
+        count += scored["tokens"]
+    return metrics._nll_summary(total, count), seqs
+
+
+def quality_in_judge_vocab(seqs: torch.Tensor, tokenizer, prefix: torch.Tensor, judge, judge_tokenizer,
+                           prefix_len: int) -> dict:
+    """Generative perplexity, unigram entropy and distinct-2 of generated ``seqs [N, L]`` (``tokenizer``'s ids),
+    measured in the judge's vocabulary: ids as they are when the vocabularies match, else the decoded text
+    re-tokenised after the judge-vocabulary ``prefix [N, P]``."""
+    if same_vocab(tokenizer, judge_tokenizer):
+        return metrics.text_quality(seqs, prefix_len, judge)
+    texts = [tokenizer.decode(row[prefix_len:][row[prefix_len:] >= 0], skip_special_tokens=True) for row in seqs]
+    nll, judge_seqs = _judge_rows(judge, judge_tokenizer, prefix, texts)
+    return {"unigram_entropy": round(metrics.unigram_entropy(judge_seqs), 4),
+            "distinct_2": round(metrics.distinct_n(judge_seqs, 2), 4), "gen_ppl": nll["ppl"], "retokenised": True}
+
+
+def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_len: int):
+    """The judge-vocabulary prompt blocks as the generator's input: the prefix ids themselves when the
+    vocabularies match, else the prefix text (the generator re-tokenises it)."""
+    if same_vocab(tokenizer, judge_tokenizer):
+        return prompt_blocks[:, :prefix_len]
+    return [judge_tokenizer.decode(row[:prefix_len], skip_special_tokens=True) for row in prompt_blocks]
+
+
+def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer, prompt_blocks: torch.Tensor,
+                   prefix_len: int, steps_list, strategy: str, sampling: dict, seed: int = 0, batch_size: int = 16,
+                   score_real: bool = True) -> dict:
+    """Sample quality with each model in its own tokenizer (``sample_scores`` when they share one). ``prompt_blocks [N, L]`` are
+    held-out blocks in the judge's vocabulary: the first ``prefix_len`` tokens prompt both models, the rest is
+    the real continuation. Returns ``real``, ``ar`` and ``diffusion`` (one entry per step count) with
+    ``gen_ppl``, ``unigram_entropy``, ``distinct_2``, ``seconds`` and one example ``text`` each."""
+    max_len = prompt_blocks.shape[1]
+    prefix = prompt_blocks[:, :prefix_len]
+    out = {"prompts": len(prompt_blocks)}
+    if score_real:
+        out["real"] = metrics.text_quality(prompt_blocks, prefix_len, judge) | {
+            "text": judge_tokenizer.decode(prompt_blocks[0], skip_special_tokens=True)}
+
+    def run(fn, tokenizer):
+        prompts = prompts_for(tokenizer, judge_tokenizer, prompt_blocks, prefix_len)
+        rows, texts, seconds = [], [], 0.0
+        for start in range(0, len(prompt_blocks), batch_size):
             trace = fn(prompts[start : start + batch_size])
             rows.append(trace.final)
+            texts += trace.texts
             seconds += trace.total_time
-        return torch.cat(rows), seconds
+        seqs = torch.cat(rows)
+        return quality_in_judge_vocab(seqs, tokenizer, prefix, judge, judge_tokenizer, prefix_len) | {
+            "seconds": round(seconds, 4), "text": texts[0]}
+
+    def canvas_of(prompts):
+        if isinstance(prompts, torch.Tensor):
+            blocks = torch.cat([prompts, prompts.new_zeros(len(prompts), max_len - prefix_len)], dim=1)
+            return {"canvas": prompt_canvas_from_blocks(blocks, prefix_len, mlm_tokenizer.mask_token_id)}
+        return {"prompts": list(prompts), "prefix_len": prefix_len, "max_len": max_len}
 
     if ar is not None:
-        seqs, seconds = in_batches(lambda p: generate_ar(ar, tokenizer, p[:, :prefix_len], max_len=max_len, seed=seed, **sampling))
-        out["ar"] = metrics.text_quality(seqs, prefix_len, judge) | {"seconds": round(seconds, 3)}
+        out["ar"] = run(lambda p: generate_ar(ar, ar_tokenizer, p, max_len=max_len, prefix_len=prefix_len, seed=seed,
+                                              **sampling), ar_tokenizer)
     if mlm is not None:
         out["diffusion"] = {}
-        for policy in policies:
-            for steps in steps_list:
-                canvas_of = lambda p: prompt_canvas_from_blocks(p, prefix_len, tokenizer.mask_token_id)  # noqa: E731
-                seqs, seconds = in_batches(lambda p: generate_diffusion(  # noqa: B023
-                    mlm, tokenizer, canvas=canvas_of(p), steps=steps, strategy=policy, seed=seed, **sampling))  # noqa: B023
-                out["diffusion"][f"{policy}@{steps}"] = metrics.text_quality(seqs, prefix_len, judge) | {
-                    "policy": policy, "steps": steps, "seconds": round(seconds, 3)}
+        for steps in steps_list:
+            start = time.perf_counter()
+            out["diffusion"][int(steps)] = run(lambda p, n=steps: generate_diffusion(
+                mlm, mlm_tokenizer, **canvas_of(p), steps=n, strategy=strategy, seed=seed, **sampling), mlm_tokenizer)
+            out["diffusion"][int(steps)] |= {"steps": int(steps), "strategy": strategy,
+                                             "wall_s": round(time.perf_counter() - start, 4)}
+    return out
+
+
+def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: int, steps_list, policies,
+                  sampling: dict, seed: int = 0, batch_size: int = 64) -> dict:
+    """``sample_quality`` for models sharing ``tokenizer``, over several policies: the real continuations and
+    the AR samples are scored once; diffusion entries are keyed ``"<policy>@<steps>"``."""
+    out = {"diffusion": {}}
+    for i, policy in enumerate(policies or [None]):
+        part = sample_quality(mlm if policy else None, tokenizer, ar if i == 0 else None, tokenizer, judge, tokenizer,
+                              prompts, prefix_len, steps_list, policy, sampling, seed, batch_size, score_real=i == 0)
+        out |= {k: v for k, v in part.items() if k != "diffusion"}
+        for steps, scores in part.get("diffusion", {}).items():
+            out["diffusion"][f"{policy}@{steps}"] = scores | {"policy": policy}
     return out
 
 

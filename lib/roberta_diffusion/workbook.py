@@ -1,5 +1,5 @@
-"""Helpers the workbook notebooks share: which model to use, tables, figures, and comparing samples of two
-models that may not share a tokenizer (every score is then taken in the judge's vocabulary).
+"""Helpers the workbook notebooks share: which model to use, tables, figures, held-out scores per tokenizer.
+Sample quality across tokenizers (``sample_quality``) lives in ``evaluate`` and is re-exported here.
 
 Model resolution (``resolve_model``), in order: an explicit path or hub name; ``runs/<run_name>/<kind>/model``
 written by notebook 02; the shipped weights (``weights/roberta-diffusion-small``, ``weights/gpt2-small-baseline``);
@@ -9,18 +9,17 @@ else a tiny random model, with a line saying its text is noise.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 
 from . import metrics, paths
+from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality  # noqa: F401 (notebook API)
 from .models import (
     default_models,
     load_causal_lm,
     load_mlm,
     load_tokenizer,
-    max_canvas_len,
     model_summary,
     pick_device,
 )
@@ -73,12 +72,6 @@ def set_cpu_threads(n: int | None) -> int:
     if n is not None:
         torch.set_num_threads(n)
     return torch.get_num_threads()
-
-
-def same_vocab(*tokenizers) -> bool:
-    """True when every tokenizer maps the same strings to the same ids (scores in tokens are comparable)."""
-    first = tokenizers[0].get_vocab()
-    return all(t is tokenizers[0] or t.get_vocab() == first for t in tokenizers[1:])
 
 
 def table(rows: list[dict]):
@@ -134,90 +127,6 @@ def bits_per_byte(nll_summary: dict, tokenizer, blocks: torch.Tensor, prefix_len
     comparable across tokenizers, where per-token perplexities are not."""
     text_bytes = sum(len(tokenizer.decode(row[prefix_len:], skip_special_tokens=True).encode()) for row in blocks)
     return round(nll_summary["nll"] * nll_summary["tokens"] / max(1, text_bytes) / math.log(2), 5)
-
-
-def _judge_rows(judge, judge_tokenizer, prefix_ids: torch.Tensor, completions: list[str]) -> tuple[dict, list]:
-    """Score text ``completions`` after the judge-vocabulary ``prefix_ids [N, P]`` row by row (lengths differ)."""
-    total, count, seqs = 0.0, 0, []
-    limit = max_canvas_len(judge)
-    device = next(judge.parameters()).device
-    for prefix, text in zip(prefix_ids, completions, strict=True):
-        ids = judge_tokenizer(text, add_special_tokens=False)["input_ids"][: limit - len(prefix)]
-        seqs.append(ids)
-        if not ids:
-            continue
-        row = torch.cat([prefix, torch.tensor(ids, dtype=torch.long)]).unsqueeze(0).to(device)
-        scored = metrics.ar_nll(judge, row, prefix_len=len(prefix))
-        total += scored["nll"] * scored["tokens"]
-        count += scored["tokens"]
-    return metrics._nll_summary(total, count), seqs
-
-
-def quality_in_judge_vocab(seqs: torch.Tensor, tokenizer, prefix: torch.Tensor, judge, judge_tokenizer,
-                           prefix_len: int) -> dict:
-    """Generative perplexity, unigram entropy and distinct-2 of generated ``seqs [N, L]`` (``tokenizer``'s ids),
-    measured in the judge's vocabulary: ids as they are when the vocabularies match, else the decoded text
-    re-tokenised after the judge-vocabulary ``prefix [N, P]``."""
-    if same_vocab(tokenizer, judge_tokenizer):
-        return metrics.text_quality(seqs, prefix_len, judge)
-    texts = [tokenizer.decode(row[prefix_len:][row[prefix_len:] >= 0], skip_special_tokens=True) for row in seqs]
-    nll, judge_seqs = _judge_rows(judge, judge_tokenizer, prefix, texts)
-    return {"unigram_entropy": round(metrics.unigram_entropy(judge_seqs), 4),
-            "distinct_2": round(metrics.distinct_n(judge_seqs, 2), 4), "gen_ppl": nll["ppl"], "retokenised": True}
-
-
-def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_len: int):
-    """The judge-vocabulary prompt blocks as the generator's input: the prefix ids themselves when the
-    vocabularies match, else the prefix text (the generator re-tokenises it)."""
-    if same_vocab(tokenizer, judge_tokenizer):
-        return prompt_blocks[:, :prefix_len]
-    return [judge_tokenizer.decode(row[:prefix_len], skip_special_tokens=True) for row in prompt_blocks]
-
-
-def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer, prompt_blocks: torch.Tensor,
-                   prefix_len: int, steps_list, strategy: str, sampling: dict, seed: int = 0, batch_size: int = 16) -> dict:
-    """Like ``evaluate.sample_scores`` but each model with its own tokenizer. ``prompt_blocks [N, L]`` are
-    held-out blocks in the judge's vocabulary: the first ``prefix_len`` tokens prompt both models, the rest is
-    the real continuation. Returns ``real``, ``ar`` and ``diffusion`` (one entry per step count) with
-    ``gen_ppl``, ``unigram_entropy``, ``distinct_2``, ``seconds`` and one example ``text`` each."""
-    from .evaluate import prompt_canvas_from_blocks
-    from .sampler import generate_ar, generate_diffusion
-
-    max_len = prompt_blocks.shape[1]
-    prefix = prompt_blocks[:, :prefix_len]
-    out = {"prompts": len(prompt_blocks), "real": metrics.text_quality(prompt_blocks, prefix_len, judge)
-           | {"text": judge_tokenizer.decode(prompt_blocks[0], skip_special_tokens=True)}}
-
-    def run(fn, tokenizer):
-        prompts = prompts_for(tokenizer, judge_tokenizer, prompt_blocks, prefix_len)
-        rows, texts, seconds = [], [], 0.0
-        for start in range(0, len(prompt_blocks), batch_size):
-            trace = fn(prompts[start : start + batch_size])
-            rows.append(trace.final)
-            texts += trace.texts
-            seconds += trace.total_time
-        seqs = torch.cat(rows)
-        return quality_in_judge_vocab(seqs, tokenizer, prefix, judge, judge_tokenizer, prefix_len) | {
-            "seconds": round(seconds, 4), "text": texts[0]}
-
-    def canvas_of(prompts):
-        if isinstance(prompts, torch.Tensor):
-            blocks = torch.cat([prompts, prompts.new_zeros(len(prompts), max_len - prefix_len)], dim=1)
-            return {"canvas": prompt_canvas_from_blocks(blocks, prefix_len, mlm_tokenizer.mask_token_id)}
-        return {"prompts": list(prompts), "prefix_len": prefix_len, "max_len": max_len}
-
-    if ar is not None:
-        out["ar"] = run(lambda p: generate_ar(ar, ar_tokenizer, p, max_len=max_len, prefix_len=prefix_len, seed=seed,
-                                              **sampling), ar_tokenizer)
-    if mlm is not None:
-        out["diffusion"] = {}
-        for steps in steps_list:
-            start = time.perf_counter()
-            out["diffusion"][int(steps)] = run(lambda p, n=steps: generate_diffusion(
-                mlm, mlm_tokenizer, **canvas_of(p), steps=n, strategy=strategy, seed=seed, **sampling), mlm_tokenizer)
-            out["diffusion"][int(steps)] |= {"steps": int(steps), "strategy": strategy,
-                                             "wall_s": round(time.perf_counter() - start, 4)}
-    return out
 
 
 def heldout_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, corpus: str, n_blocks: int, block_size: int,
