@@ -22,8 +22,11 @@ SIZES = {
 }
 
 
-def pick_device(preference: str | None = None) -> torch.device:
-    """CUDA > MPS > CPU unless told; an unavailable explicit choice is an error, not a silent fallback."""
+def pick_device(preference: str | torch.device | None = None) -> torch.device:
+    """CUDA > MPS > CPU unless told (a name or a torch.device); an unavailable explicit choice is an error,
+    not a silent fallback."""
+    if isinstance(preference, torch.device):
+        return preference
     if preference and preference != "auto":
         device = torch.device(preference)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -93,7 +96,7 @@ def load_mlm(name_or_path, device=None, dtype=torch.float32):
             "and give the diffusion sampler a masked LM such as roberta-base"
         )
     model = _load(AutoModelForMaskedLM.from_pretrained, name_or_path, "model", dtype=dtype)
-    return model.to(pick_device(device) if device is None or isinstance(device, str) else device).eval()
+    return model.to(pick_device(device)).eval()
 
 
 CAUSAL_ONLY_TYPES = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "opt", "qwen2", "qwen3", "phi", "gemma"}
@@ -106,7 +109,7 @@ def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
     if not getattr(config, "is_decoder", False) and config.model_type not in CAUSAL_ONLY_TYPES:
         raise ValueError(f"{name_or_path} is not a causal LM ({config.model_type}): pass e.g. gpt2")
     model = _load(AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
-    return model.to(pick_device(device) if device is None or isinstance(device, str) else device).eval()
+    return model.to(pick_device(device)).eval()
 
 
 def max_canvas_len(model) -> int:
