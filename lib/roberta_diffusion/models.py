@@ -158,17 +158,18 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
         raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(MLM_ARCHS)}")
     dims = _dims(size, overrides)
     dropout = overrides.get("dropout", 0.1)
+    shared = dict(vocab_size=_vocab_size(tokenizer), hidden_size=dims["hidden"], num_hidden_layers=dims["layers"],
+                  num_attention_heads=dims["heads"], intermediate_size=dims["intermediate"],
+                  pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
     if arch == "modernbert":
         from transformers import ModernBertConfig, ModernBertForMaskedLM
 
         config = ModernBertConfig(
-            vocab_size=_vocab_size(tokenizer), hidden_size=dims["hidden"], num_hidden_layers=dims["layers"],
-            num_attention_heads=dims["heads"], intermediate_size=dims["intermediate"], max_position_embeddings=max_len,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            cls_token_id=tokenizer.bos_token_id, sep_token_id=tokenizer.eos_token_id,
-            layer_types=["full_attention"] * dims["layers"], local_attention=max_len,
-            attention_dropout=dropout, mlp_dropout=dropout, embedding_dropout=dropout)
+            **shared, max_position_embeddings=max_len, cls_token_id=tokenizer.bos_token_id,
+            sep_token_id=tokenizer.eos_token_id, layer_types=["full_attention"] * dims["layers"],
+            local_attention=max_len, attention_dropout=dropout, mlp_dropout=dropout, embedding_dropout=dropout)
         return ModernBertForMaskedLM(config).eval()
     from transformers import (
         RobertaConfig,
@@ -179,20 +180,9 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
 
     config_class, model_class = {"roberta": (RobertaConfig, RobertaForMaskedLM),
                                  "roberta-prelayernorm": (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)}[arch]
-    config = config_class(
-        vocab_size=_vocab_size(tokenizer),
-        hidden_size=dims["hidden"],
-        num_hidden_layers=dims["layers"],
-        num_attention_heads=dims["heads"],
-        intermediate_size=dims["intermediate"],
-        max_position_embeddings=max_len + tokenizer.pad_token_id + 1,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        type_vocab_size=1,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
+    # RoBERTa numbers positions from pad_token_id + 1, so max_len tokens need that many more slots
+    config = config_class(**shared, max_position_embeddings=max_len + tokenizer.pad_token_id + 1, type_vocab_size=1,
+                          hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     return model_class(config).eval()
 
 
