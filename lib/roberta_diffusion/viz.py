@@ -201,12 +201,14 @@ def _figure_height(traces, tokenizer, sample: int, chars_per_line: float, font_s
 def compare_frames(traces: list[Trace], n_frames: int) -> list[tuple[float, list[int]]]:
     """Shared clock: ``n_frames`` times from 0 to the slowest run's end; at each, every trace's latest step."""
     end = max(t.total_time for t in traces)
-    clock = torch.linspace(0, end, n_frames).tolist()
+    # float64 throughout: in float32 the rounded end of the clock can fall just short of a run's own cumulative
+    # time, and the last frame would then not show that run finished
+    clock = torch.linspace(0, end, n_frames, dtype=torch.float64).tolist()
     frames = []
     for now in clock:
         steps = []
         for t in traces:
-            done = torch.tensor([0.0] + t.step_times).cumsum(0)
+            done = torch.tensor([0.0] + t.step_times, dtype=torch.float64).cumsum(0)
             steps.append(int((done <= now + 1e-12).sum().item()) - 1)
         frames.append((now, steps))
     return frames
