@@ -168,8 +168,8 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     model = build_model(cfg, tokenizer)
     fused = accelerator.device.type == "cuda"
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices decay; biases and norms do not
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
                                   eps=cfg.adam_eps, fused=fused)
@@ -178,10 +178,9 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     step, history = 0, {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "tokens": 0, "seconds": 0.0}
     resume = latest_checkpoint(out)
     if resume is not None:
-        from safetensors.torch import load_file
-
         state = json.loads((resume / "state.json").read_text())
-        model.load_state_dict(_load_weights(resume, load_file), strict=False)
+        # strict=False: tied weights (the MLM head's decoder = the embeddings) are stored once
+        model.load_state_dict(_load_weights(resume), strict=False)
         opt_state = torch.load(resume / "optimizer.pt", weights_only=False)
         optimizer.load_state_dict(opt_state["optimizer"])
         scheduler.load_state_dict(opt_state["scheduler"])
@@ -244,7 +243,9 @@ def _compile_in_place(model) -> None:
     body.forward = torch.compile(body.forward)
 
 
-def _load_weights(folder: Path, load_file):
+def _load_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
