@@ -8,6 +8,8 @@ import pytest
 import torch
 from roberta_diffusion.sampling import (
     check_sampling_args,
+    chosen_probability,
+    policy_scores,
     filter_logits,
     reveal_counts,
     sample_tokens,
@@ -84,14 +86,16 @@ def test_sample_tokens_follows_the_filtered_tempered_softmax(temperature, top_k,
     logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(11)) * 1.5
     # temperature first, then top-k/top-p on the tempered distribution (as transformers' generate does)
     target = reference_filter(logits / temperature, top_k, top_p).double().softmax(dim=-1)[0]
-    tokens, probs = sample_tokens(logits.expand(draws, vocab), temperature, top_k, top_p,
+    tokens, scaled = sample_tokens(logits.expand(draws, vocab), temperature, top_k, top_p,
                                   generator=torch.Generator().manual_seed(0))
     assert tokens.shape == (draws,) and tokens.dtype == torch.long
     assert torch.all(target[tokens] > 0), "only tokens the filters keep are drawn"
     tv = 0.5 * (_empirical(tokens, vocab) - target).abs().sum().item()
     assert tv < 0.03
-    # probs: the tempered, unfiltered softmax (what the policies read confidences from)
-    torch.testing.assert_close(probs[0], (logits[0] / temperature).softmax(dim=-1))
+    # scaled: the tempered, unfiltered logits (what the policies read confidences from)
+    torch.testing.assert_close(scaled[0], logits[0] / temperature)
+    torch.testing.assert_close(chosen_probability(scaled[:50], tokens[:50]),
+                               (logits[0] / temperature).softmax(dim=-1)[tokens[:50]])
 
 
 def test_sample_tokens_rows_are_independent():
@@ -178,3 +182,29 @@ def test_top_count_mask_with_tied_and_infinite_scores():
 def test_check_sampling_args_refuses(temperature, top_k, top_p):
     with pytest.raises(ValueError):
         check_sampling_args(temperature, top_k, top_p)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_policy_scores_read_the_tempered_softmax_without_building_it(temperature):
+    scaled = torch.randn(6, 30, generator=torch.Generator().manual_seed(3)) / temperature
+    tokens = torch.randint(0, 30, (6,), generator=torch.Generator().manual_seed(4))
+    probs = scaled.softmax(dim=-1)
+    torch.testing.assert_close(policy_scores("confidence", scaled, tokens), probs[torch.arange(6), tokens])
+    top2 = probs.topk(2, dim=-1).values
+    torch.testing.assert_close(policy_scores("margin", scaled, tokens), top2[:, 0] - top2[:, 1])
+    torch.testing.assert_close(policy_scores("entropy", scaled, tokens), (probs * probs.log()).sum(dim=-1))
+    uniforms = torch.rand(6, dtype=torch.float64)
+    torch.testing.assert_close(policy_scores("random", scaled, tokens, uniforms=uniforms), uniforms.float())
+
+
+def test_sample_tokens_with_given_uniforms_matches_the_generator_draw():
+    logits = torch.randn(7, 40, generator=torch.Generator().manual_seed(5))
+    a, _ = sample_tokens(logits, 0.8, 10, 0.9, generator=torch.Generator().manual_seed(9))
+    u = torch.rand(7, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    b, _ = sample_tokens(logits, 0.8, 10, 0.9, uniforms=u)
+    assert torch.equal(a, b)
+    # a uniform near 0 picks the most likely kept token, near 1 the least likely kept one
+    low, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1e-9, dtype=torch.float64))
+    high, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1 - 1e-9, dtype=torch.float64))
+    assert torch.equal(low, logits.argmax(dim=-1))
+    assert torch.equal(high, logits.topk(10, dim=-1).indices[:, -1])

@@ -9,6 +9,7 @@ import time
 import torch
 
 from .canvas import Canvas, prompt_prefixes
+from .graphs import check_graph_device
 from .models import is_masked_lm, max_canvas_len
 from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
 from .trace import Trace
@@ -41,8 +42,13 @@ def left_padded_prefix(tokenizer, prompts, prefix_len: int) -> Canvas:
 
 @torch.no_grad()
 def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int = 16, temperature: float = 1.0,
-                top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, on_step=None):
-    """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step."""
+                top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, static_cache: bool = False,
+                graph: bool = False, on_step=None):
+    """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step.
+
+    ``static_cache=True`` decodes GPT-2 with this project's fixed-shape decoder (``fast_ar``); ``graph=True``
+    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed.
+    """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
     check_sampling_args(temperature, top_k, top_p)
@@ -65,7 +71,26 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     fixed[:, :prefix_len] = True
     canvas = Canvas(ids, fixed, attention)
 
+    if graph:
+        check_graph_device(device)
     generator = make_generator(seed, device)
+    # every uniform up front, as the diffusion sampler does: the static decoder reads the same ones
+    uniforms = torch.rand((max_len - prefix_len, batch), dtype=torch.float64, device=device, generator=generator)
+    settings = dict(steps=max_len - prefix_len, temperature=temperature, top_k=top_k, top_p=top_p,
+                    prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__,
+                    static_cache=static_cache or graph, graph=graph)
+    if static_cache or graph:
+        from .fast_ar import decode_static
+
+        out, conf, per_token = decode_static(model, start_canvas.ids.to(device), start_canvas.attention.to(device),
+                                             max_len, uniforms, temperature, top_k, top_p, graph=graph)
+        out, conf = out.cpu(), conf.float().cpu()
+        history = [ids.clone()]
+        for pos in range(prefix_len, max_len):
+            history.append(torch.cat([out[:, : pos + 1], ids[:, pos + 1:]], dim=1))
+            if on_step is not None:
+                on_step(len(history) - 1, history[-1])
+        return Trace.from_history(history, canvas, conf, [per_token] * (max_len - prefix_len), NOT_YET, tokenizer, "ar", settings)
     cache_kw = cache_argument(model)
     attn = start_canvas.attention.to(device)
     step_input = start_canvas.ids.to(device)
@@ -78,8 +103,8 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         start = time.perf_counter()
         out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_kw: cache})
         cache = returned_cache(out)
-        tokens, probs = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, generator)
-        chosen = chosen_probability(probs, tokens)
+        tokens, scaled = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
+        chosen = chosen_probability(scaled, tokens)
         step_input = tokens.unsqueeze(1)
         positions = positions[:, -1:] + 1
         attn = torch.cat([attn, attn.new_ones((batch, 1))], dim=1)
@@ -90,6 +115,4 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         history.append(x.clone())
         if on_step is not None:
             on_step(len(history) - 1, history[-1])
-    settings = dict(steps=max_len - prefix_len, temperature=temperature, top_k=top_k, top_p=top_p,
-                    prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__)
     return Trace.from_history(history, canvas, confidence, step_times, NOT_YET, tokenizer, "ar", settings)

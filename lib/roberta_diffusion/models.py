@@ -130,13 +130,32 @@ def masked_lm_logits(model, input_ids, attention_mask, rows) -> torch.Tensor:
     rows: with a 50k vocabulary it is a large share of a forward pass, and most positions do not need it. Other
     masked LMs (and wrapped models, e.g. DDP) fall back to full logits.
     """
-    prefix = getattr(model, "base_model_prefix", None)
-    encoder = getattr(model, prefix, None) if prefix else None
-    head = getattr(model, "lm_head", None)
-    if encoder is not None and head is not None:
+    encoder, head = _encoder_and_head(model)
+    if encoder is not None:
         hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return head(hidden[rows])
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows]
+
+
+def gathered_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
+    """Logits ``[B * F, V]`` at the positions ``index [B, F]`` of each row: ``masked_lm_logits`` with a fixed
+    shape (no boolean indexing, so no host synchronisation; a CUDA graph can replay it)."""
+    encoder, head = _encoder_and_head(model)
+    if encoder is not None:
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [B, F, H]
+        logits = head(picked)
+    else:
+        full = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, L, V]
+        logits = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _encoder_and_head(model):
+    prefix = getattr(model, "base_model_prefix", None)
+    encoder = getattr(model, prefix, None) if prefix else None
+    head = getattr(model, "lm_head", None)
+    return (encoder, head) if encoder is not None and head is not None else (None, None)
 
 
 def is_masked_lm(model) -> bool:

@@ -17,12 +17,14 @@ evenly between blocks.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, fields
 
 import torch
 
 from .autoregressive import generate_ar  # re-exported: one import for both samplers
 from .canvas import Canvas, prompt_canvas
-from .models import is_masked_lm, masked_lm_logits, max_canvas_len
+from .graphs import check_graph_device
+from .models import gathered_logits, is_masked_lm, max_canvas_len
 from .sampling import (
     SCHEDULES,
     check_sampling_args,
@@ -71,6 +73,103 @@ def _block_ids(free: torch.Tensor, block_size: int | None) -> torch.Tensor:
     return torch.where(free, order // block_size, -1)
 
 
+@dataclass
+class Plan:
+    """Everything a step reads, fixed before the loop, so that every step runs the same code on the same
+    shapes (what lets a CUDA graph replay it). ``S`` steps, ``B`` rows, ``L`` positions, ``F`` candidates.
+
+    in_block [S, B, L] bool    positions of the block being filled at each step
+    counts [S, B] long         how many to commit at each step (unmasking policies)
+    n_remask [S, B] long       how many to re-mask after each step (seed-remask)
+    last [S] bool              the last step of its block: commit everything still masked
+    candidates [B, F] long     the free positions, where tokens are drawn (padded rows repeat a fixed one)
+    valid [B, F] bool          False on that padding
+    draw [S, B * F] float64    the inverse-CDF uniform of every draw
+    noise [S, B, L] float32    random policy scores / seed-remask noise
+    """
+
+    in_block: torch.Tensor
+    counts: torch.Tensor
+    n_remask: torch.Tensor
+    last: torch.Tensor
+    candidates: torch.Tensor
+    valid: torch.Tensor
+    draw: torch.Tensor
+    noise: torch.Tensor
+
+    def tensors(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
+    """The schedule, blocks and every random number of a run. ``free [B, L]`` bool: positions to generate."""
+    device = free.device
+    batch, length = free.shape
+    blocks = _block_ids(free, block_size)
+    n_blocks = int(blocks.max().item()) + 1 if free.any() else 0
+    if n_blocks > steps:
+        raise ValueError(f"{n_blocks} blocks of {block_size} need at least {n_blocks} steps: raise steps or block_size")
+    in_block, counts, n_remask, last = [], [], [], []
+    for block in range(n_blocks):
+        block_steps = steps // n_blocks + (block < steps % n_blocks)
+        mask = blocks == block
+        block_counts = reveal_counts(mask.sum(dim=1), block_steps, schedule)  # [block_steps, B]
+        for j in range(block_steps):
+            in_block.append(mask)
+            counts.append(block_counts[j])
+            share = still_masked_fraction(schedule, (j + 1) / block_steps)
+            n_remask.append(torch.round(mask.sum(dim=1).double() * share).long())
+            last.append(j == block_steps - 1)
+    if not in_block:  # nothing to generate: one no-op step keeps the shapes valid
+        in_block, counts, n_remask, last = [free], [free.sum(dim=1)], [free.sum(dim=1)], [True]
+    n_free = free.sum(dim=1)
+    width = max(int(n_free.max().item()), 1)
+    # stable sort puts each row's free positions first, in order; the rest pad the row
+    order = (~free).long().argsort(dim=1, stable=True)
+    candidates = order[:, :width]
+    valid = torch.arange(width, device=device).unsqueeze(0) < n_free.unsqueeze(1)
+    first_fixed = order[:, -1:].expand(-1, width)  # a non-free position wherever a row has padding
+    candidates = torch.where(valid, candidates, first_fixed)
+    n_steps = len(in_block)
+    draw = torch.rand((n_steps, batch * width), dtype=torch.float64, device=device, generator=generator)
+    noise = torch.rand((n_steps, batch, length), device=device, generator=generator)
+    return Plan(torch.stack(in_block), torch.stack(counts), torch.stack(n_remask),
+                torch.tensor(last, device=device), candidates, valid, draw, noise)
+
+
+def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, mask_id, temperature, top_k, top_p,
+                   threshold):
+    """One step, fixed shapes throughout. ``x [B, L]`` ids, ``confidence [B, L]``, ``j [1]`` long (the step,
+    as a tensor so a captured graph can read it) -> new ``(x, confidence)``."""
+    in_block = plan.in_block.index_select(0, j)[0]
+    index, valid = plan.candidates, plan.valid
+    logits = gathered_logits(model, x, attention, index)  # [B * F, V]: only where a token can be drawn
+    # never draw <mask> itself: "== mask_id" is how the loop tells masked from committed, so a drawn
+    # <mask> would be re-generated (breaking the per-step counts) or survive the last step
+    logits[:, mask_id] = float("-inf")
+    tokens, scaled = sample_tokens(logits, temperature, top_k, top_p, uniforms=plan.draw.index_select(0, j)[0])
+    shape = index.shape
+    drawn = x.scatter(1, index, torch.where(valid, tokens.view(shape), x.gather(1, index)))
+    chosen = chosen_probability(scaled, tokens).view(shape)
+    chosen_conf = torch.zeros_like(confidence).scatter(1, index, torch.where(valid, chosen, 0.0))
+    noise = plan.noise.index_select(0, j)[0]
+    if strategy == "seed-remask":
+        # write every drawn token, then re-mask the scheduled share of the free positions at random
+        remask = top_count_mask(noise, in_block, plan.n_remask.index_select(0, j)[0])
+        confidence = torch.where(in_block, chosen_conf, confidence)
+        return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
+    masked = (x == mask_id) & in_block
+    picked = policy_scores(strategy, scaled, tokens, uniforms=noise.gather(1, index).view(-1)).float().view(shape)
+    score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
+    if strategy == "threshold":
+        commit = masked & (score >= threshold)
+        commit |= top_count_mask(score, masked, masked.any(dim=1).long())
+    else:
+        commit = top_count_mask(score, masked, plan.counts.index_select(0, j)[0])
+    commit = torch.where(plan.last.index_select(0, j), masked, commit)
+    return torch.where(commit, drawn, x), torch.where(commit, chosen_conf, confidence)
+
+
 @torch.no_grad()
 def generate_diffusion(
     model,
@@ -89,11 +188,15 @@ def generate_diffusion(
     block_size: int | None = None,
     threshold: float = 0.9,
     seed: int | None = 0,
+    graph: bool = False,
     on_step=None,
 ) -> Trace:
     """Generate by iterative unmasking. Give ``prompts`` (seed layout) or a ready ``canvas`` (infilling).
 
-    ``on_step(step, ids_cpu [B, L])`` is called after every step (live terminal progress).
+    ``graph=True`` (CUDA): capture one step as a CUDA graph and replay it, with no host synchronisation until
+    the end; the same tokens as ``graph=False`` for the same seed (same kernels, random numbers drawn before
+    the loop). The graph is kept on the model for the next call of the same shape. Per-step times are then
+    the loop's time divided evenly. ``on_step(step, ids_cpu [B, L])`` is called after every step.
     """
     check_diffusion_model(model, tokenizer)
     _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size, threshold)
@@ -106,72 +209,87 @@ def generate_diffusion(
     elif canvas.ids.shape[1] > max_canvas_len(model):
         raise ValueError(f"the canvas is {canvas.ids.shape[1]} tokens, longer than the model's {max_canvas_len(model)}")
     device = next(model.parameters()).device
+    if graph:
+        check_graph_device(device)
+    if graph and strategy == "threshold":
+        raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: use graph=False")
     canvas = canvas.to(device)
     mask_id = tokenizer.mask_token_id
-    generator = make_generator(seed, device)
-
-    x = canvas.ids.clone()
     free = ~canvas.fixed & canvas.attention.bool()
-    x[free] = mask_id
-    blocks = _block_ids(free, block_size)
-    n_blocks = int(blocks.max().item()) + 1 if free.any() else 0
-    if n_blocks > steps:
-        raise ValueError(f"{n_blocks} blocks of {block_size} need at least {n_blocks} steps: raise steps or block_size")
-    steps_per_block = [steps // n_blocks + (i < steps % n_blocks) for i in range(n_blocks)] if n_blocks else []
+    x = canvas.ids.masked_fill(free, mask_id)
+    plan = make_plan(free, steps, strategy, schedule, block_size, make_generator(seed, device))
+    # no padding -> no mask at all: the attention kernels skip it, and nothing in the step looks at the data
+    attention = None if bool(canvas.attention.bool().all()) else canvas.attention
+    knobs = dict(strategy=strategy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
+                 threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
-    history, step_times = [x.cpu()], []
-
-    for block, block_steps in enumerate(steps_per_block):
-        in_block = blocks == block
-        counts = reveal_counts((in_block & (x == mask_id)).sum(dim=1), block_steps, schedule)
-        for j in range(block_steps):
+    n_steps = plan.in_block.shape[0]
+    if graph:
+        history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs)
+    else:
+        history, step_times = [x.cpu()], []
+        step = torch.zeros(1, dtype=torch.long, device=device)
+        for j in range(n_steps):
+            if strategy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
+                continue  # this block is done early: skip its remaining steps
             start = time.perf_counter()
-            masked = (x == mask_id) & in_block
-            if strategy == "threshold" and not masked.any():
-                break
-            rows = in_block if strategy == "seed-remask" else masked
-            logits = masked_lm_logits(model, x, canvas.attention, rows)  # [N, V]: only where a token is drawn
-            # never draw <mask> itself: "== mask_id" is how the loop tells masked from committed, so a drawn
-            # <mask> would be re-generated (breaking the per-step counts) or survive the last step
-            logits[..., mask_id] = float("-inf")
-            tokens, probs = sample_tokens(logits, temperature, top_k, top_p, generator)
-            drawn = torch.zeros_like(x).masked_scatter(rows, tokens)
-            chosen_conf = torch.zeros(x.shape, device=device).masked_scatter(rows, chosen_probability(probs, tokens))
-            if strategy == "seed-remask":
-                confidence = torch.where(rows, chosen_conf, confidence)
-                x = _seed_remask_step(x, drawn, rows, schedule, (j + 1) / block_steps, mask_id, generator)
-            else:
-                score = torch.full(x.shape, float("-inf"), device=device).masked_scatter(
-                    rows, policy_scores(strategy, probs, tokens, generator).float())
-                if j == block_steps - 1:
-                    commit = masked
-                elif strategy == "threshold":
-                    commit = masked & (score >= threshold)
-                    commit |= top_count_mask(score, masked, (masked.any(dim=1)).long())
-                else:
-                    commit = top_count_mask(score, masked, counts[j])
-                confidence = torch.where(commit, chosen_conf, confidence)
-                x = torch.where(commit, drawn, x)
+            step.fill_(j)
+            x, confidence = diffusion_step(model, x, confidence, attention, plan, step, **knobs)
             sync(device)
             step_times.append(time.perf_counter() - start)
             history.append(x.cpu())
             if on_step is not None:
                 on_step(len(history) - 1, history[-1])
-
     settings = dict(steps=steps, strategy=strategy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
-                    threshold=threshold, seed=seed)
-    return Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
+                    threshold=threshold, seed=seed, graph=graph)
+    trace = Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
+    if graph and on_step is not None:
+        for i in range(1, len(history)):
+            on_step(i, history[i])
+    return trace
 
 
-def _seed_remask_step(x, drawn, rows, schedule, progress, mask_id, generator):
-    """Write every drawn token, then re-mask the scheduled share of the free positions at random."""
-    n_free = rows.sum(dim=1)
-    n_remask = torch.round(n_free.double() * still_masked_fraction(schedule, progress)).long()
-    noise = torch.rand(x.shape, device=x.device, generator=generator)
-    remask = top_count_mask(noise, rows, n_remask)
-    return torch.where(rows, drawn, x).masked_fill(remask, mask_id)
+def _run_graphed(model, x, confidence, attention, plan: Plan, knobs):
+    """Replay a captured step ``S`` times; the graph and its buffers live on the model, keyed by shape."""
+    from . import graphs
 
+    n_steps = plan.in_block.shape[0]
+    first = next(model.parameters())
+    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, attention is None, first.dtype,
+           first.data_ptr(), tuple(sorted(knobs.items())))
+    cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
+    if key not in cache:
+        state = {"x": x.clone(), "confidence": confidence.clone(), "step": torch.zeros(1, dtype=torch.long, device=x.device),
+                 "history": torch.empty((n_steps + 1, *x.shape), dtype=x.dtype, device=x.device),
+                 "attention": attention, "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
+
+        def one_step():
+            new_x, new_conf = diffusion_step(model, state["x"], state["confidence"], state["attention"], state["plan"],
+                                             state["step"], **knobs)
+            state["x"].copy_(new_x)
+            state["confidence"].copy_(new_conf)
+            state["history"].index_copy_(0, state["step"] + 1, new_x.unsqueeze(0))
+
+        state["graph"] = graphs.capture(one_step)
+        cache[key] = state
+    state = cache[key]
+    for name, value in plan.tensors().items():
+        getattr(state["plan"], name).copy_(value)
+    if attention is not None:
+        state["attention"].copy_(attention)
+    state["x"].copy_(x)
+    state["confidence"].copy_(confidence)
+    state["history"][0].copy_(x)
+    sync(x.device)
+    start = time.perf_counter()
+    for j in range(n_steps):
+        state["step"].fill_(j)
+        state["graph"].replay()
+    sync(x.device)
+    seconds = time.perf_counter() - start
+    history = list(state["history"].cpu().unbind(0))
+    return history, state["confidence"].clone(), [seconds / n_steps] * n_steps
 
 
 __all__ = ["generate_diffusion", "generate_ar", "STRATEGIES", "SCHEDULES", "Trace"]

@@ -53,39 +53,49 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return out.view(logits.shape)
 
 
-def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-    """Draw one token per row. ``logits [N, V]`` -> ``tokens [N]``, ``probs [N, V]`` (tempered, unfiltered).
+def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, generator=None, uniforms=None):
+    """Draw one token per row. ``logits [N, V]`` -> ``tokens [N]``, ``scaled [N, V]`` (tempered, unfiltered, fp32).
 
-    ``probs`` are what the decoding policies read their confidences from.
+    The draw is inverse-CDF: one uniform per row, from ``uniforms [N]`` (float64) when given, else from
+    ``generator``. Drawing the uniforms up front is what lets a CUDA graph replay the loop with no RNG
+    inside it and still give the same tokens as the eager loop. ``scaled`` is what the decoding policies
+    read their confidences from (``chosen_probability``, ``policy_scores``); no full softmax is kept.
     """
     scaled = logits.float() / temperature
     values, ids = candidate_set(scaled, top_k, top_p)
     weights = values.double().softmax(dim=-1)
     cdf = weights.cumsum(dim=-1)
-    u = torch.rand((cdf.shape[0], 1), dtype=torch.float64, device=cdf.device, generator=generator)
-    choice = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
+    if uniforms is None:
+        uniforms = torch.rand(cdf.shape[0], dtype=torch.float64, device=cdf.device, generator=generator)
+    choice = torch.searchsorted(cdf, uniforms.view(-1, 1) * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
     # guard against landing on a zero-weight column at the top edge of the cdf
     choice = torch.minimum(choice, (weights > 0).sum(dim=-1, keepdim=True) - 1) if ids is not None else choice
     tokens = (ids.gather(-1, choice) if ids is not None else choice).squeeze(-1)
-    return tokens, scaled.softmax(dim=-1)
+    return tokens, scaled
 
 
-def chosen_probability(probs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """``probs [N, V]``, ``tokens [N]`` -> the probability each drawn token had, ``[N]``."""
-    return probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+def chosen_probability(scaled: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``scaled [N, V]`` (tempered logits), ``tokens [N]`` -> the probability each drawn token had, ``[N]``."""
+    return (scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - scaled.logsumexp(dim=-1)).exp()
 
 
-def policy_scores(strategy: str, probs: torch.Tensor, tokens: torch.Tensor, generator=None) -> torch.Tensor:
-    """Priority of each row for being committed now (higher first). ``probs [N, V]``, ``tokens [N]``."""
+def policy_scores(strategy: str, scaled: torch.Tensor, tokens: torch.Tensor, generator=None, uniforms=None) -> torch.Tensor:
+    """Priority of each row for being committed now (higher first). ``scaled [N, V]``, ``tokens [N]``.
+
+    ``random`` reads ``uniforms [N]`` when given (drawn before the loop), else draws from ``generator``.
+    """
     if strategy == "random":
+        if uniforms is not None:
+            return uniforms.float()
         return torch.rand(tokens.shape, device=tokens.device, generator=generator)
     if strategy in ("confidence", "threshold"):
-        return chosen_probability(probs, tokens)
+        return chosen_probability(scaled, tokens)
     if strategy == "margin":
-        top2 = probs.topk(2, dim=-1).values
+        top2 = (scaled.topk(2, dim=-1).values - scaled.logsumexp(dim=-1, keepdim=True)).exp()
         return top2[:, 0] - top2[:, 1]
     if strategy == "entropy":
-        return (probs * probs.clamp_min(1e-30).log()).sum(dim=-1)  # = -entropy
+        log_probs = scaled.log_softmax(dim=-1)
+        return (log_probs.exp() * log_probs).sum(dim=-1)  # = -entropy
     raise ValueError(f"no score for strategy {strategy!r}")
 
 

@@ -1,0 +1,33 @@
+"""CUDA graph capture for the samplers' fixed-shape steps.
+
+A step of a small model on a big GPU is launch-bound: hundreds of kernels of a few microseconds each, each
+queued by Python. A CUDA graph records the kernels of one call once and replays them with one launch. That
+works when every call has the same shapes and reads its inputs from the same buffers (static), and when
+nothing in the step waits on the host (no ``.item()``, no boolean indexing) — which is how the samplers'
+step functions are written.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def capture(step, warmup: int = 2) -> torch.cuda.CUDAGraph:
+    """Warm ``step()`` up on a side stream (lazy cuBLAS/attention set-up must not happen during capture), then
+    record one call. ``step`` must only touch buffers it closes over. The warm-up calls *run*, so callers
+    reset their buffers before replaying."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
+
+
+def check_graph_device(device) -> None:
+    if device.type != "cuda":
+        raise ValueError(f"graph=True needs a CUDA device, the model is on {device.type}: drop --graph")

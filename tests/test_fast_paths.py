@@ -1,0 +1,111 @@
+"""The fast paths give the plain paths' tokens: the fixed-shape GPT-2 decoder with a static KV cache, and the
+graph runners' buffer handling (on CPU a stand-in replays the step eagerly; on a GPU `bench` checks the real
+CUDA graphs the same way and records the result)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from roberta_diffusion import graphs
+from roberta_diffusion.canvas import infill_canvas
+from roberta_diffusion.fast_ar import StaticCacheGPT2
+from roberta_diffusion.sampler import generate_ar, generate_diffusion
+
+PROMPTS = ["The cat sat on the mat and", "A", "Once upon a time in a land far"]  # left padding on short ones
+
+
+class EagerGraph:
+    """Stand-in for a captured CUDA graph: ``replay`` runs the step. Counts captures and replays."""
+
+    captures = 0
+
+    def __init__(self, step):
+        self.step = step
+        EagerGraph.captures += 1
+
+    def replay(self):
+        self.step()
+
+
+@pytest.fixture
+def graphs_on_cpu(monkeypatch):
+    def fake_capture(step, warmup=2):
+        for _ in range(warmup):  # the real capture runs the step this many times before recording it
+            step()
+        return EagerGraph(step)
+
+    EagerGraph.captures = 0
+    monkeypatch.setattr(graphs, "capture", fake_capture)
+    monkeypatch.setattr("roberta_diffusion.sampler.check_graph_device", lambda device: None)
+    monkeypatch.setattr("roberta_diffusion.autoregressive.check_graph_device", lambda device: None)
+
+
+def test_static_cache_forward_matches_the_hf_forward(causal_lm):
+    ids = torch.randint(5, causal_lm.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    attention[1, :3] = 0  # left padding
+    positions = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    with torch.no_grad():
+        expected = causal_lm(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, -1]
+        decoder = StaticCacheGPT2(causal_lm, batch=2, max_len=20)
+        key_ok = torch.ones(2, 20, dtype=torch.bool)
+        key_ok[:, :12] = attention.bool()
+        got = decoder.forward(ids, positions, torch.zeros(1, dtype=torch.long), key_ok)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("knobs", [dict(), dict(temperature=0.7, top_k=0, top_p=0.9), dict(top_k=5, top_p=1.0)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_static_cache_decoding_gives_the_plain_loops_tokens(causal_lm, tokenizer, knobs, seed):
+    plain = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=40, prefix_len=8, seed=seed, **knobs)
+    fast = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=40, prefix_len=8, seed=seed, static_cache=True, **knobs)
+    assert torch.equal(fast.final, plain.final)
+    assert torch.equal(fast.ids, plain.ids), "the same trace, step by step"
+    assert fast.texts == plain.texts
+    torch.testing.assert_close(fast.confidence, plain.confidence, equal_nan=True, atol=1e-5, rtol=1e-4)
+
+
+def test_ar_graph_runner_reuses_its_capture_and_matches_the_plain_loop(causal_lm, tokenizer, graphs_on_cpu):
+    model = copy.deepcopy(causal_lm)  # the runner caches its decoder on the model
+    for seed in (0, 1, 2):
+        plain = generate_ar(model, tokenizer, PROMPTS, max_len=32, prefix_len=8, seed=seed)
+        fast = generate_ar(model, tokenizer, PROMPTS, max_len=32, prefix_len=8, seed=seed, graph=True)
+        assert torch.equal(fast.ids, plain.ids), f"seed {seed}"
+    assert EagerGraph.captures == 1, "one capture per shape, replayed by later calls"
+
+
+@pytest.mark.parametrize("strategy", ["seed-remask", "random", "confidence", "margin", "entropy"])
+def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on_cpu, strategy):
+    model = copy.deepcopy(mlm)
+    runs = [dict(seed=0), dict(seed=1), dict(seed=0, temperature=0.8)]
+    for kwargs in runs:
+        plain = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=8, max_len=40, strategy=strategy, **kwargs)
+        fast = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=8, max_len=40, strategy=strategy,
+                                  graph=True, **kwargs)
+        assert torch.equal(fast.ids, plain.ids), kwargs
+        torch.testing.assert_close(fast.confidence, plain.confidence, equal_nan=True)
+    assert EagerGraph.captures == 2, "the two temperatures are two graphs; the seeds share one"
+
+
+def test_diffusion_graph_runner_with_blocks_and_uneven_infill_rows(mlm, tokenizer, graphs_on_cpu):
+    model = copy.deepcopy(mlm)
+    canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
+    for block_size in (None, 6):
+        plain = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, strategy="confidence", block_size=block_size)
+        fast = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, strategy="confidence", block_size=block_size,
+                                  graph=True)
+        assert torch.equal(fast.ids, plain.ids)
+
+
+def test_graphs_need_cuda_and_a_fixed_step_count(mlm, causal_lm, tokenizer):
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, graph=True)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        generate_ar(causal_lm, tokenizer, "Hello", max_len=24, prefix_len=4, graph=True)
+
+
+def test_threshold_has_no_graph(mlm, tokenizer, graphs_on_cpu):
+    with pytest.raises(ValueError, match="threshold"):
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, strategy="threshold", graph=True)
