@@ -9,8 +9,8 @@ import torch
 from roberta_diffusion.sampling import (
     check_sampling_args,
     chosen_probability,
-    policy_scores,
     filter_logits,
+    policy_scores,
     reveal_counts,
     sample_tokens,
     still_masked_fraction,
