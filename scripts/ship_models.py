@@ -13,8 +13,8 @@ from roberta_diffusion.cards import write_model_card
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
 from roberta_diffusion.train import export_model
 
-SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm, "RoBERTa diffusion (small)"),
-        "ar": (paths.SHIPPED_AR, load_causal_lm, "GPT-2 baseline (small, same data)")}
+SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm, "Diffusion masked LM (small, {cls})"),
+        "ar": (paths.SHIPPED_AR, load_causal_lm, "GPT-2 baseline (small, same data, {cls})")}
 
 if __name__ == "__main__":
     run = Path(sys.argv[1])
@@ -49,5 +49,5 @@ if __name__ == "__main__":
             "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",
             "recipe": "roberta-diffusion finetune --profile full (notebooks/02_finetune.py), then scripts/ship_models.py",
         }
-        write_model_card(target, title, "Trained from scratch for this workbook. Metrics: see eval.json beside this card.", facts)
+        write_model_card(target, title.format(cls=type(model).__name__), "Trained from scratch for this workbook. Metrics: see eval.json beside this card.", facts)
         print(f"shipped {objective} -> {target}")

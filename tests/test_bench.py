@@ -12,10 +12,14 @@ def test_bench_writes_every_figure(tmp_path, capsys):
                      "--repeats", "1", "--train-batch", "2", "--device", "cpu", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {(r["batch"], r["steps"]) for r in result["diffusion"]} == {(1, 2), (1, 4), (2, 2), (2, 4)}
-    assert {(r["batch"], r["impl"]) for r in result["ar"]} == {(b, i) for b in (1, 2) for i in ("kv-cache loop", "hf generate")}
-    numbers = [v for r in result["diffusion"] + result["ar"] for v in r.values() if isinstance(v, float)]
-    numbers += [v for v in result["train"].values() if isinstance(v, float)]
+    assert {(r["batch"], r["impl"]) for r in result["ar"]} == {
+        (b, i) for b in (1, 2) for i in ("kv-cache loop", "hf generate", "static cache")}
+    assert not [r for r in result["diffusion"] + result["ar"] + result["train"] if "error" in r]
+    numbers = [v for r in result["diffusion"] + result["ar"] + result["train"] for v in r.values() if isinstance(v, float)]
     assert numbers and all(math.isfinite(v) and v > 0 for v in numbers)
+    static = [r for r in result["ar"] if r["impl"] == "static cache"]
+    assert all(r["token_agreement_with_kv_cache_loop"] == 1.0 for r in static), "same tokens as the plain loop"
+    assert {r["steps"] for r in result["ratios"]} == {2, 4} and all(r["ar_over_diffusion"] > 0 for r in result["ratios"])
     assert "MFU" in capsys.readouterr().out
 
 
@@ -27,3 +31,16 @@ def test_bench_rejects_bad_sizes(tmp_path, capsys):
 
 def test_flop_count_grows_with_sequence_length(mlm):
     assert bench.training_flops_per_token(mlm, 512) > bench.training_flops_per_token(mlm, 64) > 6 * 1000
+
+
+def test_flop_counts_match_a_hand_count_for_roberta_base_shapes(tokenizer):
+    from roberta_diffusion.models import fresh_mlm
+
+    model = fresh_mlm(tokenizer, "base")
+    width, layers, vocab = 768, 12, model.config.vocab_size
+    encoder = layers * (4 * width * width + 2 * width * 3072)  # q, k, v, out + the MLP
+    head = width * width + width * vocab  # the head's dense layer + the vocabulary projection
+    assert bench._param_split(model) == (encoder, head)
+    attention = 4 * layers * width * 256
+    assert bench.diffusion_step_flops(model, 2, 256, 240) == 2 * (256 * (2 * encoder + attention) + 240 * 2 * head)
+    assert bench.training_flops_per_token(model, 256, 0.5) == 6 * encoder + 3 * head + 3 * attention

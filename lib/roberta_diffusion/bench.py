@@ -1,10 +1,14 @@
 """``roberta-diffusion bench``: speed of diffusion sampling, autoregressive decoding and training, as JSON.
 
 On the current device, for a size preset (``tiny``/``small``/``base`` = random weights of those configs; ``base``
-is roberta-base / gpt2 sized) or ``shipped`` weights, with warm-up and medians of repeated runs:
-- diffusion: ms per step and per sample at each batch size and step count, generated tokens/s;
-- AR: ms per token and per sample, with HF ``generate`` as-is and with this project's KV-cache loop;
-- training: masked-LM tokens/s and MFU (model FLOPs over the measured dense matmul rate of the device).
+is roberta-base / gpt2 sized), ``shipped`` weights, or ``--mlm``/``--ar`` folders, with warm-up and medians:
+- diffusion: ms per step and per sample at each batch size and step count, tokens/s, and the share of the
+  FLOP-limited rate (the step's FLOPs at the measured dense bf16 matmul rate). Implementations: ``eager``
+  (the plain loop), ``graph`` (the step replayed as a CUDA graph) and ``compile+graph`` (the encoder compiled
+  by inductor, then graphed); tokens of each fast path are compared with the eager loop's.
+- AR: ms per token and per sample with HF ``generate`` as-is, the plain KV-cache loop, the static-cache decoder,
+  and the static-cache decoder replayed as a CUDA graph; again with token agreement.
+- training: masked-LM tokens/s and MFU (model FLOPs over the measured matmul rate), eager and compiled.
 """
 
 from __future__ import annotations
@@ -20,16 +24,22 @@ from .evaluate import environment, prompt_canvas_from_blocks
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .sampler import generate_ar, generate_diffusion
 
+GRAPH_CACHE = "_roberta_diffusion_graphs"
+
 
 def add_bench_command(sub) -> None:
     b = sub.add_parser("bench", help="speed of diffusion, AR decoding and training -> JSON + table")
     b.add_argument("--size", default="tiny", help="tiny | small | base (random weights) | shipped")
+    b.add_argument("--mlm", type=Path, help="a masked LM folder (instead of --size)")
+    b.add_argument("--ar", type=Path, help="a causal LM folder with the same tokenizer (instead of --size)")
     b.add_argument("--batch-sizes", default="1,16", help="e.g. 1,16,64,256 on a GPU")
     b.add_argument("--steps", default="10,64")
     b.add_argument("--max-len", type=int, default=256)
     b.add_argument("--prefix-len", type=int, default=16)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--train-batch", type=int, default=32)
+    b.add_argument("--compile", action="store_true", help="also time torch.compile variants (minutes of compiling)")
+    b.add_argument("--skip", default="", help="comma list of sections to skip: diffusion,ar,train")
     b.add_argument("--device", default="auto")
     b.add_argument("--out", type=Path, required=True, help="JSON file to write")
     b.set_defaults(handler=run_bench)
@@ -50,7 +60,7 @@ def _timed(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_tflops(device, n: int = 4096, repeats: int = 5) -> float:
+def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
     """Measured dense matmul rate (bf16 on GPU, fp32 on CPU): the ceiling MFU is reported against."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = n if device.type == "cuda" else 1024
@@ -59,32 +69,71 @@ def matmul_tflops(device, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / seconds / 1e12
 
 
-def training_flops_per_token(model, seq_len: int) -> float:
-    """6 N (weights, forward + backward) + attention scores 12 * layers * width * L, per token (PaLM's count)."""
-    n = sum(p.numel() for p in model.parameters() if p.ndim >= 2)
+def _param_split(model) -> tuple[int, int]:
+    """``(encoder matmul weights, output head matmul weights)``. Embedding tables are lookups, not matmuls; the
+    vocabulary projection (tied to the input table or not) is a matmul wherever logits are computed."""
+    vocab = model.get_output_embeddings().weight
+    head_module = getattr(model, "lm_head", None) or getattr(model, "head", None)  # RoBERTa/GPT-2 | ModernBERT
+    head_params = [vocab] + [p for p in (head_module.parameters() if head_module is not None else []) if p is not vocab]
+    head_ids = {id(p) for p in head_params}
+    head = sum(p.numel() for p in head_params if p.ndim >= 2)
+    encoder = sum(p.numel() for name, p in model.named_parameters()
+                  if p.ndim >= 2 and id(p) not in head_ids and "embed" not in name and not name.endswith(("wte.weight", "wpe.weight")))
+    return encoder, head
+
+
+def _attention_flops(model, seq_len: int) -> float:
+    """Forward FLOPs per token for the score and value products (2 x 2 x L x width per layer)."""
     c = model.config
-    return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
+    return 4 * c.num_hidden_layers * c.hidden_size * seq_len
 
 
-def _models(size: str, max_len: int, device):
-    if size == "shipped":
+def training_flops_per_token(model, seq_len: int, predicted_share: float = 1.0) -> float:
+    """Forward + backward FLOPs per token: 6 x matmul weights, the head only on the predicted share of tokens,
+    and the attention products (3 x forward)."""
+    encoder, head = _param_split(model)
+    return 6 * encoder + 6 * head * predicted_share + 3 * _attention_flops(model, seq_len)
+
+
+def diffusion_step_flops(model, batch: int, seq_len: int, candidates: int) -> float:
+    """FLOPs of one sampler step: the encoder on every position, the head on the candidate positions."""
+    encoder, head = _param_split(model)
+    return batch * (seq_len * (2 * encoder + _attention_flops(model, seq_len)) + candidates * 2 * head)
+
+
+def _models(args, device):
+    if args.mlm or args.ar:
+        if not (args.mlm and args.ar):
+            raise ValueError("give both --mlm and --ar (they must share a tokenizer)")
+        return load_mlm(args.mlm, device=device), load_causal_lm(args.ar, device=device), load_tokenizer(args.mlm)
+    if args.size == "shipped":
         from .paths import SHIPPED_AR, SHIPPED_MLM
 
         return (load_mlm(SHIPPED_MLM, device=device), load_causal_lm(SHIPPED_AR, device=device),
                 load_tokenizer(SHIPPED_MLM))
     tokenizer = fallback_tokenizer()
-    mlm = fresh_mlm(tokenizer, size, max_len=max_len)
-    ar = fresh_causal_lm(tokenizer, size, max_len=max_len)
-    if size == "base":  # roberta-base / gpt2 vocabularies, so the output layers cost what they cost there
+    mlm = fresh_mlm(tokenizer, args.size, max_len=args.max_len)
+    ar = fresh_causal_lm(tokenizer, args.size, max_len=args.max_len)
+    if args.size == "base":  # roberta-base / gpt2 vocabularies, so the output layers cost what they cost there
         mlm.resize_token_embeddings(50265)
         ar.resize_token_embeddings(50257)
     return mlm.to(device), ar.to(device), tokenizer
 
 
+def _drop_graphs(model, device) -> None:
+    """Free the captured graphs (each holds its own memory pool) before the next shape."""
+    model.__dict__.pop(GRAPH_CACHE, None)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _compile_encoder(model) -> None:
+    prefix = model.base_model_prefix
+    setattr(model, prefix, torch.compile(getattr(model, prefix), dynamic=False))
+
+
 def run_bench(args) -> int:
-    from .collator import DiffusionCollator
     from .models import pick_device
-    from .train import masked_lm_loss
 
     device = pick_device(args.device)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -93,30 +142,24 @@ def run_bench(args) -> int:
         raise ValueError("--batch-sizes, --steps and --repeats must be positive")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
-    mlm, ar, tok = _models(args.size, args.max_len, device)
-    vocab = mlm.config.vocab_size
-    new = args.max_len - args.prefix_len
-    result = {"environment": environment(), "size": args.size, "max_len": args.max_len, "prefix_len": args.prefix_len,
-              "diffusion": [], "ar": [], "train": {}}
-    gen = torch.Generator().manual_seed(0)
-    for batch in batch_sizes:
-        blocks = torch.randint(5, min(vocab, len(tok)), (batch, args.max_len), generator=gen)
-        canvas = prompt_canvas_from_blocks(blocks, args.prefix_len, tok.mask_token_id)
-        for steps in step_counts:
-            seconds = _timed(lambda: generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence"),  # noqa: B023 (called at once)
-                             device, args.repeats)
-            result["diffusion"].append({"batch": batch, "steps": steps, "ms_per_sample_batch": round(1e3 * seconds, 3),
-                                        "ms_per_step": round(1e3 * seconds / steps, 3),
-                                        "tokens_per_s": round(batch * new / seconds, 1)})
-        prefix = blocks[:, : args.prefix_len].to(device)
-        ours = _timed(lambda: generate_ar(ar, tok, prefix, max_len=args.max_len), device, args.repeats)  # noqa: B023
-        hf = _timed(lambda: ar.generate(prefix, attention_mask=torch.ones_like(prefix), do_sample=True, top_k=50,  # noqa: B023
-                                        top_p=0.95, max_new_tokens=new, min_new_tokens=new,
-                                        pad_token_id=tok.pad_token_id), device, args.repeats)
-        for impl, seconds in (("kv-cache loop", ours), ("hf generate", hf)):
-            result["ar"].append({"batch": batch, "impl": impl, "new_tokens": new, "ms_per_sample_batch": round(1e3 * seconds, 3),
-                                 "ms_per_token": round(1e3 * seconds / new, 3), "tokens_per_s": round(batch * new / seconds, 1)})
-    result["train"] = _bench_training(mlm, tok, args, device, masked_lm_loss, DiffusionCollator)
+    skip = {s for s in args.skip.split(",") if s}
+    if skip - {"diffusion", "ar", "train"}:
+        raise ValueError(f"--skip {args.skip}: use a comma list of diffusion, ar, train")
+    mlm, ar, tok = _models(args, device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    peak = matmul_tflops(device)
+    result = {"environment": environment(), "size": str(args.mlm or args.size), "max_len": args.max_len,
+              "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""), "matmul_peak_tflops": round(peak, 1),
+              "diffusion": [], "ar": [], "train": [], "notes": []}
+    inference = (mlm.to(dtype), ar.to(dtype))
+    blocks = torch.randint(5, len(tok), (max(batch_sizes), args.max_len), generator=torch.Generator().manual_seed(0))
+    if "diffusion" not in skip:
+        result["diffusion"] = _bench_diffusion(inference[0], tok, blocks, batch_sizes, step_counts, args, device, peak)
+    if "ar" not in skip:
+        result["ar"] = _bench_ar(inference[1], tok, blocks, batch_sizes, args, device)
+    result["ratios"] = _latency_ratios(result)
+    if "train" not in skip:
+        result["train"] = _bench_training(args, device, peak)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     _print_table(result)
@@ -124,37 +167,152 @@ def run_bench(args) -> int:
     return 0
 
 
-def _bench_training(mlm, tok, args, device, loss_fn, collator_class) -> dict:
-    mlm.train()
-    collator = collator_class(tok, args.prefix_len, "continuous")
-    optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
-    blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len))
+def _variants(device, compile_too: bool) -> list[str]:
+    if device.type != "cuda":
+        return ["eager"]
+    return ["eager", "graph"] + (["compile+graph"] if compile_too else [])
 
-    def step():
+
+def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, peak) -> list[dict]:
+    rows, reference = [], {}
+    new = args.max_len - args.prefix_len
+    for variant in _variants(device, args.compile):
+        if variant == "compile+graph":
+            _compile_encoder(mlm)
+        for batch in batch_sizes:
+            canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
+            for steps in step_counts:
+                def run(variant=variant, canvas=canvas, steps=steps):
+                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence",
+                                              graph=variant != "eager", seed=0)
+
+                try:
+                    seconds = _timed(run, device, args.repeats)
+                    final = run().final
+                except Exception as err:  # a failed fast path is a result to report, not a crash of the harness
+                    rows.append({"impl": variant, "batch": batch, "steps": steps, "error": f"{type(err).__name__}: {err}"[:400]})
+                    continue
+                finally:
+                    _drop_graphs(mlm, device)
+                key = (batch, steps)
+                reference.setdefault(key, final) if variant == "eager" else None
+                flops = diffusion_step_flops(mlm, batch, args.max_len, new) * steps
+                row = {"impl": variant, "batch": batch, "steps": steps, "ms_per_sample_batch": round(1e3 * seconds, 3),
+                       "ms_per_step": round(1e3 * seconds / steps, 4), "tokens_per_s": round(batch * new / seconds, 1),
+                       "flop_limited_share": round(flops / seconds / 1e12 / peak, 4)}
+                if key in reference:
+                    row["token_agreement_with_eager"] = round(float((final == reference[key]).float().mean()), 6)
+                rows.append(row)
+    return rows
+
+
+def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
+    rows = []
+    new = args.max_len - args.prefix_len
+    for batch in batch_sizes:
+        prefix = blocks[:batch, : args.prefix_len].to(device)
+        impls = {
+            "hf generate": lambda prefix=prefix: ar.generate(
+                prefix, attention_mask=torch.ones_like(prefix), do_sample=True, top_k=50, top_p=0.95,
+                max_new_tokens=new, min_new_tokens=new, pad_token_id=tok.pad_token_id),
+            "kv-cache loop": lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len).final,
+            "static cache": lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len, static_cache=True).final,
+        }
+        if device.type == "cuda":
+            impls["static cache + graph"] = lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len, graph=True).final
+        reference = None
+        for impl, fn in impls.items():
+            try:
+                seconds = _timed(fn, device, args.repeats)
+                final = fn().cpu()
+            except Exception as err:
+                rows.append({"impl": impl, "batch": batch, "error": f"{type(err).__name__}: {err}"[:400]})
+                continue
+            finally:
+                _drop_graphs(ar, device)
+            row = {"impl": impl, "batch": batch, "new_tokens": new, "ms_per_sample_batch": round(1e3 * seconds, 3),
+                   "ms_per_token": round(1e3 * seconds / new, 4), "tokens_per_s": round(batch * new / seconds, 1)}
+            if impl == "kv-cache loop":
+                reference = final
+            elif reference is not None and impl != "hf generate":
+                row["token_agreement_with_kv_cache_loop"] = round(float((final == reference).float().mean()), 6)
+            rows.append(row)
+    return rows
+
+
+def _latency_ratios(result: dict) -> list[dict]:
+    """One sample (the batch of 1): the fastest AR path's time over each diffusion path's, per step count."""
+    ar = [r for r in result["ar"] if r.get("batch") == 1 and "error" not in r and r["impl"] != "hf generate"]
+    if not ar:
+        return []
+    best_ar = min(ar, key=lambda r: r["ms_per_sample_batch"])
+    out = []
+    for r in result["diffusion"]:
+        if r.get("batch") == 1 and "error" not in r:
+            out.append({"diffusion_impl": r["impl"], "steps": r["steps"], "ar_impl": best_ar["impl"],
+                        "ar_ms": best_ar["ms_per_sample_batch"], "diffusion_ms": r["ms_per_sample_batch"],
+                        "ar_over_diffusion": round(best_ar["ms_per_sample_batch"] / r["ms_per_sample_batch"], 2)})
+    return out
+
+
+def _bench_training(args, device, peak) -> list[dict]:
+    from .collator import DiffusionCollator
+    from .train import masked_lm_loss
+
+    rows = []
+    for variant in ["eager"] + (["compile"] if args.compile else []):
+        mlm, _, tok = _models(args, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
+        mlm.train()
+        model = torch.compile(mlm, dynamic=False) if variant == "compile" else mlm
+        collator = DiffusionCollator(tok, args.prefix_len, "continuous")
+        optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
+        blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
         batch = {k: v.to(device) for k, v in collator(blocks).items() if k != "mask_ratio"}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(mlm, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        predicted = float((batch["labels"] != -100).float().mean())
 
-    seconds = _timed(step, device, args.repeats)
-    mlm.eval()
-    tokens_per_s = args.train_batch * args.max_len / seconds
-    peak = matmul_tflops(device)
-    achieved = training_flops_per_token(mlm, args.max_len) * tokens_per_s / 1e12
-    return {"batch": args.train_batch, "seq_len": args.max_len, "ms_per_step": round(1e3 * seconds, 2),
-            "tokens_per_s": round(tokens_per_s, 1), "model_tflops": round(achieved, 3),
-            "matmul_peak_tflops": round(peak, 2), "mfu": round(achieved / peak, 4)}
+        def step(model=model, optimizer=optimizer, batch=batch):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = masked_lm_loss(model, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        try:
+            step()  # compile (if any) happens here, outside the timing
+            seconds = _timed(step, device, args.repeats)
+        except Exception as err:
+            rows.append({"impl": variant, "error": f"{type(err).__name__}: {err}"[:400]})
+            continue
+        tokens_per_s = args.train_batch * args.max_len / seconds
+        achieved = training_flops_per_token(mlm, args.max_len, predicted) * tokens_per_s / 1e12
+        rows.append({"impl": variant, "batch": args.train_batch, "seq_len": args.max_len, "ms_per_step": round(1e3 * seconds, 2),
+                     "tokens_per_s": round(tokens_per_s, 1), "predicted_share": round(predicted, 3),
+                     "model_tflops": round(achieved, 3), "mfu": round(achieved / peak, 4)})
+    return rows
 
 
 def _print_table(result: dict) -> None:
-    print(f"device: {result['environment']['device']} · size {result['size']} · L={result['max_len']}")
-    print(f"{'diffusion':<12}{'batch':>7}{'steps':>7}{'ms/step':>11}{'ms/sample':>12}{'tok/s':>12}")
+    print(f"device: {result['environment']['device']} · size {result['size']} · L={result['max_len']} · "
+          f"{result['dtype']} · matmul {result['matmul_peak_tflops']} TFLOP/s")
+    print(f"{'diffusion':<16}{'batch':>6}{'steps':>6}{'ms/step':>10}{'ms/sample':>11}{'tok/s':>12}{'FLOP share':>11}")
     for r in result["diffusion"]:
-        print(f"{'':<12}{r['batch']:>7}{r['steps']:>7}{r['ms_per_step']:>11}{r['ms_per_sample_batch']:>12}{r['tokens_per_s']:>12}")
-    print(f"{'AR':<12}{'batch':>7}{'impl':>16}{'ms/token':>11}{'ms/sample':>12}{'tok/s':>12}")
+        if "error" in r:
+            print(f"{r['impl']:<16}{r['batch']:>6}{r['steps']:>6}  error: {r['error'][:60]}")
+            continue
+        print(f"{r['impl']:<16}{r['batch']:>6}{r['steps']:>6}{r['ms_per_step']:>10}{r['ms_per_sample_batch']:>11}"
+              f"{r['tokens_per_s']:>12}{r['flop_limited_share']:>11.1%}")
+    print(f"{'AR':<22}{'batch':>6}{'ms/token':>10}{'ms/sample':>11}{'tok/s':>12}")
     for r in result["ar"]:
-        print(f"{'':<12}{r['batch']:>7}{r['impl']:>16}{r['ms_per_token']:>11}{r['ms_per_sample_batch']:>12}{r['tokens_per_s']:>12}")
-    t = result["train"]
-    print(f"train MLM: {t['tokens_per_s']} tokens/s at B={t['batch']}, MFU {t['mfu']:.1%} of {t['matmul_peak_tflops']} TFLOP/s")
+        if "error" in r:
+            print(f"{r['impl']:<22}{r['batch']:>6}  error: {r['error'][:60]}")
+            continue
+        print(f"{r['impl']:<22}{r['batch']:>6}{r['ms_per_token']:>10}{r['ms_per_sample_batch']:>11}{r['tokens_per_s']:>12}")
+    for r in result.get("ratios", []):
+        print(f"B=1: {r['ar_impl']} {r['ar_ms']} ms vs diffusion {r['diffusion_impl']} {r['steps']} steps "
+              f"{r['diffusion_ms']} ms -> {r['ar_over_diffusion']}x")
+    for t in result["train"]:
+        if "error" in t:
+            print(f"train MLM {t['impl']}: error: {t['error'][:80]}")
+            continue
+        print(f"train MLM {t['impl']}: {t['tokens_per_s']} tokens/s at B={t['batch']}, "
+              f"MFU {t['mfu']:.1%} of {result['matmul_peak_tflops']} TFLOP/s")

@@ -185,6 +185,10 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
     if arch == "modernbert":
         from transformers import ModernBertConfig, ModernBertForMaskedLM
 
+        # its MLP is gated (GeGLU: two input projections), so 2/3 of the width keeps the parameter count of a
+        # plain MLP of the preset width — the same count as the GPT-2 baseline of the same size
+        if "intermediate" not in overrides:
+            shared["intermediate_size"] = dims["intermediate"] * 2 // 3
         config = ModernBertConfig(
             **shared, max_position_embeddings=max_len, cls_token_id=tokenizer.bos_token_id,
             sep_token_id=tokenizer.eos_token_id, layer_types=["full_attention"] * dims["layers"],

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# On the lent GPU (issue 4, second session): four trainings at once on the same blocks — the GPT-2 baseline,
+# two rotary-position masked LMs (ModernBERT, parameter-matched) and RoBERTa with twice the updates (batch 32) —
+# for 4,000 x 64 x 256 = 65.5M tokens each (time cap MINUTES); pick the MLM by held-out ELBO, ship both, evaluate.
+# EXTRA="k=v ..." overrides every training (a dry run: EXTRA="max_steps=3 size=\"tiny\"").
+# Meanwhile a small check that the CUDA-graph samplers capture and match the plain ones (issue 5).
+set -uo pipefail
+export PYTHONPATH=$PWD/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; TRAIN_PT=${TRAIN_PT:-$PWD/.gpu/train_blocks.pt}; MINUTES=${MINUTES:-7}
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+start=$(date +%s)
+train() {
+  local name=$1 objective=$2; shift 2
+  python3 -m roberta_diffusion.cli finetune --profile full --set "run_name=\"$name\"" "objectives=[\"$objective\"]" \
+    "train_data=$TRAIN_PT" "max_minutes=$MINUTES" eval_every=1000 save_every=100000 "$@" ${EXTRA:-} > "$OUT/train_$name.log" 2>&1
+}
+train ship-ar ar batch_size=64 max_steps=4000 &
+train ship-modernbert-elbo mlm arch='"modernbert"' batch_size=64 max_steps=4000 ratio_mode='"continuous"' weighting='"elbo"' &
+train ship-modernbert-flat mlm arch='"modernbert"' batch_size=64 max_steps=4000 ratio_mode='"continuous"' weighting='"none"' &
+train ship-roberta mlm arch='"roberta"' batch_size=32 max_steps=8000 ratio_mode='"continuous"' weighting='"none"' &
+(sleep 20; python3 scripts/gpu_graph_smoke.py > "$OUT/graph_smoke.jsonl" 2>&1) &
+wait
+echo "training wall time: $(( $(date +%s) - start )) s"
+for f in "$OUT"/train_*.log; do echo "== $f"; grep -E "step|loss" "$f" | tail -n 3; done
+best=$(python3 scripts/pick_best_mlm.py runs/ship-modernbert-elbo runs/ship-modernbert-flat runs/ship-roberta | tee "$OUT/pick.txt" | tail -n 1)
+cat "$OUT/pick.txt"
+cp "$OUT/train_${best##*/}.log" "$OUT/train_mlm.log"; cp "$OUT/train_ship-ar.log" "$OUT/train_ar.log"
+python3 scripts/ship_models.py "$best" "$OUT" mlm && python3 scripts/ship_models.py runs/ship-ar "$OUT" ar || exit 1
+python3 -m roberta_diffusion.cli eval --out weights/roberta-diffusion-small/eval.json --elbo-samples 4 2>&1 | tail -n 32
+cp weights/roberta-diffusion-small/eval.json weights/gpt2-small-baseline/eval.json
+echo "total wall time: $(( $(date +%s) - start )) s"
+tar czf "$OUT/weights.tgz" weights/roberta-diffusion-small weights/gpt2-small-baseline
+split -b 15M "$OUT/weights.tgz" "$OUT/weights.tgz.part-" && rm "$OUT/weights.tgz"
+tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls train_*.log) && rm "$OUT"/train_*.log
+ls -la "$OUT"
