@@ -225,3 +225,17 @@ def test_other_masked_lm_architectures_generate_and_train(arch, tokenizer):
     assert torch.isfinite(loss) and loss.item() > 0
     with pytest.raises(ValueError, match="unknown arch"):
         models.fresh_mlm(tokenizer, arch="lstm")
+
+
+@pytest.mark.parametrize("arch", models.MLM_ARCHS)
+def test_partial_logits_equal_the_full_forward_at_the_chosen_positions(tokenizer, arch):
+    model = models.fresh_mlm(tokenizer, "tiny", arch=arch)
+    ids = torch.randint(5, len(tokenizer), (2, 20), generator=torch.Generator().manual_seed(0))
+    attention = torch.ones_like(ids)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=attention).logits  # [B, L, V]
+        rows = torch.rand(2, 20, generator=torch.Generator().manual_seed(1)) > 0.5
+        torch.testing.assert_close(models.masked_lm_logits(model, ids, attention, rows), full[rows], atol=1e-5, rtol=1e-5)
+        index = torch.tensor([[0, 5, 19], [3, 3, 7]])
+        expected = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1])).reshape(-1, full.shape[-1])
+        torch.testing.assert_close(models.gathered_logits(model, ids, None, index), expected, atol=1e-5, rtol=1e-5)

@@ -152,10 +152,17 @@ def gathered_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
 
 
 def _encoder_and_head(model):
+    """``(encoder, head)`` where a masked LM splits that way (RoBERTa: ``lm_head``; ModernBERT: ``head`` then
+    ``decoder``), else ``(None, None)``."""
     prefix = getattr(model, "base_model_prefix", None)
     encoder = getattr(model, prefix, None) if prefix else None
-    head = getattr(model, "lm_head", None)
-    return (encoder, head) if encoder is not None and head is not None else (None, None)
+    if encoder is None:
+        return None, None
+    if getattr(model, "lm_head", None) is not None:
+        return encoder, model.lm_head
+    if getattr(model, "head", None) is not None and getattr(model, "decoder", None) is not None:
+        return encoder, lambda hidden: model.decoder(model.head(hidden))
+    return None, None
 
 
 def is_masked_lm(model) -> bool:
