@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .evaluate import environment, prompt_canvas_from_blocks
+from .paths import atomic_path
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .sampler import generate_ar, generate_diffusion
 
@@ -163,15 +164,19 @@ def run_bench(args) -> int:
               "diffusion": [], "ar": [], "train": [], "notes": []}
     inference = (mlm.to(dtype), ar.to(dtype))
     blocks = torch.randint(5, len(tok), (max(batch_sizes), args.max_len), generator=torch.Generator().manual_seed(0))
-    if "diffusion" not in skip:
-        result["diffusion"] = _bench_diffusion(inference[0], tok, blocks, batch_sizes, step_counts, args, device, peak)
-    if "ar" not in skip:
-        result["ar"] = _bench_ar(inference[1], tok, blocks, batch_sizes, args, device)
-    result["ratios"] = _latency_ratios(result)
-    if "train" not in skip:
-        result["train"] = _bench_training(args, device, peak)
+    sections = {
+        "diffusion": lambda: _bench_diffusion(inference[0], tok, blocks, batch_sizes, step_counts, args, device, peak),
+        "ar": lambda: _bench_ar(inference[1], tok, blocks, batch_sizes, args, device),
+        "train": lambda: _bench_training(args, device, peak),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    for name, run in sections.items():
+        if name in skip:
+            continue
+        result[name] = run()
+        result["ratios"] = _latency_ratios(result)
+        with atomic_path(args.out) as tmp:  # after every section: a run cut short keeps what it measured
+            tmp.write_text(json.dumps(result, indent=2))
     _print_table(result)
     print(f"wrote {args.out}")
     return 0

@@ -101,6 +101,19 @@ class Plan:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
+    """``attention [B, L]`` (1 = real token) -> ``[B, 1, 1, L]``: 0 where a key may be attended, the dtype's
+    minimum where not.
+
+    transformers passes a 4D mask through untouched. Given a 2D (or no) mask it decides itself whether to
+    materialise one, and that decision reads the data, except while a CUDA graph is being captured, when it
+    always materialises: eager steps then ran the flash kernel and captured ones the masked kernel, and
+    their tokens drifted apart (seen on an H200). One prepared mask for both paths keeps them identical.
+    """
+    return torch.zeros(attention.shape, dtype=dtype, device=attention.device).masked_fill(
+        attention == 0, torch.finfo(dtype).min)[:, None, None, :]
+
+
 def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
     """The schedule, blocks and every random number of a run. ``free [B, L]`` bool: positions to generate."""
     device = free.device
@@ -218,8 +231,7 @@ def generate_diffusion(
     free = ~canvas.fixed & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, mask_id)
     plan = make_plan(free, steps, strategy, schedule, block_size, make_generator(seed, device))
-    # no padding -> no mask at all: the attention kernels skip it, and nothing in the step looks at the data
-    attention = None if bool(canvas.attention.bool().all()) else canvas.attention
+    attention = additive_attention_mask(canvas.attention, next(model.parameters()).dtype)
     knobs = dict(strategy=strategy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
@@ -256,13 +268,13 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs):
 
     n_steps = plan.in_block.shape[0]
     first = next(model.parameters())
-    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, attention is None, first.dtype,
+    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, first.dtype,
            first.data_ptr(), tuple(sorted(knobs.items())))
     cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
     if key not in cache:
         state = {"x": x.clone(), "confidence": confidence.clone(), "step": torch.zeros(1, dtype=torch.long, device=x.device),
                  "history": torch.empty((n_steps + 1, *x.shape), dtype=x.dtype, device=x.device),
-                 "attention": attention, "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
+                 "attention": attention.clone(), "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
 
         def one_step():
             new_x, new_conf = diffusion_step(model, state["x"], state["confidence"], state["attention"], state["plan"],
@@ -276,8 +288,7 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs):
     state = cache[key]
     for name, value in plan.tensors().items():
         getattr(state["plan"], name).copy_(value)
-    if attention is not None:
-        state["attention"].copy_(attention)
+    state["attention"].copy_(attention)
     state["x"].copy_(x)
     state["confidence"].copy_(confidence)
     state["history"][0].copy_(x)
