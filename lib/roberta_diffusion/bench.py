@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from .evaluate import environment, prompt_canvas_from_blocks
-from .paths import atomic_path
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
+from .paths import atomic_path
 from .sampler import generate_ar, generate_diffusion
 
 GRAPH_CACHE = "_roberta_diffusion_graphs"
