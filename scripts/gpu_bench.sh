@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# On the lent GPU, after scripts/gpu_ship_v2.sh shipped the weights: (1) issue 4's evaluation with three
-# policies, (2) issue 5's benchmark at roberta-base / gpt2 size (random weights), (3) the same for the shipped
-# small models. Results go to $OUT (eval.json, bench-<size>-<card>-<date>.json).
+# On the lent GPU: (1, with EVAL=1 and the weights present) issue 4's evaluation with three policies, (2) issue 5's benchmark at roberta-base / gpt2 size (random weights), (3) the same for the shipped
+# small models (when present: the device call takes at most 64 MiB of files, so the shipped weights
+# only travel without the rest). Results go to $OUT (eval.json, bench-<size>-<card>-<date>.json).
 set -uo pipefail
 export PYTHONPATH=$PWD/lib PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
 export ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
@@ -9,12 +9,16 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | sed 's/NVIDIA //; s/[^A-Za-z0-9]\+/-/g; s/-$//')
 day=$(date +%Y-%m-%d)
 start=$(date +%s)
-python3 -m roberta_diffusion.cli eval --policies seed-remask,random,confidence --elbo-samples 4 \
-  --out "$OUT/eval.json" 2>&1 | tail -n 3
-echo "eval: $(( $(date +%s) - start )) s"
+if [ -n "${EVAL:-}" ]; then
+  python3 -m roberta_diffusion.cli eval --policies seed-remask,random,confidence --elbo-samples 4 \
+    --out "$OUT/eval.json" 2>&1 | tail -n 3
+  echo "eval: $(( $(date +%s) - start )) s"
+fi
 python3 -m roberta_diffusion.cli bench --size base --batch-sizes ${BATCHES:-1,16,64,256} --steps 10,64 \
   --compile ${COMPILE:-1,64} --repeats ${REPEATS:-3} --out "$OUT/bench-base-$card-$day.json" 2>&1 | grep -v -i warn
 echo "base bench done at $(( $(date +%s) - start )) s"
-python3 -m roberta_diffusion.cli bench --size shipped --batch-sizes 1,64 --steps 10,64 --skip train \
-  --repeats ${REPEATS:-3} --out "$OUT/bench-shipped-$card-$day.json" 2>&1 | grep -v -i warn
+if [ -f weights/roberta-diffusion-small/config.json ]; then
+  python3 -m roberta_diffusion.cli bench --size shipped --batch-sizes 1,64 --steps 10,64 --skip train \
+    --repeats ${REPEATS:-3} --out "$OUT/bench-shipped-$card-$day.json" 2>&1 | grep -v -i warn
+fi
 echo "total: $(( $(date +%s) - start )) s"
