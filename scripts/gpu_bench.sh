@@ -15,7 +15,8 @@ if [ -n "${EVAL:-}" ]; then
   echo "eval: $(( $(date +%s) - start )) s"
 fi
 python3 -m roberta_diffusion.cli bench --size base --batch-sizes ${BATCHES:-1,16,64,256} --steps 10,64 \
-  --compile ${COMPILE:-1,64} --repeats ${REPEATS:-3} --out "$OUT/bench-base-$card-$day.json" 2>&1 | grep -v -i warn
+  --ar-batch-sizes ${AR_BATCHES:-${BATCHES:-1,16,64,256}} \
+  --compile ${COMPILE:-1,64} --repeats ${REPEATS:-3} --out "$OUT/bench-base-$card-$day${TAG:-}.json" 2>&1 | grep -v -i warn
 echo "base bench done at $(( $(date +%s) - start )) s"
 if [ -f weights/roberta-diffusion-small/config.json ]; then
   python3 -m roberta_diffusion.cli bench --size shipped --batch-sizes 1,64 --steps 10,64 --skip train \

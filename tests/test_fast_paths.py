@@ -111,24 +111,8 @@ def test_threshold_has_no_graph(mlm, tokenizer, graphs_on_cpu):
         generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, strategy="threshold", graph=True)
 
 
-# Inductor fuses and reorders float ops, so a compiled encoder's logits differ from eager ones in the last bits.
-# The documented tolerance: logits within 1e-4, and at least 99 % of sampled tokens the same (a token changes
-# only when a uniform lands within that error of a CDF edge; on this fp32 CPU run it is usually 100 %).
-COMPILED_TOKEN_AGREEMENT = 0.99
-
-
-def test_a_compiled_encoder_keeps_the_tokens_within_the_documented_tolerance(mlm, tokenizer):
-    from roberta_diffusion.bench import _compile_encoder
-    from roberta_diffusion.models import gathered_logits
-
-    compiled = copy.deepcopy(mlm)
-    _compile_encoder(compiled)
-    ids = torch.randint(5, len(tokenizer), (2, 40), generator=torch.Generator().manual_seed(0))
-    index = torch.arange(8, 40).expand(2, -1)
-    with torch.no_grad():
-        torch.testing.assert_close(gathered_logits(compiled, ids, None, index), gathered_logits(mlm, ids, None, index),
-                                   atol=1e-4, rtol=1e-4)
-    kwargs = dict(steps=5, prefix_len=8, max_len=40, strategy="confidence")
-    plain = generate_diffusion(mlm, tokenizer, PROMPTS[:1], **kwargs)
-    fast = generate_diffusion(compiled, tokenizer, PROMPTS[:1], **kwargs)
-    assert (fast.final == plain.final).float().mean() >= COMPILED_TOKEN_AGREEMENT
+def test_the_compiled_step_is_refused_off_cuda(mlm, tokenizer):
+    # inductor's CPU code for the step committed nothing on batches with different rows (torch 2.13), so the
+    # compiled step is a CUDA path; `bench` reports its token agreement with the eager loop and any masks left
+    with pytest.raises(ValueError, match="compile=True is for CUDA"):
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, compile=True)

@@ -86,3 +86,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
     assert history["step"][-1] == done + 4
     assert history["step"][len(before["step"])] == done + 1  # the first new step follows the checkpoint
     assert history["tokens"] == (done + 4) * 4 * 32
+
+
+@pytest.mark.parametrize("weighting", ["none", "elbo"])
+def test_the_fixed_shape_loss_equals_the_masked_rows_loss(mlm, tokenizer, weighting):
+    from roberta_diffusion.collator import DiffusionCollator
+    from roberta_diffusion.train import masked_lm_loss, masked_lm_loss_dense
+
+    collator = DiffusionCollator(tokenizer, 4, "continuous", weighting=weighting)
+    blocks = torch.randint(5, len(tokenizer), (4, 24), generator=torch.Generator().manual_seed(0))
+    batch = {k: v for k, v in collator(blocks).items() if k != "mask_ratio"}
+    torch.testing.assert_close(masked_lm_loss_dense(mlm, batch), masked_lm_loss(mlm, batch), atol=1e-5, rtol=1e-5)

@@ -4,8 +4,8 @@ On the current device, for a size preset (``tiny``/``small``/``base`` = random w
 is roberta-base / gpt2 sized), ``shipped`` weights, or ``--mlm``/``--ar`` folders, with warm-up and medians:
 - diffusion: ms per step and per sample at each batch size and step count, tokens/s, and the share of the
   FLOP-limited rate (the step's FLOPs at the measured dense bf16 matmul rate). Implementations: ``eager``
-  (the plain loop), ``graph`` (the step replayed as a CUDA graph) and ``compile+graph`` (the encoder compiled
-  by inductor, then graphed); tokens of each fast path are compared with the eager loop's.
+  (the plain loop), ``graph`` (the step replayed as a CUDA graph) and ``compile+graph`` (the whole step, model
+  and sampling, compiled by inductor, then graphed); tokens of each fast path are compared with the eager loop's.
 - AR: ms per token and per sample with HF ``generate`` as-is, the plain KV-cache loop, the static-cache decoder,
   and the static-cache decoder replayed as a CUDA graph; again with token agreement.
 - training: masked-LM tokens/s and MFU (model FLOPs over the measured matmul rate), eager and compiled.
@@ -35,6 +35,7 @@ def add_bench_command(sub) -> None:
     b.add_argument("--ar", type=Path, help="a causal LM folder with the same tokenizer (instead of --size)")
     b.add_argument("--batch-sizes", default="1,16", help="e.g. 1,16,64,256 on a GPU")
     b.add_argument("--steps", default="10,64")
+    b.add_argument("--ar-batch-sizes", default=None, help="AR batch sizes (default: --batch-sizes)")
     b.add_argument("--max-len", type=int, default=256)
     b.add_argument("--prefix-len", type=int, default=16)
     b.add_argument("--repeats", type=int, default=3)
@@ -123,8 +124,10 @@ def _models(args, device):
 
 
 def _drop_graphs(model, device) -> None:
-    """Free the captured graphs (each holds its own memory pool) before the next shape."""
-    model.__dict__.pop(GRAPH_CACHE, None)
+    """Free the captured graphs (each holds its own memory pool) before the next shape; keep the compiled step."""
+    cache = model.__dict__.get(GRAPH_CACHE, {})
+    for key in [k for k in cache if k != "compiled_step"]:
+        del cache[key]
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -163,10 +166,11 @@ def run_bench(args) -> int:
               "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""), "matmul_peak_tflops": round(peak, 1),
               "diffusion": [], "ar": [], "train": [], "notes": []}
     inference = (mlm.to(dtype), ar.to(dtype))
-    blocks = torch.randint(5, len(tok), (max(batch_sizes), args.max_len), generator=torch.Generator().manual_seed(0))
+    most = max(batch_sizes + _batch_list(args.ar_batch_sizes or ""))
+    blocks = torch.randint(5, len(tok), (most, args.max_len), generator=torch.Generator().manual_seed(0))
     sections = {
         "diffusion": lambda: _bench_diffusion(inference[0], tok, blocks, batch_sizes, step_counts, args, device, peak),
-        "ar": lambda: _bench_ar(inference[1], tok, blocks, batch_sizes, args, device),
+        "ar": lambda: _bench_ar(inference[1], tok, blocks, _batch_list(args.ar_batch_sizes or args.batch_sizes), args, device),
         "train": lambda: _bench_training(args, device, peak),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,8 +188,12 @@ def run_bench(args) -> int:
 
 def _variants(device, compile_batches: list[int]) -> list[str]:
     if device.type != "cuda":
-        return ["eager"] + (["compile"] if compile_batches else [])
+        return ["eager"]  # graphs and the compiled step are CUDA paths
     return ["eager", "graph"] + (["compile+graph"] if compile_batches else [])
+
+
+def _diffusion_flags(variant: str) -> dict:
+    return {"graph": variant.endswith("graph"), "compile": variant.startswith("compile")}
 
 
 def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, peak) -> list[dict]:
@@ -193,16 +201,14 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
     new = args.max_len - args.prefix_len
     compile_batches = _batch_list(args.compile)
     for variant in _variants(device, compile_batches):
-        if variant.startswith("compile"):
-            _compile_encoder(mlm)
         for batch in batch_sizes:
             if variant.startswith("compile") and batch not in compile_batches:
-                continue
+                continue  # each shape compiles anew: only the batch sizes asked for
             canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
-            for steps in step_counts:
+            for steps in step_counts[:1] if variant.startswith("compile") else step_counts:
                 def run(variant=variant, canvas=canvas, steps=steps):
-                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence",
-                                              graph=variant.endswith("graph"), seed=0)
+                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence", seed=0,
+                                              **_diffusion_flags(variant))
 
                 try:
                     seconds = _timed(run, device, args.repeats)
@@ -218,6 +224,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
                 row = {"impl": variant, "batch": batch, "steps": steps, "ms_per_sample_batch": round(1e3 * seconds, 3),
                        "ms_per_step": round(1e3 * seconds / steps, 4), "tokens_per_s": round(batch * new / seconds, 1),
                        "flop_limited_share": round(flops / seconds / 1e12 / peak, 4)}
+                row["masks_left"] = int((final == tok.mask_token_id).sum())  # 0 unless a fast path is broken
                 if key in reference and variant != "eager":
                     row["token_agreement_with_eager"] = round(float((final == reference[key]).float().mean()), 6)
                 rows.append(row)
@@ -275,14 +282,21 @@ def _latency_ratios(result: dict) -> list[dict]:
 
 def _bench_training(args, device, peak) -> list[dict]:
     from .collator import DiffusionCollator
-    from .train import masked_lm_loss
+    from .train import masked_lm_loss, masked_lm_loss_dense
 
     rows = []
-    for variant in ["eager"] + (["compile"] if args.compile else []):
+    variants = ["eager"] + (["compile", "compile-dense+cudagraphs"] if args.compile and device.type == "cuda" else
+                            ["compile"] if args.compile else [])
+    for variant in variants:
         mlm, _, tok = _models(args, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
         mlm.train()
+        loss_fn = masked_lm_loss
         if variant == "compile":
             _compile_encoder(mlm)  # the encoder: the head runs on a different number of rows each step
+        elif variant == "compile-dense+cudagraphs":
+            # fixed shapes end to end (the head on every position, masked in the loss), so inductor can take the
+            # whole forward and backward and replay them as CUDA graphs
+            loss_fn = torch.compile(masked_lm_loss_dense, mode="reduce-overhead", dynamic=False)
         model = mlm
         collator = DiffusionCollator(tok, args.prefix_len, "continuous")
         optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
@@ -290,15 +304,16 @@ def _bench_training(args, device, peak) -> list[dict]:
         batch = {k: v.to(device) for k, v in collator(blocks).items() if k != "mask_ratio"}
         predicted = float((batch["labels"] != -100).float().mean())
 
-        def step(model=model, optimizer=optimizer, batch=batch):
+        def step(model=model, optimizer=optimizer, batch=batch, loss_fn=loss_fn):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = masked_lm_loss(model, batch)
+                loss = loss_fn(model, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         try:
             step()  # compile (if any) happens here, outside the timing
+            step()
             seconds = _timed(step, device, args.repeats)
         except Exception as err:
             rows.append({"impl": variant, "error": f"{type(err).__name__}: {err}"[:400]})

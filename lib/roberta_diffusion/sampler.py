@@ -172,7 +172,10 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, 
         confidence = torch.where(in_block, chosen_conf, confidence)
         return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
     masked = (x == mask_id) & in_block
-    picked = policy_scores(strategy, scaled, tokens, uniforms=noise.gather(1, index).view(-1)).float().view(shape)
+    if strategy in ("confidence", "threshold"):
+        picked = chosen  # the same score: one pass over the vocabulary, not two
+    else:
+        picked = policy_scores(strategy, scaled, tokens, uniforms=noise.gather(1, index).view(-1)).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
     if strategy == "threshold":
         commit = masked & (score >= threshold)
@@ -202,6 +205,7 @@ def generate_diffusion(
     threshold: float = 0.9,
     seed: int | None = 0,
     graph: bool = False,
+    compile: bool = False,
     on_step=None,
 ) -> Trace:
     """Generate by iterative unmasking. Give ``prompts`` (seed layout) or a ready ``canvas`` (infilling).
@@ -209,7 +213,9 @@ def generate_diffusion(
     ``graph=True`` (CUDA): capture one step as a CUDA graph and replay it, with no host synchronisation until
     the end; the same tokens as ``graph=False`` for the same seed (same kernels, random numbers drawn before
     the loop). The graph is kept on the model for the next call of the same shape. Per-step times are then
-    the loop's time divided evenly. ``on_step(step, ids_cpu [B, L])`` is called after every step.
+    the loop's time divided evenly. ``compile=True`` (CUDA) runs the whole step (model and sampling) through
+    ``torch.compile`` (kept on the model; each new shape compiles once): fused kernels, so the float results
+    differ from the plain step's in the last bits (``bench`` reports the token agreement). ``on_step(step, ids_cpu [B, L])`` is called after every step.
     """
     check_diffusion_model(model, tokenizer)
     _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size, threshold)
@@ -224,6 +230,9 @@ def generate_diffusion(
     device = next(model.parameters()).device
     if graph:
         check_graph_device(device)
+    if compile and device.type != "cuda":
+        # inductor's CPU code for this step commits nothing when rows differ (torch 2.13, seen in a test): CUDA only
+        raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: drop --compile")
     if graph and strategy == "threshold":
         raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: use graph=False")
     canvas = canvas.to(device)
@@ -236,8 +245,9 @@ def generate_diffusion(
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
     n_steps = plan.in_block.shape[0]
+    step_fn = _compiled_step(model) if compile else diffusion_step
     if graph:
-        history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs)
+        history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
     else:
         history, step_times = [x.cpu()], []
         step = torch.zeros(1, dtype=torch.long, device=device)
@@ -246,7 +256,7 @@ def generate_diffusion(
                 continue  # this block is done early: skip its remaining steps
             start = time.perf_counter()
             step.fill_(j)
-            x, confidence = diffusion_step(model, x, confidence, attention, plan, step, **knobs)
+            x, confidence = step_fn(model, x, confidence, attention, plan, step, **knobs)
             sync(device)
             step_times.append(time.perf_counter() - start)
             history.append(x.cpu())
@@ -254,7 +264,7 @@ def generate_diffusion(
                 on_step(len(history) - 1, history[-1])
     settings = dict(steps=steps, strategy=strategy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
-                    threshold=threshold, seed=seed, graph=graph)
+                    threshold=threshold, seed=seed, graph=graph, compile=compile)
     trace = Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
     if graph and on_step is not None:
         for i in range(1, len(history)):
@@ -262,13 +272,21 @@ def generate_diffusion(
     return trace
 
 
-def _run_graphed(model, x, confidence, attention, plan: Plan, knobs):
+def _compiled_step(model):
+    """``diffusion_step`` compiled by inductor, one per model (dynamo re-specialises it per shape and knobs)."""
+    cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
+    if "compiled_step" not in cache:
+        cache["compiled_step"] = torch.compile(diffusion_step, dynamic=False)
+    return cache["compiled_step"]
+
+
+def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
     """Replay a captured step ``S`` times; the graph and its buffers live on the model, keyed by shape."""
     from . import graphs
 
     n_steps = plan.in_block.shape[0]
     first = next(model.parameters())
-    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, first.dtype,
+    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, first.dtype, step_fn is not diffusion_step,
            first.data_ptr(), tuple(sorted(knobs.items())))
     cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
     if key not in cache:
@@ -277,7 +295,7 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs):
                  "attention": attention.clone(), "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
 
         def one_step():
-            new_x, new_conf = diffusion_step(model, state["x"], state["confidence"], state["attention"], state["plan"],
+            new_x, new_conf = step_fn(model, state["x"], state["confidence"], state["attention"], state["plan"],
                                              state["step"], **knobs)
             state["x"].copy_(new_x)
             state["confidence"].copy_(new_conf)
