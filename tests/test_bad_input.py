@@ -171,6 +171,8 @@ def cli_error(capsys, tmp_path, argv) -> str:
 SMALL = ["--max-len", "48", "--steps", "4"]
 CLI_BAD = {
     "empty prompt": (["generate", ""], "empty"),
+    "graph on a CPU": (["generate", "The cat", "--graph", "--device", "cpu"], "CUDA"),
+    "AR graph on a CPU": (["ar", "The cat", "--graph", "--device", "cpu"], "CUDA"),
     "blank prompt": (["generate", "  "], "empty"),
     "prefix_len >= max_len": (["generate", "The cat", "--prefix-len", "48"], "prefix_len"),
     "max_len above the model": (["generate", "The cat", "--max-len", "300"], "max_len"),
