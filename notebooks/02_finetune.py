@@ -25,6 +25,12 @@
 #
 # Training is resumable: kill it at any point and run the notebook again with the same parameters — it
 # continues from the last finished checkpoint in `runs/<run_name>/<objective>/checkpoints/`.
+#
+# **From scratch, pick the architecture with care.** With learned absolute positions (RoBERTa, and BERT too) a
+# small masked LM sits at the unigram loss for thousands of updates before it learns to read its context: in
+# this project's GPU runs RoBERTa was still there after 7,028 steps, while the same loop with rotary positions
+# (`arch="modernbert"`) left it within 1,000 — which is why the shipped small model (profile `full`) uses it.
+# Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]
 run_name: str = "scratch"  # outputs go to runs/<run_name>/
