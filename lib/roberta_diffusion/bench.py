@@ -42,6 +42,7 @@ def add_bench_command(sub) -> None:
     b.add_argument("--train-batch", type=int, default=32)
     b.add_argument("--compile", default="", help="batch sizes (e.g. 1,64) to also time with the encoder compiled by "
                    "torch.compile, and the training step compiled; each shape compiles for a minute or so")
+    b.add_argument("--compile-mode", default=None, help="torch.compile mode of the diffusion step, e.g. max-autotune-no-cudagraphs")
     b.add_argument("--skip", default="", help="comma list of sections to skip: diffusion,ar,train")
     b.add_argument("--device", default="auto")
     b.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -126,7 +127,7 @@ def _models(args, device):
 def _drop_graphs(model, device) -> None:
     """Free the captured graphs (each holds its own memory pool) before the next shape; keep the compiled step."""
     cache = model.__dict__.get(GRAPH_CACHE, {})
-    for key in [k for k in cache if k != "compiled_step"]:
+    for key in [k for k in cache if k[0] != "compiled_step"]:
         del cache[key]
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -163,6 +164,7 @@ def run_bench(args) -> int:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     peak = matmul_tflops(device)
     result = {"environment": environment(), "size": str(args.mlm or args.size), "max_len": args.max_len,
+              "compile_mode": args.compile_mode,
               "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""), "matmul_peak_tflops": round(peak, 1),
               "diffusion": [], "ar": [], "train": [], "notes": []}
     inference = (mlm.to(dtype), ar.to(dtype))
@@ -192,8 +194,8 @@ def _variants(device, compile_batches: list[int]) -> list[str]:
     return ["eager", "graph"] + (["compile+graph"] if compile_batches else [])
 
 
-def _diffusion_flags(variant: str) -> dict:
-    return {"graph": variant.endswith("graph"), "compile": variant.startswith("compile")}
+def _diffusion_flags(variant: str, mode: str | None = None) -> dict:
+    return {"graph": variant.endswith("graph"), "compile": (mode or True) if variant.startswith("compile") else False}
 
 
 def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, peak) -> list[dict]:
@@ -208,7 +210,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
             for steps in step_counts[:1] if variant.startswith("compile") else step_counts:
                 def run(variant=variant, canvas=canvas, steps=steps):
                     return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence", seed=0,
-                                              **_diffusion_flags(variant))
+                                              **_diffusion_flags(variant, args.compile_mode))
 
                 try:
                     seconds = _timed(run, device, args.repeats)

@@ -205,7 +205,7 @@ def generate_diffusion(
     threshold: float = 0.9,
     seed: int | None = 0,
     graph: bool = False,
-    compile: bool = False,
+    compile: bool | str = False,
     on_step=None,
 ) -> Trace:
     """Generate by iterative unmasking. Give ``prompts`` (seed layout) or a ready ``canvas`` (infilling).
@@ -215,7 +215,8 @@ def generate_diffusion(
     the loop). The graph is kept on the model for the next call of the same shape. Per-step times are then
     the loop's time divided evenly. ``compile=True`` (CUDA) runs the whole step (model and sampling) through
     ``torch.compile`` (kept on the model; each new shape compiles once): fused kernels, so the float results
-    differ from the plain step's in the last bits (``bench`` reports the token agreement). ``on_step(step, ids_cpu [B, L])`` is called after every step.
+    differ from the plain step's in the last bits (``bench`` reports the token agreement). A string is taken as
+    the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"`` (slower to compile, tuned matmuls). ``on_step(step, ids_cpu [B, L])`` is called after every step.
     """
     check_diffusion_model(model, tokenizer)
     _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size, threshold)
@@ -245,7 +246,7 @@ def generate_diffusion(
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
     n_steps = plan.in_block.shape[0]
-    step_fn = _compiled_step(model) if compile else diffusion_step
+    step_fn = _compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
     if graph:
         history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
     else:
@@ -272,12 +273,13 @@ def generate_diffusion(
     return trace
 
 
-def _compiled_step(model):
-    """``diffusion_step`` compiled by inductor, one per model (dynamo re-specialises it per shape and knobs)."""
+def _compiled_step(model, mode: str | None = None):
+    """``diffusion_step`` compiled by inductor, one per model and mode (dynamo re-specialises it per shape)."""
     cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
-    if "compiled_step" not in cache:
-        cache["compiled_step"] = torch.compile(diffusion_step, dynamic=False)
-    return cache["compiled_step"]
+    key = ("compiled_step", mode)
+    if key not in cache:
+        cache[key] = torch.compile(diffusion_step, dynamic=False, mode=mode)
+    return cache[key]
 
 
 def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
