@@ -227,15 +227,44 @@ def test_other_masked_lm_architectures_generate_and_train(arch, tokenizer):
         models.fresh_mlm(tokenizer, arch="lstm")
 
 
-@pytest.mark.parametrize("arch", models.MLM_ARCHS)
-def test_partial_logits_equal_the_full_forward_at_the_chosen_positions(tokenizer, arch):
-    model = models.fresh_mlm(tokenizer, "tiny", arch=arch)
-    ids = torch.randint(5, len(tokenizer), (2, 20), generator=torch.Generator().manual_seed(0))
+def _sliding_modernbert(tokenizer):
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    config = ModernBertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                              num_attention_heads=2, max_position_embeddings=64, local_attention=8,
+                              layer_types=["sliding_attention", "full_attention"], pad_token_id=tokenizer.pad_token_id,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              cls_token_id=tokenizer.bos_token_id, sep_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    return ModernBertForMaskedLM(config).eval()
+
+
+MASKED_LMS = {**{arch: (lambda tok, arch=arch: models.fresh_mlm(tok, "tiny", arch=arch)) for arch in models.MLM_ARCHS},
+              "modernbert-sliding-window": _sliding_modernbert}
+
+
+@pytest.mark.parametrize("name", MASKED_LMS)
+def test_partial_logits_equal_the_full_forward_at_the_chosen_positions(tokenizer, name):
+    from roberta_diffusion.sampler import model_attention_mask
+
+    model = MASKED_LMS[name](tokenizer)
+    ids = torch.randint(5, len(tokenizer), (2, 40), generator=torch.Generator().manual_seed(0))
     attention = torch.ones_like(ids)
+    attention[1, :6] = 0  # a left-padded row, as batched prompts have
     with torch.no_grad():
-        full = model(input_ids=ids, attention_mask=attention).logits  # [B, L, V]
-        rows = torch.rand(2, 20, generator=torch.Generator().manual_seed(1)) > 0.5
+        full = model(input_ids=ids, attention_mask=attention).logits  # [B, L, V]: the model's own masking
+        rows = (torch.rand(2, 40, generator=torch.Generator().manual_seed(1)) > 0.5) & attention.bool()
         torch.testing.assert_close(models.masked_lm_logits(model, ids, attention, rows), full[rows], atol=1e-5, rtol=1e-5)
-        index = torch.tensor([[0, 5, 19], [3, 3, 7]])
+        # what the sampler passes (a prepared 4D mask where that means the same) gives the same logits
+        index = torch.tensor([[0, 5, 39], [6, 6, 30]])
         expected = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1])).reshape(-1, full.shape[-1])
-        torch.testing.assert_close(models.gathered_logits(model, ids, None, index), expected, atol=1e-5, rtol=1e-5)
+        got = models.gathered_logits(model, ids, model_attention_mask(model, attention), index)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sliding_window_models_get_the_2d_mask(tokenizer):
+    from roberta_diffusion.sampler import model_attention_mask
+
+    attention = torch.ones(1, 8, dtype=torch.long)
+    assert model_attention_mask(_sliding_modernbert(tokenizer), attention).dim() == 2
+    assert model_attention_mask(models.fresh_mlm(tokenizer, "tiny"), attention).shape == (1, 1, 1, 8)

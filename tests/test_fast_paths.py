@@ -116,3 +116,20 @@ def test_the_compiled_step_is_refused_off_cuda(mlm, tokenizer):
     # compiled step is a CUDA path; `bench` reports its token agreement with the eager loop and any masks left
     with pytest.raises(ValueError, match="compile=True is for CUDA"):
         generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, compile=True)
+
+
+def test_the_static_decoder_refuses_what_it_cannot_reproduce(causal_lm, tokenizer, graphs_on_cpu):
+    unscaled = copy.deepcopy(causal_lm)
+    unscaled.config.scale_attn_weights = False
+    with pytest.raises(ValueError, match="scales attention"):
+        generate_ar(unscaled, tokenizer, "Hello", max_len=24, prefix_len=4, static_cache=True)
+    with pytest.raises(ValueError, match="at least 3 positions"):
+        generate_ar(copy.deepcopy(causal_lm), tokenizer, torch.tensor([[0]]), max_len=2, prefix_len=1, graph=True)
+
+
+def test_release_frees_what_the_samplers_keep(mlm, tokenizer, graphs_on_cpu):
+    model = copy.deepcopy(mlm)
+    generate_diffusion(model, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, graph=True)
+    assert graphs.model_cache(model)
+    graphs.release(model)
+    assert not graphs.model_cache(model)

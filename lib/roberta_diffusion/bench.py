@@ -22,10 +22,9 @@ import torch
 
 from .evaluate import environment, prompt_canvas_from_blocks
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
+from .graphs import model_cache
 from .paths import atomic_path
 from .sampler import generate_ar, generate_diffusion
-
-GRAPH_CACHE = "_roberta_diffusion_graphs"
 
 
 def add_bench_command(sub) -> None:
@@ -71,6 +70,15 @@ def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     seconds = _timed(lambda: a @ b, device, repeats)
     return 2 * n**3 / seconds / 1e12
+
+
+# Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s, no sparsity), for MFU against the spec as
+# well as against the measured matmul rate
+SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def spec_peak_tflops(device_name: str) -> float | None:
+    return next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device_name), None)
 
 
 def _param_split(model) -> tuple[int, int]:
@@ -126,7 +134,7 @@ def _models(args, device):
 
 def _drop_graphs(model, device) -> None:
     """Free the captured graphs (each holds its own memory pool) before the next shape; keep the compiled step."""
-    cache = model.__dict__.get(GRAPH_CACHE, {})
+    cache = model_cache(model)
     for key in [k for k in cache if k[0] != "compiled_step"]:
         del cache[key]
     if device.type == "cuda":
@@ -166,6 +174,7 @@ def run_bench(args) -> int:
     result = {"environment": environment(), "size": str(args.mlm or args.size), "max_len": args.max_len,
               "compile_mode": args.compile_mode,
               "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""), "matmul_peak_tflops": round(peak, 1),
+              "spec_peak_tflops": spec_peak_tflops(environment()["device"]),
               "diffusion": [], "ar": [], "train": [], "notes": []}
     inference = (mlm.to(dtype), ar.to(dtype))
     most = max(batch_sizes + _batch_list(args.ar_batch_sizes or ""))
@@ -325,6 +334,9 @@ def _bench_training(args, device, peak) -> list[dict]:
         rows.append({"impl": variant, "batch": args.train_batch, "seq_len": args.max_len, "ms_per_step": round(1e3 * seconds, 2),
                      "tokens_per_s": round(tokens_per_s, 1), "predicted_share": round(predicted, 3),
                      "model_tflops": round(achieved, 3), "mfu": round(achieved / peak, 4)})
+        spec = spec_peak_tflops(environment()["device"])
+        if spec:
+            rows[-1]["mfu_vs_spec_peak"] = round(achieved / spec, 4)
     return rows
 
 

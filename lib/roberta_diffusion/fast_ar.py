@@ -24,9 +24,11 @@ class StaticCacheGPT2:
     def __init__(self, model, batch: int, max_len: int):
         config = model.config
         if config.model_type != "gpt2":
-            raise ValueError(f"the static-cache decoder supports GPT-2 only, not {config.model_type}: use graph=False")
-        if getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(config, "reorder_and_upcast_attn", False):
-            raise ValueError("this GPT-2 config rescales attention by layer: the static-cache decoder does not, use graph=False")
+            raise ValueError(f"the static-cache decoder supports GPT-2 only, not {config.model_type}: drop --graph (graph=False)")
+        if (getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(config, "reorder_and_upcast_attn", False)
+                or not getattr(config, "scale_attn_weights", True)):
+            raise ValueError("this GPT-2 config scales attention unlike the static-cache decoder (1/sqrt(head dim)): "
+                             "drop --graph (graph=False)")
         self.model = model
         self.heads = config.n_head
         self.head_dim = config.n_embd // config.n_head
@@ -100,7 +102,9 @@ def _decoder(model, batch, max_len, knobs, graph):
 
     first = next(model.parameters())
     key = ("ar", batch, max_len, first.dtype, first.data_ptr(), knobs, graph)
-    cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
+    if graph and max_len < 3:  # capture warms up on two decode steps, at slots 1 and 2
+        raise ValueError(f"max_len={max_len}: a graph-captured decoder needs at least 3 positions, drop --graph")
+    cache = graphs.model_cache(model)
     if key not in cache:
         decoder = StaticCacheGPT2(model, batch, max_len)
         device = first.device
@@ -115,7 +119,7 @@ def _decoder(model, batch, max_len, knobs, graph):
         }
         decoder.step = lambda: _decode_step(decoder, decoder.state, *knobs)
         if graph:
-            # warm-up and capture run on the zeroed buffers (slots 0..3, never past max_len); every call
+            # warm-up and capture run on the zeroed buffers (slots 0..2, within max_len >= 3); every call
             # rewrites the state it reads before replaying
             decoder.step = graphs.capture(decoder.step).replay
         cache[key] = decoder

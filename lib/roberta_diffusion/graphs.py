@@ -28,6 +28,22 @@ def capture(step, warmup: int = 2) -> torch.cuda.CUDAGraph:
     return graph
 
 
+def model_cache(model) -> dict:
+    """Where the samplers keep a model's captured graphs, their static buffers and compiled steps."""
+    return model.__dict__.setdefault(CACHE, {})
+
+
+def release(model) -> None:
+    """Drop the graphs, static buffers and compiled steps the samplers keep on ``model`` (each captured graph
+    holds its own memory pool): call it after sweeping many shapes."""
+    model.__dict__.pop(CACHE, None)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+CACHE = "_roberta_diffusion_graphs"  # the attribute on a model where samplers keep what they captured
+
+
 def check_graph_device(device) -> None:
     if device.type != "cuda":
         raise ValueError(f"graph=True needs a CUDA device, the model is on {device.type}: drop --graph")

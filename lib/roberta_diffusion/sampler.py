@@ -101,6 +101,19 @@ class Plan:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def model_attention_mask(model, attention: torch.Tensor) -> torch.Tensor:
+    """The mask argument the sampler gives ``model`` for a canvas whose real tokens are ``attention [B, L]``.
+
+    A prepared 4D mask (``additive_attention_mask``), which transformers passes through untouched, wherever it
+    means the same as the 2D one: not for sliding-window layers (ModernBERT's local layers would silently attend
+    to the whole canvas). Those get the 2D mask, and then a CUDA graph may run another attention kernel than the
+    eager loop (tokens can differ in the last bits).
+    """
+    if "sliding_attention" in (getattr(model.config, "layer_types", None) or []):
+        return attention
+    return additive_attention_mask(attention, next(model.parameters()).dtype)
+
+
 def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
     """``attention [B, L]`` (1 = real token) -> ``[B, 1, 1, L]``: 0 where a key may be attended, the dtype's
     minimum where not.
@@ -235,13 +248,13 @@ def generate_diffusion(
         # inductor's CPU code for this step commits nothing when rows differ (torch 2.13, seen in a test): CUDA only
         raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: drop --compile")
     if graph and strategy == "threshold":
-        raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: use graph=False")
+        raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: drop --graph (graph=False)")
     canvas = canvas.to(device)
     mask_id = tokenizer.mask_token_id
     free = ~canvas.fixed & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, mask_id)
     plan = make_plan(free, steps, strategy, schedule, block_size, make_generator(seed, device))
-    attention = additive_attention_mask(canvas.attention, next(model.parameters()).dtype)
+    attention = model_attention_mask(model, canvas.attention)
     knobs = dict(strategy=strategy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
@@ -275,7 +288,9 @@ def generate_diffusion(
 
 def _compiled_step(model, mode: str | None = None):
     """``diffusion_step`` compiled by inductor, one per model and mode (dynamo re-specialises it per shape)."""
-    cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
+    from .graphs import model_cache
+
+    cache = model_cache(model)
     key = ("compiled_step", mode)
     if key not in cache:
         cache[key] = torch.compile(diffusion_step, dynamic=False, mode=mode)
@@ -288,9 +303,9 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
 
     n_steps = plan.in_block.shape[0]
     first = next(model.parameters())
-    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, first.dtype, step_fn is not diffusion_step,
+    key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, first.dtype, tuple(attention.shape), step_fn,
            first.data_ptr(), tuple(sorted(knobs.items())))
-    cache = model.__dict__.setdefault("_roberta_diffusion_graphs", {})
+    cache = graphs.model_cache(model)
     if key not in cache:
         state = {"x": x.clone(), "confidence": confidence.clone(), "step": torch.zeros(1, dtype=torch.long, device=x.device),
                  "history": torch.empty((n_steps + 1, *x.shape), dtype=x.dtype, device=x.device),
