@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from .evaluate import environment, prompt_canvas_from_blocks
-from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .graphs import model_cache
+from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .paths import atomic_path
 from .sampler import generate_ar, generate_diffusion
 
