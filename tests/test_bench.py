@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+import torch
 from roberta_diffusion import bench, cli
 
 
@@ -43,5 +45,23 @@ def test_flop_counts_match_a_hand_count_for_roberta_base_shapes(tokenizer):
     head = width * width + width * vocab  # the head's dense layer + the vocabulary projection
     assert bench._param_split(model) == (encoder, head)
     attention = 4 * layers * width * 256
-    assert bench.diffusion_step_flops(model, 2, 256, 240) == 2 * (256 * (2 * encoder + attention) + 240 * 2 * head)
     assert bench.training_flops_per_token(model, 256, 0.5) == 6 * encoder + 3 * head + 3 * attention
+
+
+@pytest.mark.parametrize("arch", ["roberta", "modernbert"])
+def test_a_steps_flop_count_equals_torchs_own_count(tokenizer, arch):
+    """PyTorch's FlopCounterMode counts every matmul of one sampler forward (eager attention, so the score and
+    value products are plain matmuls it sees)."""
+    from roberta_diffusion.models import fresh_mlm, gathered_logits
+    from roberta_diffusion.sampler import additive_attention_mask
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = fresh_mlm(tokenizer, "tiny", arch=arch, max_len=64)
+    model.set_attn_implementation("eager")
+    batch, length, candidates = 2, 64, 48
+    ids = torch.randint(5, len(tokenizer), (batch, length), generator=torch.Generator().manual_seed(0))
+    index = torch.arange(length - candidates, length).expand(batch, -1)
+    mask = additive_attention_mask(torch.ones(batch, length, dtype=torch.long), torch.float32)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        gathered_logits(model, ids, mask, index)
+    assert bench.diffusion_step_flops(model, batch, length, candidates) == counter.get_total_flops()
