@@ -256,7 +256,7 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
         }
         if device.type == "cuda":
             impls["static cache + graph"] = lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len, graph=True).final
-        reference = None
+        reference = static = None
         for impl, fn in impls.items():
             try:
                 seconds = _timed(fn, device, args.repeats)
@@ -272,6 +272,10 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
                 reference = final
             elif reference is not None and impl != "hf generate":
                 row["token_agreement_with_kv_cache_loop"] = round(float((final == reference).float().mean()), 6)
+            if impl == "static cache":
+                static = final
+            elif impl == "static cache + graph" and static is not None:  # same decoder, eager vs captured
+                row["token_agreement_with_static_cache"] = round(float((final == static).float().mean()), 6)
             rows.append(row)
     return rows
 
