@@ -113,6 +113,11 @@ def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, loss_weight: torc
     ce = torch.nn.functional.cross_entropy(
         logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="none"
     ).view(labels.shape)
+    return reduce_masked_ce(ce, labels, loss_weight)
+
+
+def reduce_masked_ce(ce: torch.Tensor, labels: torch.Tensor, loss_weight: torch.Tensor | None = None):
+    """``diffusion_loss`` from the per-token cross-entropy ``ce [B, L]`` (0 where ``labels`` is -100)."""
     if loss_weight is None:
         return ce.sum() / (labels != -100).sum().clamp(min=1)
     return (ce.sum(dim=1) * loss_weight.to(ce.dtype)).mean()

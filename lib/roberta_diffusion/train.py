@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .collator import DiffusionCollator
+from .collator import DiffusionCollator, diffusion_loss, reduce_masked_ce
 from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, masked_lm_logits
 from .paths import atomic_path, atomic_write_text
 
@@ -107,23 +107,15 @@ def masked_lm_loss(model, batch) -> torch.Tensor:
     where = labels != -100
     logits = masked_lm_logits(model, batch["input_ids"], batch["attention_mask"], where)  # [N, V]
     ce = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="none")
-    weight = batch.get("loss_weight")
-    if weight is None:
-        return ce.sum() / where.sum().clamp(min=1)
-    return (ce * weight.unsqueeze(1).expand_as(labels)[where]).sum() / labels.shape[0]
+    per_token = torch.zeros(labels.shape, dtype=ce.dtype, device=ce.device).masked_scatter(where, ce)
+    return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
 
 
 def masked_lm_loss_dense(model, batch) -> torch.Tensor:
     """``masked_lm_loss`` with fixed shapes: logits at every position, the unmasked ones dropped by the loss.
     More FLOPs in the head, but no data-dependent shape, so a compiler can capture the whole step."""
-    labels = batch["labels"]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
-    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-                                           reduction="none").view_as(labels)
-    weight = batch.get("loss_weight")
-    if weight is None:
-        return ce.sum() / (labels != -100).sum().clamp(min=1)
-    return (ce * weight.unsqueeze(1)).sum() / labels.shape[0]
+    return diffusion_loss(logits, batch["labels"], batch.get("loss_weight"))
 
 
 def causal_lm_loss(model, batch) -> torch.Tensor:
