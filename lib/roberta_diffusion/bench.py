@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from . import graphs
 from .evaluate import environment, prompt_canvas_from_blocks
-from .graphs import model_cache
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .paths import atomic_path
 from .sampler import generate_ar, generate_diffusion
@@ -113,37 +113,29 @@ def diffusion_step_flops(model, batch: int, seq_len: int, candidates: int) -> fl
     return batch * (seq_len * (2 * encoder + _attention_flops(model, seq_len)) + candidates * 2 * head)
 
 
-def _models(args, device):
-    if args.mlm or args.ar:
-        if not (args.mlm and args.ar):
-            raise ValueError("give both --mlm and --ar (they must share a tokenizer)")
-        return load_mlm(args.mlm, device=device), load_causal_lm(args.ar, device=device), load_tokenizer(args.mlm)
+def _tokenizer(args):
+    if args.mlm:
+        return load_tokenizer(args.mlm)
     if args.size == "shipped":
+        from .paths import SHIPPED_MLM
+
+        return load_tokenizer(SHIPPED_MLM)
+    return fallback_tokenizer()
+
+
+def _model(kind: str, args, tokenizer, device):
+    """The masked LM (``kind="mlm"``) or causal LM (``"ar"``) that ``--mlm/--ar`` or ``--size`` names, in fp32."""
+    folder = args.mlm if kind == "mlm" else args.ar
+    if args.size == "shipped" and folder is None:
         from .paths import SHIPPED_AR, SHIPPED_MLM
 
-        return (load_mlm(SHIPPED_MLM, device=device), load_causal_lm(SHIPPED_AR, device=device),
-                load_tokenizer(SHIPPED_MLM))
-    tokenizer = fallback_tokenizer()
-    mlm = fresh_mlm(tokenizer, args.size, max_len=args.max_len)
-    ar = fresh_causal_lm(tokenizer, args.size, max_len=args.max_len)
+        folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
+    if folder is not None:
+        return (load_mlm if kind == "mlm" else load_causal_lm)(folder, device=device)
+    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, args.size, max_len=args.max_len)
     if args.size == "base":  # roberta-base / gpt2 vocabularies, so the output layers cost what they cost there
-        mlm.resize_token_embeddings(50265)
-        ar.resize_token_embeddings(50257)
-    return mlm.to(device), ar.to(device), tokenizer
-
-
-def _drop_graphs(model, device) -> None:
-    """Free the captured graphs (each holds its own memory pool) before the next shape; keep the compiled step."""
-    cache = model_cache(model)
-    for key in [k for k in cache if k[0] != "compiled_step"]:
-        del cache[key]
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _compile_encoder(model) -> None:
-    prefix = model.base_model_prefix
-    setattr(model, prefix, torch.compile(getattr(model, prefix), dynamic=False))
+        model.resize_token_embeddings(50265 if kind == "mlm" else 50257)
+    return model.to(device)
 
 
 def _batch_list(text: str) -> list[int]:
@@ -153,36 +145,48 @@ def _batch_list(text: str) -> list[int]:
         raise ValueError(f"{text!r} is not a comma list of integers, e.g. 1,16,64") from None
 
 
+def _error_row(err: Exception, **where) -> dict:
+    """A fast path that fails is a result to report, not a crash of the harness."""
+    return {**where, "error": f"{type(err).__name__}: {err}"[:400]}
+
+
+def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return round(float((a == b).float().mean()), 6)
+
+
 def run_bench(args) -> int:
     from .models import pick_device
 
     device = pick_device(args.device)
     batch_sizes = _batch_list(args.batch_sizes)
+    ar_batch_sizes = _batch_list(args.ar_batch_sizes or args.batch_sizes)
     step_counts = _batch_list(args.steps)
     if not batch_sizes or not step_counts:
         raise ValueError("--batch-sizes and --steps need at least one number each")
-    if min(batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1:
+    if min(batch_sizes + ar_batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1:
         raise ValueError("--batch-sizes, --steps and --repeats must be positive")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"diffusion", "ar", "train"}:
         raise ValueError(f"--skip {args.skip}: use a comma list of diffusion, ar, train")
-    mlm, ar, tok = _models(args, device)
+    if (args.mlm is None) != (args.ar is None):
+        raise ValueError("give both --mlm and --ar (they must share a tokenizer)")
+    tok = _tokenizer(args)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    env = environment()
     peak = matmul_tflops(device)
-    result = {"environment": environment(), "size": str(args.mlm or args.size), "max_len": args.max_len,
-              "compile_mode": args.compile_mode,
-              "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""), "matmul_peak_tflops": round(peak, 1),
-              "spec_peak_tflops": spec_peak_tflops(environment()["device"]),
-              "diffusion": [], "ar": [], "train": [], "notes": []}
-    inference = (mlm.to(dtype), ar.to(dtype))
-    most = max(batch_sizes + _batch_list(args.ar_batch_sizes or ""))
-    blocks = torch.randint(5, len(tok), (most, args.max_len), generator=torch.Generator().manual_seed(0))
+    spec = spec_peak_tflops(env["device"])
+    result = {"environment": env, "size": str(args.mlm or args.size), "max_len": args.max_len,
+              "compile_mode": args.compile_mode, "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""),
+              "matmul_peak_tflops": round(peak, 1), "spec_peak_tflops": spec, "diffusion": [], "ar": [], "train": []}
+    blocks = torch.randint(5, len(tok), (max(batch_sizes + ar_batch_sizes), args.max_len),
+                           generator=torch.Generator().manual_seed(0))
     sections = {
-        "diffusion": lambda: _bench_diffusion(inference[0], tok, blocks, batch_sizes, step_counts, args, device, peak),
-        "ar": lambda: _bench_ar(inference[1], tok, blocks, _batch_list(args.ar_batch_sizes or args.batch_sizes), args, device),
-        "train": lambda: _bench_training(args, device, peak),
+        "diffusion": lambda: _bench_diffusion(_model("mlm", args, tok, device).to(dtype), tok, blocks, batch_sizes,
+                                              step_counts, args, device, peak),
+        "ar": lambda: _bench_ar(_model("ar", args, tok, device).to(dtype), tok, blocks, ar_batch_sizes, args, device),
+        "train": lambda: _bench_training(tok, args, device, peak, spec),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name, run in sections.items():
@@ -203,41 +207,38 @@ def _variants(device, compile_batches: list[int]) -> list[str]:
     return ["eager", "graph"] + (["compile+graph"] if compile_batches else [])
 
 
-def _diffusion_flags(variant: str, mode: str | None = None) -> dict:
-    return {"graph": variant.endswith("graph"), "compile": (mode or True) if variant.startswith("compile") else False}
-
-
 def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, peak) -> list[dict]:
-    rows, reference = [], {}
+    rows, eager_final = [], {}
     new = args.max_len - args.prefix_len
     compile_batches = _batch_list(args.compile)
     for variant in _variants(device, compile_batches):
+        compiled = variant.startswith("compile")
+        flags = {"graph": variant.endswith("graph"), "compile": (args.compile_mode or True) if compiled else False}
         for batch in batch_sizes:
-            if variant.startswith("compile") and batch not in compile_batches:
+            if compiled and batch not in compile_batches:
                 continue  # each shape compiles anew: only the batch sizes asked for
             canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
-            for steps in step_counts[:1] if variant.startswith("compile") else step_counts:
-                def run(variant=variant, canvas=canvas, steps=steps):
-                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence", seed=0,
-                                              **_diffusion_flags(variant, args.compile_mode))
+            for steps in step_counts[:1] if compiled else step_counts:
+                def run(canvas=canvas, steps=steps, flags=flags):
+                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence", seed=0, **flags)
 
                 try:
                     seconds = _timed(run, device, args.repeats)
                     final = run().final
-                except Exception as err:  # a failed fast path is a result to report, not a crash of the harness
-                    rows.append({"impl": variant, "batch": batch, "steps": steps, "error": f"{type(err).__name__}: {err}"[:400]})
+                except Exception as err:
+                    rows.append(_error_row(err, impl=variant, batch=batch, steps=steps))
                     continue
                 finally:
-                    _drop_graphs(mlm, device)
-                key = (batch, steps)
-                reference.setdefault(key, final) if variant == "eager" else None
+                    graphs.release(mlm, keep_compiled=True)
                 flops = diffusion_step_flops(mlm, batch, args.max_len, new) * steps
                 row = {"impl": variant, "batch": batch, "steps": steps, "ms_per_sample_batch": round(1e3 * seconds, 3),
                        "ms_per_step": round(1e3 * seconds / steps, 4), "tokens_per_s": round(batch * new / seconds, 1),
-                       "flop_limited_share": round(flops / seconds / 1e12 / peak, 4)}
-                row["masks_left"] = int((final == tok.mask_token_id).sum())  # 0 unless a fast path is broken
-                if key in reference and variant != "eager":
-                    row["token_agreement_with_eager"] = round(float((final == reference[key]).float().mean()), 6)
+                       "flop_limited_share": round(flops / seconds / 1e12 / peak, 4),
+                       "masks_left": int((final == tok.mask_token_id).sum())}  # 0 unless a fast path is broken
+                if variant == "eager":
+                    eager_final[batch, steps] = final
+                elif (batch, steps) in eager_final:
+                    row["token_agreement_with_eager"] = _agreement(final, eager_final[batch, steps])
                 rows.append(row)
     return rows
 
@@ -256,26 +257,23 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
         }
         if device.type == "cuda":
             impls["static cache + graph"] = lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len, graph=True).final
-        reference = static = None
+        finals = {}
         for impl, fn in impls.items():
             try:
                 seconds = _timed(fn, device, args.repeats)
-                final = fn().cpu()
+                finals[impl] = fn().cpu()
             except Exception as err:
-                rows.append({"impl": impl, "batch": batch, "error": f"{type(err).__name__}: {err}"[:400]})
+                rows.append(_error_row(err, impl=impl, batch=batch))
                 continue
             finally:
-                _drop_graphs(ar, device)
+                graphs.release(ar)
             row = {"impl": impl, "batch": batch, "new_tokens": new, "ms_per_sample_batch": round(1e3 * seconds, 3),
                    "ms_per_token": round(1e3 * seconds / new, 4), "tokens_per_s": round(batch * new / seconds, 1)}
-            if impl == "kv-cache loop":
-                reference = final
-            elif reference is not None and impl != "hf generate":
-                row["token_agreement_with_kv_cache_loop"] = round(float((final == reference).float().mean()), 6)
-            if impl == "static cache":
-                static = final
-            elif impl == "static cache + graph" and static is not None:  # same decoder, eager vs captured
-                row["token_agreement_with_static_cache"] = round(float((final == static).float().mean()), 6)
+            # the fast decoders against the plain loop, and the captured decoder against the same one eager
+            for field, other in (("token_agreement_with_kv_cache_loop", "kv-cache loop"),
+                                 ("token_agreement_with_static_cache", "static cache")):
+                if impl.startswith("static cache") and impl != other and other in finals:
+                    row[field] = _agreement(finals[impl], finals[other])
             rows.append(row)
     return rows
 
@@ -295,33 +293,33 @@ def _latency_ratios(result: dict) -> list[dict]:
     return out
 
 
-def _bench_training(args, device, peak) -> list[dict]:
+def _bench_training(tok, args, device, peak, spec) -> list[dict]:
     from .collator import DiffusionCollator
-    from .train import masked_lm_loss, masked_lm_loss_dense
+    from .train import compile_body, masked_lm_loss, masked_lm_loss_dense
 
+    variants = ["eager"]
+    if args.compile:
+        variants += ["compile", "compile-dense+cudagraphs"] if device.type == "cuda" else ["compile"]
+    collator = DiffusionCollator(tok, args.prefix_len, "continuous")
+    blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
+    batch = {k: v.to(device) for k, v in collator(blocks).items() if k != "mask_ratio"}
+    predicted = float((batch["labels"] != -100).float().mean())
     rows = []
-    variants = ["eager"] + (["compile", "compile-dense+cudagraphs"] if args.compile and device.type == "cuda" else
-                            ["compile"] if args.compile else [])
     for variant in variants:
-        mlm, _, tok = _models(args, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
+        mlm = _model("mlm", args, tok, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
         mlm.train()
         loss_fn = masked_lm_loss
         if variant == "compile":
-            _compile_encoder(mlm)  # the encoder: the head runs on a different number of rows each step
+            compile_body(mlm)  # the encoder: the head runs on a different number of rows each step
         elif variant == "compile-dense+cudagraphs":
             # fixed shapes end to end (the head on every position, masked in the loss), so inductor can take the
             # whole forward and backward and replay them as CUDA graphs
             loss_fn = torch.compile(masked_lm_loss_dense, mode="reduce-overhead", dynamic=False)
-        model = mlm
-        collator = DiffusionCollator(tok, args.prefix_len, "continuous")
         optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
-        blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
-        batch = {k: v.to(device) for k, v in collator(blocks).items() if k != "mask_ratio"}
-        predicted = float((batch["labels"] != -100).float().mean())
 
-        def step(model=model, optimizer=optimizer, batch=batch, loss_fn=loss_fn):
+        def step(mlm=mlm, optimizer=optimizer, loss_fn=loss_fn):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(model, batch)
+                loss = loss_fn(mlm, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -331,41 +329,40 @@ def _bench_training(args, device, peak) -> list[dict]:
             step()
             seconds = _timed(step, device, args.repeats)
         except Exception as err:
-            rows.append({"impl": variant, "error": f"{type(err).__name__}: {err}"[:400]})
+            rows.append(_error_row(err, impl=variant))
             continue
         tokens_per_s = args.train_batch * args.max_len / seconds
         achieved = training_flops_per_token(mlm, args.max_len, predicted) * tokens_per_s / 1e12
         rows.append({"impl": variant, "batch": args.train_batch, "seq_len": args.max_len, "ms_per_step": round(1e3 * seconds, 2),
                      "tokens_per_s": round(tokens_per_s, 1), "predicted_share": round(predicted, 3),
-                     "model_tflops": round(achieved, 3), "mfu": round(achieved / peak, 4)})
-        spec = spec_peak_tflops(environment()["device"])
-        if spec:
-            rows[-1]["mfu_vs_spec_peak"] = round(achieved / spec, 4)
+                     "model_tflops": round(achieved, 3), "mfu": round(achieved / peak, 4)}
+                    | ({"mfu_vs_spec_peak": round(achieved / spec, 4)} if spec else {}))
     return rows
+
+
+def _print_rows(title: str, rows: list[dict], label: str, columns: list[tuple[str, str, str]]) -> None:
+    """One table: ``label`` names the row; ``columns`` are (heading, key, format); failed rows show their error."""
+    print(f"{title:<22}" + "".join(f"{heading:>12}" for heading, _, _ in columns))
+    for r in rows:
+        name = f"{r[label]:<22}"
+        if "error" in r:
+            print(f"{name}  error: {r['error'][:70]}")
+        else:
+            print(name + "".join(f"{r[key]:>12{fmt}}" for _, key, fmt in columns))
 
 
 def _print_table(result: dict) -> None:
     print(f"device: {result['environment']['device']} · size {result['size']} · L={result['max_len']} · "
           f"{result['dtype']} · matmul {result['matmul_peak_tflops']} TFLOP/s")
-    print(f"{'diffusion':<16}{'batch':>6}{'steps':>6}{'ms/step':>10}{'ms/sample':>11}{'tok/s':>12}{'FLOP share':>11}")
-    for r in result["diffusion"]:
-        if "error" in r:
-            print(f"{r['impl']:<16}{r['batch']:>6}{r['steps']:>6}  error: {r['error'][:60]}")
-            continue
-        print(f"{r['impl']:<16}{r['batch']:>6}{r['steps']:>6}{r['ms_per_step']:>10}{r['ms_per_sample_batch']:>11}"
-              f"{r['tokens_per_s']:>12}{r['flop_limited_share']:>11.1%}")
-    print(f"{'AR':<22}{'batch':>6}{'ms/token':>10}{'ms/sample':>11}{'tok/s':>12}")
-    for r in result["ar"]:
-        if "error" in r:
-            print(f"{r['impl']:<22}{r['batch']:>6}  error: {r['error'][:60]}")
-            continue
-        print(f"{r['impl']:<22}{r['batch']:>6}{r['ms_per_token']:>10}{r['ms_per_sample_batch']:>11}{r['tokens_per_s']:>12}")
+    _print_rows("diffusion", result["diffusion"], "impl",
+                [("batch", "batch", ""), ("steps", "steps", ""), ("ms/step", "ms_per_step", ""),
+                 ("ms/sample", "ms_per_sample_batch", ""), ("tok/s", "tokens_per_s", ""),
+                 ("FLOP share", "flop_limited_share", ".1%")])
+    _print_rows("AR", result["ar"], "impl",
+                [("batch", "batch", ""), ("ms/token", "ms_per_token", ""), ("ms/sample", "ms_per_sample_batch", ""),
+                 ("tok/s", "tokens_per_s", "")])
     for r in result.get("ratios", []):
         print(f"B=1: {r['ar_impl']} {r['ar_ms']} ms vs diffusion {r['diffusion_impl']} {r['steps']} steps "
               f"{r['diffusion_ms']} ms -> {r['ar_over_diffusion']}x")
-    for t in result["train"]:
-        if "error" in t:
-            print(f"train MLM {t['impl']}: error: {t['error'][:80]}")
-            continue
-        print(f"train MLM {t['impl']}: {t['tokens_per_s']} tokens/s at B={t['batch']}, "
-              f"MFU {t['mfu']:.1%} of {result['matmul_peak_tflops']} TFLOP/s")
+    _print_rows("train MLM", result["train"], "impl",
+                [("batch", "batch", ""), ("tokens/s", "tokens_per_s", ""), ("MFU", "mfu", ".1%")])

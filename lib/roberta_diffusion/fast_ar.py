@@ -15,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import graphs
 from .sampling import chosen_probability, sample_tokens, sync
 
 
@@ -98,8 +99,6 @@ def decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temper
 def _decoder(model, batch, max_len, knobs, graph):
     """One decoder (cache, state buffers and, with ``graph``, the captured step) per model, shape and sampling
     knobs, kept on the model for the next call."""
-    from . import graphs
-
     first = next(model.parameters())
     key = ("ar", batch, max_len, first.dtype, first.data_ptr(), knobs, graph)
     if graph and max_len < 3:  # capture warms up on two decode steps, at slots 1 and 2

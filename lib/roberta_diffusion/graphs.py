@@ -28,20 +28,23 @@ def capture(step, warmup: int = 2) -> torch.cuda.CUDAGraph:
     return graph
 
 
+CACHE = "_roberta_diffusion_graphs"  # the attribute on a model where samplers keep what they captured
+COMPILED = "compiled_step"  # first item of the cache keys of compiled steps (the rest are graphs + buffers)
+
+
 def model_cache(model) -> dict:
     """Where the samplers keep a model's captured graphs, their static buffers and compiled steps."""
     return model.__dict__.setdefault(CACHE, {})
 
 
-def release(model) -> None:
-    """Drop the graphs, static buffers and compiled steps the samplers keep on ``model`` (each captured graph
-    holds its own memory pool): call it after sweeping many shapes."""
-    model.__dict__.pop(CACHE, None)
+def release(model, keep_compiled: bool = False) -> None:
+    """Drop the graphs and static buffers the samplers keep on ``model`` (each captured graph holds its own
+    memory pool), and the compiled steps unless ``keep_compiled``: call it after sweeping many shapes."""
+    cache = model_cache(model)
+    for key in [k for k in cache if not (keep_compiled and k[0] == COMPILED)]:
+        del cache[key]
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-CACHE = "_roberta_diffusion_graphs"  # the attribute on a model where samplers keep what they captured
 
 
 def check_graph_device(device) -> None:

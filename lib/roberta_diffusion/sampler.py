@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from . import graphs
 from .autoregressive import generate_ar  # re-exported: one import for both samplers
 from .canvas import Canvas, prompt_canvas
 from .graphs import check_graph_device
@@ -288,10 +289,8 @@ def generate_diffusion(
 
 def _compiled_step(model, mode: str | None = None):
     """``diffusion_step`` compiled by inductor, one per model and mode (dynamo re-specialises it per shape)."""
-    from .graphs import model_cache
-
-    cache = model_cache(model)
-    key = ("compiled_step", mode)
+    cache = graphs.model_cache(model)
+    key = (graphs.COMPILED, mode)
     if key not in cache:
         cache[key] = torch.compile(diffusion_step, dynamic=False, mode=mode)
     return cache[key]
@@ -299,8 +298,6 @@ def _compiled_step(model, mode: str | None = None):
 
 def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
     """Replay a captured step ``S`` times; the graph and its buffers live on the model, keyed by shape."""
-    from . import graphs
-
     n_steps = plan.in_block.shape[0]
     first = next(model.parameters())
     key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], n_steps, first.dtype, tuple(attention.shape), step_fn,

@@ -195,7 +195,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
 
     model, optimizer = accelerator.prepare(model, optimizer)
     if cfg.compile and fused:
-        _compile_in_place(accelerator.unwrap_model(model))
+        compile_body(accelerator.unwrap_model(model))
     collator = DiffusionCollator(tokenizer, cfg.prefix_len, cfg.ratio_mode, cfg.n_levels, weighting=cfg.weighting)
     loss_fn = masked_lm_loss if cfg.objective == "mlm" else causal_lm_loss
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     return history
 
 
-def _compile_in_place(model) -> None:
+def compile_body(model) -> None:
     """Compile the transformer body's forward (fixed shapes [B, L]); the parameters and their names stay."""
     body = getattr(model, model.base_model_prefix, model)
     body.forward = torch.compile(body.forward)
