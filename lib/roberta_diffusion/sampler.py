@@ -140,16 +140,16 @@ def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
     for block in range(n_blocks):
         block_steps = steps // n_blocks + (block < steps % n_blocks)
         mask = blocks == block
-        block_counts = reveal_counts(mask.sum(dim=1), block_steps, schedule)  # [block_steps, B]
+        size = mask.sum(dim=1)  # [B] free positions in this block
+        block_counts = reveal_counts(size, block_steps, schedule)  # [block_steps, B]
         for j in range(block_steps):
             in_block.append(mask)
             counts.append(block_counts[j])
-            share = still_masked_fraction(schedule, (j + 1) / block_steps)
-            n_remask.append(torch.round(mask.sum(dim=1).double() * share).long())
+            n_remask.append(torch.round(size.double() * still_masked_fraction(schedule, (j + 1) / block_steps)).long())
             last.append(j == block_steps - 1)
-    if not in_block:  # nothing to generate: one no-op step keeps the shapes valid
-        in_block, counts, n_remask, last = [free], [free.sum(dim=1)], [free.sum(dim=1)], [True]
     n_free = free.sum(dim=1)
+    if not in_block:  # nothing to generate: one no-op step keeps the shapes valid
+        in_block, counts, n_remask, last = [free], [n_free], [n_free], [True]
     width = max(int(n_free.max().item()), 1)
     # stable sort puts each row's free positions first, in order; the rest pad the row
     order = (~free).long().argsort(dim=1, stable=True)
@@ -179,17 +179,17 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, 
     drawn = x.scatter(1, index, torch.where(valid, tokens.view(shape), x.gather(1, index)))
     chosen = chosen_probability(scaled, tokens).view(shape)
     chosen_conf = torch.zeros_like(confidence).scatter(1, index, torch.where(valid, chosen, 0.0))
-    noise = plan.noise.index_select(0, j)[0]
     if strategy == "seed-remask":
         # write every drawn token, then re-mask the scheduled share of the free positions at random
-        remask = top_count_mask(noise, in_block, plan.n_remask.index_select(0, j)[0])
+        remask = top_count_mask(plan.noise.index_select(0, j)[0], in_block, plan.n_remask.index_select(0, j)[0])
         confidence = torch.where(in_block, chosen_conf, confidence)
         return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
     masked = (x == mask_id) & in_block
     if strategy in ("confidence", "threshold"):
         picked = chosen  # the same score: one pass over the vocabulary, not two
     else:
-        picked = policy_scores(strategy, scaled, tokens, uniforms=noise.gather(1, index).view(-1)).float().view(shape)
+        noise = plan.noise.index_select(0, j)[0].gather(1, index).view(-1) if strategy == "random" else None
+        picked = policy_scores(strategy, scaled, tokens, uniforms=noise).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
     if strategy == "threshold":
         commit = masked & (score >= threshold)
@@ -230,7 +230,8 @@ def generate_diffusion(
     the loop's time divided evenly. ``compile=True`` (CUDA) runs the whole step (model and sampling) through
     ``torch.compile`` (kept on the model; each new shape compiles once): fused kernels, so the float results
     differ from the plain step's in the last bits (``bench`` reports the token agreement). A string is taken as
-    the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"`` (slower to compile, tuned matmuls). ``on_step(step, ids_cpu [B, L])`` is called after every step.
+    the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"`` (slower to compile, tuned matmuls).
+    ``on_step(step, ids_cpu [B, L])`` is called after every step.
     """
     check_diffusion_model(model, tokenizer)
     _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size, threshold)
