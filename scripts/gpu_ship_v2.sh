@@ -3,7 +3,7 @@
 # two rotary-position masked LMs (ModernBERT, parameter-matched) and RoBERTa with twice the updates (batch 32) —
 # for 4,000 x 64 x 256 = 65.5M tokens each (time cap MINUTES); pick the MLM by held-out ELBO, ship both, evaluate.
 # EXTRA="k=v ..." overrides every training (a dry run: EXTRA="max_steps=3 size=\"tiny\"").
-# Meanwhile a small check that the CUDA-graph samplers capture and match the plain ones (issue 5).
+# (The call that shipped the models also ran reports/2026-11-28-h200-session2/gpu_graph_smoke.py beside it.)
 set -uo pipefail
 export PYTHONPATH=$PWD/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; TRAIN_PT=${TRAIN_PT:-$PWD/.gpu/train_blocks.pt}; MINUTES=${MINUTES:-7}
@@ -19,7 +19,6 @@ train ship-ar ar batch_size=64 max_steps=4000 &
 train ship-modernbert-elbo mlm arch='"modernbert"' batch_size=64 max_steps=4000 ratio_mode='"continuous"' weighting='"elbo"' &
 train ship-modernbert-flat mlm arch='"modernbert"' batch_size=64 max_steps=4000 ratio_mode='"continuous"' weighting='"none"' &
 train ship-roberta mlm arch='"roberta"' batch_size=32 max_steps=8000 ratio_mode='"continuous"' weighting='"none"' &
-(sleep 20; python3 scripts/gpu_graph_smoke.py > "$OUT/graph_smoke.jsonl" 2>&1) &
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
 for f in "$OUT"/train_*.log; do echo "== $f"; grep -E "step|loss" "$f" | tail -n 3; done

@@ -1,0 +1,82 @@
+"""CPU probe of the masked-LM plateau: does a small MLM learn to use its context? (cpu_plateau_probe.md)
+
+2 layers x 128, L=64, 15 % masks (prefix 4), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
+Run from the repository root after scripts/prepare_gpu_inputs.sh:
+
+    PYTHONPATH=lib python reports/2026-11-28-h200-training/cpu_plateau_probe.py KIND LR STEPS [EVERY]
+
+KIND: roberta | preln | sinus (RoBERTa, sinusoidal position init) | qk5 (RoBERTa, query/key init x5) |
+      short (RoBERTa, first 300 steps on 16-token crops) | bert | modernbert (rotary) | ar (GPT-2 control)
+"""
+
+import sys
+import time
+
+import torch
+from roberta_diffusion import collator as C
+from roberta_diffusion import models, train
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+tok = models.load_tokenizer("weights/tokenizer")
+L = 64
+allb = torch.load(".gpu/train_blocks.pt")[:, :L].long()
+blocks, valid = allb[1000:60000], allb[:256]
+kind, lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+every = int(sys.argv[4]) if len(sys.argv) > 4 else 250
+dims = dict(hidden=128, intermediate=512, heads=4, layers=2, dropout=0.0)
+
+if kind == "ar":
+    m = models.fresh_causal_lm(tok, "tiny", max_len=L, **dims)
+elif kind == "bert":
+    from transformers import BertConfig, BertForMaskedLM
+
+    m = BertForMaskedLM(BertConfig(vocab_size=16384, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=512, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                   pad_token_id=1, max_position_embeddings=128))
+else:
+    arch = {"preln": "roberta-prelayernorm", "modernbert": "modernbert"}.get(kind, "roberta")
+    m = models.fresh_mlm(tok, "tiny", max_len=L, arch=arch, **dims)
+    with torch.no_grad():
+        if kind == "sinus":
+            pe = m.roberta.embeddings.position_embeddings.weight
+            pos = torch.arange(pe.shape[0]).float().unsqueeze(1)
+            ang = pos / (10000 ** (torch.arange(0, pe.shape[1], 2).float() / pe.shape[1]))
+            pe[:, 0::2] = 0.05 * torch.sin(ang)
+            pe[:, 1::2] = 0.05 * torch.cos(ang)
+        if kind == "qk5":
+            for layer in m.roberta.encoder.layer:
+                layer.attention.self.query.weight.mul_(5)
+                layer.attention.self.key.weight.mul_(5)
+
+col = C.DiffusionCollator(tok, prefix_len=4)
+opt = torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.98))
+
+
+def loss_of(ids, g):
+    if kind == "ar":
+        return train.causal_lm_loss(m, {"input_ids": ids})
+    col.generator = g
+    masked = col.mask(ids, torch.full((len(ids),), 0.15))
+    return train.masked_lm_loss(m, {"input_ids": ids.masked_fill(masked, tok.mask_token_id),
+                                    "attention_mask": torch.ones_like(ids), "labels": torch.where(masked, ids, -100)})
+
+
+start = time.time()
+for step in range(steps + 1):
+    m.train()
+    for group in opt.param_groups:
+        group["lr"] = lr * min(1, (step + 1) / 200)
+    ids = blocks[torch.randint(0, len(blocks), (32,))]
+    if kind == "short" and step < 300:
+        crop = int(torch.randint(0, L - 16, (1,)))
+        ids = ids[:, crop : crop + 16]
+    loss = loss_of(ids, torch.Generator().manual_seed(step))
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    if step % every == 0:
+        m.eval()
+        with torch.no_grad():
+            held = loss_of(valid, torch.Generator().manual_seed(0)).item()
+        print(kind, lr, step, round(held, 3), round(time.time() - start), flush=True)
