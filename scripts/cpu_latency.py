@@ -5,23 +5,18 @@ python scripts/cpu_latency.py
 """
 
 import json
-import statistics
-import time
 
 import torch
 from roberta_diffusion import models
+from roberta_diffusion.bench import timed_median
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
 
 PROMPT = "The history of the city"
+CPU = torch.device("cpu")
 
 
-def median_seconds(run, repeats: int = 3) -> float:
-    times = []
-    for seed in range(repeats + 1):  # the first run warms up
-        start = time.perf_counter()
-        run(seed)
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times[1:]), 3)
+def median_seconds(run) -> float:
+    return round(timed_median(run, CPU, repeats=3), 3)
 
 
 if __name__ == "__main__":
@@ -31,8 +26,7 @@ if __name__ == "__main__":
     out = {"threads": torch.get_num_threads(), "model": models.model_summary(mlm)}
     for strategy in ("seed-remask", "confidence", "random"):
         out[f"diffusion {strategy}, 10 steps, s"] = median_seconds(
-            lambda seed, strategy=strategy: generate_diffusion(mlm, tok, PROMPT, steps=10, strategy=strategy, seed=seed))
-    out["AR KV-cache loop, 240 tokens, s"] = median_seconds(lambda seed: generate_ar(ar, tok, PROMPT, seed=seed))
-    out["AR static cache, 240 tokens, s"] = median_seconds(
-        lambda seed: generate_ar(ar, tok, PROMPT, seed=seed, static_cache=True))
+            lambda strategy=strategy: generate_diffusion(mlm, tok, PROMPT, steps=10, strategy=strategy))
+    out["AR KV-cache loop, 240 tokens, s"] = median_seconds(lambda: generate_ar(ar, tok, PROMPT))
+    out["AR static cache, 240 tokens, s"] = median_seconds(lambda: generate_ar(ar, tok, PROMPT, static_cache=True))
     print(json.dumps(out, indent=1))

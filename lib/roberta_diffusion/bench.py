@@ -48,7 +48,7 @@ def add_bench_command(sub) -> None:
     b.set_defaults(handler=run_bench)
 
 
-def _timed(fn, device, repeats: int) -> float:
+def timed_median(fn, device, repeats: int) -> float:
     """Median seconds of ``fn()`` after one warm-up call (device-synchronised)."""
     fn()
     times = []
@@ -68,7 +68,7 @@ def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     n = n if device.type == "cuda" else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = _timed(lambda: a @ b, device, repeats)
+    seconds = timed_median(lambda: a @ b, device, repeats)
     return 2 * n**3 / seconds / 1e12
 
 
@@ -223,7 +223,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
                     return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence", seed=0, **flags)
 
                 try:
-                    seconds = _timed(run, device, args.repeats)
+                    seconds = timed_median(run, device, args.repeats)
                     final = run().final
                 except Exception as err:
                     rows.append(_error_row(err, impl=variant, batch=batch, steps=steps))
@@ -260,7 +260,7 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
         finals = {}
         for impl, fn in impls.items():
             try:
-                seconds = _timed(fn, device, args.repeats)
+                seconds = timed_median(fn, device, args.repeats)
                 finals[impl] = fn().cpu()
             except Exception as err:
                 rows.append(_error_row(err, impl=impl, batch=batch))
@@ -327,7 +327,7 @@ def _bench_training(tok, args, device, peak, spec) -> list[dict]:
         try:
             step()  # compile (if any) happens here, outside the timing
             step()
-            seconds = _timed(step, device, args.repeats)
+            seconds = timed_median(step, device, args.repeats)
         except Exception as err:
             rows.append(_error_row(err, impl=variant))
             continue
