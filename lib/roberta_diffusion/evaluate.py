@@ -68,7 +68,7 @@ def _judge_rows(judge, judge_tokenizer, prefix_ids: torch.Tensor, completions: l
         scored = metrics.ar_nll(judge, row, prefix_len=len(prefix))
         total += scored["nll"] * scored["tokens"]
         count += scored["tokens"]
-    return metrics._nll_summary(total, count), seqs
+    return metrics.nll_summary(total, count), seqs
 
 
 def quality_in_judge_vocab(seqs: torch.Tensor, tokenizer, prefix: torch.Tensor, judge, judge_tokenizer,

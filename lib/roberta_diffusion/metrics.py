@@ -34,7 +34,7 @@ def ar_nll(model, blocks: torch.Tensor, prefix_len: int = 16, batch_size: int = 
         scored = nll[:, prefix_len - 1 :]
         total += scored.double().sum().item()
         count += scored.numel()
-    return _nll_summary(total, count)
+    return nll_summary(total, count)
 
 
 @torch.no_grad()
@@ -62,10 +62,10 @@ def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = 16, sampl
             bound += (ce * masked).double().sum(dim=1) / t.squeeze(1).double()
         total += (bound / samples).sum().item()
         count += b * n_scored
-    return _nll_summary(total, count) | {"mc_samples": samples}
+    return nll_summary(total, count) | {"mc_samples": samples}
 
 
-def _nll_summary(total: float, count: int) -> dict:
+def nll_summary(total: float, count: int) -> dict:
     nll = total / max(1, count)
     return {"nll": round(nll, 5), "ppl": round(math.exp(nll), 3), "tokens": count}
 
