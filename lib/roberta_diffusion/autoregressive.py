@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from .canvas import Canvas, prompt_prefixes
+from .canvas import Canvas, prefix_canvas
 from .graphs import check_graph_device
 from .models import is_masked_lm, max_canvas_len
 from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
@@ -27,17 +27,6 @@ def returned_cache(output):
     # read the new name first: the old one warns on newer transformers
     cache = getattr(output, "cache", None)
     return cache if cache is not None else getattr(output, "past_key_values", None)
-
-
-def left_padded_prefix(tokenizer, prompts, prefix_len: int) -> Canvas:
-    prefixes = prompt_prefixes(tokenizer, prompts, prefix_len)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(prefixes), prefix_len), pad, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    for row, prefix in enumerate(prefixes):
-        ids[row, prefix_len - len(prefix):] = torch.tensor(prefix)
-        attention[row, prefix_len - len(prefix):] = 1
-    return Canvas(ids, torch.ones_like(ids, dtype=torch.bool), attention)
 
 
 @torch.no_grad()
@@ -61,7 +50,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         prefix_len = prompts.shape[1]
         start_canvas = Canvas(prompts.long(), torch.ones_like(prompts, dtype=torch.bool), torch.ones_like(prompts))
     else:
-        start_canvas = left_padded_prefix(tokenizer, prompts, prefix_len)
+        start_canvas = prefix_canvas(tokenizer, prompts, prefix_len)
     batch = start_canvas.ids.shape[0]
     ids = torch.full((batch, max_len), NOT_YET, dtype=torch.long)
     ids[:, :prefix_len] = start_canvas.ids

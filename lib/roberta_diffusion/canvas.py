@@ -48,22 +48,28 @@ def prompt_prefixes(tokenizer, prompts: list[str], prefix_len: int) -> list[list
     return [([_bos(tokenizer)] + ids)[:prefix_len] for ids in encoded]
 
 
+def prefix_canvas(tokenizer, prompts, prefix_len: int) -> Canvas:
+    """``[bos] + prompt`` of each prompt, left-padded to ``prefix_len`` (``[B, prefix_len]``, all pinned)."""
+    prefixes = prompt_prefixes(tokenizer, prompts, prefix_len)
+    ids = torch.full((len(prefixes), prefix_len), _pad(tokenizer), dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    for row, prefix in enumerate(prefixes):
+        ids[row, prefix_len - len(prefix):] = torch.tensor(prefix)
+        attention[row, prefix_len - len(prefix):] = 1
+    return Canvas(ids, torch.ones_like(ids, dtype=torch.bool), attention)
+
+
 def prompt_canvas(tokenizer, prompts, prefix_len: int = 16, max_len: int = 256) -> Canvas:
+    """The prompt prefix (``prefix_canvas``) followed by ``<mask>`` up to ``max_len``."""
     if prefix_len >= max_len:
         raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token: the diffusion sampler needs a masked-LM tokenizer")
-    prefixes = prompt_prefixes(tokenizer, prompts, prefix_len)
-    ids = torch.full((len(prefixes), max_len), tokenizer.mask_token_id, dtype=torch.long)
-    fixed = torch.zeros_like(ids, dtype=torch.bool)
-    attention = torch.ones_like(ids)
-    for row, prefix in enumerate(prefixes):
-        pad = prefix_len - len(prefix)
-        ids[row, :pad] = _pad(tokenizer)
-        attention[row, :pad] = 0
-        ids[row, pad:prefix_len] = torch.tensor(prefix)
-        fixed[row, :prefix_len] = True
-    return Canvas(ids, fixed, attention)
+    start = prefix_canvas(tokenizer, prompts, prefix_len)
+    rest = (start.ids.shape[0], max_len - prefix_len)
+    return Canvas(torch.cat([start.ids, torch.full(rest, tokenizer.mask_token_id, dtype=torch.long)], dim=1),
+                  torch.cat([start.fixed, torch.zeros(rest, dtype=torch.bool)], dim=1),
+                  torch.cat([start.attention, torch.ones(rest, dtype=torch.long)], dim=1))
 
 
 _MASK_RUN = re.compile(r"<mask\*(\d+)>")

@@ -47,9 +47,7 @@ def corpus(name_or_path: str) -> str | Path:
     (relative ones from the project root), or a hub dataset name, which is passed through."""
     if name_or_path in CORPORA:
         return CORPORA[name_or_path]
-    path = Path(name_or_path)
-    if not path.is_absolute() and (ROOT / path).exists():
-        return ROOT / path
+    path = Path(resolve(name_or_path))
     return path if path.exists() else name_or_path
 
 
