@@ -262,9 +262,58 @@ def test_partial_logits_equal_the_full_forward_at_the_chosen_positions(tokenizer
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_sliding_window_models_get_the_2d_mask(tokenizer):
+def test_sliding_window_models_get_the_2d_mask_and_unpadded_canvases_none(tokenizer):
     from roberta_diffusion.sampler import model_attention_mask
 
-    attention = torch.ones(1, 8, dtype=torch.long)
+    attention = torch.ones(2, 8, dtype=torch.long)
+    attention[1, :3] = 0
     assert model_attention_mask(_sliding_modernbert(tokenizer), attention).dim() == 2
-    assert model_attention_mask(models.fresh_mlm(tokenizer, "tiny"), attention).shape == (1, 1, 1, 8)
+    assert model_attention_mask(models.fresh_mlm(tokenizer, "tiny"), attention).shape == (2, 1, 1, 8)
+    # no padding: no mask, so that SDPA may take its flash kernel
+    assert model_attention_mask(models.fresh_mlm(tokenizer, "tiny"), torch.ones(2, 8, dtype=torch.long)) is None
+
+
+@pytest.mark.parametrize("name", MASKED_LMS)
+def test_no_mask_on_an_unpadded_canvas_gives_the_masked_forwards_logits(tokenizer, name):
+    model = MASKED_LMS[name](tokenizer)
+    ids = torch.randint(5, len(tokenizer), (2, 40), generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([[0, 5, 39], [6, 6, 30]])
+    with torch.no_grad():
+        with_mask = models.gathered_logits(model, ids, torch.ones_like(ids), index)
+        torch.testing.assert_close(models.gathered_logits(model, ids, None, index), with_mask, atol=1e-5, rtol=1e-5)
+
+
+def _first_layer_attention(model, ids):
+    """Softmax attention ``[B, heads, L, L]`` of the first layer at this model's current weights."""
+    base = model.roberta
+    hidden = base.embeddings(input_ids=ids)
+    attention = base.encoder.layer[0].attention.self
+    heads = model.config.num_attention_heads
+    split = lambda t: t.view(*t.shape[:2], heads, -1).transpose(1, 2)  # noqa: E731
+    q, k = split(attention.query(hidden)), split(attention.key(hidden))
+    return (q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(dim=-1)
+
+
+def test_locality_init_starts_roberta_with_local_attention(tokenizer):
+    """On a canvas of <mask> only (positions are all that differ), a random init attends almost uniformly; the
+    locality init puts several times the uniform share on the nearest neighbours."""
+    ids = torch.full((1, 64), tokenizer.mask_token_id)
+    distance = (torch.arange(64)[:, None] - torch.arange(64)[None, :]).abs()
+    near = (distance >= 1) & (distance <= 2)  # [L, L]
+    shares = {}
+    for amplitude in (0.0, 0.1):
+        model = models.fresh_mlm(tokenizer, "tiny", max_len=64, locality=amplitude)
+        with torch.no_grad():
+            weights = _first_layer_attention(model, ids)[0]  # [heads, L, L]
+        shares[amplitude] = float(weights[:, near].mean() * 64)  # 1.0 = uniform
+        pe = model.roberta.embeddings.position_embeddings
+        assert torch.all(pe.weight[pe.padding_idx] == 0), "the padding row stays zero"
+    assert shares[0.0] < 1.5
+    assert shares[0.1] > 3 * shares[0.0], shares
+
+
+def test_locality_init_is_for_learned_positions_only(tokenizer):
+    with pytest.raises(ValueError, match="modernbert"):
+        models.fresh_mlm(tokenizer, "tiny", arch="modernbert", locality=0.1)
+    with pytest.raises(ValueError, match="amplitude"):
+        models.fresh_mlm(tokenizer, "tiny", locality=-1)

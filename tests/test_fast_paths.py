@@ -133,3 +133,39 @@ def test_release_frees_what_the_samplers_keep(mlm, tokenizer, graphs_on_cpu):
     assert graphs.model_cache(model)
     graphs.release(model)
     assert not graphs.model_cache(model)
+
+
+def _run_steps(model, x, attention, plan, **knobs):
+    from roberta_diffusion.sampler import diffusion_step
+
+    confidence = torch.full(x.shape, float("nan"))
+    for j in range(plan.in_block.shape[0]):
+        x, confidence = diffusion_step(model, x, confidence, attention, plan, torch.tensor([j]), **knobs)
+    return x, confidence
+
+
+@pytest.mark.parametrize("block_size", [None, 5])
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 50, 0.95), (0.7, 0, 1.0)])
+def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokenizer, block_size, temperature, top_k, top_p):
+    """``random`` fixes its positions in the plan and draws only there; drawing at every free position and
+    committing the same ones (the generic step, here by emptying the plan's commit fields) gives the same text."""
+    from roberta_diffusion.sampler import _no_commits, make_plan, model_attention_mask
+    from roberta_diffusion.sampling import make_generator
+
+    canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
+    free = ~canvas.fixed & canvas.attention.bool()
+    x = canvas.ids.masked_fill(free, tokenizer.mask_token_id)
+    plan = make_plan(free, 8, "random", "cosine", block_size, make_generator(3, "cpu"))
+    counts_per_step = plan.commit_ok.sum(dim=2)  # [S, B]
+    assert torch.equal(counts_per_step.sum(dim=0), free.sum(dim=1)), "every free position is committed exactly once"
+    assert plan.commit_pos.shape[-1] < free.sum(dim=1).max(), "a step draws at fewer positions than the canvas has free"
+    knobs = dict(strategy="random", mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
+                 top_p=top_p, threshold=0.9)
+    attention = model_attention_mask(mlm, canvas.attention)
+    planned = _run_steps(mlm, x, attention, plan, **knobs)
+    generic_plan = copy.copy(plan)
+    generic_plan.commit_pos, generic_plan.commit_ok, generic_plan.commit_draw = _no_commits(8, len(x), "cpu")
+    generic = _run_steps(mlm, x, attention, generic_plan, **knobs)
+    assert torch.equal(planned[0], generic[0])
+    assert not (planned[0] == tokenizer.mask_token_id).any()
+    torch.testing.assert_close(planned[1], generic[1], equal_nan=True)

@@ -172,16 +172,20 @@ def is_masked_lm(model) -> bool:
 MLM_ARCHS = ("roberta", "roberta-prelayernorm", "modernbert")
 
 
-def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, arch: str = "roberta", **overrides):
+def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, arch: str = "roberta",
+              locality: float = 0.0, **overrides):
     """A randomly initialised masked LM sized by ``SIZES[size]``, matched to ``tokenizer``.
 
     ``arch``: ``"roberta"`` (``RobertaForMaskedLM``, post-LN, learned absolute positions, as roberta-base);
     ``"roberta-prelayernorm"``; ``"modernbert"`` (rotary positions). From scratch, the absolute-position models
     sit on the unigram plateau for thousands of updates (their attention must first discover locality); in a
     CPU test at 2 layers x 128 the rotary model left it within 500 steps while RoBERTa had not after 2,500.
+    ``locality > 0`` starts RoBERTa with local attention instead (``locality_init`` with that amplitude).
     """
     if arch not in MLM_ARCHS:
         raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(MLM_ARCHS)}")
+    if locality < 0 or (locality and arch == "modernbert"):
+        raise ValueError(f"locality={locality}: use an amplitude >= 0, and only with learned positions (not arch='modernbert')")
     dims = _dims(size, overrides)
     dropout = overrides.get("dropout", 0.1)
     shared = dict(vocab_size=_vocab_size(tokenizer), hidden_size=dims["hidden"], num_hidden_layers=dims["layers"],
@@ -213,7 +217,38 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
     # RoBERTa numbers positions from pad_token_id + 1, so max_len tokens need that many more slots
     config = config_class(**shared, max_position_embeddings=max_len + tokenizer.pad_token_id + 1, type_vocab_size=1,
                           hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return model_class(config).eval()
+    model = model_class(config).eval()
+    if locality:
+        locality_init(model, amplitude=locality)
+    return model
+
+
+@torch.no_grad()
+def locality_init(model, amplitude: float = 0.05, qk_scale: float = 1.0) -> None:
+    """Start a learned-absolute-position masked LM (RoBERTa, BERT) with attention that already prefers nearby
+    positions: sinusoidal position embeddings of ``amplitude`` and query = key = ``qk_scale`` x identity.
+
+    Why: from a random init these models sit on the unigram plateau for thousands of updates, because a query-key
+    product of two small random matrices carries no sense of distance and its gradient is tiny; a rotary model
+    gets distance for free and leaves the plateau at once. Here ``q_i . k_j`` starts as ``h_i . h_j``, whose
+    positional part ``p_i . p_j`` peaks at ``i = j`` and falls with distance, at a different width per head
+    (each head sees its own band of frequencies). Training is free to move away from it.
+    """
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    table = base.embeddings.position_embeddings.weight  # [P, H]
+    n_pos, width = table.shape
+    position = torch.arange(n_pos, dtype=torch.float32).unsqueeze(1)
+    frequency = 10000 ** (-torch.arange(0, width, 2, dtype=torch.float32) / width)
+    table[:, 0::2] = amplitude * torch.sin(position * frequency)
+    table[:, 1::2] = amplitude * torch.cos(position * frequency)
+    padding = base.embeddings.position_embeddings.padding_idx
+    if padding is not None:
+        table[padding] = 0  # the row padding tokens read stays zero, as nn.Embedding keeps it
+    for layer in base.encoder.layer:
+        attention = layer.attention.self
+        for projection in (attention.query, attention.key):
+            projection.weight.copy_(qk_scale * torch.eye(width))
+            projection.bias.zero_()
 
 
 def fresh_causal_lm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):

@@ -35,6 +35,7 @@ class TrainConfig:
     init: str | None = None  # hub name or folder to fine-tune; None = fresh weights of `size`
     size: str = "tiny"  # fresh model size (models.SIZES)
     arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
+    locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (models.locality_init)
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
     prefix_len: int = 16
@@ -97,7 +98,8 @@ def build_model(cfg: TrainConfig, tokenizer):
         loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
         return loader(cfg.init, device="cpu")
     if cfg.objective == "mlm":
-        return fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch, dropout=cfg.dropout)
+        return fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch, dropout=cfg.dropout,
+                         locality=cfg.locality_init)
     return fresh_causal_lm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
 
 

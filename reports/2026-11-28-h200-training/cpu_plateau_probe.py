@@ -6,6 +6,8 @@ Run from the repository root after scripts/prepare_gpu_inputs.sh:
     PYTHONPATH=lib python reports/2026-11-28-h200-training/cpu_plateau_probe.py KIND LR STEPS [EVERY]
 
 KIND: roberta | preln | sinus (RoBERTa, sinusoidal position init) | qk5 (RoBERTa, query/key init x5) |
+      mimetic / mimetic-big (RoBERTa, sinusoidal positions of amplitude 0.05 / 0.1 and query = key = identity
+      at init, so that attention starts out local: models.locality_init) | mimetic:AMPLITUDE:QK_SCALE |
       short (RoBERTa, first 300 steps on 16-token crops) | bert | modernbert (rotary) | ar (GPT-2 control)
 """
 
@@ -38,6 +40,10 @@ else:
     arch = {"preln": "roberta-prelayernorm", "modernbert": "modernbert"}.get(kind, "roberta")
     m = models.fresh_mlm(tok, "tiny", max_len=L, arch=arch, **dims)
     with torch.no_grad():
+        if kind.startswith("mimetic"):
+            amplitude, qk_scale = {"mimetic": (0.05, 1.0), "mimetic-big": (0.1, 1.0)}.get(
+                kind, tuple(float(v) for v in kind.split(":")[1:]))
+            models.locality_init(m, amplitude=amplitude, qk_scale=qk_scale)
         if kind == "sinus":
             pe = m.roberta.embeddings.position_embeddings.weight
             pos = torch.arange(pe.shape[0]).float().unsqueeze(1)
