@@ -11,9 +11,11 @@ from roberta_diffusion import bench, cli
 def test_bench_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--size", "tiny", "--batch-sizes", "1,2", "--steps", "2,4", "--max-len", "32",
-                     "--repeats", "1", "--train-batch", "2", "--device", "cpu", "--out", str(out)]) == 0
+                     "--repeats", "1", "--train-batch", "2", "--device", "cpu", "--strategies", "confidence,random",
+                     "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert {(r["batch"], r["steps"]) for r in result["diffusion"]} == {(1, 2), (1, 4), (2, 2), (2, 4)}
+    assert {(r["strategy"], r["batch"], r["steps"]) for r in result["diffusion"]} == {
+        (s, b, n) for s in ("confidence", "random") for b in (1, 2) for n in (2, 4)}
     assert {(r["batch"], r["impl"]) for r in result["ar"]} == {
         (b, i) for b in (1, 2) for i in ("kv-cache loop", "hf generate", "static cache")}
     assert not [r for r in result["diffusion"] + result["ar"] + result["train"] if "error" in r]
@@ -22,14 +24,23 @@ def test_bench_writes_every_figure(tmp_path, capsys):
     assert numbers and all(math.isfinite(v) and v > 0 for v in numbers)
     static = [r for r in result["ar"] if r["impl"] == "static cache"]
     assert all(r["token_agreement_with_kv_cache_loop"] == 1.0 for r in static), "same tokens as the plain loop"
-    assert {r["steps"] for r in result["ratios"]} == {2, 4} and all(r["ar_over_diffusion"] > 0 for r in result["ratios"])
+    assert {(r["strategy"], r["steps"]) for r in result["ratios"]} == {(s, n) for s in ("confidence", "random") for n in (2, 4)}
+    assert all(r["ar_over_diffusion"] > 0 for r in result["ratios"])
     assert "MFU" in capsys.readouterr().out
 
 
-def test_bench_rejects_bad_sizes(tmp_path, capsys):
-    assert cli.main(["bench", "--steps", "0", "--out", str(tmp_path / "b.json")]) == 2
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--strategies", "threshold"], ["--strategies", "greedy"]])
+def test_bench_rejects_bad_arguments(tmp_path, capsys, bad):
+    assert cli.main(["bench", *bad, "--max-len", "32", "--repeats", "1", "--skip", "ar,train", "--device", "cpu",
+                     "--out", str(tmp_path / "b.json")]) == 2
     assert not (tmp_path / "b.json").exists()
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_random_policy_flops_count_only_the_positions_it_draws():
+    assert bench.drawn_positions("confidence", 240, 10) == 240
+    assert bench.drawn_positions("random", 240, 10) == 24  # 240 committed over 10 linear steps
+    assert bench.drawn_positions("random", 240, 64) == 4  # 3 or 4 a step
 
 
 def test_flop_count_grows_with_sequence_length(mlm):

@@ -24,7 +24,8 @@ from . import graphs
 from .evaluate import environment, prompt_canvas_from_blocks
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .paths import atomic_path
-from .sampler import generate_ar, generate_diffusion
+from .sampler import STRATEGIES, generate_ar, generate_diffusion
+from .sampling import reveal_counts
 
 
 def add_bench_command(sub) -> None:
@@ -41,6 +42,8 @@ def add_bench_command(sub) -> None:
     b.add_argument("--train-batch", type=int, default=32)
     b.add_argument("--compile", default="", help="batch sizes (e.g. 1,64) to also time with the encoder compiled by "
                    "torch.compile, and the training step compiled; each shape compiles for a minute or so")
+    b.add_argument("--strategies", default="confidence", help="diffusion policies to time, e.g. confidence,random "
+                   "(random draws only at the positions each step commits)")
     b.add_argument("--compile-mode", default=None, help="torch.compile mode of the diffusion step, e.g. max-autotune-no-cudagraphs")
     b.add_argument("--skip", default="", help="comma list of sections to skip: diffusion,ar,train")
     b.add_argument("--device", default="auto")
@@ -145,6 +148,14 @@ def _batch_list(text: str) -> list[int]:
         raise ValueError(f"{text!r} is not a comma list of integers, e.g. 1,16,64") from None
 
 
+def _strategy_list(text: str) -> list[str]:
+    strategies = [s for s in text.split(",") if s]
+    timed = [s for s in STRATEGIES if s != "threshold"]  # threshold stops early: no fixed step count to time
+    if not strategies or set(strategies) - set(timed):
+        raise ValueError(f"--strategies {text}: use a comma list of {', '.join(timed)}")
+    return strategies
+
+
 def _error_row(err: Exception, **where) -> dict:
     """A fast path that fails is a result to report, not a crash of the harness."""
     return {**where, "error": f"{type(err).__name__}: {err}"[:400]}
@@ -167,6 +178,7 @@ def run_bench(args) -> int:
         raise ValueError("--batch-sizes, --steps and --repeats must be positive")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
+    _strategy_list(args.strategies)
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"diffusion", "ar", "train"}:
         raise ValueError(f"--skip {args.skip}: use a comma list of diffusion, ar, train")
@@ -211,7 +223,8 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
     rows, eager_final = [], {}
     new = args.max_len - args.prefix_len
     compile_batches = _batch_list(args.compile)
-    for variant in _variants(device, compile_batches):
+    strategies = _strategy_list(args.strategies)
+    for variant, strategy in [(v, s) for v in _variants(device, compile_batches) for s in strategies]:
         compiled = variant.startswith("compile")
         flags = {"graph": variant.endswith("graph"), "compile": (args.compile_mode or True) if compiled else False}
         for batch in batch_sizes:
@@ -219,28 +232,37 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
                 continue  # each shape compiles anew: only the batch sizes asked for
             canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
             for steps in step_counts[:1] if compiled else step_counts:
-                def run(canvas=canvas, steps=steps, flags=flags):
-                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy="confidence", seed=0, **flags)
+                def run(canvas=canvas, steps=steps, flags=flags, strategy=strategy):
+                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy=strategy, seed=0, **flags)
 
+                where = dict(impl=variant, strategy=strategy, batch=batch, steps=steps)
                 try:
                     seconds = timed_median(run, device, args.repeats)
                     final = run().final
                 except Exception as err:
-                    rows.append(_error_row(err, impl=variant, batch=batch, steps=steps))
+                    rows.append(_error_row(err, **where))
                     continue
                 finally:
                     graphs.release(mlm, keep_compiled=True)
-                flops = diffusion_step_flops(mlm, batch, args.max_len, new) * steps
-                row = {"impl": variant, "batch": batch, "steps": steps, "ms_per_sample_batch": round(1e3 * seconds, 3),
+                flops = diffusion_step_flops(mlm, batch, args.max_len, drawn_positions(strategy, new, steps)) * steps
+                row = {**where, "ms_per_sample_batch": round(1e3 * seconds, 3),
                        "ms_per_step": round(1e3 * seconds / steps, 4), "tokens_per_s": round(batch * new / seconds, 1),
                        "flop_limited_share": round(flops / seconds / 1e12 / peak, 4),
                        "masks_left": int((final == tok.mask_token_id).sum())}  # 0 unless a fast path is broken
                 if variant == "eager":
-                    eager_final[batch, steps] = final
-                elif (batch, steps) in eager_final:
-                    row["token_agreement_with_eager"] = _agreement(final, eager_final[batch, steps])
+                    eager_final[strategy, batch, steps] = final
+                elif (strategy, batch, steps) in eager_final:
+                    row["token_agreement_with_eager"] = _agreement(final, eager_final[strategy, batch, steps])
                 rows.append(row)
     return rows
+
+
+def drawn_positions(strategy: str, new: int, steps: int) -> int:
+    """Positions per row where a step computes logits: every generated one, except for ``random``, which draws
+    only where it commits (the most any step of the linear schedule commits)."""
+    if strategy != "random":
+        return new
+    return int(reveal_counts(torch.tensor([new]), steps, "linear").max())
 
 
 def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
@@ -287,7 +309,7 @@ def _latency_ratios(result: dict) -> list[dict]:
     out = []
     for r in result["diffusion"]:
         if r.get("batch") == 1 and "error" not in r:
-            out.append({"diffusion_impl": r["impl"], "steps": r["steps"], "ar_impl": best_ar["impl"],
+            out.append({"diffusion_impl": r["impl"], "strategy": r.get("strategy"), "steps": r["steps"], "ar_impl": best_ar["impl"],
                         "ar_ms": best_ar["ms_per_sample_batch"], "diffusion_ms": r["ms_per_sample_batch"],
                         "ar_over_diffusion": round(best_ar["ms_per_sample_batch"] / r["ms_per_sample_batch"], 2)})
     return out
@@ -355,14 +377,14 @@ def _print_table(result: dict) -> None:
     print(f"device: {result['environment']['device']} · size {result['size']} · L={result['max_len']} · "
           f"{result['dtype']} · matmul {result['matmul_peak_tflops']} TFLOP/s")
     _print_rows("diffusion", result["diffusion"], "impl",
-                [("batch", "batch", ""), ("steps", "steps", ""), ("ms/step", "ms_per_step", ""),
+                [("policy", "strategy", ""), ("batch", "batch", ""), ("steps", "steps", ""), ("ms/step", "ms_per_step", ""),
                  ("ms/sample", "ms_per_sample_batch", ""), ("tok/s", "tokens_per_s", ""),
                  ("FLOP share", "flop_limited_share", ".1%")])
     _print_rows("AR", result["ar"], "impl",
                 [("batch", "batch", ""), ("ms/token", "ms_per_token", ""), ("ms/sample", "ms_per_sample_batch", ""),
                  ("tok/s", "tokens_per_s", "")])
     for r in result.get("ratios", []):
-        print(f"B=1: {r['ar_impl']} {r['ar_ms']} ms vs diffusion {r['diffusion_impl']} {r['steps']} steps "
+        print(f"B=1: {r['ar_impl']} {r['ar_ms']} ms vs diffusion {r['diffusion_impl']} {r['strategy']} {r['steps']} steps "
               f"{r['diffusion_ms']} ms -> {r['ar_over_diffusion']}x")
     _print_rows("train MLM", result["train"], "impl",
                 [("batch", "batch", ""), ("tokens/s", "tokens_per_s", ""), ("MFU", "mfu", ".1%")])

@@ -1,6 +1,6 @@
 """CPU probe of the masked-LM plateau: does a small MLM learn to use its context? (cpu_plateau_probe.md)
 
-2 layers x 128, L=64, 15 % masks (prefix 4), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
+2 layers x 128, L=64, 15 % masks (prefix 4; env RATIOS=continuous for t ~ U(0, 1)), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
 Run from the repository root after scripts/prepare_gpu_inputs.sh:
 
     PYTHONPATH=lib python reports/2026-11-28-h200-training/cpu_plateau_probe.py KIND LR STEPS [EVERY]
@@ -11,6 +11,7 @@ KIND: roberta | preln | sinus (RoBERTa, sinusoidal position init) | qk5 (RoBERTa
       short (RoBERTa, first 300 steps on 16-token crops) | bert | modernbert (rotary) | ar (GPT-2 control)
 """
 
+import os
 import sys
 import time
 
@@ -59,11 +60,23 @@ col = C.DiffusionCollator(tok, prefix_len=4)
 opt = torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.98))
 
 
+RATIOS = os.environ.get("RATIOS", "0.15")  # a fixed share | "continuous" (t ~ U(0, 1), the GPU recipe) | "0-0.3" (U(0, 0.3))
+
+
+def mask_ratios(n, g):
+    if RATIOS == "continuous":
+        return torch.rand(n, generator=g).clamp(min=1e-3)
+    if "-" in RATIOS:
+        low, high = map(float, RATIOS.split("-"))
+        return low + (high - low) * torch.rand(n, generator=g)
+    return torch.full((n,), float(RATIOS))
+
+
 def loss_of(ids, g):
     if kind == "ar":
         return train.causal_lm_loss(m, {"input_ids": ids})
     col.generator = g
-    masked = col.mask(ids, torch.full((len(ids),), 0.15))
+    masked = col.mask(ids, mask_ratios(len(ids), g))
     return train.masked_lm_loss(m, {"input_ids": ids.masked_fill(masked, tok.mask_token_id),
                                     "attention_mask": torch.ones_like(ids), "labels": torch.where(masked, ids, -100)})
 
