@@ -30,6 +30,9 @@
 # small masked LM sits at the unigram loss for thousands of updates before it learns to read its context: in
 # this project's GPU runs RoBERTa was still there after 7,028 steps, while the same loop with rotary positions
 # (`arch="modernbert"`) left it within 1,000 — which is why the shipped small model (profile `full`) uses it.
+# `locality_init` starts RoBERTa with attention that already prefers nearby positions; it left the plateau in
+# small CPU runs (2 layers x 128) but not at the shipped shape on the GPU (6 x 384, canvas 256: still at the
+# unigram loss after 4,000 steps; reports/2026-11-28-h200-session3/).
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]

@@ -4,12 +4,8 @@
 # for 4,000 x 64 x 256 = 65.5M tokens each (time cap MINUTES); pick the MLM by held-out ELBO, ship both, evaluate.
 # EXTRA="k=v ..." overrides every training (a dry run: EXTRA="max_steps=3 size=\"tiny\"").
 # (The call that shipped the models also ran reports/2026-11-28-h200-session2/gpu_graph_smoke.py beside it.)
-set -uo pipefail
-export PYTHONPATH=$PWD/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; TRAIN_PT=${TRAIN_PT:-$PWD/.gpu/train_blocks.pt}; MINUTES=${MINUTES:-7}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
-start=$(date +%s)
+source "$(dirname "$0")/gpu_preamble.sh"
+MINUTES=${MINUTES:-7}
 train() {
   local name=$1 objective=$2; shift 2
   python3 -m roberta_diffusion.cli finetune --profile full --set "run_name=\"$name\"" "objectives=[\"$objective\"]" \

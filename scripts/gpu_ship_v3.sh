@@ -3,13 +3,10 @@
 # local attention (notebook 02's `locality_init`, models.locality_init), three variants at once on the blocks the
 # GPT-2 baseline saw, 4,000 x 64 x 256 = 65.5M tokens each (time cap MINUTES); pick by held-out ELBO on the
 # Wikipedia valid split (never WikiText), ship it, evaluate. The GPT-2 baseline in weights/ is kept as it is.
+# Result: all three stayed at the unigram loss, and the shipped model was kept (reports/2026-11-28-h200-session3/).
 # EXTRA="k=v ..." overrides every training (a dry run: EXTRA="max_steps=3 size=\"tiny\"").
-set -uo pipefail
-export PYTHONPATH=$PWD/lib PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; TRAIN_PT=${TRAIN_PT:-$PWD/.gpu/train_blocks.pt}; MINUTES=${MINUTES:-6.5}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
-start=$(date +%s)
+source "$(dirname "$0")/gpu_preamble.sh"
+MINUTES=${MINUTES:-6.5}
 train() {
   local name=$1; shift
   python3 -m roberta_diffusion.cli finetune --profile full --set "run_name=\"$name\"" 'objectives=["mlm"]' \

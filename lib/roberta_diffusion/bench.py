@@ -44,6 +44,9 @@ def add_bench_command(sub) -> None:
                    "torch.compile, and the training step compiled; each shape compiles for a minute or so")
     b.add_argument("--strategies", default="confidence", help="diffusion policies to time, e.g. confidence,random "
                    "(random draws only at the positions each step commits)")
+    b.add_argument("--vocab-multiple", type=int, default=1, help="base size: round the vocabularies (50265 / 50257) "
+                   "up to a multiple of this, e.g. 64 (50304, as nanoGPT does): an odd vocabulary leaves cuBLAS only "
+                   "slow kernels for the output layer")
     b.add_argument("--compile-mode", default=None, help="torch.compile mode of the diffusion step, e.g. max-autotune-no-cudagraphs")
     b.add_argument("--skip", default="", help="comma list of sections to skip: diffusion,ar,train")
     b.add_argument("--device", default="auto")
@@ -137,7 +140,8 @@ def _model(kind: str, args, tokenizer, device):
         return (load_mlm if kind == "mlm" else load_causal_lm)(folder, device=device)
     model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, args.size, max_len=args.max_len)
     if args.size == "base":  # roberta-base / gpt2 vocabularies, so the output layers cost what they cost there
-        model.resize_token_embeddings(50265 if kind == "mlm" else 50257)
+        vocab = 50265 if kind == "mlm" else 50257
+        model.resize_token_embeddings(-(-vocab // args.vocab_multiple) * args.vocab_multiple, mean_resizing=False)
     return model.to(device)
 
 
@@ -174,8 +178,8 @@ def run_bench(args) -> int:
     step_counts = _batch_list(args.steps)
     if not batch_sizes or not step_counts:
         raise ValueError("--batch-sizes and --steps need at least one number each")
-    if min(batch_sizes + ar_batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1:
-        raise ValueError("--batch-sizes, --steps and --repeats must be positive")
+    if min(batch_sizes + ar_batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1 or args.vocab_multiple < 1:
+        raise ValueError("--batch-sizes, --steps, --repeats and --vocab-multiple must be positive")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
     _strategy_list(args.strategies)
@@ -191,7 +195,7 @@ def run_bench(args) -> int:
     spec = spec_peak_tflops(env["device"])
     result = {"environment": env, "size": str(args.mlm or args.size), "max_len": args.max_len,
               "compile_mode": args.compile_mode, "prefix_len": args.prefix_len, "dtype": str(dtype).replace("torch.", ""),
-              "matmul_peak_tflops": round(peak, 1), "spec_peak_tflops": spec, "diffusion": [], "ar": [], "train": []}
+              "vocab_multiple": args.vocab_multiple, "matmul_peak_tflops": round(peak, 1), "spec_peak_tflops": spec, "diffusion": [], "ar": [], "train": []}
     blocks = torch.randint(5, len(tok), (max(batch_sizes + ar_batch_sizes), args.max_len),
                            generator=torch.Generator().manual_seed(0))
     sections = {
@@ -232,8 +236,12 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
                 continue  # each shape compiles anew: only the batch sizes asked for
             canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
             for steps in step_counts[:1] if compiled else step_counts:
-                def run(canvas=canvas, steps=steps, flags=flags, strategy=strategy):
-                    return generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy=strategy, seed=0, **flags)
+                loops = []  # seconds of each call's step loop alone (no plan, no copies to the host, no text)
+
+                def run(canvas=canvas, steps=steps, flags=flags, strategy=strategy, loops=loops):
+                    trace = generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy=strategy, seed=0, **flags)
+                    loops.append(trace.total_time)
+                    return trace
 
                 where = dict(impl=variant, strategy=strategy, batch=batch, steps=steps)
                 try:
@@ -246,7 +254,9 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, p
                     graphs.release(mlm, keep_compiled=True)
                 flops = diffusion_step_flops(mlm, batch, args.max_len, drawn_positions(strategy, new, steps)) * steps
                 row = {**where, "ms_per_sample_batch": round(1e3 * seconds, 3),
-                       "ms_per_step": round(1e3 * seconds / steps, 4), "tokens_per_s": round(batch * new / seconds, 1),
+                       "ms_per_step": round(1e3 * seconds / steps, 4),
+                       "ms_per_step_loop": round(1e3 * statistics.median(loops[1:]) / steps, 4),
+                       "tokens_per_s": round(batch * new / seconds, 1),
                        "flop_limited_share": round(flops / seconds / 1e12 / peak, 4),
                        "masks_left": int((final == tok.mask_token_id).sum())}  # 0 unless a fast path is broken
                 if variant == "eager":
@@ -378,7 +388,7 @@ def _print_table(result: dict) -> None:
           f"{result['dtype']} · matmul {result['matmul_peak_tflops']} TFLOP/s")
     _print_rows("diffusion", result["diffusion"], "impl",
                 [("policy", "strategy", ""), ("batch", "batch", ""), ("steps", "steps", ""), ("ms/step", "ms_per_step", ""),
-                 ("ms/sample", "ms_per_sample_batch", ""), ("tok/s", "tokens_per_s", ""),
+                 ("loop ms/step", "ms_per_step_loop", ""), ("ms/sample", "ms_per_sample_batch", ""), ("tok/s", "tokens_per_s", ""),
                  ("FLOP share", "flop_limited_share", ".1%")])
     _print_rows("AR", result["ar"], "impl",
                 [("batch", "batch", ""), ("ms/token", "ms_per_token", ""), ("ms/sample", "ms_per_sample_batch", ""),

@@ -233,6 +233,10 @@ def locality_init(model, amplitude: float = 0.05, qk_scale: float = 1.0) -> None
     gets distance for free and leaves the plateau at once. Here ``q_i . k_j`` starts as ``h_i . h_j``, whose
     positional part ``p_i . p_j`` peaks at ``i = j`` and falls with distance, at a different width per head
     (each head sees its own band of frequencies). Training is free to move away from it.
+
+    Measured: at 2 layers x 128 on CPU, amplitude 0.1 took RoBERTa from 7.56 to 7.22 nats by step 1,000 (0.05 did
+    not help); at 6 x 384 with a 256-token canvas on a GPU it stayed at the unigram loss for 4,000 steps
+    (reports/2026-11-28-h200-session3/).
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     table = base.embeddings.position_embeddings.weight  # [P, H]

@@ -110,7 +110,7 @@ class Plan:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def model_attention_mask(model, attention: torch.Tensor) -> torch.Tensor | None:
+def model_attention_mask(model, attention: torch.Tensor) -> torch.Tensor:
     """The mask argument the sampler gives ``model`` for a canvas whose real tokens are ``attention [B, L]``.
 
     A prepared 4D mask (``additive_attention_mask``), which transformers passes through untouched, wherever it
@@ -118,9 +118,6 @@ def model_attention_mask(model, attention: torch.Tensor) -> torch.Tensor | None:
     to the whole canvas). Those get the 2D mask, and then a CUDA graph may run another attention kernel than the
     eager loop (tokens can differ in the last bits).
     """
-    if bool(attention.all()):
-        # no padding: no mask at all, which lets SDPA run its flash kernel, in eager steps and captured ones alike
-        return None
     if "sliding_attention" in (getattr(model.config, "layer_types", None) or []):
         return attention
     return additive_attention_mask(attention, next(model.parameters()).dtype)
@@ -134,6 +131,9 @@ def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
     materialise one, and that decision reads the data, except while a CUDA graph is being captured, when it
     always materialises: eager steps then ran the flash kernel and captured ones the masked kernel, and
     their tokens drifted apart (seen on an H200). One prepared mask for both paths keeps them identical.
+    Even an unpadded canvas gets it: with no mask (torch 2.11, an H200) eager steps ran cuDNN's attention, and
+    captured steps neither reproduced their tokens nor kept their speed (twice as slow at B=64; the A/B in
+    reports/2026-11-28-h200-session3/).
     """
     return torch.zeros(attention.shape, dtype=dtype, device=attention.device).masked_fill(
         attention == 0, torch.finfo(dtype).min)[:, None, None, :]
@@ -325,24 +325,9 @@ def generate_diffusion(
     knobs = dict(strategy=strategy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
-    n_steps = plan.in_block.shape[0]
     step_fn = _compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
-    if graph:
-        history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
-    else:
-        history, step_times = [x.cpu()], []
-        step = torch.zeros(1, dtype=torch.long, device=device)
-        for j in range(n_steps):
-            if strategy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
-                continue  # this block is done early: skip its remaining steps
-            start = time.perf_counter()
-            step.fill_(j)
-            x, confidence = step_fn(model, x, confidence, attention, plan, step, **knobs)
-            sync(device)
-            step_times.append(time.perf_counter() - start)
-            history.append(x.cpu())
-            if on_step is not None:
-                on_step(len(history) - 1, history[-1])
+    history, confidence, step_times = _run_steps(model, x, confidence, attention, plan, knobs, step_fn, graph,
+                                                 strategy, mask_id, on_step)
     settings = dict(steps=steps, strategy=strategy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
                     threshold=threshold, seed=seed, graph=graph, compile=compile)
@@ -351,6 +336,27 @@ def generate_diffusion(
         for i in range(1, len(history)):
             on_step(i, history[i])
     return trace
+
+
+def _run_steps(model, x, confidence, attention, plan: Plan, knobs, step_fn, graph, strategy, mask_id, on_step):
+    """The step loop, replayed as a graph or run eagerly -> ``(history, confidence, step_times)``."""
+    if graph:
+        return _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
+    device, n_steps = x.device, plan.in_block.shape[0]
+    history, step_times = [x.cpu()], []
+    step = torch.zeros(1, dtype=torch.long, device=device)
+    for j in range(n_steps):
+        if strategy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
+            continue  # this block is done early: skip its remaining steps
+        start = time.perf_counter()
+        step.fill_(j)
+        x, confidence = step_fn(model, x, confidence, attention, plan, step, **knobs)
+        sync(device)
+        step_times.append(time.perf_counter() - start)
+        history.append(x.cpu())
+        if on_step is not None:
+            on_step(len(history) - 1, history[-1])
+    return history, confidence, step_times
 
 
 def _compiled_step(model, mode: str | None = None):
@@ -366,14 +372,13 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
     """Replay a captured step ``S`` times; the graph and its buffers live on the model, keyed by shape."""
     n_steps = plan.in_block.shape[0]
     first = next(model.parameters())
-    mask_shape = None if attention is None else tuple(attention.shape)
     key = ("diffusion", tuple(x.shape), plan.candidates.shape[1], plan.commit_pos.shape[-1], n_steps, first.dtype,
-           mask_shape, step_fn, first.data_ptr(), tuple(sorted(knobs.items())))
+           tuple(attention.shape), step_fn, first.data_ptr(), tuple(sorted(knobs.items())))
     cache = graphs.model_cache(model)
     if key not in cache:
         state = {"x": x.clone(), "confidence": confidence.clone(), "step": torch.zeros(1, dtype=torch.long, device=x.device),
                  "history": torch.empty((n_steps + 1, *x.shape), dtype=x.dtype, device=x.device),
-                 "attention": None if attention is None else attention.clone(), "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
+                 "attention": attention.clone(), "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
 
         def one_step():
             new_x, new_conf = step_fn(model, state["x"], state["confidence"], state["attention"], state["plan"],
@@ -387,8 +392,7 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
     state = cache[key]
     for name, value in plan.tensors().items():
         getattr(state["plan"], name).copy_(value)
-    if attention is not None:
-        state["attention"].copy_(attention)
+    state["attention"].copy_(attention)
     state["x"].copy_(x)
     state["confidence"].copy_(confidence)
     state["history"][0].copy_(x)

@@ -26,7 +26,8 @@ STEPS = 10
 for batch in (1, 64):
     canvas = prompt_canvas_from_blocks(blocks[:batch], 16, tok.mask_token_id)
     for strategy in ("confidence", "random"):
-        run = lambda graph: generate_diffusion(mlm, tok, canvas=canvas, steps=STEPS, strategy=strategy, seed=0, graph=graph)  # noqa: E731
+        run = lambda graph, canvas=canvas, strategy=strategy: generate_diffusion(  # noqa: E731
+            mlm, tok, canvas=canvas, steps=STEPS, strategy=strategy, seed=0, graph=graph)
         run(True), run(True)
         torch.cuda.synchronize()
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """CPU probe of the masked-LM plateau: does a small MLM learn to use its context? (cpu_plateau_probe.md)
 
-2 layers x 128, L=64, 15 % masks (prefix 4; env RATIOS=continuous for t ~ U(0, 1)), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
+2 layers x 128, L=64, 15 % masks (prefix 4; env RATIOS=continuous for t ~ U(0, 1), DIMS and L for other shapes), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
 Run from the repository root after scripts/prepare_gpu_inputs.sh:
 
     PYTHONPATH=lib python reports/2026-11-28-h200-training/cpu_plateau_probe.py KIND LR STEPS [EVERY]
@@ -22,12 +22,15 @@ from roberta_diffusion import models, train
 torch.set_num_threads(1)
 torch.manual_seed(0)
 tok = models.load_tokenizer("weights/tokenizer")
-L = 64
+L = int(os.environ.get("L", 64))  # canvas length
 allb = torch.load(".gpu/train_blocks.pt")[:, :L].long()
 blocks, valid = allb[1000:60000], allb[:256]
 kind, lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 every = int(sys.argv[4]) if len(sys.argv) > 4 else 250
-dims = dict(hidden=128, intermediate=512, heads=4, layers=2, dropout=0.0)
+# env DIMS="layers,hidden,heads[,dropout]" for other shapes (the GPU recipe: 6,384,6,0.1)
+layers, hidden, heads, *rest = (float(v) for v in os.environ.get("DIMS", "2,128,4").split(","))
+dims = dict(hidden=int(hidden), intermediate=4 * int(hidden), heads=int(heads), layers=int(layers),
+            dropout=rest[0] if rest else 0.0)
 
 if kind == "ar":
     m = models.fresh_causal_lm(tok, "tiny", max_len=L, **dims)
