@@ -290,3 +290,16 @@ def test_seed_none_is_fresh_and_leaves_the_global_rng_alone(mlm, tokenizer):
     assert torch.equal(torch.rand(4), expected), "seed=None must not reseed torch's global generator"
     b = run(mlm, tokenizer, strategy="random", seed=None)
     assert not torch.equal(a.final, b.final)
+
+
+@pytest.mark.parametrize("which", ["fallback", "shipped"])
+def test_batch_decoding_gives_the_tokenizers_own_strings(tokenizer, which):
+    """Trace texts come from one batched call; they must equal tokenizer.decode row by row, specials dropped."""
+    from roberta_diffusion import models, paths
+    from roberta_diffusion.trace import decode_rows
+
+    tok = tokenizer if which == "fallback" else models.load_tokenizer(paths.SHIPPED_TOKENIZER)
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, len(tok), (n,), generator=generator).tolist() for n in (0, 1, 7, 40)]
+    rows.append([tok.bos_token_id, *tok.encode(" naïve café — 東京", add_special_tokens=False), tok.mask_token_id])
+    assert decode_rows(tok, rows) == [tok.decode(row, skip_special_tokens=True) for row in rows]

@@ -195,11 +195,11 @@ def _planned_commits(plan: Plan, free: torch.Tensor):
     batch, width = plan.candidates.shape
     noise_at = plan.noise.gather(2, plan.candidates.unsqueeze(0).expand(plan.noise.shape[0], -1, -1))  # [S, B, F]
     masked, commits = free.clone(), []
-    for j in range(plan.noise.shape[0]):
+    for j, last in enumerate(plan.last.tolist()):  # one copy to the host, not one per step
         eligible = masked & plan.in_block[j]
         score = torch.full(free.shape, float("-inf"), device=free.device).scatter(
             1, plan.candidates, torch.where(plan.valid, noise_at[j], float("-inf")))
-        commit = eligible if bool(plan.last[j]) else top_count_mask(score, eligible, plan.counts[j])
+        commit = eligible if last else top_count_mask(score, eligible, plan.counts[j])
         commits.append(commit)
         masked &= ~commit
     commit = torch.stack(commits)  # [S, B, L]
