@@ -20,6 +20,9 @@ def test_bench_writes_every_figure(tmp_path, capsys):
         (b, i) for b in (1, 2) for i in ("kv-cache loop", "hf generate", "static cache")}
     assert not [r for r in result["diffusion"] + result["ar"] + result["train"] if "error" in r]
     assert all(r["masks_left"] == 0 for r in result["diffusion"])
+    # the step loop is part of the whole call: never slower, so never a smaller share of the FLOP-limited rate
+    assert all(r["ms_per_step_loop"] <= r["ms_per_step"] for r in result["diffusion"])
+    assert all(r["flop_limited_share_loop"] >= r["flop_limited_share"] for r in result["diffusion"])
     numbers = [v for r in result["diffusion"] + result["ar"] + result["train"] for v in r.values() if isinstance(v, float)]
     assert numbers and all(math.isfinite(v) and v > 0 for v in numbers)
     static = [r for r in result["ar"] if r["impl"] == "static cache"]
