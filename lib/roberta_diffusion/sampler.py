@@ -326,8 +326,22 @@ def generate_diffusion(
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
     step_fn = _compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
-    history, confidence, step_times = _run_steps(model, x, confidence, attention, plan, knobs, step_fn, graph,
-                                                 strategy, mask_id, on_step)
+    if graph:
+        history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
+    else:
+        history, step_times = [x.cpu()], []
+        step = torch.zeros(1, dtype=torch.long, device=device)
+        for j in range(plan.in_block.shape[0]):
+            if strategy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
+                continue  # this block is done early: skip its remaining steps
+            start = time.perf_counter()
+            step.fill_(j)
+            x, confidence = step_fn(model, x, confidence, attention, plan, step, **knobs)
+            sync(device)
+            step_times.append(time.perf_counter() - start)
+            history.append(x.cpu())
+            if on_step is not None:
+                on_step(len(history) - 1, history[-1])
     settings = dict(steps=steps, strategy=strategy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
                     threshold=threshold, seed=seed, graph=graph, compile=compile)
@@ -336,27 +350,6 @@ def generate_diffusion(
         for i in range(1, len(history)):
             on_step(i, history[i])
     return trace
-
-
-def _run_steps(model, x, confidence, attention, plan: Plan, knobs, step_fn, graph, strategy, mask_id, on_step):
-    """The step loop, replayed as a graph or run eagerly -> ``(history, confidence, step_times)``."""
-    if graph:
-        return _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
-    device, n_steps = x.device, plan.in_block.shape[0]
-    history, step_times = [x.cpu()], []
-    step = torch.zeros(1, dtype=torch.long, device=device)
-    for j in range(n_steps):
-        if strategy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
-            continue  # this block is done early: skip its remaining steps
-        start = time.perf_counter()
-        step.fill_(j)
-        x, confidence = step_fn(model, x, confidence, attention, plan, step, **knobs)
-        sync(device)
-        step_times.append(time.perf_counter() - start)
-        history.append(x.cpu())
-        if on_step is not None:
-            on_step(len(history) - 1, history[-1])
-    return history, confidence, step_times
 
 
 def _compiled_step(model, mode: str | None = None):
