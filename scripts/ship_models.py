@@ -24,7 +24,8 @@ SUMMARY = {
            "denoise 256-token canvases (first 16 tokens never masked). Its architecture is ModernBERT's (rotary "
            "positions) rather than RoBERTa's: trained the same way, `RobertaForMaskedLM` (learned absolute "
            "positions) stayed at the unigram loss for 7,028 steps while this model left it within the first 1,000 "
-           "(reports/2026-11-28-h200-session2/, reports/2026-11-28-h200-training/). Any masked LM works with the "
+           "(reports/2026-11-28-h200-session2/, reports/2026-11-28-h200-training/); started with local attention "
+           "(`locality_init`) it still stayed there for 4,000 steps (reports/2026-11-28-h200-session3/). Any masked LM works with the "
            "sampler; online, fine-tune roberta-base with `--set 'init=\"roberta-base\"'`.",
     "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on "
           "the same blocks, tokenizer and number of tokens, so that the comparison is between methods, not data.",
