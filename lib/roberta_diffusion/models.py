@@ -224,7 +224,7 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
 
 
 @torch.no_grad()
-def locality_init(model, amplitude: float = 0.05, qk_scale: float = 1.0) -> None:
+def locality_init(model, amplitude: float = 0.1, qk_scale: float = 1.0) -> None:
     """Start a learned-absolute-position masked LM (RoBERTa, BERT) with attention that already prefers nearby
     positions: sinusoidal position embeddings of ``amplitude`` and query = key = ``qk_scale`` x identity.
 

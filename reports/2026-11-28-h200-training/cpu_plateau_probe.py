@@ -1,6 +1,7 @@
 """CPU probe of the masked-LM plateau: does a small MLM learn to use its context? (cpu_plateau_probe.md)
 
-2 layers x 128, L=64, 15 % masks (prefix 4; env RATIOS=continuous for t ~ U(0, 1), DIMS and L for other shapes), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
+2 layers x 128, L=64, 15 % masks (prefix 4; env RATIOS=continuous for t ~ U(0, 1), DIMS and L for other shapes,
+CURRICULUM for short crops first), batch 32, AdamW lr warm-up 200 steps, held-out loss every EVERY steps.
 Run from the repository root after scripts/prepare_gpu_inputs.sh:
 
     PYTHONPATH=lib python reports/2026-11-28-h200-training/cpu_plateau_probe.py KIND LR STEPS [EVERY]
@@ -59,6 +60,8 @@ else:
                 layer.attention.self.query.weight.mul_(5)
                 layer.attention.self.key.weight.mul_(5)
 
+# env CURRICULUM="LEN:STEPS": train the first STEPS steps on LEN-token crops (kind `short`: 16 tokens, 300 steps)
+short_len, short_steps = map(int, os.environ.get("CURRICULUM", "16:300" if kind == "short" else "0:0").split(":"))
 col = C.DiffusionCollator(tok, prefix_len=4)
 opt = torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.98))
 
@@ -90,9 +93,9 @@ for step in range(steps + 1):
     for group in opt.param_groups:
         group["lr"] = lr * min(1, (step + 1) / 200)
     ids = blocks[torch.randint(0, len(blocks), (32,))]
-    if kind == "short" and step < 300:
-        crop = int(torch.randint(0, L - 16, (1,)))
-        ids = ids[:, crop : crop + 16]
+    if step < short_steps:
+        crop = int(torch.randint(0, L - short_len, (1,)))
+        ids = ids[:, crop : crop + short_len]
     loss = loss_of(ids, torch.Generator().manual_seed(step))
     loss.backward()
     opt.step()
