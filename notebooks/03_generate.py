@@ -120,7 +120,8 @@ for name, start in infills.items():
 # %% [markdown]
 # ## The policies side by side
 # Same prompt, same model, `policy_steps` steps each. **random** (MDLM's ancestral sampler) commits a random
-# set each step; **confidence** / **margin** / **entropy** commit the proposals the model is surest about first
+# set each step — chosen before the loop, so each step runs the output layer only at the positions it commits,
+# which makes it the fastest policy; **confidence** / **margin** / **entropy** commit the proposals the model is surest about first
 # (MaskGIT, LLaDA); **threshold** commits every proposal above a probability and may stop early. Once committed,
 # a token stays — only seed-remask revisits its choices.
 
