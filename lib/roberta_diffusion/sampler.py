@@ -189,17 +189,15 @@ def _planned_commits(plan: Plan, free: torch.Tensor):
     the positions of every step can be fixed before the loop. The step then computes logits and draws tokens at
     those ``C`` positions only (about 1/S of the canvas per step) instead of at every free position.
 
-    The choice is the one the generic step makes (``top_count_mask`` over the same scores), and each position
+    The choice is the one the generic step makes (``top_count_mask`` over the noise; only eligible positions,
+    all of them free, are ranked, so the noise needs no gathering at the candidates first), and each position
     keeps the uniform it has in ``draw``, so the tokens are the same as drawing everywhere and committing some.
     """
     batch, width = plan.candidates.shape
-    noise_at = plan.noise.gather(2, plan.candidates.unsqueeze(0).expand(plan.noise.shape[0], -1, -1))  # [S, B, F]
     masked, commits = free.clone(), []
     for j, last in enumerate(plan.last.tolist()):  # one copy to the host, not one per step
         eligible = masked & plan.in_block[j]
-        score = torch.full(free.shape, float("-inf"), device=free.device).scatter(
-            1, plan.candidates, torch.where(plan.valid, noise_at[j], float("-inf")))
-        commit = eligible if last else top_count_mask(score, eligible, plan.counts[j])
+        commit = eligible if last else top_count_mask(plan.noise[j], eligible, plan.counts[j])
         commits.append(commit)
         masked &= ~commit
     commit = torch.stack(commits)  # [S, B, L]
