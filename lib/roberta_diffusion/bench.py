@@ -182,7 +182,7 @@ def run_bench(args) -> int:
         raise ValueError("--batch-sizes, --steps, --repeats and --vocab-multiple must be positive")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
-    _strategy_list(args.strategies)
+    strategies = _strategy_list(args.strategies)
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"diffusion", "ar", "train"}:
         raise ValueError(f"--skip {args.skip}: use a comma list of diffusion, ar, train")
@@ -200,7 +200,7 @@ def run_bench(args) -> int:
                            generator=torch.Generator().manual_seed(0))
     sections = {
         "diffusion": lambda: _bench_diffusion(_model("mlm", args, tok, device).to(dtype), tok, blocks, batch_sizes,
-                                              step_counts, args, device, peak),
+                                              step_counts, strategies, args, device, peak),
         "ar": lambda: _bench_ar(_model("ar", args, tok, device).to(dtype), tok, blocks, ar_batch_sizes, args, device),
         "train": lambda: _bench_training(tok, args, device, peak, spec),
     }
@@ -223,11 +223,10 @@ def _variants(device, compile_batches: list[int]) -> list[str]:
     return ["eager", "graph"] + (["compile+graph"] if compile_batches else [])
 
 
-def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, args, device, peak) -> list[dict]:
+def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, args, device, peak) -> list[dict]:
     rows, eager_final = [], {}
     new = args.max_len - args.prefix_len
     compile_batches = _batch_list(args.compile)
-    strategies = _strategy_list(args.strategies)
     for variant, strategy in [(v, s) for v in _variants(device, compile_batches) for s in strategies]:
         compiled = variant.startswith("compile")
         flags = {"graph": variant.endswith("graph"), "compile": (args.compile_mode or True) if compiled else False}
