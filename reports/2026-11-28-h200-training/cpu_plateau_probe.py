@@ -20,11 +20,14 @@ import torch
 from roberta_diffusion import collator as C
 from roberta_diffusion import models, train
 
-torch.set_num_threads(1)
+# env DEVICE (cpu | cuda: bf16 autocast), BATCH, PREFIX, WARMUP for the GPU recipe's set-up (64, 16, 200)
+DEVICE = torch.device(os.environ.get("DEVICE", "cpu"))
+BATCH, PREFIX, WARMUP = (int(os.environ.get(k, d)) for k, d in (("BATCH", 32), ("PREFIX", 4), ("WARMUP", 200)))
+torch.set_num_threads(int(os.environ.get("THREADS", 1)))
 torch.manual_seed(0)
 tok = models.load_tokenizer("weights/tokenizer")
 L = int(os.environ.get("L", 64))  # canvas length
-allb = torch.load(".gpu/train_blocks.pt")[:, :L].long()
+allb = torch.load(".gpu/train_blocks.pt")[:, :L].long().to(DEVICE)
 blocks, valid = allb[1000:60000], allb[:256]
 kind, lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 every = int(sys.argv[4]) if len(sys.argv) > 4 else 250
@@ -32,6 +35,17 @@ every = int(sys.argv[4]) if len(sys.argv) > 4 else 250
 layers, hidden, heads, *rest = (float(v) for v in os.environ.get("DIMS", "2,128,4").split(","))
 dims = dict(hidden=int(hidden), intermediate=4 * int(hidden), heads=int(heads), layers=int(layers),
             dropout=rest[0] if rest else 0.0)
+
+def spread_frequencies_over_heads(m, n_heads):
+    """Reorder the sinusoid's frequency pairs so every head sees the whole spectrum (pairs h, h + H, h + 2H, ...)
+    instead of one band: with bands, the first heads get only fast, aliasing frequencies and the last only slow,
+    near-flat ones."""
+    table = m.roberta.embeddings.position_embeddings.weight
+    pairs = table.view(table.shape[0], -1, 2)  # [P, width/2, 2], pair k has frequency 10000^(-2k/width)
+    per_head = pairs.shape[1] // n_heads
+    order = torch.arange(pairs.shape[1]).view(per_head, n_heads).t().flatten()  # head h's slots get k = h, h+H, ...
+    table.copy_(pairs[:, order].reshape(table.shape))
+
 
 if kind == "ar":
     m = models.fresh_causal_lm(tok, "tiny", max_len=L, **dims)
@@ -55,6 +69,13 @@ else:
             ang = pos / (10000 ** (torch.arange(0, pe.shape[1], 2).float() / pe.shape[1]))
             pe[:, 0::2] = 0.05 * torch.sin(ang)
             pe[:, 1::2] = 0.05 * torch.cos(ang)
+        if os.environ.get("SPREAD") and kind.startswith("mimetic"):
+            spread_frequencies_over_heads(m, int(heads))
+        if os.environ.get("BIAS") == "unigram":
+            # the output bias starts at log unigram frequencies, so the loss starts at the unigram entropy and the
+            # hidden states are not pushed to one shared vector to produce the unigram distribution
+            counts = torch.bincount(blocks.flatten().cpu(), minlength=m.config.vocab_size).float() + 1
+            m.get_output_embeddings().bias.copy_(torch.log(counts / counts.sum()))
         if kind == "qk5":
             for layer in m.roberta.encoder.layer:
                 layer.attention.self.query.weight.mul_(5)
@@ -62,7 +83,8 @@ else:
 
 # env CURRICULUM="LEN:STEPS": train the first STEPS steps on LEN-token crops (kind `short`: 16 tokens, 300 steps)
 short_len, short_steps = map(int, os.environ.get("CURRICULUM", "16:300" if kind == "short" else "0:0").split(":"))
-col = C.DiffusionCollator(tok, prefix_len=4)
+m.to(DEVICE)
+col = C.DiffusionCollator(tok, prefix_len=PREFIX)
 opt = torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.98))
 
 
@@ -82,26 +104,41 @@ def loss_of(ids, g):
     if kind == "ar":
         return train.causal_lm_loss(m, {"input_ids": ids})
     col.generator = g
-    masked = col.mask(ids, mask_ratios(len(ids), g))
+    masked = col.mask(ids, mask_ratios(len(ids), g).to(DEVICE))
     return train.masked_lm_loss(m, {"input_ids": ids.masked_fill(masked, tok.mask_token_id),
                                     "attention_mask": torch.ones_like(ids), "labels": torch.where(masked, ids, -100)})
+
+
+def position_similarity(ids):
+    """Mean cosine between the last hidden states of different positions of a row, on a 30 %-masked batch:
+    near 1 means the representations have collapsed onto one vector (nothing position- or context-specific)."""
+    col.generator = torch.Generator().manual_seed(1)
+    noisy = ids.masked_fill(col.mask(ids, torch.full((len(ids),), 0.3, device=DEVICE)), tok.mask_token_id)
+    hidden = m(input_ids=noisy, output_hidden_states=True).hidden_states[-1].float()  # [B, L, H]
+    unit = torch.nn.functional.normalize(hidden, dim=-1)
+    cos = unit @ unit.transpose(1, 2)  # [B, L, L]
+    n = cos.shape[-1]
+    return ((cos.sum(dim=(1, 2)) - n) / (n * (n - 1))).mean().item()
 
 
 start = time.time()
 for step in range(steps + 1):
     m.train()
     for group in opt.param_groups:
-        group["lr"] = lr * min(1, (step + 1) / 200)
-    ids = blocks[torch.randint(0, len(blocks), (32,))]
+        group["lr"] = lr * min(1, (step + 1) / WARMUP)
+    ids = blocks[torch.randint(0, len(blocks), (BATCH,))]
     if step < short_steps:
         crop = int(torch.randint(0, L - short_len, (1,)))
         ids = ids[:, crop : crop + short_len]
-    loss = loss_of(ids, torch.Generator().manual_seed(step))
+    with torch.autocast(DEVICE.type, torch.bfloat16, enabled=DEVICE.type == "cuda"):
+        loss = loss_of(ids, torch.Generator().manual_seed(step))
     loss.backward()
     opt.step()
     opt.zero_grad()
     if step % every == 0:
         m.eval()
         with torch.no_grad():
-            held = loss_of(valid, torch.Generator().manual_seed(0)).item()
-        print(kind, lr, step, round(held, 3), round(time.time() - start), flush=True)
+            with torch.autocast(DEVICE.type, torch.bfloat16, enabled=DEVICE.type == "cuda"):
+                held = loss_of(valid, torch.Generator().manual_seed(0)).item()
+                similarity = 0.0 if kind == "ar" else position_similarity(valid)
+        print(kind, lr, step, round(held, 3), round(time.time() - start), f"cos={similarity:.3f}", flush=True)
