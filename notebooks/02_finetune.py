@@ -41,6 +41,7 @@ init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
 arch: str = "roberta"  # fresh masked LM: "roberta" (as roberta-base) | "roberta-prelayernorm" | "modernbert" (rotary)
 locality_init: float = 0.0  # above 0 (e.g. 0.1), RoBERTa starts with local attention (models.locality_init)
+plateau_escape: bool = False  # fresh RoBERTa starts with models.plateau_escape_init (with lr ~3e-4): it learns at 6 x 384
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
 new_tokenizer_vocab: int = 0  # above 0: train a fresh byte-level BPE of this size on train_data instead (runs/<run_name>/tokenizer)
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
@@ -104,7 +105,8 @@ histories, configs = {}, {}
 for objective in objectives:
     configs[objective] = train.TrainConfig(
         out_dir=str(run_dir / objective), objective=objective, init=paths.resolve(init) if objective == "mlm" else None,
-        size=size, arch=arch, locality_init=locality_init, block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
+        size=size, arch=arch, locality_init=locality_init, plateau_escape=plateau_escape and objective == "mlm",
+        block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
         batch_size=batch_size, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
         save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
     histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)

@@ -18,7 +18,7 @@ from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, m
 from roberta_diffusion.train import export_model
 
 SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm), "ar": (paths.SHIPPED_AR, load_causal_lm)}
-MLM_ONLY = {"arch", "locality_init", "ratio_mode", "n_levels", "weighting", "prefix_len"}
+MLM_ONLY = {"arch", "locality_init", "plateau_escape", "ratio_mode", "n_levels", "weighting", "prefix_len"}
 SUMMARY = {
     "mlm": "The workbook's offline diffusion model: a masked LM trained from scratch with `DiffusionCollator` to "
            "denoise 256-token canvases (first 16 tokens never masked). Its architecture is ModernBERT's (rotary "

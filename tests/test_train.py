@@ -97,3 +97,17 @@ def test_the_fixed_shape_loss_equals_the_masked_rows_loss(mlm, tokenizer, weight
     blocks = torch.randint(5, len(tokenizer), (4, 24), generator=torch.Generator().manual_seed(0))
     batch = {k: v for k, v in collator(blocks).items() if k != "mask_ratio"}
     torch.testing.assert_close(masked_lm_loss_dense(mlm, batch), masked_lm_loss(mlm, batch), atol=1e-5, rtol=1e-5)
+
+
+def test_plateau_escape_starts_training_at_the_unigram_loss(blocks, tokenizer, tmp_path):
+    """The init is applied from the training blocks (its output bias is their log unigram), and is refused where
+    it does not apply."""
+    cfg = _config(tmp_path, plateau_escape=True, max_steps=2)
+    model = train.build_model(cfg, tokenizer, blocks)
+    counts = torch.bincount(blocks.flatten().long(), minlength=model.config.vocab_size).double() + 1
+    assert torch.allclose(model.lm_head.bias.double(), torch.log(counts / counts.sum()), atol=1e-5)
+    history = train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    assert len(history["train_loss"]) >= 1
+    for bad in (dict(arch="modernbert"), dict(objective="ar"), dict(init="weights/roberta-diffusion-small")):
+        with pytest.raises(ValueError, match="plateau_escape"):
+            train.build_model(_config(tmp_path, plateau_escape=True, **bad), tokenizer, blocks)

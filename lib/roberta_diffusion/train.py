@@ -24,7 +24,15 @@ from pathlib import Path
 import torch
 
 from .collator import DiffusionCollator, diffusion_loss, reduce_masked_ce
-from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, masked_lm_logits
+from .models import (
+    fresh_causal_lm,
+    fresh_mlm,
+    load_causal_lm,
+    load_mlm,
+    load_tokenizer,
+    masked_lm_logits,
+    plateau_escape_init,
+)
 from .paths import atomic_path, atomic_write_text
 
 
@@ -36,6 +44,7 @@ class TrainConfig:
     size: str = "tiny"  # fresh model size (models.SIZES)
     arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
     locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (models.locality_init)
+    plateau_escape: bool = False  # fresh RoBERTa started with models.plateau_escape_init (use lr ~3e-4)
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
     prefix_len: int = 16
@@ -93,13 +102,20 @@ def batch_indices(step: int, n_blocks: int, batch_size: int, seed: int) -> torch
 
 
 # -- model ----------------------------------------------------------------------------------------------
-def build_model(cfg: TrainConfig, tokenizer):
+def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None = None):
+    """The model to train: ``cfg.init`` loaded, or fresh weights (``train_blocks`` gives plateau_escape's unigram)."""
+    if cfg.plateau_escape and (cfg.init or cfg.objective != "mlm" or cfg.arch != "roberta" or train_blocks is None):
+        raise ValueError("plateau_escape=True starts a fresh RoBERTa masked LM from its training blocks: use it with "
+                         "objective 'mlm', arch 'roberta', no init, and pass train_blocks")
     if cfg.init:
         loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
         return loader(cfg.init, device="cpu")
     if cfg.objective == "mlm":
-        return fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch, dropout=cfg.dropout,
-                         locality=cfg.locality_init)
+        model = fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch,
+                          dropout=cfg.dropout, locality=cfg.locality_init)
+        if cfg.plateau_escape:
+            plateau_escape_init(model, torch.bincount(train_blocks.flatten().long(), minlength=model.config.vocab_size))
+        return model
     return fresh_causal_lm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
 
 
@@ -173,7 +189,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         raise ValueError(f"objective={cfg.objective!r}: use 'mlm' or 'ar'")
     tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or cfg.init)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer, train_blocks)
     fused = accelerator.device.type == "cuda"
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices decay; biases and norms do not
     no_decay = [p for p in model.parameters() if p.ndim < 2]
