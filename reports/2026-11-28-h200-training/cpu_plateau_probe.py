@@ -76,6 +76,19 @@ else:
             # hidden states are not pushed to one shared vector to produce the unigram distribution
             counts = torch.bincount(blocks.flatten().cpu(), minlength=m.config.vocab_size).float() + 1
             m.get_output_embeddings().bias.copy_(torch.log(counts / counts.sum()))
+        # env ZERO_TYPE=1: the one token-type row (added to every position, a pure constant) starts at zero;
+        # HEAD_GAMMA=x: the output head's LayerNorm weight starts at x (0: logits start input-independent);
+        # BRANCH=x: attention and MLP output projections start x times smaller (post-LN residual branches, Admin-like)
+        if os.environ.get("ZERO_TYPE") and hasattr(m, "roberta"):
+            m.roberta.embeddings.token_type_embeddings.weight.zero_()
+        if "HEAD_GAMMA" in os.environ:
+            m.lm_head.layer_norm.weight.fill_(float(os.environ["HEAD_GAMMA"]))
+        if "TOKEN_SCALE" in os.environ:  # token embeddings (tied to the output layer) start x times larger
+            m.get_input_embeddings().weight.mul_(float(os.environ["TOKEN_SCALE"]))
+        if "BRANCH" in os.environ:
+            for layer in m.roberta.encoder.layer:
+                layer.attention.output.dense.weight.mul_(float(os.environ["BRANCH"]))
+                layer.output.dense.weight.mul_(float(os.environ["BRANCH"]))
         if kind == "qk5":
             for layer in m.roberta.encoder.layer:
                 layer.attention.self.query.weight.mul_(5)
@@ -84,8 +97,12 @@ else:
 # env CURRICULUM="LEN:STEPS": train the first STEPS steps on LEN-token crops (kind `short`: 16 tokens, 300 steps)
 short_len, short_steps = map(int, os.environ.get("CURRICULUM", "16:300" if kind == "short" else "0:0").split(":"))
 m.to(DEVICE)
+if os.environ.get("FREEZE_BIAS"):  # FREEZE_BIAS=1: every bias but the output layer's stays at its init (zero)
+    for name, p in m.named_parameters():
+        if (name.endswith("bias") and name != "lm_head.bias") or "token_type" in name:
+            p.requires_grad_(False)
 col = C.DiffusionCollator(tok, prefix_len=PREFIX)
-opt = torch.optim.AdamW(m.parameters(), lr=lr, betas=(0.9, 0.98))
+opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.98))
 
 
 RATIOS = os.environ.get("RATIOS", "0.15")  # a fixed share | "continuous" (t ~ U(0, 1), the GPU recipe) | "0-0.3" (U(0, 0.3))
