@@ -32,7 +32,10 @@
 # (`arch="modernbert"`) left it within 1,000 — which is why the shipped small model (profile `full`) uses it.
 # `locality_init` starts RoBERTa with attention that already prefers nearby positions; it left the plateau in
 # small CPU runs (2 layers x 128) but not at the shipped shape on the GPU (6 x 384, canvas 256: still at the
-# unigram loss after 4,000 steps; reports/2026-11-28-h200-session3/).
+# unigram loss after 4,000 steps; reports/2026-11-28-h200-session3/). What goes wrong is a collapse: within 250
+# steps every position of a row carries the same hidden vector. `plateau_escape` (with `lr=2e-4`,
+# `warmup_steps=500`) starts RoBERTa so that this does not happen, and it learns at the shipped shape — to a
+# held-out loss of 6.52 after 4,000 steps, where the rotary model reaches 5.52 (reports/2026-11-29-h200-session4/).
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]

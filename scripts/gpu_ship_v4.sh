@@ -13,13 +13,13 @@ train() {
     "train_data=$TRAIN_PT" "max_minutes=$MINUTES" 'arch="roberta"' batch_size=64 max_steps=4000 \
     'ratio_mode="continuous"' 'weighting="none"' eval_every=1000 save_every=100000 "$@" ${EXTRA:-} > "$OUT/train_$name.log" 2>&1
 }
-train ship-roberta-escape-lr3 plateau_escape=true lr=0.0003 warmup_steps=500 &
-train ship-roberta-escape-lr2 plateau_escape=true lr=0.0002 warmup_steps=500 &
-train ship-roberta-escape-lr5 plateau_escape=true lr=0.0005 warmup_steps=500 &
+LRS=${LRS:-0.0003 0.0002 0.0005}  # first call: these three (2e-4 won); second call: LRS="0.0001 0.00015"
+runs=()
+for lr in $LRS; do train "ship-roberta-escape-lr$lr" plateau_escape=true "lr=$lr" warmup_steps=500 & runs+=("runs/ship-roberta-escape-lr$lr"); done
 wait
 echo "training wall time: $(( $(date +%s) - start )) s"
 for f in "$OUT"/train_*.log; do echo "== $f"; grep -E "step|loss" "$f" | tail -n 3; done
-best=$(python3 scripts/pick_best_mlm.py runs/ship-roberta-escape-lr3 runs/ship-roberta-escape-lr2 runs/ship-roberta-escape-lr5 | tee "$OUT/pick.txt" | tail -n 1)
+best=$(python3 scripts/pick_best_mlm.py "${runs[@]}" | tee "$OUT/pick.txt" | tail -n 1)
 cat "$OUT/pick.txt"
 cp "$OUT/train_${best##*/}.log" "$OUT/train_mlm.log"
 python3 scripts/ship_models.py "$best" "$OUT" mlm || exit 1

@@ -25,7 +25,9 @@ SUMMARY = {
            "positions) rather than RoBERTa's: trained the same way, `RobertaForMaskedLM` (learned absolute "
            "positions) stayed at the unigram loss for 7,028 steps while this model left it within the first 1,000 "
            "(reports/2026-11-28-h200-session2/, reports/2026-11-28-h200-training/); started with local attention "
-           "(`locality_init`) it still stayed there for 4,000 steps (reports/2026-11-28-h200-session3/). Any masked LM works with the "
+           "(`locality_init`) it still stayed there for 4,000 steps (reports/2026-11-28-h200-session3/); with "
+           "`plateau_escape` it learns, but to an ELBO perplexity of 478 against this model's 133 on the same data and "
+           "tokens (reports/2026-11-29-h200-session4/). Any masked LM works with the "
            "sampler; online, fine-tune roberta-base with `--set 'init=\"roberta-base\"'`.",
     "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on "
           "the same blocks, tokenizer and number of tokens, so that the comparison is between methods, not data.",
