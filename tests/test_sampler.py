@@ -271,15 +271,35 @@ def test_trace_save_load_round_trip(mlm, tokenizer, tmp_path):
     assert path.exists() and list(path.parent.iterdir()) == [path], "no temporary file left behind"
     back = Trace.load(path)
     assert set(vars(back)) == set(vars(trace))
+    assert back.tokenizer is None, "the tokenizer is not stored: the file holds the decoded texts"
     for name, value in vars(trace).items():
         other = getattr(back, name)
         if isinstance(value, torch.Tensor):
             assert value.dtype == other.dtype
             torch.testing.assert_close(other, value, equal_nan=True, rtol=0, atol=0)
-        else:
+        elif name != "tokenizer":
             assert other == value, name
+    assert back.texts == trace.texts and back.completions == trace.completions
     assert back.summary() == trace.summary()
     assert torch.equal(back.committed_at, trace.committed_at)
+
+
+def test_texts_are_decoded_on_first_access_and_old_trace_files_still_load(mlm, tokenizer, tmp_path):
+    trace = run(mlm, tokenizer, strategy="random")
+    assert trace._texts is None and trace._completions is None, "sampling itself decodes nothing"
+    final, keep = trace.final, trace.attention.bool()
+    assert trace.texts == [tokenizer.decode(row[k].tolist(), skip_special_tokens=True) for row, k in zip(final, keep)]
+    assert trace.completions == [tokenizer.decode(row[g].tolist(), skip_special_tokens=True)
+                                 for row, g in zip(final, trace.generated)]
+    # the layout saved before decoding was lazy: plain `texts` / `completions` keys
+    old = {k: v for k, v in vars(trace).items() if k not in ("tokenizer", "_texts", "_completions")}
+    torch.save({**old, "texts": ["a"], "completions": ["b"]}, tmp_path / "old.pt")
+    back = Trace.load(tmp_path / "old.pt")
+    assert back.texts == ["a"] and back.completions == ["b"]
+    no_tokenizer = Trace.load(tmp_path / "old.pt")
+    no_tokenizer._texts = None
+    with pytest.raises(ValueError, match="no tokenizer"):
+        no_tokenizer.texts
 
 
 def test_seed_none_is_fresh_and_leaves_the_global_rng_alone(mlm, tokenizer):
