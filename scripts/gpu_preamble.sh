@@ -21,6 +21,7 @@ train_roberta() {
 ship_best_mlm() {
   echo "training wall time: $(( $(date +%s) - start )) s"
   for f in "$OUT"/train_*.log; do echo "== $f"; grep -E "step|loss" "$f" | tail -n 3; done
+  local best
   best=$(python3 scripts/pick_best_mlm.py "$@" | tee "$OUT/pick.txt" | tail -n 1)
   cat "$OUT/pick.txt"
   cp "$OUT/train_${best##*/}.log" "$OUT/train_mlm.log"

@@ -29,6 +29,9 @@ SUMMARY = {
            "`plateau_escape` it learns, but to an ELBO perplexity of 478 against this model's 133 on the same data and "
            "tokens (reports/2026-11-29-h200-session4/). Any masked LM works with the "
            "sampler; online, fine-tune roberta-base with `--set 'init=\"roberta-base\"'`.",
+    "mlm-roberta": "A diffusion masked LM with RoBERTa's architecture (`RobertaForMaskedLM`), trained from scratch "
+                   "with `DiffusionCollator` to denoise 256-token canvases (first 16 tokens never masked), started "
+                   "with `plateau_escape_init` so that it leaves the unigram loss (reports/2026-11-29-h200-session4/).",
     "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on "
           "the same blocks, tokenizer and number of tokens, so that the comparison is between methods, not data.",
 }
@@ -87,7 +90,12 @@ def write_card(objective: str) -> None:
     eval_path = target / "eval.json"
     metrics = results_markdown(json.loads(eval_path.read_text())) if eval_path.exists() else None
     title = ("Diffusion masked LM, small" if objective == "mlm" else "GPT-2 baseline, small") + f" ({type(model).__name__})"
-    write_model_card(target, title, SUMMARY[objective], facts, metrics=metrics, usage=USAGE[objective])
+    summary = SUMMARY["mlm-roberta" if type(model).__name__ == "RobertaForMaskedLM" else objective]
+    if type(model).__name__ == "RobertaForMaskedLM":
+        facts["training wall time"] = facts["training wall time"].replace("four trainings", "several trainings")
+        facts["recipe"] = ("`bash scripts/gpu_ship_v4.sh` on a GPU: `roberta-diffusion finetune --profile full` with "
+                           "`arch=\"roberta\" plateau_escape=true`, then `scripts/ship_models.py`; record in training_log.txt")
+    write_model_card(target, title, summary, facts, metrics=metrics, usage=USAGE[objective])
 
 
 if __name__ == "__main__":

@@ -316,6 +316,8 @@ def test_spread_heads_gives_every_head_fast_and_slow_frequencies():
     per_head = pair_of_column.view(n_heads, -1)
     assert per_head.tolist() == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
     assert torch.equal(spread.sort(dim=1).values, table), "a permutation of the columns"
+    with pytest.raises(ValueError, match="even width"):
+        models._spread_over_heads(torch.zeros(4, 36), 4)  # 9 columns a head
 
 
 def test_plateau_escape_init_sets_unigram_bias_zero_type_and_small_branches(tokenizer):
@@ -324,12 +326,16 @@ def test_plateau_escape_init_sets_unigram_bias_zero_type_and_small_branches(toke
     counts = torch.zeros(model.config.vocab_size)
     counts[10:20] = torch.arange(1.0, 11.0) * 1e6  # large: the +1 smoothing of every count is negligible
     models.plateau_escape_init(model, counts)
-    # at init the model predicts (nearly) the unigram distribution, whatever the input
+    # the output bias alone gives the unigram distribution (the rest of the head adds a little input-dependent noise)
     assert torch.allclose(model.lm_head.bias.softmax(-1)[10:20], counts[10:20] / counts.sum(), rtol=0.05)
     assert torch.count_nonzero(model.roberta.embeddings.token_type_embeddings.weight) == 0
-    for before, after in zip(fresh.roberta.encoder.layer, model.roberta.encoder.layer):
+    for before, after in zip(fresh.roberta.encoder.layer, model.roberta.encoder.layer, strict=True):
         assert torch.allclose(after.output.dense.weight, 0.1 * before.output.dense.weight)
         assert torch.allclose(after.attention.output.dense.weight, 0.1 * before.attention.output.dense.weight)
         assert torch.equal(after.attention.self.query.weight, torch.eye(model.config.hidden_size))
+    local = models.fresh_mlm(tokenizer, "tiny", max_len=64)
+    models.locality_init(local, amplitude=0.1, spread_heads=True)
+    assert torch.equal(model.roberta.embeddings.position_embeddings.weight,
+                       local.roberta.embeddings.position_embeddings.weight), "positions spread over the heads"
     with pytest.raises(ValueError, match="RobertaForMaskedLM"):
         models.plateau_escape_init(models.fresh_mlm(tokenizer, "tiny", arch="modernbert"), counts)

@@ -288,9 +288,9 @@ def test_texts_are_decoded_on_first_access_and_old_trace_files_still_load(mlm, t
     trace = run(mlm, tokenizer, strategy="random")
     assert trace._texts is None and trace._completions is None, "sampling itself decodes nothing"
     final, keep = trace.final, trace.attention.bool()
-    assert trace.texts == [tokenizer.decode(row[k].tolist(), skip_special_tokens=True) for row, k in zip(final, keep)]
+    assert trace.texts == [tokenizer.decode(row[k].tolist(), skip_special_tokens=True) for row, k in zip(final, keep, strict=True)]
     assert trace.completions == [tokenizer.decode(row[g].tolist(), skip_special_tokens=True)
-                                 for row, g in zip(final, trace.generated)]
+                                 for row, g in zip(final, trace.generated, strict=True)]
     # the layout saved before decoding was lazy: plain `texts` / `completions` keys
     old = {k: v for k, v in vars(trace).items() if k not in ("tokenizer", "_texts", "_completions")}
     torch.save({**old, "texts": ["a"], "completions": ["b"]}, tmp_path / "old.pt")
@@ -299,7 +299,7 @@ def test_texts_are_decoded_on_first_access_and_old_trace_files_still_load(mlm, t
     no_tokenizer = Trace.load(tmp_path / "old.pt")
     no_tokenizer._texts = None
     with pytest.raises(ValueError, match="no tokenizer"):
-        no_tokenizer.texts
+        _ = no_tokenizer.texts
 
 
 def test_seed_none_is_fresh_and_leaves_the_global_rng_alone(mlm, tokenizer):

@@ -100,14 +100,27 @@ def test_the_fixed_shape_loss_equals_the_masked_rows_loss(mlm, tokenizer, weight
 
 
 def test_plateau_escape_starts_training_at_the_unigram_loss(blocks, tokenizer, tmp_path):
-    """The init is applied from the training blocks (its output bias is their log unigram), and is refused where
-    it does not apply."""
+    """The init is built from the training blocks: its output bias is their log unigram, so the untrained model's
+    masked-token loss is close to what the unigram distribution scores on those tokens (a random init starts near
+    log V, far above it). It is refused where it does not apply."""
     cfg = _config(tmp_path, plateau_escape=True, max_steps=2)
     model = train.build_model(cfg, tokenizer, blocks)
     counts = torch.bincount(blocks.flatten().long(), minlength=model.config.vocab_size).double() + 1
-    assert torch.allclose(model.lm_head.bias.double(), torch.log(counts / counts.sum()), atol=1e-5)
+    log_p = torch.log(counts / counts.sum())
+    assert torch.allclose(model.lm_head.bias.double(), log_p, atol=1e-5)
+    ids = blocks[:16].long()
+    masked = torch.rand(ids.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    unigram_loss = float(-log_p[ids[masked]].mean())
+    batch = {"input_ids": ids.masked_fill(masked, tokenizer.mask_token_id), "attention_mask": torch.ones_like(ids),
+             "labels": torch.where(masked, ids, -100)}
+    with torch.no_grad():
+        start = float(train.masked_lm_loss(model.eval(), batch))
+        random_start = float(train.masked_lm_loss(train.build_model(_config(tmp_path), tokenizer).eval(), batch))
+    assert abs(start - unigram_loss) < 0.3, (start, unigram_loss)
+    assert random_start > unigram_loss + 1.0, (random_start, unigram_loss)
     history = train.train(cfg, blocks, blocks, tokenizer, progress=False)
     assert len(history["train_loss"]) >= 1
-    for bad in (dict(arch="modernbert"), dict(objective="ar"), dict(init="weights/roberta-diffusion-small")):
+    for bad in (dict(arch="modernbert"), dict(objective="ar"), dict(init="weights/roberta-diffusion-small"),
+                dict(locality_init=0.3)):
         with pytest.raises(ValueError, match="plateau_escape"):
             train.build_model(_config(tmp_path, plateau_escape=True, **bad), tokenizer, blocks)

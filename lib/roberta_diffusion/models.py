@@ -263,6 +263,9 @@ def _spread_over_heads(table: torch.Tensor, n_heads: int) -> torch.Tensor:
     """``[P, H]`` sinusoid whose (sin, cos) pairs run from fast to slow -> the same pairs reordered so that head h
     holds pairs h, h + n_heads, h + 2 n_heads, ...: every head sees fast and slow frequencies, where in the plain
     order the first heads get only fast (aliasing) ones and the last only slow (near-flat) ones."""
+    if table.shape[1] % (2 * n_heads):
+        raise ValueError(f"cannot spread a {table.shape[1]}-wide sinusoid over {n_heads} heads: each head needs an "
+                         "even width (hidden size a multiple of 2 x heads)")
     pairs = table.view(table.shape[0], -1, 2)  # [P, H/2, 2]
     per_head = pairs.shape[1] // n_heads
     order = torch.arange(per_head * n_heads).view(per_head, n_heads).t().flatten()
@@ -284,8 +287,9 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
     - the attention and MLP output projections start ``branch_scale`` times smaller, so each post-LN layer starts
       close to the identity and the position signal reaches the top (as Admin / DeepNet do for post-LN).
 
-    In that sweep, with lr 3e-4 (not 1e-3), it left the plateau near step 750 (6.75 nats at step 1,500); every
-    variant at 1e-3 and every variant missing one of these stayed there. Through notebook 02 (gradient clipping,
+    In that sweep, with lr 3e-4 (not 1e-3), it left the plateau near step 750 (6.75 nats at step 1,500); at 1e-3 it
+    stayed there, with or without any one of these parts, and so did a run at 3e-4 that lacked three of them (which
+    part matters at 3e-4 was not tested). Through notebook 02 (gradient clipping,
     cosine decay) lr 2e-4 worked best: held-out loss 6.52 after 4,000 x 64 x 256 tokens, ELBO perplexity 478 on
     Wikipedia valid (the rotary model: 5.52 and 133); 3e-4 left the plateau only near step 3,500 and 5e-4 never.
     """

@@ -105,7 +105,8 @@ class Trace:
     @classmethod
     def from_history(cls, history: list, canvas, confidence, step_times, mask_id, tokenizer, kind, settings) -> Trace:
         """Assemble a Trace from a sampler's per-step canvases ``history`` (``[B, L]`` on CPU each)."""
-        return cls(ids=torch.stack(history), fixed=canvas.fixed.cpu(), attention=canvas.attention.cpu(),
+        # copies: the texts are decoded later from these, so a caller reusing its canvas must not change them
+        return cls(ids=torch.stack(history), fixed=canvas.fixed.cpu().clone(), attention=canvas.attention.cpu().clone(),
                    confidence=confidence.float().cpu(), step_times=step_times, mask_token_id=mask_id, kind=kind,
                    forward_passes=len(step_times), settings=settings, tokenizer=tokenizer)
 

@@ -44,7 +44,7 @@ class TrainConfig:
     size: str = "tiny"  # fresh model size (models.SIZES)
     arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
     locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (models.locality_init)
-    plateau_escape: bool = False  # fresh RoBERTa started with models.plateau_escape_init (use lr ~3e-4)
+    plateau_escape: bool = False  # fresh RoBERTa started with models.plateau_escape_init (use lr 2e-4, warm-up 500)
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
     prefix_len: int = 16
@@ -107,6 +107,8 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
     if cfg.plateau_escape and (cfg.init or cfg.objective != "mlm" or cfg.arch != "roberta" or train_blocks is None):
         raise ValueError("plateau_escape=True starts a fresh RoBERTa masked LM from its training blocks: use it with "
                          "objective 'mlm', arch 'roberta', no init, and pass train_blocks")
+    if cfg.plateau_escape and cfg.locality_init:
+        raise ValueError("plateau_escape=True sets its own local attention: leave locality_init at 0")
     if cfg.init:
         loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
         return loader(cfg.init, device="cpu")
