@@ -35,6 +35,12 @@ SUMMARY = {
     "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on "
           "the same blocks, tokenizer and number of tokens, so that the comparison is between methods, not data.",
 }
+# how each kind of shipped model was made: (script, how many trainings shared the GPU, extra settings)
+RECIPE = {
+    "mlm": ("gpu_ship_v2.sh", "four trainings", ""),
+    "mlm-roberta": ("gpu_ship_v4.sh", "several trainings", ' with `arch="roberta" plateau_escape=true`'),
+    "ar": ("gpu_ship_v2.sh", "four trainings", ""),
+}
 USAGE = {
     "mlm": 'from roberta_diffusion import models, generate_diffusion\n'
            'mlm, tok = models.load_mlm("weights/roberta-diffusion-small"), models.load_tokenizer("weights/roberta-diffusion-small")\n'
@@ -66,6 +72,8 @@ def write_card(objective: str) -> None:
     history = json.loads((target / "history.json").read_text())
     config = json.loads((target / "train_config.json").read_text())
     provenance = json.loads((target / "provenance.json").read_text())
+    kind = "mlm-roberta" if type(model).__name__ == "RobertaForMaskedLM" else objective
+    script, sharing, settings = RECIPE[kind]
     hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective == "mlm" or k not in MLM_ONLY)}
     facts = {
         "class": type(model).__name__,
@@ -80,22 +88,17 @@ def write_card(objective: str) -> None:
                        f"{config['block_size']}, about {history['tokens'] / 12.91e6:.1f} passes)",
         "training hardware": provenance["training hardware"],
         "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e3:.0f}k tokens/s, "
-                              "four trainings sharing the GPU)",
+                              f"{sharing} sharing the GPU)",
         "final held-out loss (Wikipedia valid, training objective)": history["eval_loss"][-1],
         "hyperparameters": json.dumps(hyper),
         "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",
-        "recipe": "`bash scripts/gpu_ship_v2.sh` on a GPU: `roberta-diffusion finetune --profile full` "
+        "recipe": f"`bash scripts/{script}` on a GPU: `roberta-diffusion finetune --profile full`{settings} "
                   "(notebooks/02_finetune.py) per model, then `scripts/ship_models.py`; record in training_log.txt",
     }
     eval_path = target / "eval.json"
     metrics = results_markdown(json.loads(eval_path.read_text())) if eval_path.exists() else None
     title = ("Diffusion masked LM, small" if objective == "mlm" else "GPT-2 baseline, small") + f" ({type(model).__name__})"
-    summary = SUMMARY["mlm-roberta" if type(model).__name__ == "RobertaForMaskedLM" else objective]
-    if type(model).__name__ == "RobertaForMaskedLM":
-        facts["training wall time"] = facts["training wall time"].replace("four trainings", "several trainings")
-        facts["recipe"] = ("`bash scripts/gpu_ship_v4.sh` on a GPU: `roberta-diffusion finetune --profile full` with "
-                           "`arch=\"roberta\" plateau_escape=true`, then `scripts/ship_models.py`; record in training_log.txt")
-    write_model_card(target, title, summary, facts, metrics=metrics, usage=USAGE[objective])
+    write_model_card(target, title, SUMMARY[kind], facts, metrics=metrics, usage=USAGE[objective])
 
 
 if __name__ == "__main__":

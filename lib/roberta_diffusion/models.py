@@ -289,9 +289,9 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
 
     In that sweep, with lr 3e-4 (not 1e-3), it left the plateau near step 750 (6.75 nats at step 1,500); at 1e-3 it
     stayed there, with or without any one of these parts, and so did a run at 3e-4 that lacked three of them (which
-    part matters at 3e-4 was not tested). Through notebook 02 (gradient clipping,
-    cosine decay) lr 2e-4 worked best: held-out loss 6.52 after 4,000 x 64 x 256 tokens, ELBO perplexity 478 on
-    Wikipedia valid (the rotary model: 5.52 and 133); 3e-4 left the plateau only near step 3,500 and 5e-4 never.
+    part matters at 3e-4 was not tested). Through notebook 02 (gradient clipping, cosine decay) lr 2e-4 worked
+    best: held-out loss 6.52 after 4,000 x 64 x 256 tokens, ELBO perplexity 478 on Wikipedia valid (the rotary
+    model: 5.52 and 133); 3e-4 left the plateau only near step 3,500 and 5e-4 never.
     """
     if not hasattr(model, "roberta"):
         raise ValueError(f"plateau_escape_init is for RobertaForMaskedLM, not {type(model).__name__}: use arch='roberta'")

@@ -106,7 +106,8 @@ class Trace:
     def from_history(cls, history: list, canvas, confidence, step_times, mask_id, tokenizer, kind, settings) -> Trace:
         """Assemble a Trace from a sampler's per-step canvases ``history`` (``[B, L]`` on CPU each)."""
         # copies: the texts are decoded later from these, so a caller reusing its canvas must not change them
-        return cls(ids=torch.stack(history), fixed=canvas.fixed.cpu().clone(), attention=canvas.attention.cpu().clone(),
+        return cls(ids=torch.stack(history), fixed=canvas.fixed.to("cpu", copy=True),
+                   attention=canvas.attention.to("cpu", copy=True),
                    confidence=confidence.float().cpu(), step_times=step_times, mask_token_id=mask_id, kind=kind,
                    forward_passes=len(step_times), settings=settings, tokenizer=tokenizer)
 

@@ -36,17 +36,6 @@ layers, hidden, heads, *rest = (float(v) for v in os.environ.get("DIMS", "2,128,
 dims = dict(hidden=int(hidden), intermediate=4 * int(hidden), heads=int(heads), layers=int(layers),
             dropout=rest[0] if rest else 0.0)
 
-def spread_frequencies_over_heads(m, n_heads):
-    """Reorder the sinusoid's frequency pairs so every head sees the whole spectrum (pairs h, h + H, h + 2H, ...)
-    instead of one band: with bands, the first heads get only fast, aliasing frequencies and the last only slow,
-    near-flat ones."""
-    table = m.roberta.embeddings.position_embeddings.weight
-    pairs = table.view(table.shape[0], -1, 2)  # [P, width/2, 2], pair k has frequency 10000^(-2k/width)
-    per_head = pairs.shape[1] // n_heads
-    order = torch.arange(pairs.shape[1]).view(per_head, n_heads).t().flatten()  # head h's slots get k = h, h+H, ...
-    table.copy_(pairs[:, order].reshape(table.shape))
-
-
 if kind == "ar":
     m = models.fresh_causal_lm(tok, "tiny", max_len=L, **dims)
 elif kind == "bert":
@@ -62,15 +51,14 @@ else:
         if kind.startswith("mimetic"):
             amplitude, qk_scale = {"mimetic": (0.05, 1.0), "mimetic-big": (0.1, 1.0)}.get(
                 kind, tuple(float(v) for v in kind.split(":")[1:]))
-            models.locality_init(m, amplitude=amplitude, qk_scale=qk_scale)
+            # env SPREAD=1: every head sees the whole spectrum of the sinusoid (as plateau_escape_init does)
+            models.locality_init(m, amplitude=amplitude, qk_scale=qk_scale, spread_heads=bool(os.environ.get("SPREAD")))
         if kind == "sinus":
             pe = m.roberta.embeddings.position_embeddings.weight
             pos = torch.arange(pe.shape[0]).float().unsqueeze(1)
             ang = pos / (10000 ** (torch.arange(0, pe.shape[1], 2).float() / pe.shape[1]))
             pe[:, 0::2] = 0.05 * torch.sin(ang)
             pe[:, 1::2] = 0.05 * torch.cos(ang)
-        if os.environ.get("SPREAD") and kind.startswith("mimetic"):
-            spread_frequencies_over_heads(m, int(heads))
         if os.environ.get("BIAS") == "unigram":
             # the output bias starts at log unigram frequencies, so the loss starts at the unigram entropy and the
             # hidden states are not pushed to one shared vector to produce the unigram distribution
