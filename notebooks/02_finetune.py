@@ -58,6 +58,8 @@ batch_size: int = 8
 max_steps: int = 40
 lr: float = 1e-3
 warmup_steps: int = 10
+escape_lr: "Optional[float]" = None  # masked LM only: warm up to this rate and hold it until step `escape_steps`,
+escape_steps: int = 0  # then ramp to `lr` over `warmup_steps` (RoBERTa from scratch escapes the plateau at 2e-4)
 eval_every: int = 20
 save_every: int = 20
 max_minutes: "Optional[float]" = None  # stop early (and save) after this long
@@ -111,6 +113,7 @@ for objective in objectives:
         size=size, arch=arch, locality_init=locality_init, plateau_escape=plateau_escape and objective == "mlm",
         block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
         batch_size=batch_size, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
+        escape_lr=escape_lr if objective == "mlm" else None, escape_steps=escape_steps,
         save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
     histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)
     print(objective, "final eval loss", histories[objective]["eval_loss"][-1])

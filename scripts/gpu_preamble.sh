@@ -24,6 +24,7 @@ ship_best_mlm() {
   local best
   best=$(python3 scripts/pick_best_mlm.py "$@" | tee "$OUT/pick.txt" | tail -n 1)
   cat "$OUT/pick.txt"
+  [ -n "$best" ] || { echo "no run finished: nothing shipped"; return 1; }
   cp "$OUT/train_${best##*/}.log" "$OUT/train_mlm.log"
   python3 scripts/ship_models.py "$best" "$OUT" mlm || exit 1
   python3 -m roberta_diffusion.cli eval --out weights/roberta-diffusion-small/eval.json --elbo-samples 4 2>&1 | tail -n 32

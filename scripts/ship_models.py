@@ -38,7 +38,7 @@ SUMMARY = {
 # how each kind of shipped model was made: (script, how many trainings shared the GPU, extra settings)
 RECIPE = {
     "mlm": ("gpu_ship_v2.sh", "four trainings", ""),
-    "mlm-roberta": ("gpu_ship_v4.sh", "several trainings", ' with `arch="roberta" plateau_escape=true`'),
+    "mlm-roberta": ("gpu_ship_v5.sh", "several trainings", ' with `arch="roberta" plateau_escape=true` and a two-phase rate (`escape_lr`, `escape_steps`)'),
     "ar": ("gpu_ship_v2.sh", "four trainings", ""),
 }
 USAGE = {

@@ -124,3 +124,23 @@ def test_plateau_escape_starts_training_at_the_unigram_loss(blocks, tokenizer, t
                 dict(locality_init=0.3)):
         with pytest.raises(ValueError, match="plateau_escape"):
             train.build_model(_config(tmp_path, plateau_escape=True, **bad), tokenizer, blocks)
+
+
+def test_the_two_phase_rate_holds_the_escape_rate_then_ramps_to_the_peak_and_decays(tmp_path):
+    cfg = _config(tmp_path, lr=1e-3, escape_lr=2e-4, escape_steps=100, warmup_steps=10, max_steps=1000)
+    rate = [cfg.lr * train._lr_lambda(cfg)(step) for step in range(cfg.max_steps)]
+    assert rate[0] == pytest.approx(2e-5) and rate[9] == pytest.approx(2e-4)  # warm-up to the escape rate
+    assert rate[10] == rate[99] == pytest.approx(2e-4)  # held until escape_steps
+    assert rate[100] < rate[105] < rate[109] == pytest.approx(1e-3)  # ramp over warmup_steps to the peak
+    assert max(rate) == pytest.approx(1e-3) and rate[-1] == pytest.approx(1e-4, rel=1e-2)  # cosine to 10 %
+    plain = _config(tmp_path, lr=1e-3, warmup_steps=10, max_steps=1000)
+    assert [train._lr_lambda(plain)(s) for s in (0, 9, 10)] == pytest.approx([0.1, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("escape_steps", [0, 5])
+def test_an_escape_phase_shorter_than_the_warm_up_is_refused_before_anything_is_written(escape_steps, blocks,
+                                                                                         tokenizer, tmp_path):
+    cfg = _config(tmp_path / "run", escape_lr=2e-4, escape_steps=escape_steps, warmup_steps=10)
+    with pytest.raises(ValueError, match="escape_steps >= warmup_steps"):
+        train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    assert not (tmp_path / "run").exists()

@@ -58,6 +58,8 @@ class TrainConfig:
     adam_eps: float = 1e-8  # not RoBERTa's 1e-6: at init the query/key gradients are ~1e-8 per weight, and a
     # larger eps freezes them, leaving attention uniform and the MLM stuck at the unigram loss
     warmup_steps: int = 10
+    escape_lr: float | None = None  # two-phase rate: warm up to this, hold it until `escape_steps`, then ramp
+    escape_steps: int = 0  # to `lr` over `warmup_steps` (RoBERTa leaves the unigram plateau only at a low rate)
     dropout: float = 0.1
     eval_every: int = 50
     eval_batches: int = 8
@@ -169,10 +171,27 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
 
 
 def _lr_lambda(cfg: TrainConfig):
+    """Multiplier of cfg.lr at each step: linear warm-up, then cosine decay to 10 %.
+
+    With ``escape_lr`` and ``escape_steps`` the run first warms up to ``escape_lr`` and holds it until step
+    ``escape_steps``, then ramps linearly to ``lr`` over ``warmup_steps`` and decays from there. A RoBERTa from
+    scratch only leaves the unigram plateau at a low rate, but learns faster after it at a higher one.
+    """
+    if cfg.escape_lr is not None and not (cfg.escape_lr > 0 and cfg.escape_steps >= cfg.warmup_steps):
+        raise ValueError(f"escape_lr={cfg.escape_lr}, escape_steps={cfg.escape_steps}: the two-phase rate needs "
+                         f"escape_lr > 0 and escape_steps >= warmup_steps ({cfg.warmup_steps})")
+    low = (cfg.escape_lr / cfg.lr) if cfg.escape_lr is not None and cfg.escape_steps > 0 else 1.0
+    held_until = cfg.escape_steps if low != 1.0 else 0
+    decay_from = held_until + cfg.warmup_steps
+
     def factor(step):
         if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+            return low * (step + 1) / cfg.warmup_steps
+        if step < held_until:
+            return low
+        if step < decay_from and held_until:
+            return low + (1 - low) * (step - held_until + 1) / cfg.warmup_steps
+        progress = (step - decay_from) / max(1, cfg.max_steps - decay_from)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -185,10 +204,11 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.objective not in ("mlm", "ar"):
         raise ValueError(f"objective={cfg.objective!r}: use 'mlm' or 'ar'")
+    lr_factor = _lr_lambda(cfg)  # checks the schedule before anything is written
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or cfg.init)
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     model = build_model(cfg, tokenizer, train_blocks)
@@ -198,7 +218,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
                                   eps=cfg.adam_eps, fused=fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
     step, history = 0, {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "tokens": 0, "seconds": 0.0}
     resume = latest_checkpoint(out)
