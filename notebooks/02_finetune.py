@@ -26,16 +26,16 @@
 # Training is resumable: kill it at any point and run the notebook again with the same parameters — it
 # continues from the last finished checkpoint in `runs/<run_name>/<objective>/checkpoints/`.
 #
-# **From scratch, pick the architecture with care.** With learned absolute positions (RoBERTa, and BERT too) a
-# small masked LM sits at the unigram loss for thousands of updates before it learns to read its context: in
-# this project's GPU runs RoBERTa was still there after 7,028 steps, while the same loop with rotary positions
-# (`arch="modernbert"`) left it within 1,000 — which is why the shipped small model (profile `full`) uses it.
-# `locality_init` starts RoBERTa with attention that already prefers nearby positions; it left the plateau in
-# small CPU runs (2 layers x 128) but not at the shipped shape on the GPU (6 x 384, canvas 256: still at the
-# unigram loss after 4,000 steps; reports/2026-11-28-h200-session3/). What goes wrong is a collapse: within 250
-# steps every position of a row carries the same hidden vector. `plateau_escape` (with `lr=2e-4`,
-# `warmup_steps=500`) starts RoBERTa so that this does not happen, and it learns at the shipped shape — to a
-# held-out loss of 6.52 after 4,000 steps, where the rotary model reaches 5.52 (reports/2026-11-29-h200-session4/).
+# **From scratch, RoBERTa needs a careful start.** With learned absolute positions (RoBERTa, and BERT too) a small
+# masked LM sits at the unigram loss for thousands of updates before it learns to read its context: in this
+# project's GPU runs a plain RoBERTa was still there after 7,028 steps, while the same loop with rotary positions
+# (`arch="modernbert"`) left it within 1,000. What goes wrong is a collapse: within 250 steps every position of a
+# row carries the same hidden vector. `plateau_escape` starts RoBERTa so that this does not happen (local attention
+# spread over the heads, output bias at the log unigram frequencies, residual branches 10 x smaller), but it leaves
+# the plateau only at a low rate; at a high one from the start, or switched to one before step 1,000, it stays there.
+# Hence the two-phase rate of profile `full`: `escape_lr=2e-4` until `escape_steps=1000`, then `lr=1.5e-3`. That
+# is the shipped model: held-out loss 5.70 after 4,000 steps, where the rotary model reaches 5.52 and RoBERTa held at
+# 2e-4 throughout 6.52 (reports/2026-11-29-h200-session4/ and -session5/).
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]
@@ -44,7 +44,7 @@ init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
 arch: str = "roberta"  # fresh masked LM: "roberta" (as roberta-base) | "roberta-prelayernorm" | "modernbert" (rotary)
 locality_init: float = 0.0  # above 0 (e.g. 0.1), RoBERTa starts with local attention (models.locality_init)
-plateau_escape: bool = False  # fresh RoBERTa starts with models.plateau_escape_init (lr=2e-4, warmup_steps=500): it learns at 6 x 384
+plateau_escape: bool = False  # fresh RoBERTa starts with models.plateau_escape_init (with escape_lr=2e-4, escape_steps=1000)
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
 new_tokenizer_vocab: int = 0  # above 0: train a fresh byte-level BPE of this size on train_data instead (runs/<run_name>/tokenizer)
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
@@ -58,6 +58,8 @@ batch_size: int = 8
 max_steps: int = 40
 lr: float = 1e-3
 warmup_steps: int = 10
+ar_lr: "Optional[float]" = None  # the GPT-2 baseline's own rate and warm-up (None: lr, warmup_steps)
+ar_warmup_steps: "Optional[int]" = None
 escape_lr: "Optional[float]" = None  # masked LM only: warm up to this rate and hold it until step `escape_steps`,
 escape_steps: int = 0  # then ramp to `lr` over `warmup_steps` (RoBERTa from scratch escapes the plateau at 2e-4)
 eval_every: int = 20
@@ -112,7 +114,9 @@ for objective in objectives:
         out_dir=str(run_dir / objective), objective=objective, init=paths.resolve(init) if objective == "mlm" else None,
         size=size, arch=arch, locality_init=locality_init, plateau_escape=plateau_escape and objective == "mlm",
         block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
-        batch_size=batch_size, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps, eval_every=eval_every,
+        batch_size=batch_size, max_steps=max_steps, eval_every=eval_every,
+        lr=ar_lr if objective == "ar" and ar_lr is not None else lr,
+        warmup_steps=ar_warmup_steps if objective == "ar" and ar_warmup_steps is not None else warmup_steps,
         escape_lr=escape_lr if objective == "mlm" else None, escape_steps=escape_steps,
         save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
     histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)

@@ -6,10 +6,12 @@
 # (The call that shipped the models also ran reports/2026-11-28-h200-session2/gpu_graph_smoke.py beside it.)
 source "$(dirname "$0")/gpu_preamble.sh"
 MINUTES=${MINUTES:-7}
+# The profile's settings changed since this ran (session 5: RoBERTa recipe); these pins restore the ones it used.
+PINNED='plateau_escape=false lr=0.001 warmup_steps=200 escape_lr=null escape_steps=0'
 train() {
   local name=$1 objective=$2; shift 2
   python3 -m roberta_diffusion.cli finetune --profile full --set "run_name=\"$name\"" "objectives=[\"$objective\"]" \
-    "train_data=$TRAIN_PT" "max_minutes=$MINUTES" eval_every=1000 save_every=100000 "$@" ${EXTRA:-} > "$OUT/train_$name.log" 2>&1
+    "train_data=$TRAIN_PT" "max_minutes=$MINUTES" eval_every=1000 save_every=100000 $PINNED "$@" ${EXTRA:-} > "$OUT/train_$name.log" 2>&1
 }
 train ship-ar ar batch_size=64 max_steps=4000 &
 train ship-modernbert-elbo mlm arch='"modernbert"' batch_size=64 max_steps=4000 ratio_mode='"continuous"' weighting='"elbo"' &

@@ -6,8 +6,10 @@
 # Result: all three stayed at the unigram loss, and the shipped model was kept (reports/2026-11-28-h200-session3/).
 # EXTRA="k=v ..." overrides every training (a dry run: EXTRA="max_steps=3 size=\"tiny\"").
 source "$(dirname "$0")/gpu_preamble.sh"
-train_roberta ship-roberta-local10 locality_init=0.1 lr=0.001 &
-train_roberta ship-roberta-local15 locality_init=0.15 lr=0.001 &
-train_roberta ship-roberta-local10-lr5 locality_init=0.1 lr=0.0005 &
+# The profile's settings changed since this ran (session 5: RoBERTa recipe); these pins restore the ones it used.
+PINNED='plateau_escape=false warmup_steps=200 escape_lr=null escape_steps=0'
+train_roberta ship-roberta-local10 locality_init=0.1 lr=0.001 $PINNED &
+train_roberta ship-roberta-local15 locality_init=0.15 lr=0.001 $PINNED &
+train_roberta ship-roberta-local10-lr5 locality_init=0.1 lr=0.0005 $PINNED &
 wait
 ship_best_mlm runs/ship-roberta-local10 runs/ship-roberta-local15 runs/ship-roberta-local10-lr5

@@ -7,7 +7,7 @@
 # EXTRA="k=v ..." overrides every training (a dry run: EXTRA="max_steps=3 size=\"tiny\"").
 source "$(dirname "$0")/gpu_preamble.sh"
 LRS=${LRS:-0.0003 0.0002 0.0005}  # first call: these three (2e-4 won); second call: LRS="0.0001 0.00015"
-runs=()
-for lr in $LRS; do train_roberta "ship-roberta-escape-lr$lr" plateau_escape=true "lr=$lr" warmup_steps=500 & runs+=("runs/ship-roberta-escape-lr$lr"); done
+runs=()  # escape_lr=null: session 5's profile holds a low rate first; this ran before that
+for lr in $LRS; do train_roberta "ship-roberta-escape-lr$lr" plateau_escape=true "lr=$lr" warmup_steps=500 escape_lr=null & runs+=("runs/ship-roberta-escape-lr$lr"); done
 wait
 ship_best_mlm "${runs[@]}"

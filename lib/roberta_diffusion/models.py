@@ -291,7 +291,9 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
     stayed there, with or without any one of these parts, and so did a run at 3e-4 that lacked three of them (which
     part matters at 3e-4 was not tested). Through notebook 02 (gradient clipping, cosine decay) lr 2e-4 worked
     best: held-out loss 6.52 after 4,000 x 64 x 256 tokens, ELBO perplexity 478 on Wikipedia valid (the rotary
-    model: 5.52 and 133); 3e-4 left the plateau only near step 3,500 and 5e-4 never.
+    model: 5.52 and 133); 3e-4 left the plateau only near step 3,500 and 5e-4 never. Held at 2e-4 until step 1,000
+    and then raised to 1.5e-3 (``TrainConfig.escape_lr`` / ``escape_steps``) it reached 5.70 and 168 (the shipped
+    model, reports/2026-11-29-h200-session5/); raised at step 700 (to 1.5e-3) or 850 (to 2e-3) it fell back.
     """
     if not hasattr(model, "roberta"):
         raise ValueError(f"plateau_escape_init is for RobertaForMaskedLM, not {type(model).__name__}: use arch='roberta'")
