@@ -32,7 +32,8 @@ def test_bench_writes_every_figure(tmp_path, capsys):
     assert "MFU" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad", [["--steps", "0"], ["--strategies", "threshold"], ["--strategies", "greedy"]])
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--strategies", "threshold"], ["--strategies", "greedy"],
+                                 ["--train-variants", "eager,fastest"]])
 def test_bench_rejects_bad_arguments(tmp_path, capsys, bad):
     assert cli.main(["bench", *bad, "--max-len", "32", "--repeats", "1", "--skip", "ar,train", "--device", "cpu",
                      "--out", str(tmp_path / "b.json")]) == 2

@@ -219,3 +219,29 @@ def test_tokenizer_built_without_mask_is_refused():
 def test_bad_settings_are_refused(tokenizer, kwargs):
     with pytest.raises(ValueError):
         DiffusionCollator(tokenizer, **kwargs)
+
+
+def test_stratified_ratios_are_evenly_spread_uniform_and_bound_the_masked_count(tokenizer):
+    """One u per batch: the ratios are eps + (1 - eps) (u + i/B mod 1), so sorted they step by (1 - eps)/B, each is
+    uniform over seeds, and no batch masks more than max_masked tokens (the fixed-shape loss relies on it)."""
+    eps = 1e-3
+    firsts = []
+    for seed in range(400):
+        collator = DiffusionCollator(tokenizer, PREFIX, "stratified", eps=eps, generator=torch.Generator().manual_seed(seed))
+        ratios = collator.sample_ratios(8)
+        gaps = ratios.sort().values.diff()
+        torch.testing.assert_close(gaps, torch.full((7,), (1 - eps) / 8))
+        assert float(ratios.min()) >= eps and float(ratios.max()) <= 1
+        firsts.append(float(ratios[0]))
+    assert abs(sum(firsts) / len(firsts) - 0.5) < 0.05  # each ratio on its own is uniform: mean near 1/2
+    assert sum(f < 0.25 for f in firsts) / len(firsts) == pytest.approx(0.25, abs=0.07)
+    for batch_size, length in [(1, 12), (3, 20), (16, 40), (32, 256)]:
+        ids = torch.randint(5, len(tokenizer), (batch_size, length), generator=torch.Generator().manual_seed(batch_size))
+        bound = DiffusionCollator(tokenizer, PREFIX, "stratified").max_masked(batch_size, length)
+        worst = 0
+        for seed in range(200):
+            collator = DiffusionCollator(tokenizer, PREFIX, "stratified", generator=torch.Generator().manual_seed(seed))
+            worst = max(worst, int((collator(ids)["labels"] != -100).sum()))
+        assert worst <= bound < batch_size * (length - PREFIX) or batch_size == 1, (batch_size, length, worst, bound)
+    with pytest.raises(ValueError, match="stratified"):
+        DiffusionCollator(tokenizer, PREFIX, "continuous").max_masked(4, 32)

@@ -99,6 +99,38 @@ def test_the_fixed_shape_loss_equals_the_masked_rows_loss(mlm, tokenizer, weight
     torch.testing.assert_close(masked_lm_loss_dense(mlm, batch), masked_lm_loss(mlm, batch), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("weighting", ["none", "elbo"])
+def test_the_bounded_head_loss_equals_the_masked_rows_loss_with_its_gradients(mlm, tokenizer, weighting):
+    """masked_lm_loss_fixed runs the head on max_masked positions (masked ones first, the rest ignored): the same
+    loss and the same gradients as the data-dependent masked_lm_loss, and a capacity below the masked count loses
+    terms (so the bound matters)."""
+    from roberta_diffusion.collator import DiffusionCollator
+    from roberta_diffusion.train import masked_lm_loss, masked_lm_loss_fixed
+
+    collator = DiffusionCollator(tokenizer, 4, "stratified", weighting=weighting,
+                                 generator=torch.Generator().manual_seed(3))
+    blocks = torch.randint(5, len(tokenizer), (6, 24), generator=torch.Generator().manual_seed(0))
+    batch = {k: v for k, v in collator(blocks).items() if k != "mask_ratio"}
+    capacity = collator.max_masked(6, 24)
+    n_masked = int((batch["labels"] != -100).sum())
+    assert n_masked <= capacity < blocks.numel()
+
+    def loss_and_grads(loss):
+        mlm.zero_grad()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in mlm.parameters() if p.grad is not None]
+
+    fixed, fixed_grads = loss_and_grads(masked_lm_loss_fixed(mlm, batch, capacity))
+    plain, plain_grads = loss_and_grads(masked_lm_loss(mlm, batch))
+    mlm.zero_grad()
+    torch.testing.assert_close(fixed, plain, atol=1e-5, rtol=1e-5)
+    assert len(fixed_grads) == len(plain_grads)
+    for a, b in zip(fixed_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    short = masked_lm_loss_fixed(mlm, batch, n_masked - 1).detach()
+    assert not torch.allclose(short, plain)
+
+
 def test_plateau_escape_starts_training_at_the_unigram_loss(blocks, tokenizer, tmp_path):
     """The init is built from the training blocks: its output bias is their log unigram, so the untrained model's
     masked-token loss is close to what the unigram distribution scores on those tokens (a random init starts near

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import graphs
+from .bench_training import TRAIN_VARIANTS, bench_training, train_variants
 from .evaluate import environment, prompt_canvas_from_blocks
 from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
 from .paths import atomic_path
@@ -48,6 +49,8 @@ def add_bench_command(sub) -> None:
                    "up to a multiple of this, e.g. 64 (50304, as nanoGPT does): an odd vocabulary leaves cuBLAS only "
                    "slow kernels for the output layer")
     b.add_argument("--compile-mode", default=None, help="torch.compile mode of the diffusion step, e.g. max-autotune-no-cudagraphs")
+    b.add_argument("--train-variants", default="", help="training paths to time (default: eager, and with --compile "
+                   "all on CUDA): " + ", ".join(TRAIN_VARIANTS))
     b.add_argument("--skip", default="", help="comma list of sections to skip: diffusion,ar,train")
     b.add_argument("--device", default="auto")
     b.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -186,6 +189,7 @@ def run_bench(args) -> int:
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"diffusion", "ar", "train"}:
         raise ValueError(f"--skip {args.skip}: use a comma list of diffusion, ar, train")
+    train_variants(args, device)  # refuses unknown names before anything runs
     if (args.mlm is None) != (args.ar is None):
         raise ValueError("give both --mlm and --ar (they must share a tokenizer)")
     tok = _tokenizer(args)
@@ -202,7 +206,7 @@ def run_bench(args) -> int:
         "diffusion": lambda: _bench_diffusion(_model("mlm", args, tok, device).to(dtype), tok, blocks, batch_sizes,
                                               step_counts, strategies, args, device, peak),
         "ar": lambda: _bench_ar(_model("ar", args, tok, device).to(dtype), tok, blocks, ar_batch_sizes, args, device),
-        "train": lambda: _bench_training(tok, args, device, peak, spec),
+        "train": lambda: bench_training(tok, args, device, peak, spec),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name, run in sections.items():
@@ -323,53 +327,6 @@ def _latency_ratios(result: dict) -> list[dict]:
                         "ar_ms": best_ar["ms_per_sample_batch"], "diffusion_ms": r["ms_per_sample_batch"],
                         "ar_over_diffusion": round(best_ar["ms_per_sample_batch"] / r["ms_per_sample_batch"], 2)})
     return out
-
-
-def _bench_training(tok, args, device, peak, spec) -> list[dict]:
-    from .collator import DiffusionCollator
-    from .train import compile_body, masked_lm_loss, masked_lm_loss_dense
-
-    variants = ["eager"]
-    if args.compile:
-        variants += ["compile", "compile-dense+cudagraphs"] if device.type == "cuda" else ["compile"]
-    collator = DiffusionCollator(tok, args.prefix_len, "continuous")
-    blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
-    batch = {k: v.to(device) for k, v in collator(blocks).items() if k != "mask_ratio"}
-    predicted = float((batch["labels"] != -100).float().mean())
-    rows = []
-    for variant in variants:
-        mlm = _model("mlm", args, tok, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
-        mlm.train()
-        loss_fn = masked_lm_loss
-        if variant == "compile":
-            compile_body(mlm)  # the encoder: the head runs on a different number of rows each step
-        elif variant == "compile-dense+cudagraphs":
-            # fixed shapes end to end (the head on every position, masked in the loss), so inductor can take the
-            # whole forward and backward and replay them as CUDA graphs
-            loss_fn = torch.compile(masked_lm_loss_dense, mode="reduce-overhead", dynamic=False)
-        optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
-
-        def step(mlm=mlm, optimizer=optimizer, loss_fn=loss_fn):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(mlm, batch)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        try:
-            step()  # compile (if any) happens here, outside the timing
-            step()
-            seconds = timed_median(step, device, args.repeats)
-        except Exception as err:
-            rows.append(_error_row(err, impl=variant))
-            continue
-        tokens_per_s = args.train_batch * args.max_len / seconds
-        achieved = training_flops_per_token(mlm, args.max_len, predicted) * tokens_per_s / 1e12
-        rows.append({"impl": variant, "batch": args.train_batch, "seq_len": args.max_len, "ms_per_step": round(1e3 * seconds, 2),
-                     "tokens_per_s": round(tokens_per_s, 1), "predicted_share": round(predicted, 3),
-                     "model_tflops": round(achieved, 3), "mfu": round(achieved / peak, 4)}
-                    | ({"mfu_vs_spec_peak": round(achieved / spec, 4)} if spec else {}))
-    return rows
 
 
 def _print_rows(title: str, rows: list[dict], label: str, columns: list[tuple[str, str, str]]) -> None:

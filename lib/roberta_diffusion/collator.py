@@ -8,15 +8,19 @@ Ratio modes
 - ``"levels"`` (the seed's): one ratio per batch, drawn uniformly from ``{1/N, 2/N, ..., 1}``.
 - ``"continuous"`` (MDLM's): one ``t ~ U(eps, 1)`` per sample. With ``weighting="elbo"`` each sample's
   loss is weighted by ``1/t``: the masked-diffusion ELBO (MDLM, eq. 10) for the linear schedule.
+- ``"stratified"``: ``"continuous"`` with the batch's ratios spread evenly, ``t_i = eps + (1 - eps) * ((u + i/B)
+  mod 1)`` (MDLM's low-discrepancy sampler): each ``t_i`` is still uniform, the batch mean varies less, and the
+  number of masked tokens of a batch has a fixed bound (``max_masked``), so a loss can use a fixed shape.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-RATIO_MODES = ("levels", "continuous")
+RATIO_MODES = ("levels", "continuous", "stratified")
 WEIGHTINGS = ("none", "elbo")
 
 
@@ -63,7 +67,22 @@ class DiffusionCollator:
         if self.mode == "levels":
             level = torch.randint(1, self.n_levels + 1, (1,), generator=g).item()
             return torch.full((batch_size,), level / self.n_levels)
+        if self.mode == "stratified":
+            u = torch.rand(1, generator=g)
+            return self.eps + (1 - self.eps) * torch.remainder(u + torch.arange(batch_size) / batch_size, 1.0)
         return self.eps + (1 - self.eps) * torch.rand(batch_size, generator=g)
+
+    def max_masked(self, batch_size: int, block_len: int) -> int:
+        """In ``"stratified"`` mode, a bound on the masked tokens of a batch of ``[batch_size, block_len]`` blocks.
+
+        The ratios are ``eps + (1 - eps) (k + v) / B`` for k = 0..B-1 and one v in [0, 1), so they sum to less than
+        ``(B + 1) / 2 + eps (B - 1) / 2``; a row masks ``round(t n)`` of its ``n <= block_len - prefix_len`` maskable
+        positions, at least 1: at most ``t n + 1``.
+        """
+        if self.mode != "stratified":
+            raise ValueError(f"max_masked needs ratio mode 'stratified' (this collator's is {self.mode!r})")
+        n = max(0, block_len - self.prefix_len)
+        return min(batch_size * n, math.ceil(n * ((batch_size + 1) / 2 + self.eps * (batch_size - 1) / 2)) + batch_size)
 
     def mask(self, input_ids: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
         """``[B, L]`` bool: exactly ``max(1, round(ratio * n_maskable))`` maskable positions per row.

@@ -151,6 +151,16 @@ def gathered_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
     return logits.reshape(-1, logits.shape[-1])
 
 
+def flat_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
+    """Logits ``[K, V]`` at the positions ``index [K]`` of the flattened ``[B * L]`` canvas: the head runs on those
+    ``K`` rows only, with fixed shapes (``train.masked_lm_loss_fixed``)."""
+    encoder, head = _encoder_and_head(model)
+    if encoder is not None:
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
+        return head(hidden.flatten(0, 1)[index])
+    return model(input_ids=input_ids, attention_mask=attention_mask).logits.flatten(0, 1)[index]
+
+
 def _encoder_and_head(model):
     """``(encoder, head)`` where a masked LM splits that way (RoBERTa: ``lm_head``; ModernBERT: ``head`` then
     ``decoder``), else ``(None, None)``."""

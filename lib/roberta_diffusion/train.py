@@ -25,6 +25,7 @@ import torch
 
 from .collator import DiffusionCollator, diffusion_loss, reduce_masked_ce
 from .models import (
+    flat_logits,
     fresh_causal_lm,
     fresh_mlm,
     load_causal_lm,
@@ -48,7 +49,7 @@ class TrainConfig:
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
     prefix_len: int = 16
-    ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM)
+    ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM) | "stratified"
     n_levels: int = 10
     weighting: str = "none"  # "none" | "elbo"
     batch_size: int = 16
@@ -138,6 +139,23 @@ def masked_lm_loss_dense(model, batch) -> torch.Tensor:
     More FLOPs in the head, but no data-dependent shape, so a compiler can capture the whole step."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
     return diffusion_loss(logits, batch["labels"], batch.get("loss_weight"))
+
+
+def masked_lm_loss_fixed(model, batch, capacity: int) -> torch.Tensor:
+    """``masked_lm_loss`` with fixed shapes and the head on ``capacity`` positions only.
+
+    ``capacity`` must be at least the batch's number of masked tokens (``DiffusionCollator.max_masked`` bounds it in
+    ``"stratified"`` mode). The masked positions come first in a stable sort of ``[B * L]`` flags and fill the rest
+    with unmasked ones, whose labels are -100; so the shapes never depend on the data, a compiler can capture the
+    whole step, and the head does about half the work of ``masked_lm_loss_dense``.
+    """
+    labels = batch["labels"]  # [B, L]
+    flat_labels = labels.flatten()
+    index = torch.argsort((flat_labels != -100).to(torch.int8), descending=True, stable=True)[:capacity]  # [K]
+    logits = flat_logits(model, batch["input_ids"], batch.get("attention_mask"), index)  # [K, V]
+    ce = torch.nn.functional.cross_entropy(logits.float(), flat_labels[index], ignore_index=-100, reduction="none")
+    per_token = torch.zeros_like(flat_labels, dtype=ce.dtype).scatter(0, index, ce).view(labels.shape)  # [B, L]
+    return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
 
 
 def causal_lm_loss(model, batch) -> torch.Tensor:

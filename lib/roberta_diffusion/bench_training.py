@@ -1,0 +1,88 @@
+"""The training section of ``roberta-diffusion bench``: masked-LM tokens/s and MFU at B x L, for several paths.
+
+- ``eager``: ``train.masked_lm_loss`` (the head only on masked rows: a data-dependent shape);
+- ``compile``: the same with the encoder compiled;
+- ``compile-dense+cudagraphs``: fixed shapes end to end, the head on every position, compiled and replayed as CUDA
+  graphs;
+- ``compile-fixed+cudagraphs``: fixed shapes with the head on ``DiffusionCollator.max_masked`` positions (stratified
+  ratios bound the masked count), compiled and graphed; ``-nomask`` also leaves out the all-ones attention mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+TRAIN_VARIANTS = ("eager", "compile", "compile-dense+cudagraphs", "compile-fixed+cudagraphs", "compile-fixed+cudagraphs-nomask")
+
+
+def train_variants(args, device) -> list[str]:
+    if args.train_variants:
+        chosen = [v for v in args.train_variants.split(",") if v]
+        unknown = set(chosen) - set(TRAIN_VARIANTS)
+        if unknown:
+            raise ValueError(f"--train-variants: unknown {', '.join(sorted(unknown))}; use {', '.join(TRAIN_VARIANTS)}")
+        return chosen
+    if not args.compile:
+        return ["eager"]
+    return list(TRAIN_VARIANTS) if device.type == "cuda" else ["eager", "compile"]
+
+
+def _training_batch(tok, args, device, mode: str, drop_attention_mask: bool) -> dict:
+    from .collator import DiffusionCollator
+
+    collator = DiffusionCollator(tok, args.prefix_len, mode, generator=torch.Generator().manual_seed(2))
+    blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
+    drop = {"mask_ratio"} | ({"attention_mask"} if drop_attention_mask else set())
+    return {k: v.to(device) for k, v in collator(blocks).items() if k not in drop}
+
+
+def bench_training(tok, args, device, peak, spec) -> list[dict]:
+    from .bench import _error_row, _model, timed_median, training_flops_per_token
+    from .collator import DiffusionCollator
+    from .train import compile_body, masked_lm_loss, masked_lm_loss_dense, masked_lm_loss_fixed
+
+    rows = []
+    for variant in train_variants(args, device):
+        fixed = variant.startswith("compile-fixed")
+        # packed blocks have no padding, so the mask is all ones and can be left out (SDPA may then pick flash)
+        batch = _training_batch(tok, args, device, "stratified" if fixed else "continuous", variant.endswith("nomask"))
+        predicted = float((batch["labels"] != -100).float().mean())
+        mlm = _model("mlm", args, tok, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
+        mlm.train()
+        loss_fn = masked_lm_loss
+        if variant == "compile":
+            compile_body(mlm)  # the encoder: the head runs on a different number of rows each step
+        elif variant == "compile-dense+cudagraphs":
+            # fixed shapes end to end (the head on every position, masked in the loss), so inductor can take the
+            # whole forward and backward and replay them as CUDA graphs
+            loss_fn = torch.compile(masked_lm_loss_dense, mode="reduce-overhead", dynamic=False)
+        elif fixed:
+            # fixed shapes with the head on a bounded number of positions (stratified ratios bound the masked count)
+            capacity = DiffusionCollator(tok, args.prefix_len, "stratified").max_masked(args.train_batch, args.max_len)
+            loss_fn = torch.compile(lambda model, b, k=capacity: masked_lm_loss_fixed(model, b, k),
+                                    mode="reduce-overhead", dynamic=False)
+        optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+        def step(mlm=mlm, optimizer=optimizer, loss_fn=loss_fn, batch=batch):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = loss_fn(mlm, batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        try:
+            step()  # compile (if any) happens here, outside the timing
+            step()
+            seconds = timed_median(step, device, args.repeats)
+        except Exception as err:
+            rows.append(_error_row(err, impl=variant))
+            print(rows[-1], flush=True)
+            continue
+        tokens_per_s = args.train_batch * args.max_len / seconds
+        achieved = training_flops_per_token(mlm, args.max_len, predicted) * tokens_per_s / 1e12
+        rows.append({"impl": variant, "batch": args.train_batch, "seq_len": args.max_len, "ms_per_step": round(1e3 * seconds, 2),
+                     "tokens_per_s": round(tokens_per_s, 1), "predicted_share": round(predicted, 3),
+                     "model_tflops": round(achieved, 3), "mfu": round(achieved / peak, 4)}
+                    | ({"mfu_vs_spec_peak": round(achieved / spec, 4)} if spec else {}))
+        print(rows[-1], flush=True)  # as it comes: a run cut short still shows what it measured
+    return rows
