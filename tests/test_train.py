@@ -124,8 +124,7 @@ def test_the_bounded_head_loss_equals_the_masked_rows_loss_with_its_gradients(ml
     plain, plain_grads = loss_and_grads(masked_lm_loss(mlm, batch))
     mlm.zero_grad()
     torch.testing.assert_close(fixed, plain, atol=1e-5, rtol=1e-5)
-    assert len(fixed_grads) == len(plain_grads)
-    for a, b in zip(fixed_grads, plain_grads):
+    for a, b in zip(fixed_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     short = masked_lm_loss_fixed(mlm, batch, n_masked - 1).detach()
     assert not torch.allclose(short, plain)
