@@ -25,10 +25,11 @@ def _config(out, **kw):
     return train.TrainConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("objective", ["mlm", "ar"])
-def test_training_lowers_the_training_loss_and_exports_a_model(objective, blocks, tokenizer, tmp_path):
-    history = train.train(_config(tmp_path, objective=objective, max_steps=30, dropout=0.0), blocks, blocks, tokenizer,
-                          progress=False)
+@pytest.mark.parametrize("objective, ratio_mode", [("mlm", "levels"), ("ar", "levels"), ("mlm", "stratified")])
+def test_training_lowers_the_training_loss_and_exports_a_model(objective, ratio_mode, blocks, tokenizer, tmp_path):
+    """("stratified" trains through masked_lm_loss_fixed, the head on a bounded number of rows.)"""
+    history = train.train(_config(tmp_path, objective=objective, max_steps=30, dropout=0.0, ratio_mode=ratio_mode),
+                          blocks, blocks, tokenizer, progress=False)
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "history.json").exists()
     assert history["tokens"] == 30 * 4 * 32
@@ -175,3 +176,18 @@ def test_an_escape_phase_shorter_than_the_warm_up_is_refused_before_anything_is_
     with pytest.raises(ValueError, match="escape_steps >= warmup_steps"):
         train.train(cfg, blocks, blocks, tokenizer, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_stratified_training_runs_the_head_on_the_bounded_rows(blocks, tokenizer, tmp_path, monkeypatch):
+    capacities = []
+    real = train.masked_lm_loss_fixed
+
+    def spy(model, batch, capacity):
+        capacities.append(capacity)
+        return real(model, batch, capacity)
+
+    monkeypatch.setattr(train, "masked_lm_loss_fixed", spy)
+    cfg = _config(tmp_path, ratio_mode="stratified", max_steps=4, eval_every=4, save_every=4)
+    train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    bound = train.DiffusionCollator(tokenizer, cfg.prefix_len, "stratified").max_masked(cfg.batch_size, cfg.block_size)
+    assert len(capacities) >= 4 and set(capacities) == {bound}

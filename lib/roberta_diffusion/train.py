@@ -12,6 +12,7 @@ batch order and the noise of step N are functions of (seed, N), so a resumed run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -256,6 +257,9 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         compile_body(accelerator.unwrap_model(model))
     collator = DiffusionCollator(tokenizer, cfg.prefix_len, cfg.ratio_mode, cfg.n_levels, weighting=cfg.weighting)
     loss_fn = masked_lm_loss if cfg.objective == "mlm" else causal_lm_loss
+    if cfg.objective == "mlm" and cfg.ratio_mode == "stratified":
+        # the masked count has a fixed bound: the head runs on that many rows every step (one shape to compile)
+        loss_fn = functools.partial(masked_lm_loss_fixed, capacity=collator.max_masked(cfg.batch_size, cfg.block_size))
     rank, world = accelerator.process_index, accelerator.num_processes
     started, tokens_at_start = time.time(), history["tokens"]
     run_started = started  # max_minutes counts this invocation only
