@@ -44,7 +44,8 @@ def bench_training(tok, args, device, peak, spec) -> list[dict]:
     rows = []
     for variant in train_variants(args, device):
         fixed = variant.startswith("compile-fixed")
-        # packed blocks have no padding, so the mask is all ones and can be left out (SDPA may then pick flash)
+        # -nomask: packed blocks have no padding, so the all-ones mask can be left out and SDPA picks its own
+        # kernel (an A/B: on an H200 that step was slower, 23.6 against 18.6 ms; benchmarks/README.md, run -n)
         batch = _training_batch(tok, args, device, "stratified" if fixed else "continuous", variant.endswith("nomask"))
         predicted = float((batch["labels"] != -100).float().mean())
         mlm = _model("mlm", args, tok, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
