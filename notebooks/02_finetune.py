@@ -117,7 +117,7 @@ for objective in objectives:
         batch_size=batch_size, max_steps=max_steps, eval_every=eval_every,
         lr=ar_lr if objective == "ar" and ar_lr is not None else lr,
         warmup_steps=ar_warmup_steps if objective == "ar" and ar_warmup_steps is not None else warmup_steps,
-        escape_lr=escape_lr if objective == "mlm" else None, escape_steps=escape_steps,
+        escape_lr=escape_lr if objective == "mlm" else None, escape_steps=escape_steps if objective == "mlm" else 0,
         save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
     histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)
     print(objective, "final eval loss", histories[objective]["eval_loss"][-1])
