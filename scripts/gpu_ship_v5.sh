@@ -14,7 +14,8 @@ runs=()
 for run in $RUNS; do
   escape=${run%%:*} peak=${run##*:}
   name="ship-roberta-escape$escape-peak$peak"
-  train_roberta "$name" plateau_escape=true escape_lr=0.0002 "escape_steps=$escape" "lr=$peak" warmup_steps=500 &
+  # plateau_escape, escape_lr 2e-4 and warm-up 500 come from profile full, which holds this recipe
+  train_roberta "$name" "escape_steps=$escape" "lr=$peak" &
   runs+=("runs/$name")
 done
 wait

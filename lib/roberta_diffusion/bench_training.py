@@ -27,18 +27,18 @@ def train_variants(args, device) -> list[str]:
     return list(TRAIN_VARIANTS) if device.type == "cuda" else ["eager", "compile"]
 
 
-def _training_batch(tok, args, device, mode: str, drop_attention_mask: bool) -> dict:
+def _training_batch(tok, args, device, mode: str, drop_attention_mask: bool):
+    """One fixed training batch on ``device`` and the collator that made it."""
     from .collator import DiffusionCollator
 
     collator = DiffusionCollator(tok, args.prefix_len, mode, generator=torch.Generator().manual_seed(2))
     blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
     drop = {"mask_ratio"} | ({"attention_mask"} if drop_attention_mask else set())
-    return {k: v.to(device) for k, v in collator(blocks).items() if k not in drop}
+    return {k: v.to(device) for k, v in collator(blocks).items() if k not in drop}, collator
 
 
 def bench_training(tok, args, device, peak, spec) -> list[dict]:
     from .bench import _error_row, _model, timed_median, training_flops_per_token
-    from .collator import DiffusionCollator
     from .train import compile_body, masked_lm_loss, masked_lm_loss_dense, masked_lm_loss_fixed
 
     rows = []
@@ -46,7 +46,8 @@ def bench_training(tok, args, device, peak, spec) -> list[dict]:
         fixed = variant.startswith("compile-fixed")
         # -nomask: packed blocks have no padding, so the all-ones mask can be left out and SDPA picks its own
         # kernel (an A/B: on an H200 that step was slower, 23.6 against 18.6 ms; benchmarks/README.md, run -n)
-        batch = _training_batch(tok, args, device, "stratified" if fixed else "continuous", variant.endswith("nomask"))
+        batch, collator = _training_batch(tok, args, device, "stratified" if fixed else "continuous",
+                                          variant.endswith("nomask"))
         predicted = float((batch["labels"] != -100).float().mean())
         mlm = _model("mlm", args, tok, device)  # fresh fp32 weights: the optimiser keeps fp32 masters
         mlm.train()
@@ -59,7 +60,7 @@ def bench_training(tok, args, device, peak, spec) -> list[dict]:
             loss_fn = torch.compile(masked_lm_loss_dense, mode="reduce-overhead", dynamic=False)
         elif fixed:
             # fixed shapes with the head on a bounded number of positions (stratified ratios bound the masked count)
-            capacity = DiffusionCollator(tok, args.prefix_len, "stratified").max_masked(args.train_batch, args.max_len)
+            capacity = collator.max_masked(args.train_batch, args.max_len)
             loss_fn = torch.compile(lambda model, b, k=capacity: masked_lm_loss_fixed(model, b, k),
                                     mode="reduce-overhead", dynamic=False)
         optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")

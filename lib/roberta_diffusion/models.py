@@ -130,35 +130,32 @@ def masked_lm_logits(model, input_ids, attention_mask, rows) -> torch.Tensor:
     rows: with a 50k vocabulary it is a large share of a forward pass, and most positions do not need it. Other
     masked LMs (and wrapped models, e.g. DDP) fall back to full logits.
     """
-    encoder, head = _encoder_and_head(model)
-    if encoder is not None:
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return head(hidden[rows])
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits[rows]
+    return _logits_at(model, input_ids, attention_mask, lambda t: t[rows])
 
 
 def gathered_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
     """Logits ``[B * F, V]`` at the positions ``index [B, F]`` of each row: ``masked_lm_logits`` with a fixed
     shape (no boolean indexing, so no host synchronisation; a CUDA graph can replay it)."""
-    encoder, head = _encoder_and_head(model)
-    if encoder is not None:
-        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
-        picked = hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [B, F, H]
-        logits = head(picked)
-    else:
-        full = model(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, L, V]
-        logits = full.gather(1, index.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
-    return logits.reshape(-1, logits.shape[-1])
+    return _logits_at(model, input_ids, attention_mask,
+                      lambda t: t.gather(1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1])))  # [B, F, X]
 
 
 def flat_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
     """Logits ``[K, V]`` at the positions ``index [K]`` of the flattened ``[B * L]`` canvas: the head runs on those
     ``K`` rows only, with fixed shapes (``train.masked_lm_loss_fixed``)."""
+    return _logits_at(model, input_ids, attention_mask, lambda t: t.flatten(0, 1)[index])
+
+
+def _logits_at(model, input_ids, attention_mask, pick) -> torch.Tensor:
+    """Logits ``[N, V]`` at the positions ``pick`` selects from a ``[B, L, X]`` tensor: from the encoder's hidden
+    states before the head where the model splits that way, else from the full logits."""
     encoder, head = _encoder_and_head(model)
     if encoder is not None:
         hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, L, H]
-        return head(hidden.flatten(0, 1)[index])
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits.flatten(0, 1)[index]
+        logits = head(pick(hidden))
+    else:
+        logits = pick(model(input_ids=input_ids, attention_mask=attention_mask).logits)
+    return logits.reshape(-1, logits.shape[-1])
 
 
 def _encoder_and_head(model):

@@ -199,16 +199,16 @@ def _lr_lambda(cfg: TrainConfig):
     if cfg.escape_lr is not None and not (cfg.escape_lr > 0 and cfg.escape_steps >= cfg.warmup_steps):
         raise ValueError(f"escape_lr={cfg.escape_lr}, escape_steps={cfg.escape_steps}: the two-phase rate needs "
                          f"escape_lr > 0 and escape_steps >= warmup_steps ({cfg.warmup_steps})")
-    low = (cfg.escape_lr / cfg.lr) if cfg.escape_lr is not None and cfg.escape_steps > 0 else 1.0
-    held_until = cfg.escape_steps if low != 1.0 else 0
-    decay_from = held_until + cfg.warmup_steps
+    escaping = cfg.escape_lr is not None and cfg.escape_steps > 0 and cfg.escape_lr != cfg.lr
+    low, held_until = (cfg.escape_lr / cfg.lr, cfg.escape_steps) if escaping else (1.0, 0)
+    decay_from = held_until + cfg.warmup_steps  # without an escape phase: right after the warm-up
 
     def factor(step):
         if step < cfg.warmup_steps:
             return low * (step + 1) / cfg.warmup_steps
         if step < held_until:
             return low
-        if step < decay_from and held_until:
+        if step < decay_from:  # only with an escape phase: the ramp from escape_lr to lr
             return low + (1 - low) * (step - held_until + 1) / cfg.warmup_steps
         progress = (step - decay_from) / max(1, cfg.max_steps - decay_from)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
