@@ -169,3 +169,24 @@ def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokeni
     assert torch.equal(planned[0], generic[0])
     assert not (planned[0] == tokenizer.mask_token_id).any()
     torch.testing.assert_close(planned[1], generic[1], equal_nan=True)
+
+
+def test_random_reveals_in_a_uniformly_random_order():
+    """``random`` commits by one key per position: over many seeds every free position is equally likely to come
+    at any step (no bias to the left or right of the canvas, as a tie-break or an ignored key would give)."""
+    from roberta_diffusion.sampler import make_plan
+    from roberta_diffusion.sampling import make_generator
+
+    free = torch.zeros(1, 24, dtype=torch.bool)
+    free[0, 4:] = True  # 20 free positions, 4 steps of 5
+    step_of = torch.zeros(20)
+    runs = 400
+    for seed in range(runs):
+        plan = make_plan(free, 4, "random", "linear", None, make_generator(seed, "cpu"))
+        pos = plan.commit_pos[:, 0]  # [S, C] the positions each step commits
+        steps = torch.arange(4).unsqueeze(1).expand_as(pos)
+        step_of.scatter_add_(0, (pos - 4).flatten(), steps.flatten().float())
+        keys = plan.noise[0, 0]
+        assert keys[pos[0]].min() > keys[pos[1]].max(), "the first step takes the highest keys"
+    mean_step = step_of / runs  # 1.5 for every position if the order is uniform; sd of this mean ~0.056
+    assert (mean_step - 1.5).abs().max() < 0.25, mean_step

@@ -108,17 +108,23 @@ def still_masked_fraction(schedule: str, progress: float) -> float:
     raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
 
 
+def still_masked_counts(n_masked: torch.Tensor, steps: int, schedule: str) -> torch.Tensor:
+    """``n_masked [B]`` -> ``[steps + 1, B]``: how many positions of each row are still masked after ``s`` steps
+    (``s`` = 0 … steps), from ``n_masked`` down to 0, never rising."""
+    fractions = torch.tensor([still_masked_fraction(schedule, s / steps) for s in range(steps + 1)],
+                             dtype=torch.float64, device=n_masked.device)
+    left = torch.round(n_masked.double().unsqueeze(0) * fractions.unsqueeze(1)).long()
+    left[-1] = 0
+    left[0] = n_masked
+    return torch.minimum(left, left[0:1])
+
+
 def reveal_counts(n_masked: torch.Tensor, steps: int, schedule: str) -> torch.Tensor:
     """How many positions each row commits at each step. ``n_masked [B]`` -> ``[steps, B]``.
 
     Rows sum to ``n_masked``; the last step takes whatever is left.
     """
-    left = torch.stack([
-        torch.round(n_masked.double() * still_masked_fraction(schedule, s / steps)) for s in range(steps + 1)
-    ]).long()
-    left[-1] = 0
-    left[0] = n_masked
-    left = torch.minimum(left, left[0:1])
+    left = still_masked_counts(n_masked, steps, schedule)
     return left[:-1] - left[1:]
 
 
