@@ -80,3 +80,35 @@ def test_a_steps_flop_count_equals_torchs_own_count(tokenizer, arch):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         gathered_logits(model, ids, mask, index)
     assert bench.diffusion_step_flops(model, batch, length, candidates) == counter.get_total_flops()
+
+
+def test_compiled_rows_carry_the_teacher_forced_tolerance(monkeypatch, mlm, tokenizer):
+    """The compiled step is CUDA-only; here the plain step stands in for it, so the wiring is what is checked: both
+    comparisons are run and the verdict follows ``agreement.within_tolerance``."""
+    from roberta_diffusion import agreement
+    from roberta_diffusion.evaluate import prompt_canvas_from_blocks
+
+    monkeypatch.setattr(agreement, "fast_step", lambda model, mode=None: agreement.plain_step(model))
+    blocks = torch.randint(5, len(tokenizer), (2, 32), generator=torch.Generator().manual_seed(0))
+    canvas = prompt_canvas_from_blocks(blocks, 8, tokenizer.mask_token_id)
+    result = bench._teacher_forced(mlm, tokenizer, canvas, 4, "random", None)
+    assert result["compiled"]["draws"] == 2 * 24 and result["compiled"]["token_agreement"] == 1.0
+    assert result["precision"]["draws"] >= 2 * 24
+    assert result["within_tolerance"] is True
+
+
+@pytest.mark.parametrize("size", ["tiny", "shipped-like"])
+def test_the_dropout0_training_row_builds_its_model_without_dropout(tmp_path, mlm, tokenizer, size):
+    from types import SimpleNamespace
+
+    folder = None
+    if size == "shipped-like":
+        folder = tmp_path / "mlm"
+        mlm.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    args = SimpleNamespace(mlm=folder, ar=None, size="tiny", max_len=32, vocab_multiple=1)
+    plain = bench._model("mlm", args, tokenizer, "cpu")
+    no_dropout = bench._model("mlm", args, tokenizer, "cpu", dropout=0.0)
+    rates = [m.p for m in no_dropout.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and all(p == 0.0 for p in rates)
+    assert any(m.p > 0 for m in plain.modules() if isinstance(m, torch.nn.Dropout)), "the default keeps its dropout"

@@ -132,20 +132,32 @@ def _tokenizer(args):
     return fallback_tokenizer()
 
 
-def _model(kind: str, args, tokenizer, device):
-    """The masked LM (``kind="mlm"``) or causal LM (``"ar"``) that ``--mlm/--ar`` or ``--size`` names, in fp32."""
+def _model(kind: str, args, tokenizer, device, **overrides):
+    """The masked LM (``kind="mlm"``) or causal LM (``"ar"``) that ``--mlm/--ar`` or ``--size`` names, in fp32.
+    ``overrides`` (e.g. ``dropout=0.0``) change a preset's config; for a saved model, its dropout layers."""
     folder = args.mlm if kind == "mlm" else args.ar
     if args.size == "shipped" and folder is None:
         from .paths import SHIPPED_AR, SHIPPED_MLM
 
         folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
     if folder is not None:
-        return (load_mlm if kind == "mlm" else load_causal_lm)(folder, device=device)
-    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, args.size, max_len=args.max_len)
+        model = (load_mlm if kind == "mlm" else load_causal_lm)(folder, device=device)
+        if "dropout" in overrides:
+            _set_dropout(model, overrides["dropout"])
+        return model
+    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, args.size, max_len=args.max_len, **overrides)
     if args.size == "base":  # roberta-base / gpt2 vocabularies, so the output layers cost what they cost there
         vocab = 50265 if kind == "mlm" else 50257
         model.resize_token_embeddings(-(-vocab // args.vocab_multiple) * args.vocab_multiple, mean_resizing=False)
     return model.to(device)
+
+
+def _set_dropout(model, p: float) -> None:
+    """Every dropout of a loaded model; RoBERTa's attention reads its dropout module's ``p`` at each call, so the
+    attention probabilities' dropout follows too."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
 
 
 def _batch_list(text: str) -> list[int]:
@@ -267,8 +279,24 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
                     eager_final[strategy, batch, steps] = final
                 elif (strategy, batch, steps) in eager_final:
                     row["token_agreement_with_eager"] = _agreement(final, eager_final[strategy, batch, steps])
+                if compiled:  # other kernels: the documented tolerance, teacher-forced (agreement.py)
+                    row["teacher_forced"] = _teacher_forced(mlm, tok, canvas, steps, strategy, args.compile_mode)
                 rows.append(row)
     return rows
+
+
+def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
+    """The compiled step against the plain one on the plain run's canvases, next to what the working precision
+    alone does (the plain step in float32); ``within_tolerance`` when the first disagrees no more than the second."""
+    from .agreement import fast_step, precision_noise, teacher_forced_agreement, within_tolerance
+
+    settings = dict(steps=steps, strategy=strategy, seed=0)
+    try:
+        fast = teacher_forced_agreement(mlm, tok, canvas, fast_step(mlm, compile_mode), **settings)
+        precision = precision_noise(mlm, tok, canvas, **settings)
+    except Exception as err:
+        return _error_row(err)
+    return {"compiled": fast, "precision": precision, "within_tolerance": within_tolerance(fast, precision)}
 
 
 def drawn_positions(strategy: str, new: int, steps: int) -> int:

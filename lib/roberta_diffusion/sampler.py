@@ -350,7 +350,7 @@ def generate_diffusion(
     knobs = dict(strategy=strategy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
-    step_fn = _compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
+    step_fn = compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
     if graph:
         history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, knobs, step_fn)
     else:
@@ -377,7 +377,7 @@ def generate_diffusion(
     return trace
 
 
-def _compiled_step(model, mode: str | None = None):
+def compiled_step(model, mode: str | None = None):
     """``diffusion_step`` compiled by inductor, one per model and mode (dynamo re-specialises it per shape)."""
     cache = graphs.model_cache(model)
     key = (graphs.COMPILED, mode)

@@ -1,0 +1,98 @@
+"""How closely a fast diffusion step follows the plain one when their kernels differ (``compile=True``).
+
+Graph replay runs the plain step's kernels and gives the same tokens (tests check it). A compiled step fuses
+kernels, so its floats differ in the last bits; a draw whose uniform falls near a boundary of the cumulative
+probabilities then picks the neighbouring token, and from there the two runs write different text. Comparing
+finished texts therefore says little. Instead, both steps are run *teacher-forced*: on every canvas of the plain
+run's trajectory, with the same plan (the same random numbers), and their draws are compared one step at a time.
+
+The tolerance (``within_tolerance``): the fast step may disagree with the plain step at most as often as the plain
+step in the model's dtype disagrees with the same step in float32 (or float64 for a float32 model). In words:
+kernels that differ may move the draws no more than the working precision already does.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .sampler import compiled_step, diffusion_step, generate_diffusion, make_plan, model_attention_mask
+from .sampling import make_generator
+
+
+@torch.no_grad()
+def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=None, steps=10, strategy="random",
+                             seed=0, temperature=1.0, top_k=50, top_p=0.95, threshold=0.9) -> dict:
+    """Run the plain sampler, then ``reference`` and ``candidate`` on each of its canvases; compare their draws.
+
+    ``candidate`` / ``reference``: a step with ``diffusion_step``'s signature less the model, e.g.
+    ``plain_step(other_model)`` (default reference: ``plain_step(model)``).
+    Returns the number of compared draws (positions either step commits, over all steps), the share where both
+    wrote the same token, and the largest and mean gap of the chosen token's probability where they agree.
+    """
+    reference = reference or plain_step(model)
+    trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=steps, strategy=strategy, seed=seed,
+                               temperature=temperature, top_k=top_k, top_p=top_p, threshold=threshold)
+    device = next(model.parameters()).device
+    canvas = canvas.to(device)
+    free = ~canvas.fixed & canvas.attention.bool()
+    plan = make_plan(free, steps, strategy, "linear", None, make_generator(seed, device))
+    attention = model_attention_mask(model, canvas.attention)
+    knobs = dict(strategy=strategy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
+                 top_p=top_p, threshold=threshold)
+    draws = same = 0
+    gaps = []
+    for j in range(trace.steps):
+        x = trace.ids[j].to(device)
+        start = torch.full(x.shape, float("nan"), device=device)
+        step = torch.tensor([j], device=device)
+        ref_x, ref_conf = reference(x, start, attention, plan, step, **knobs)
+        new_x, new_conf = candidate(x, start, attention, plan, step, **knobs)
+        drawn = (x == tokenizer.mask_token_id) & ((ref_x != x) | (new_x != x))  # [B, L] committed by either
+        agree = drawn & (ref_x == new_x)
+        draws += int(drawn.sum())
+        same += int(agree.sum())
+        gaps.append((ref_conf.float() - new_conf.float()).abs()[agree].cpu())
+    gap = torch.cat(gaps) if gaps else torch.zeros(0)
+    return {"draws": draws, "token_agreement": same / max(draws, 1),
+            "max_probability_gap": float(gap.max()) if gap.numel() else 0.0,
+            "mean_probability_gap": float(gap.mean()) if gap.numel() else 0.0}
+
+
+def plain_step(model):
+    """``diffusion_step`` bound to ``model``, given the attention mask in the model's own dtype (the sampler prepares
+    it for the reference model, whose dtype may differ)."""
+    dtype = next(model.parameters()).dtype
+
+    def step(x, confidence, attention, plan, j, **knobs):
+        return diffusion_step(model, x, confidence, attention.to(dtype), plan, j, **knobs)
+
+    return step
+
+
+def fast_step(model, compile_mode: str | None = None):
+    """The step ``generate_diffusion(compile=compile_mode or True)`` runs (CUDA), bound to ``model``: the same
+    compiled function, so its kernels are the ones the timed runs replayed."""
+    step_fn = compiled_step(model, compile_mode)
+
+    def step(x, confidence, attention, plan, j, **knobs):
+        return step_fn(model, x, confidence, attention, plan, j, **knobs)
+
+    return step
+
+
+def precision_noise(model, tokenizer, canvas, **settings) -> dict:
+    """``teacher_forced_agreement`` of the plain step in the model's dtype against the same step in a wider one
+    (float32; float64 for a float32 model): how far the working precision alone moves the draws."""
+    dtype = next(model.parameters()).dtype
+    wide = copy.deepcopy(model).to(torch.float64 if dtype == torch.float32 else torch.float32)
+    try:
+        return teacher_forced_agreement(model, tokenizer, canvas, plain_step(wide), **settings)
+    finally:
+        del wide
+
+
+def within_tolerance(fast: dict, precision: dict) -> bool:
+    """The documented tolerance (module docstring): the fast step disagrees no more often than precision does."""
+    return fast["token_agreement"] >= precision["token_agreement"]

@@ -1,0 +1,54 @@
+"""The teacher-forced comparison behind the compiled sampler's documented tolerance (``agreement``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from roberta_diffusion.agreement import (
+    plain_step,
+    precision_noise,
+    teacher_forced_agreement,
+    within_tolerance,
+)
+from roberta_diffusion.evaluate import prompt_canvas_from_blocks
+
+SETTINGS = dict(steps=6, seed=4)
+
+
+@pytest.fixture(scope="module")
+def canvas(tokenizer):
+    blocks = torch.randint(5, len(tokenizer), (3, 48), generator=torch.Generator().manual_seed(0))
+    return prompt_canvas_from_blocks(blocks, 8, tokenizer.mask_token_id)
+
+
+@pytest.mark.parametrize("strategy", ["random", "confidence"])
+def test_the_plain_step_agrees_with_itself_exactly(mlm, tokenizer, canvas, strategy):
+    result = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(mlm), strategy=strategy, **SETTINGS)
+    assert result["draws"] == 3 * 40  # every generated position is drawn once along the trajectory
+    assert result["token_agreement"] == 1.0
+    assert result["max_probability_gap"] == 0.0
+
+
+def test_another_attention_kernel_is_within_the_tolerance(mlm, tokenizer, canvas):
+    """The eager attention implementation instead of SDPA: other kernels, the same maths; it must stay within the
+    tolerance that the working precision sets (float32 against float64 here)."""
+    other = copy.deepcopy(mlm)
+    other.set_attn_implementation("eager")
+    fast = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(other), **SETTINGS)
+    precision = precision_noise(mlm, tokenizer, canvas, **SETTINGS)
+    assert 0 < fast["max_probability_gap"] < 1e-4, "other kernels: different last bits, tiny gaps"
+    assert within_tolerance(fast, precision), (fast, precision)
+
+
+def test_a_different_model_is_outside_the_tolerance(mlm, tokenizer, canvas):
+    """The check can fail: perturbed weights draw other tokens far more often than precision does."""
+    other = copy.deepcopy(mlm)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
+    fast = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(other), **SETTINGS)
+    precision = precision_noise(mlm, tokenizer, canvas, **SETTINGS)
+    assert fast["token_agreement"] < 0.9
+    assert not within_tolerance(fast, precision)
