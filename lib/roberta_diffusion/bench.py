@@ -287,7 +287,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
 
 def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
     """The compiled step against the plain one on the plain run's canvases, next to what the working precision
-    alone does (the plain step in float32); ``within_tolerance`` when the first disagrees no more than the second."""
+    alone does (the plain step in float32); ``within_tolerance``: the first within ``agreement.TOLERANCE_FACTOR`` of the second."""
     from .agreement import fast_step, precision_noise, teacher_forced_agreement, within_tolerance
 
     settings = dict(steps=steps, strategy=strategy, seed=0)

@@ -141,35 +141,37 @@ def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
 def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
     """The schedule, blocks and every random number of a run. ``free [B, L]`` bool: positions to generate.
 
-    Built from whole-tensor operations (a Python loop over blocks, none over steps): on a GPU every small operation
-    costs a few microseconds of launch whatever its size, and this runs once per call, outside the replayed loop.
+    Everything that depends on ``free`` alone (schedule, blocks, candidates) is worked out on the host and copied
+    over once: on a GPU each small operation costs a kernel launch (microseconds, whatever its size), and this runs
+    once per call, outside the replayed loop (at B=1 it was a sixth of a 10-step call). The random numbers, and the
+    ranking that reads them, are made on the device.
     """
     device = free.device
+    free = free.cpu()
     batch, length = free.shape
     blocks = _block_ids(free, block_size)
-    n_blocks = (int(blocks.max().item()) + 1 if block_size is not None else 1) if free.any() else 0
+    n_blocks = (int(blocks.max()) + 1 if block_size is not None else 1) if free.any() else 0
     if n_blocks > steps:
         raise ValueError(f"{n_blocks} blocks of {block_size} need at least {n_blocks} steps: raise steps or block_size")
     n_free = free.sum(dim=1)
     if n_blocks:
         in_block, counts, n_remask, last = _block_schedule(blocks, n_blocks, steps, schedule)
     else:  # nothing to generate: one no-op step keeps the shapes valid
-        in_block, counts, n_remask = free.unsqueeze(0), n_free.unsqueeze(0), n_free.unsqueeze(0)
-        last = torch.ones(1, dtype=torch.bool, device=device)
-    width = max(int(n_free.max().item()), 1)
+        in_block, counts, n_remask, last = free.unsqueeze(0), n_free.unsqueeze(0), n_free.unsqueeze(0), torch.ones(1, dtype=torch.bool)
+    width = max(int(n_free.max()), 1)
     # stable sort puts each row's free positions first, in order; the rest pad the row
     order = (~free).long().argsort(dim=1, stable=True)
     candidates = order[:, :width]
-    valid = torch.arange(width, device=device).unsqueeze(0) < n_free.unsqueeze(1)
+    valid = torch.arange(width).unsqueeze(0) < n_free.unsqueeze(1)
     first_fixed = order[:, -1:].expand(-1, width)  # a non-free position wherever a row has padding
     candidates = torch.where(valid, candidates, first_fixed)
     n_steps = in_block.shape[0]
     draw = torch.rand((n_steps, batch * width), dtype=torch.float64, device=device, generator=generator)
     noise = torch.rand((n_steps, batch, length), device=device, generator=generator)
-    plan = Plan(in_block, counts, n_remask, last, candidates, valid, draw, noise, *_no_commits(n_steps, batch, device))
-    if strategy == "random":
-        plan.commit_pos, plan.commit_ok, plan.commit_draw = _planned_commits(plan, free, blocks)
-    return plan
+    commits = _planned_commits(noise, free, blocks, in_block, counts, last, draw) if strategy == "random" else \
+        _no_commits(n_steps, batch, device)
+    on_device = [t.to(device) for t in (in_block, counts, n_remask, last, candidates, valid)]
+    return Plan(*on_device, draw, noise, *commits)
 
 
 def _block_schedule(blocks, n_blocks, steps, schedule):
@@ -184,7 +186,7 @@ def _block_schedule(blocks, n_blocks, steps, schedule):
         in_block.append(mask.unsqueeze(0).expand(block_steps, -1, -1))
         counts.append(left[:-1] - left[1:])
         n_remask.append(left[1:])
-        last.append(torch.arange(block_steps, device=blocks.device) == block_steps - 1)
+        last.append(torch.arange(block_steps) == block_steps - 1)
     return torch.cat(in_block), torch.cat(counts), torch.cat(n_remask), torch.cat(last)
 
 
@@ -194,15 +196,15 @@ def _no_commits(n_steps, batch, device):
             torch.zeros((n_steps, 0), dtype=torch.float64, device=device))
 
 
-def random_order_key(plan: Plan) -> torch.Tensor:
-    """``[B, L]``: the ``random`` policy's one key per position. Revealing the highest keys first, the scheduled
-    number per step, reveals the canvas in a uniformly random order: the same distribution as fresh noise at every
-    step (MDLM's ancestral sampler picks each step's positions uniformly among those still masked), and what lets
-    the plan know every step's positions before the loop."""
-    return plan.noise[0]
+def random_order_key(noise: torch.Tensor) -> torch.Tensor:
+    """``[B, L]``: the ``random`` policy's one key per position, from the plan's ``noise [S, B, L]``. Revealing the
+    highest keys first, the scheduled number per step, reveals the canvas in a uniformly random order: the same
+    distribution as fresh noise at every step (MDLM's ancestral sampler picks each step's positions uniformly among
+    those still masked), and what lets the plan know every step's positions before the loop."""
+    return noise[0]
 
 
-def _planned_commits(plan: Plan, free: torch.Tensor, blocks: torch.Tensor):
+def _planned_commits(noise, free, blocks, in_block, counts, last, draw):
     """``random`` picks its positions by ``random_order_key`` alone, never by the model's output, so the positions of
     every step are fixed before the loop. The step then computes logits and draws tokens at those ``C`` positions
     only (about 1/S of the canvas per step) instead of at every free position.
@@ -211,32 +213,37 @@ def _planned_commits(plan: Plan, free: torch.Tensor, blocks: torch.Tensor):
     ties to the left, as ``top_count_mask`` breaks them) is committed by the block's step whose cumulative count
     first exceeds ``r``. Each position keeps the uniform it has in ``draw``, so the tokens are the same as drawing
     everywhere and committing some.
+
+    ``noise`` and ``draw`` live on the device; ``free``, ``blocks [B, L]``, ``in_block [S, B, L]``, ``counts [S, B]``
+    and ``last [S]`` on the host, where everything that needs no random number is worked out.
     """
-    batch, width = plan.candidates.shape
-    key = random_order_key(plan).masked_fill(~free, float("-inf"))
+    device, (n_steps, batch, length) = noise.device, in_block.shape
+    width = draw.shape[1] // batch
+    # host: a step commits the ranks [before, before + count) of its block (what the block's earlier steps took)
+    new_block = torch.ones_like(last)  # [S] the first step of a block: the first, or one after a block's last
+    new_block[1:] = last[:-1]
+    taken = counts.cumsum(dim=0)
+    block_start = torch.where(new_block.unsqueeze(1), taken - counts, 0).cummax(dim=0).values
+    before = taken - counts - block_start  # [S, B]
+    size = max(int(counts.max()), 1)  # every step commits exactly its count
+    ok = torch.arange(size) < counts.unsqueeze(-1)  # [S, B, C]
+    slot = (free.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, L]: a free position's column in ``candidates``
+    in_block, before, counts, ok, slot, blocks, free = (
+        t.to(device) for t in (in_block, before, counts, ok, slot, blocks, free))
+    # device: each free position's key rank within its block
+    key = random_order_key(noise).masked_fill(~free, float("-inf"))
     by_key = key.argsort(dim=1, descending=True, stable=True)  # [B, L]
     by_block_then_key = by_key.gather(1, blocks.gather(1, by_key).argsort(dim=1, stable=True))
     sorted_blocks = blocks.gather(1, by_block_then_key)
-    first_of_block = torch.searchsorted(sorted_blocks.contiguous(), sorted_blocks.contiguous(), right=False)
-    rank_sorted = torch.arange(blocks.shape[1], device=free.device) - first_of_block
+    first_of_block = torch.searchsorted(sorted_blocks, sorted_blocks, right=False)
+    rank_sorted = torch.arange(length, device=device) - first_of_block
     rank = torch.empty_like(rank_sorted).scatter_(1, by_block_then_key, rank_sorted)  # [B, L] rank in its block
-    # a step commits the ranks [before, before + count) of its block, ``before`` = what the block's earlier steps took
-    new_block = torch.ones_like(plan.last)  # [S] the first step of a block: the first, or one after a block's last
-    new_block[1:] = plan.last[:-1]
-    new_block = new_block.unsqueeze(1)
-    taken = plan.counts.cumsum(dim=0)
-    block_start = torch.where(new_block, taken - plan.counts, 0).cummax(dim=0).values
-    before = taken - plan.counts - block_start  # [S, B]
-    commit = (plan.in_block & free & (rank >= before.unsqueeze(-1)) & (rank < (before + plan.counts).unsqueeze(-1)))
-    n_commit = commit.sum(dim=2)  # [S, B]
-    size = max(int(n_commit.max().item()), 1)
+    commit = in_block & (rank >= before.unsqueeze(-1)) & (rank < (before + counts).unsqueeze(-1))  # [S, B, L]
     # stable sort: each row's committed positions first, in order, then positions the step leaves alone
     pos = (~commit).long().argsort(dim=2, stable=True)[..., :size]  # [S, B, C]
-    ok = torch.arange(size, device=free.device) < n_commit.unsqueeze(-1)
-    slot = (free.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, L]: a free position's column in ``candidates``
-    pos_slot = slot.unsqueeze(0).expand(commit.shape[0], -1, -1).gather(2, pos)  # [S, B, C]
-    draw = plan.draw.view(-1, batch, width).gather(2, pos_slot.clamp(max=width - 1))
-    return pos, ok, draw.reshape(commit.shape[0], -1)
+    pos_slot = slot.unsqueeze(0).expand(n_steps, -1, -1).gather(2, pos)  # [S, B, C]
+    picked_draw = draw.view(-1, batch, width).gather(2, pos_slot.clamp(max=width - 1))
+    return pos, ok, picked_draw.reshape(n_steps, -1)
 
 
 def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, mask_id, temperature, top_k, top_p,
@@ -266,7 +273,7 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, 
     if strategy in ("confidence", "threshold"):
         picked = chosen  # the same score: one pass over the vocabulary, not two
     else:
-        noise = random_order_key(plan).gather(1, index).view(-1) if strategy == "random" else None
+        noise = random_order_key(plan.noise).gather(1, index).view(-1) if strategy == "random" else None
         picked = policy_scores(strategy, scaled, tokens, uniforms=noise).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
     if strategy == "threshold":
