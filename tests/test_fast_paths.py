@@ -190,3 +190,17 @@ def test_random_reveals_in_a_uniformly_random_order():
         assert keys[pos[0]].min() > keys[pos[1]].max(), "the first step takes the highest keys"
     mean_step = step_of / runs  # 1.5 for every position if the order is uniform; sd of this mean ~0.056
     assert (mean_step - 1.5).abs().max() < 0.25, mean_step
+
+
+def test_repeatable_attention_holds_sdpa_to_the_repeatable_kernels_on_cuda_only():
+    """On CUDA the AR decoders run SDPA with the memory-efficient kernel (math as the fallback): the kernel picked
+    otherwise for a masked cache did not repeat its results at B >= 16 on an H200. Elsewhere nothing changes."""
+    from roberta_diffusion.graphs import repeatable_attention
+
+    before = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled())
+    with repeatable_attention("cuda"):
+        assert torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
+        assert not torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.cudnn_sdp_enabled()
+    assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled()) == before
+    with repeatable_attention("cpu"):
+        assert (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled()) == before

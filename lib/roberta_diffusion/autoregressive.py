@@ -9,7 +9,7 @@ import time
 import torch
 
 from .canvas import Canvas, prefix_canvas
-from .graphs import check_graph_device
+from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
 from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
 from .trace import Trace
@@ -36,7 +36,9 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step.
 
     ``static_cache=True`` decodes GPT-2 with this project's fixed-shape decoder (``fast_ar``); ``graph=True``
-    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed.
+    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed (CPU tests; on an
+    H200 at B=1, and the static decoder graphed and not at B = 1, 16, 64 once SDPA was held to repeatable kernels,
+    ``graphs.repeatable_attention``).
     """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
@@ -90,7 +92,9 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     history, step_times = [x.clone()], []
     for pos in range(prefix_len, max_len):
         start = time.perf_counter()
-        out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True, **{cache_kw: cache})
+        with repeatable_attention(device):  # as the static decoder: the same text for the same seed
+            out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True,
+                        **{cache_kw: cache})
         cache = returned_cache(out)
         tokens, scaled = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
         chosen = chosen_probability(scaled, tokens)

@@ -70,6 +70,11 @@ def decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temper
     Returns ``ids [B, max_len]``, ``confidence [B, max_len]`` (on the device) and the seconds per new token
     (prefill included; graph capture, done once per shape, is not).
     """
+    with graphs.repeatable_attention(prefix_ids.device):  # the same text for the same seed, at every batch size
+        return _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph)
+
+
+def _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph):
     device = prefix_ids.device
     batch, prefix_len = prefix_ids.shape
     decoder = _decoder(model, batch, max_len, (temperature, top_k, top_p), graph)

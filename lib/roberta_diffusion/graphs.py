@@ -9,6 +9,8 @@ step functions are written.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 
@@ -50,3 +52,18 @@ def release(model, keep_compiled: bool = False) -> None:
 def check_graph_device(device) -> None:
     if device.type != "cuda":
         raise ValueError(f"graph=True needs a CUDA device, the model is on {device.type}: drop --graph")
+
+
+def repeatable_attention(device):
+    """A context holding SDPA to kernels that give the same result on every run (CUDA; elsewhere nothing changes).
+
+    The GPT-2 decoders attend with a boolean mask over a cache. On an H200 (torch 2.11) the kernel SDPA picked for
+    that at B >= 16 was not repeatable: the same seed gave another text on a second run (44-50 % of tokens equal;
+    exact at B=1), graphed or not. The memory-efficient kernel (math as the fallback) repeats exactly, at 13-21 %
+    more time per token (``scripts/ar_graph_check.py``, reports/2026-11-29-h200-session6/).
+    """
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
