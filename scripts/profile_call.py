@@ -17,7 +17,8 @@ import time
 import torch
 from roberta_diffusion import models
 from roberta_diffusion.evaluate import prompt_canvas_from_blocks
-from roberta_diffusion.sampler import generate_diffusion, make_plan
+from roberta_diffusion.plan import make_plan
+from roberta_diffusion.sampler import generate_diffusion
 from roberta_diffusion.sampling import make_generator
 
 

@@ -149,7 +149,8 @@ def _run_steps(model, x, attention, plan, **knobs):
 def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokenizer, block_size, temperature, top_k, top_p):
     """``random`` fixes its positions in the plan and draws only there; drawing at every free position and
     committing the same ones (the generic step, here by emptying the plan's commit fields) gives the same text."""
-    from roberta_diffusion.sampler import _no_commits, make_plan, model_attention_mask
+    from roberta_diffusion.plan import _no_commits, make_plan
+    from roberta_diffusion.sampler import model_attention_mask
     from roberta_diffusion.sampling import make_generator
 
     canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
@@ -174,7 +175,7 @@ def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokeni
 def test_random_reveals_in_a_uniformly_random_order():
     """``random`` commits by one key per position: over many seeds every free position is equally likely to come
     at any step (no bias to the left or right of the canvas, as a tie-break or an ignored key would give)."""
-    from roberta_diffusion.sampler import make_plan
+    from roberta_diffusion.plan import make_plan
     from roberta_diffusion.sampling import make_generator
 
     free = torch.zeros(1, 24, dtype=torch.bool)

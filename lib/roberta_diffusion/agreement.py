@@ -23,7 +23,8 @@ import copy
 
 import torch
 
-from .sampler import compiled_step, diffusion_step, generate_diffusion, make_plan, model_attention_mask
+from .plan import make_plan
+from .sampler import compiled_step, diffusion_step, generate_diffusion, model_attention_mask
 from .sampling import make_generator
 
 
