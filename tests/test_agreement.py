@@ -52,3 +52,31 @@ def test_a_different_model_is_outside_the_tolerance(mlm, tokenizer, canvas):
     precision = precision_noise(mlm, tokenizer, canvas, **SETTINGS)
     assert fast["token_agreement"] < 0.9
     assert not within_tolerance(fast, precision)
+
+
+def test_teacher_forcing_reads_the_given_context(causal_lm, tokenizer):
+    """Forced along run A, a run with another seed draws what it would draw after A's tokens: its first draw is its
+    own free run's first token (same prefix, same uniform), and the plain loop and the static decoder, forced alike,
+    draw the same tokens."""
+    from roberta_diffusion.sampler import generate_ar
+
+    prefix = torch.randint(5, len(tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
+    a = generate_ar(causal_lm, tokenizer, prefix, max_len=20, seed=0)
+    b = generate_ar(causal_lm, tokenizer, prefix, max_len=20, seed=1)
+    forced = generate_ar(causal_lm, tokenizer, prefix, max_len=20, seed=1, teacher_forced=a.final)
+    static = generate_ar(causal_lm, tokenizer, prefix, max_len=20, seed=1, teacher_forced=a.final, static_cache=True)
+    assert torch.equal(forced.final[:, 6], b.final[:, 6])
+    assert not torch.equal(forced.final, b.final), "later draws follow A's context, not B's"
+    assert torch.equal(forced.final, static.final)
+    with pytest.raises(ValueError, match="teacher_forced"):
+        generate_ar(causal_lm, tokenizer, prefix, max_len=20, teacher_forced=a.final[:, :10])
+
+
+def test_the_static_decoder_is_within_the_tolerance_of_the_plain_loop(causal_lm, tokenizer):
+    from roberta_diffusion.agreement import ar_teacher_forced
+
+    prefix = torch.randint(5, len(tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
+    result = ar_teacher_forced(causal_lm, tokenizer, prefix, max_len=24)
+    assert result["fast"]["draws"] == 2 * 18
+    assert result["fast"]["token_agreement"] == 1.0  # fp32 on CPU: the same tokens
+    assert result["within_tolerance"] is True

@@ -27,6 +27,8 @@ def test_bench_writes_every_figure(tmp_path, capsys):
     assert numbers and all(math.isfinite(v) and v > 0 for v in numbers)
     static = [r for r in result["ar"] if r["impl"] == "static cache"]
     assert all(r["token_agreement_with_kv_cache_loop"] == 1.0 for r in static), "same tokens as the plain loop"
+    assert all(r["teacher_forced"]["fast"]["token_agreement"] == 1.0 and r["teacher_forced"]["within_tolerance"]
+               for r in static), "teacher-forced along the plain loop's run: the same draws"
     assert {(r["strategy"], r["steps"]) for r in result["ratios"]} == {(s, n) for s in ("confidence", "random") for n in (2, 4)}
     assert all(r["ar_over_diffusion"] > 0 for r in result["ratios"])
     assert "MFU" in capsys.readouterr().out

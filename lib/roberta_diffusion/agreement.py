@@ -15,6 +15,10 @@ own figures, in the share of draws that pick another token and in the mean gap o
 Why not "no more than precision": with random weights (the ``base`` benchmark) the logits are nearly flat, top-k
 keeps near-ties, and rounding alone changes 56 % of the draws (H200, bf16 against float32, run ``-p``); the
 compiled step changed 59 %, the same order, which a factor of one cannot tell from noise.
+
+The GPT-2 decoders get the same treatment (``ar_teacher_forced``): the static-cache decoder, replayed or not, is
+forced along the plain KV-cache loop's run (each step reads the loop's tokens as its context, not its own draws) and
+compared draw by draw, against the loop in float32 on the same trajectory.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import copy
 import torch
 
 from .plan import make_plan
-from .sampler import compiled_step, diffusion_step, generate_diffusion, model_attention_mask
+from .sampler import compiled_step, diffusion_step, generate_ar, generate_diffusion, model_attention_mask
 from .sampling import make_generator
 
 
@@ -48,8 +52,7 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=N
     attention = model_attention_mask(model, canvas.attention)
     knobs = dict(strategy=strategy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
                  top_p=top_p, threshold=threshold)
-    draws = same = 0
-    gaps = []
+    compared = []
     for j in range(trace.steps):
         x = trace.ids[j].to(device)
         start = torch.full(x.shape, float("nan"), device=device)
@@ -57,14 +60,42 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=N
         ref_x, ref_conf = reference(x, start, attention, plan, step, **knobs)
         new_x, new_conf = candidate(x, start, attention, plan, step, **knobs)
         drawn = (x == tokenizer.mask_token_id) & ((ref_x != x) | (new_x != x))  # [B, L] committed by either
-        agree = drawn & (ref_x == new_x)
-        draws += int(drawn.sum())
-        same += int(agree.sum())
-        gaps.append((ref_conf.float() - new_conf.float()).abs()[agree].cpu())
-    gap = torch.cat(gaps) if gaps else torch.zeros(0)
+        compared.append(_draws(ref_x, ref_conf, new_x, new_conf, drawn))
+    return _summary(compared)
+
+
+def _draws(ref_ids, ref_conf, ids, conf, drawn) -> tuple[int, int, torch.Tensor]:
+    """Of the ``drawn [B, L]`` positions: how many, how many with the same token, and the probability gaps there."""
+    agree = drawn & (ref_ids == ids)
+    return int(drawn.sum()), int(agree.sum()), (ref_conf.float() - conf.float()).abs()[agree].cpu()
+
+
+def _summary(compared: list) -> dict:
+    draws, same = sum(c[0] for c in compared), sum(c[1] for c in compared)
+    gap = torch.cat([c[2] for c in compared]) if compared else torch.zeros(0)
     return {"draws": draws, "token_agreement": same / max(draws, 1),
             "max_probability_gap": float(gap.max()) if gap.numel() else 0.0,
             "mean_probability_gap": float(gap.mean()) if gap.numel() else 0.0}
+
+
+@torch.no_grad()
+def ar_teacher_forced(model, tokenizer, prefix_ids, *, graph=False, seed=0, max_len=256, **sampling) -> dict:
+    """The static-cache GPT-2 decoder (``graph``: replayed) against the plain KV-cache loop, teacher-forced along the
+    loop's own run (same random numbers, same contexts), next to the loop in a wider dtype on the same trajectory;
+    ``within_tolerance`` as for the diffusion step. ``prefix_ids [B, P]``."""
+    settings = dict(seed=seed, max_len=max_len, **sampling)
+    plain = generate_ar(model, tokenizer, prefix_ids, **settings)
+    generated = ~plain.fixed
+
+    def forced(run_model, **how):
+        run = generate_ar(run_model, tokenizer, prefix_ids, teacher_forced=plain.final, **settings, **how)
+        return _summary([_draws(plain.final, plain.confidence, run.final, run.confidence, generated)])
+
+    fast = forced(model, static_cache=True, graph=graph)
+    dtype = next(model.parameters()).dtype
+    wide = copy.deepcopy(model).to(torch.float64 if dtype == torch.float32 else torch.float32)
+    precision = forced(wide)
+    return {"fast": fast, "precision": precision, "within_tolerance": within_tolerance(fast, precision)}
 
 
 def plain_step(model):

@@ -32,13 +32,16 @@ def returned_cache(output):
 @torch.no_grad()
 def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int = 16, temperature: float = 1.0,
                 top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, static_cache: bool = False,
-                graph: bool = False, on_step=None):
+                graph: bool = False, on_step=None, teacher_forced: torch.Tensor | None = None):
     """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step.
 
     ``static_cache=True`` decodes GPT-2 with this project's fixed-shape decoder (``fast_ar``); ``graph=True``
     (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed (CPU tests; on an
     H200 at B=1, and the static decoder graphed and not at B = 1, 16, 64 once SDPA was held to repeatable kernels,
     ``graphs.repeatable_attention``).
+    ``teacher_forced [B, max_len]`` (ids, e.g. another run's ``final``): read these as the context after each step
+    instead of the token just drawn; the Trace still holds the drawn tokens. Two decoders forced along one trajectory
+    draw from the same contexts, so their draws can be compared step by step (``agreement.ar_teacher_forced``).
     """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
@@ -64,6 +67,11 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
 
     if graph:
         check_graph_device(device)
+    if teacher_forced is not None:
+        if teacher_forced.shape != (batch, max_len):
+            raise ValueError(f"teacher_forced is {tuple(teacher_forced.shape)}, the run is {(batch, max_len)}: "
+                             "pass a run's final ids of the same prompts and max_len")
+        teacher_forced = teacher_forced.to(device)
     generator = make_generator(seed, device)
     # every uniform up front, as the diffusion sampler does: the static decoder reads the same ones
     uniforms = torch.rand((max_len - prefix_len, batch), dtype=torch.float64, device=device, generator=generator)
@@ -74,7 +82,8 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         from .fast_ar import decode_static
 
         out, conf, per_token = decode_static(model, start_canvas.ids.to(device), start_canvas.attention.to(device),
-                                             max_len, uniforms, temperature, top_k, top_p, graph=graph)
+                                             max_len, uniforms, temperature, top_k, top_p, graph=graph,
+                                             forced=teacher_forced)
         out, conf = out.cpu(), conf.float().cpu()
         history = [ids.clone()]
         for pos in range(prefix_len, max_len):
@@ -98,7 +107,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         cache = returned_cache(out)
         tokens, scaled = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
         chosen = chosen_probability(scaled, tokens)
-        step_input = tokens.unsqueeze(1)
+        step_input = tokens.unsqueeze(1) if teacher_forced is None else teacher_forced[:, pos : pos + 1]
         positions = positions[:, -1:] + 1
         attn = torch.cat([attn, attn.new_ones((batch, 1))], dim=1)
         sync(device)

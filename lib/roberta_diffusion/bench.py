@@ -299,6 +299,17 @@ def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
     return {"compiled": fast, "precision": precision, "within_tolerance": within_tolerance(fast, precision)}
 
 
+def _ar_teacher_forced(ar, tok, prefix, graph: bool, max_len: int) -> dict:
+    from .agreement import ar_teacher_forced
+
+    try:
+        return ar_teacher_forced(ar, tok, prefix, graph=graph, max_len=max_len)
+    except Exception as err:
+        return _error_row(err)
+    finally:
+        graphs.release(ar)
+
+
 def drawn_positions(strategy: str, new: int, steps: int) -> int:
     """Positions per row where a step computes logits: every generated one, except for ``random``, which draws
     only where it commits (the most any step of the linear schedule commits)."""
@@ -338,6 +349,8 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
                                  ("token_agreement_with_static_cache", "static cache")):
                 if impl.startswith("static cache") and impl != other and other in finals:
                     row[field] = _agreement(finals[impl], finals[other])
+            if impl.startswith("static cache"):  # where tokens drift apart: the same tolerance as the compiled step
+                row["teacher_forced"] = _ar_teacher_forced(ar, tok, prefix, impl.endswith("graph"), args.max_len)
             rows.append(row)
     return rows
 

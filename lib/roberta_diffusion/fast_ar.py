@@ -64,17 +64,21 @@ class StaticCacheGPT2:
 
 
 @torch.no_grad()
-def decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph=False):
+def decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph=False,
+                  forced=None):
     """Continue ``prefix_ids [B, P]`` to ``max_len`` tokens with ``uniforms [max_len - P, B]`` (one draw each).
 
     Returns ``ids [B, max_len]``, ``confidence [B, max_len]`` (on the device) and the seconds per new token
-    (prefill included; graph capture, done once per shape, is not).
+    (prefill included; graph capture, done once per shape, is not). ``forced [B, max_len]``: teacher forcing, each
+    step reads these ids as its context; the returned ids are the drawn ones.
     """
     with graphs.repeatable_attention(prefix_ids.device):  # the same text for the same seed, at every batch size
-        return _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph)
+        return _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph,
+                              forced)
 
 
-def _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph):
+def _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph,
+                   forced=None):
     device = prefix_ids.device
     batch, prefix_len = prefix_ids.shape
     decoder = _decoder(model, batch, max_len, (temperature, top_k, top_p), graph)
@@ -94,11 +98,24 @@ def _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, tempe
     state["slot"].fill_(prefix_len)
     state["position"].copy_(positions[:, -1:] + 1)
     _commit(state, logits, temperature, top_k, top_p)
+    drawn = state["ids"].clone() if forced is not None else None
     for _ in range(max_len - prefix_len - 1):
+        if forced is not None:  # keep the draw, then put the forced token where the next step reads its input
+            _swap_in(state, drawn, forced)
         decoder.step()
+    if forced is not None:
+        _swap_in(state, drawn, forced)
     sync(device)
     seconds = time.perf_counter() - start
-    return state["ids"].clone(), state["confidence"].clone(), seconds / (max_len - prefix_len)
+    ids = drawn if forced is not None else state["ids"].clone()
+    return ids, state["confidence"].clone(), seconds / (max_len - prefix_len)
+
+
+def _swap_in(state, drawn, forced):
+    """Teacher forcing: copy the token just drawn (at ``slot``) to ``drawn`` and write ``forced``'s in its place."""
+    slot = state["slot"]
+    drawn.index_copy_(1, slot, state["ids"].index_select(1, slot))
+    state["ids"].index_copy_(1, slot, forced.index_select(1, slot))
 
 
 def _decoder(model, batch, max_len, knobs, graph):
