@@ -80,3 +80,35 @@ def test_the_static_decoder_is_within_the_tolerance_of_the_plain_loop(causal_lm,
     assert result["fast"]["draws"] == 2 * 18
     assert result["fast"]["token_agreement"] == 1.0  # fp32 on CPU: the same tokens
     assert result["within_tolerance"] is True
+
+
+class _UncopyableGraph:
+    """Stand-in for a captured CUDA graph, which (a pybind object) cannot be deep-copied."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def replay(self):
+        self.step()
+
+    def __deepcopy__(self, memo):
+        raise TypeError("cannot pickle 'CUDAGraph' object")
+
+
+def test_the_graphed_decoder_is_compared_although_its_graph_cannot_be_copied(monkeypatch, causal_lm, tokenizer):
+    """The float32 yardstick copies the model after the graphed run, which left a captured graph on it."""
+    from roberta_diffusion import graphs
+    from roberta_diffusion.agreement import ar_teacher_forced
+
+    def fake_capture(step, warmup=2):
+        for _ in range(warmup):
+            step()
+        return _UncopyableGraph(step)
+
+    monkeypatch.setattr(graphs, "capture", fake_capture)
+    monkeypatch.setattr("roberta_diffusion.autoregressive.check_graph_device", lambda device: None)
+    model = copy.deepcopy(causal_lm)
+    prefix = torch.randint(5, len(tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
+    result = ar_teacher_forced(model, tokenizer, prefix, graph=True, max_len=24)
+    assert result["fast"]["token_agreement"] == 1.0 and result["within_tolerance"] is True
+    assert graphs.model_cache(model), "the model keeps its captured decoder"

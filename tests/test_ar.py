@@ -87,3 +87,12 @@ def test_seed_none_is_fresh_and_leaves_the_global_rng_alone(causal_lm, tokenizer
     assert torch.equal(torch.rand(4), expected), "seed=None must not reseed torch's global generator"
     b = run(causal_lm, tokenizer, seed=None)
     assert not torch.equal(a.final, b.final)
+
+
+def test_ready_prefix_ids_set_the_prefix_length_before_it_is_checked(causal_lm, tokenizer):
+    """A 6-token prefix tensor with max_len 12: the default prefix_len (16) must not refuse the run."""
+    prefix = torch.randint(5, len(tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
+    trace = generate_ar(causal_lm, tokenizer, prefix, max_len=12)
+    assert trace.final.shape == (2, 12) and (trace.final[:, 6:] >= 0).all()
+    with pytest.raises(ValueError, match="prefix_len=6 must be smaller than max_len=6"):
+        generate_ar(causal_lm, tokenizer, prefix, max_len=6)

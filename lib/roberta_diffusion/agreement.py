@@ -1,4 +1,5 @@
-"""How closely a fast diffusion step follows the plain one when their kernels differ (``compile=True``).
+"""How closely a fast sampler follows the plain one when their kernels differ: the compiled diffusion step, and the
+static-cache GPT-2 decoder (``ar_teacher_forced``).
 
 Graph replay runs the plain step's kernels and gives the same tokens (tests check it). A compiled step fuses
 kernels, so its floats differ in the last bits; a draw whose uniform falls near a boundary of the cumulative
@@ -27,6 +28,7 @@ import copy
 
 import torch
 
+from . import graphs
 from .plan import make_plan
 from .sampler import compiled_step, diffusion_step, generate_ar, generate_diffusion, model_attention_mask
 from .sampling import make_generator
@@ -40,7 +42,8 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=N
     ``candidate`` / ``reference``: a step with ``diffusion_step``'s signature less the model, e.g.
     ``plain_step(other_model)`` (default reference: ``plain_step(model)``).
     Returns the number of compared draws (positions either step commits, over all steps), the share where both
-    wrote the same token, and the largest and mean gap of the chosen token's probability where they agree.
+    wrote the same token, and the largest and mean gap of the chosen token's probability where they agree. (For
+    ``seed-remask``, which redraws positions already written, only the draws at still-masked positions count.)
     """
     reference = reference or plain_step(model)
     trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=steps, strategy=strategy, seed=seed,
@@ -92,9 +95,7 @@ def ar_teacher_forced(model, tokenizer, prefix_ids, *, graph=False, seed=0, max_
         return _summary([_draws(plain.final, plain.confidence, run.final, run.confidence, generated)])
 
     fast = forced(model, static_cache=True, graph=graph)
-    dtype = next(model.parameters()).dtype
-    wide = copy.deepcopy(model).to(torch.float64 if dtype == torch.float32 else torch.float32)
-    precision = forced(wide)
+    precision = forced(wider_copy(model))
     return {"fast": fast, "precision": precision, "within_tolerance": within_tolerance(fast, precision)}
 
 
@@ -120,11 +121,23 @@ def fast_step(model, compile_mode: str | None = None):
     return step
 
 
+def wider_copy(model):
+    """A copy of ``model`` in float32 (float64 for a float32 model), without the graphs, buffers and compiled steps
+    the samplers keep on it: a captured CUDA graph cannot be copied, and a static KV cache need not be."""
+    kept = model.__dict__.pop(graphs.CACHE, None)
+    try:
+        wide = copy.deepcopy(model)
+    finally:
+        if kept is not None:
+            model.__dict__[graphs.CACHE] = kept
+    dtype = next(model.parameters()).dtype
+    return wide.to(torch.float64 if dtype == torch.float32 else torch.float32)
+
+
 def precision_noise(model, tokenizer, canvas, **settings) -> dict:
     """``teacher_forced_agreement`` of the plain step in the model's dtype against the same step in a wider one
     (float32; float64 for a float32 model): how far the working precision alone moves the draws."""
-    dtype = next(model.parameters()).dtype
-    wide = copy.deepcopy(model).to(torch.float64 if dtype == torch.float32 else torch.float32)
+    wide = wider_copy(model)
     try:
         return teacher_forced_agreement(model, tokenizer, canvas, plain_step(wide), **settings)
     finally:

@@ -46,13 +46,14 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
     check_sampling_args(temperature, top_k, top_p)
+    if isinstance(prompts, torch.Tensor):  # ready prefix ids [B, prefix_len] (evaluation on held-out blocks)
+        prefix_len = prompts.shape[1]
     if prefix_len >= max_len:
         raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
     if max_len > max_canvas_len(model):
         raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
     device = next(model.parameters()).device
-    if isinstance(prompts, torch.Tensor):  # ready prefix ids [B, prefix_len] (evaluation on held-out blocks)
-        prefix_len = prompts.shape[1]
+    if isinstance(prompts, torch.Tensor):
         start_canvas = Canvas(prompts.long(), torch.ones_like(prompts, dtype=torch.bool), torch.ones_like(prompts))
     else:
         start_canvas = prefix_canvas(tokenizer, prompts, prefix_len)

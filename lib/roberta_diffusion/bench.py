@@ -153,11 +153,13 @@ def _model(kind: str, args, tokenizer, device, **overrides):
 
 
 def _set_dropout(model, p: float) -> None:
-    """Every dropout of a loaded model; RoBERTa's attention reads its dropout module's ``p`` at each call, so the
-    attention probabilities' dropout follows too."""
+    """Every dropout of a loaded model: the dropout modules (RoBERTa's attention reads its module's ``p`` at each
+    call) and float rates kept on attention modules (ModernBERT's ``attention_dropout``)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
 
 
 def _batch_list(text: str) -> list[int]:
