@@ -25,6 +25,7 @@ compared draw by draw, against the loop in float32 on the same trajectory.
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 
@@ -34,9 +35,7 @@ from .sampler import compiled_step, diffusion_step, generate_ar, generate_diffus
 from .sampling import make_generator
 
 
-@torch.no_grad()
-def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=None, steps=10, strategy="random",
-                             seed=0, temperature=1.0, top_k=50, top_p=0.95, threshold=0.9) -> dict:
+def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) -> dict:
     """Run the plain sampler, then ``reference`` and ``candidate`` on each of its canvases; compare their draws.
 
     ``candidate`` / ``reference``: a step with ``diffusion_step``'s signature less the model, e.g.
@@ -45,6 +44,14 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=N
     wrote the same token, and the largest and mean gap of the chosen token's probability where they agree. (For
     ``seed-remask``, which redraws positions already written, only the draws at still-masked positions count.)
     """
+    return teacher_forced_agreements(model, tokenizer, canvas, {"candidate": candidate}, **settings)["candidate"]
+
+
+@torch.no_grad()
+def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, reference=None, steps=10,
+                              strategy="random", seed=0, temperature=1.0, top_k=50, top_p=0.95, threshold=0.9) -> dict:
+    """``teacher_forced_agreement`` for several ``candidates`` (name -> step) along one plain run and one pass of
+    the reference step: name -> the comparison."""
     reference = reference or plain_step(model)
     trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=steps, strategy=strategy, seed=seed,
                                temperature=temperature, top_k=top_k, top_p=top_p, threshold=threshold)
@@ -55,16 +62,18 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, *, reference=N
     attention = model_attention_mask(model, canvas.attention)
     knobs = dict(strategy=strategy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
                  top_p=top_p, threshold=threshold)
-    compared = []
+    compared = {name: [] for name in candidates}
     for j in range(trace.steps):
         x = trace.ids[j].to(device)
         start = torch.full(x.shape, float("nan"), device=device)
         step = torch.tensor([j], device=device)
         ref_x, ref_conf = reference(x, start, attention, plan, step, **knobs)
-        new_x, new_conf = candidate(x, start, attention, plan, step, **knobs)
-        drawn = (x == tokenizer.mask_token_id) & ((ref_x != x) | (new_x != x))  # [B, L] committed by either
-        compared.append(_draws(ref_x, ref_conf, new_x, new_conf, drawn))
-    return _summary(compared)
+        masked = x == tokenizer.mask_token_id
+        for name, candidate in candidates.items():
+            new_x, new_conf = candidate(x, start, attention, plan, step, **knobs)
+            drawn = masked & ((ref_x != x) | (new_x != x))  # [B, L] committed by either
+            compared[name].append(_draws(ref_x, ref_conf, new_x, new_conf, drawn))
+    return {name: _summary(found) for name, found in compared.items()}
 
 
 def _draws(ref_ids, ref_conf, ids, conf, drawn) -> tuple[int, int, torch.Tensor]:
@@ -113,12 +122,7 @@ def plain_step(model):
 def fast_step(model, compile_mode: str | None = None):
     """The step ``generate_diffusion(compile=compile_mode or True)`` runs (CUDA), bound to ``model``: the same
     compiled function, so its kernels are the ones the timed runs replayed."""
-    step_fn = compiled_step(model, compile_mode)
-
-    def step(x, confidence, attention, plan, j, **knobs):
-        return step_fn(model, x, confidence, attention, plan, j, **knobs)
-
-    return step
+    return functools.partial(compiled_step(model, compile_mode), model)
 
 
 def wider_copy(model):

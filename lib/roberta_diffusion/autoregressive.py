@@ -100,22 +100,22 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     x = ids.clone()
     confidence = torch.full((batch, max_len), float("nan"))
     history, step_times = [x.clone()], []
-    for pos in range(prefix_len, max_len):
-        start = time.perf_counter()
-        with repeatable_attention(device):  # as the static decoder: the same text for the same seed
+    with repeatable_attention(device):  # as the static decoder: the same text for the same seed
+        for pos in range(prefix_len, max_len):
+            start = time.perf_counter()
             out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True,
                         **{cache_kw: cache})
-        cache = returned_cache(out)
-        tokens, scaled = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
-        chosen = chosen_probability(scaled, tokens)
-        step_input = tokens.unsqueeze(1) if teacher_forced is None else teacher_forced[:, pos : pos + 1]
-        positions = positions[:, -1:] + 1
-        attn = torch.cat([attn, attn.new_ones((batch, 1))], dim=1)
-        sync(device)
-        step_times.append(time.perf_counter() - start)
-        x[:, pos] = tokens.cpu()
-        confidence[:, pos] = chosen.float().cpu()
-        history.append(x.clone())
-        if on_step is not None:
-            on_step(len(history) - 1, history[-1])
+            cache = returned_cache(out)
+            tokens, scaled = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
+            chosen = chosen_probability(scaled, tokens)
+            step_input = tokens.unsqueeze(1) if teacher_forced is None else teacher_forced[:, pos : pos + 1]
+            positions = positions[:, -1:] + 1
+            attn = torch.cat([attn, attn.new_ones((batch, 1))], dim=1)
+            sync(device)
+            step_times.append(time.perf_counter() - start)
+            x[:, pos] = tokens.cpu()
+            confidence[:, pos] = chosen.float().cpu()
+            history.append(x.clone())
+            if on_step is not None:
+                on_step(len(history) - 1, history[-1])
     return Trace.from_history(history, canvas, confidence, step_times, NOT_YET, tokenizer, "ar", settings)

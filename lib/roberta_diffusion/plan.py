@@ -69,7 +69,7 @@ def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
     free = free.cpu()
     batch, length = free.shape
     blocks = _block_ids(free, block_size)
-    n_blocks = (int(blocks.max()) + 1 if block_size is not None else 1) if free.any() else 0
+    n_blocks = int(blocks.max()) + 1  # 0 when nothing is free (every block id is -1)
     if n_blocks > steps:
         raise ValueError(f"{n_blocks} blocks of {block_size} need at least {n_blocks} steps: raise steps or block_size")
     n_free = free.sum(dim=1)
@@ -87,8 +87,8 @@ def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
     n_steps = in_block.shape[0]
     draw = torch.rand((n_steps, batch * width), dtype=torch.float64, device=device, generator=generator)
     noise = torch.rand((n_steps, batch, length), device=device, generator=generator)
-    commits = _planned_commits(noise, free, blocks, in_block, counts, last, draw) if strategy == "random" else \
-        _no_commits(n_steps, batch, device)
+    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if strategy == "random" \
+        else _no_commits(n_steps, batch, device)
     on_device = [t.to(device) for t in (in_block, counts, n_remask, last, candidates, valid)]
     return Plan(*on_device, draw, noise, *commits)
 
@@ -123,7 +123,7 @@ def random_order_key(noise: torch.Tensor) -> torch.Tensor:
     return noise[0]
 
 
-def _planned_commits(noise, free, blocks, in_block, counts, last, draw):
+def _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw):
     """``random`` picks its positions by ``random_order_key`` alone, never by the model's output, so the positions of
     every step are fixed before the loop. The step then computes logits and draws tokens at those ``C`` positions
     only (about 1/S of the canvas per step) instead of at every free position.
@@ -133,17 +133,14 @@ def _planned_commits(noise, free, blocks, in_block, counts, last, draw):
     first exceeds ``r``. Each position keeps the uniform it has in ``draw``, so the tokens are the same as drawing
     everywhere and committing some.
 
-    ``noise`` and ``draw`` live on the device; ``free``, ``blocks [B, L]``, ``in_block [S, B, L]``, ``counts [S, B]``
-    and ``last [S]`` on the host, where everything that needs no random number is worked out.
+    ``noise`` and ``draw`` live on the device; ``free``, ``blocks [B, L]`` and the schedule (``in_block [S, B, L]``,
+    ``counts``, ``n_remask [S, B]``) on the host, where everything that needs no random number is worked out.
     """
     device, (n_steps, batch, length) = noise.device, in_block.shape
     width = draw.shape[1] // batch
-    # host: a step commits the ranks [before, before + count) of its block (what the block's earlier steps took)
-    new_block = torch.ones_like(last)  # [S] the first step of a block: the first, or one after a block's last
-    new_block[1:] = last[:-1]
-    taken = counts.cumsum(dim=0)
-    block_start = torch.where(new_block.unsqueeze(1), taken - counts, 0).cummax(dim=0).values
-    before = taken - counts - block_start  # [S, B]
+    # a step commits the ranks [before, before + count) of its block, ``before`` = the block's size less what is
+    # still masked when the step starts (what it leaves masked plus what it commits)
+    before = in_block.sum(dim=2) - n_remask - counts  # [S, B]
     size = max(int(counts.max()), 1)  # every step commits exactly its count
     ok = torch.arange(size) < counts.unsqueeze(-1)  # [S, B, C]
     slot = (free.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, L]: a free position's column in ``candidates``
