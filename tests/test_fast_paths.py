@@ -76,6 +76,22 @@ def test_ar_graph_runner_reuses_its_capture_and_matches_the_plain_loop(causal_lm
     assert EagerGraph.captures == 1, "one capture per shape, replayed by later calls"
 
 
+def test_the_kept_decoder_holds_no_autograd_history(causal_lm):
+    """The decoder's cache outlives a call; history written into it chained every later call to it (an H200 script
+    calling the decoder with grad enabled ran out of 140 GiB)."""
+    from roberta_diffusion.fast_ar import _decode_static
+
+    model = copy.deepcopy(causal_lm)  # the decoder is kept on the model
+    prefix = torch.randint(5, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    uniforms = torch.rand((16, 2), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.is_grad_enabled()
+    for _ in range(2):
+        ids, confidence, _ = _decode_static(model, prefix, torch.ones_like(prefix), 24, uniforms, 1.0, 0, 1.0, False)
+    (decoder,) = graphs.model_cache(model).values()
+    assert not decoder.keys.requires_grad and not decoder.values.requires_grad
+    assert ids.grad_fn is None and confidence.grad_fn is None
+
+
 @pytest.mark.parametrize("strategy", ["seed-remask", "random", "confidence", "margin", "entropy"])
 def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on_cpu, strategy):
     model = copy.deepcopy(mlm)

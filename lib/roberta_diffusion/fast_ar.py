@@ -63,7 +63,6 @@ class StaticCacheGPT2:
         return self.model.lm_head(t.ln_f(hidden[:, -1]))
 
 
-@torch.no_grad()
 def decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph=False,
                   forced=None):
     """Continue ``prefix_ids [B, P]`` to ``max_len`` tokens with ``uniforms [max_len - P, B]`` (one draw each).
@@ -77,6 +76,7 @@ def decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temper
                               forced)
 
 
+@torch.no_grad()  # the cache outlives the call: autograd history written into it would chain across calls
 def _decode_static(model, prefix_ids, prefix_attention, max_len, uniforms, temperature, top_k, top_p, graph,
                    forced=None):
     device = prefix_ids.device
