@@ -82,6 +82,7 @@ def test_the_kept_decoder_holds_no_autograd_history(causal_lm):
     from roberta_diffusion.fast_ar import _decode_static
 
     model = copy.deepcopy(causal_lm)  # the decoder is kept on the model
+    graphs.release(model)  # decoders other tests left on the shared model travel with the copy
     prefix = torch.randint(5, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
     uniforms = torch.rand((16, 2), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert torch.is_grad_enabled()
