@@ -8,7 +8,7 @@ import pytest
 import torch
 from roberta_diffusion.agreement import (
     plain_step,
-    precision_noise,
+    step_tolerance,
     teacher_forced_agreement,
     within_tolerance,
 )
@@ -36,8 +36,8 @@ def test_another_attention_kernel_is_within_the_tolerance(mlm, tokenizer, canvas
     tolerance that the working precision sets (float32 against float64 here)."""
     other = copy.deepcopy(mlm)
     other.set_attn_implementation("eager")
-    fast = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(other), **SETTINGS)
-    precision = precision_noise(mlm, tokenizer, canvas, **SETTINGS)
+    result = step_tolerance(mlm, tokenizer, canvas, plain_step(other), **SETTINGS)
+    fast, precision = result["fast"], result["precision"]
     assert 0 < fast["max_probability_gap"] < 1e-4, "other kernels: different last bits, tiny gaps"
     assert within_tolerance(fast, precision), (fast, precision)
 
@@ -48,8 +48,8 @@ def test_a_different_model_is_outside_the_tolerance(mlm, tokenizer, canvas):
     with torch.no_grad():
         for p in other.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.5)
-    fast = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(other), **SETTINGS)
-    precision = precision_noise(mlm, tokenizer, canvas, **SETTINGS)
+    result = step_tolerance(mlm, tokenizer, canvas, plain_step(other), **SETTINGS)
+    fast, precision = result["fast"], result["precision"]
     assert fast["token_agreement"] < 0.9
     assert not within_tolerance(fast, precision)
 
@@ -112,3 +112,21 @@ def test_the_graphed_decoder_is_compared_although_its_graph_cannot_be_copied(mon
     result = ar_teacher_forced(model, tokenizer, prefix, graph=True, max_len=24)
     assert result["fast"]["token_agreement"] == 1.0 and result["within_tolerance"] is True
     assert graphs.model_cache(model), "the model keeps its captured decoder"
+
+
+def test_several_decoders_share_one_plain_run_and_one_wider_pass(monkeypatch, causal_lm, tokenizer):
+    from roberta_diffusion import agreement
+
+    calls = []
+    real = agreement.generate_ar
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agreement, "generate_ar", counting)
+    prefix = torch.randint(5, len(tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
+    found = agreement.ar_teacher_forced_all(causal_lm, tokenizer, prefix, {"a": {}, "b": {}}, max_len=24)
+    assert len(calls) == 4, "one plain run, one forced run per decoder, one wider-dtype run"
+    assert found["a"]["precision"] is found["b"]["precision"]
+    assert all(f["fast"]["token_agreement"] == 1.0 for f in found.values())

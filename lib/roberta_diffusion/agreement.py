@@ -90,11 +90,17 @@ def _summary(compared: list) -> dict:
             "mean_probability_gap": float(gap.mean()) if gap.numel() else 0.0}
 
 
-@torch.no_grad()
-def ar_teacher_forced(model, tokenizer, prefix_ids, *, graph=False, seed=0, max_len=256, **sampling) -> dict:
+def ar_teacher_forced(model, tokenizer, prefix_ids, *, graph=False, **settings) -> dict:
     """The static-cache GPT-2 decoder (``graph``: replayed) against the plain KV-cache loop, teacher-forced along the
-    loop's own run (same random numbers, same contexts), next to the loop in a wider dtype on the same trajectory;
-    ``within_tolerance`` as for the diffusion step. ``prefix_ids [B, P]``."""
+    loop's own run (same random numbers, same contexts), next to the loop in a wider dtype on the same trajectory:
+    ``{"fast", "precision", "within_tolerance"}``, the tolerance as for the diffusion step. ``prefix_ids [B, P]``."""
+    return ar_teacher_forced_all(model, tokenizer, prefix_ids, {"fast": dict(graph=graph)}, **settings)["fast"]
+
+
+@torch.no_grad()
+def ar_teacher_forced_all(model, tokenizer, prefix_ids, decoders: dict, *, seed=0, max_len=256, **sampling) -> dict:
+    """``ar_teacher_forced`` for several static-cache ``decoders`` (name -> ``generate_ar`` options, e.g.
+    ``{"graphed": {"graph": True}}``) along one plain run and one wider-dtype pass: name -> its comparison."""
     settings = dict(seed=seed, max_len=max_len, **sampling)
     plain = generate_ar(model, tokenizer, prefix_ids, **settings)
     generated = ~plain.fixed
@@ -103,9 +109,10 @@ def ar_teacher_forced(model, tokenizer, prefix_ids, *, graph=False, seed=0, max_
         run = generate_ar(run_model, tokenizer, prefix_ids, teacher_forced=plain.final, **settings, **how)
         return _summary([_draws(plain.final, plain.confidence, run.final, run.confidence, generated)])
 
-    fast = forced(model, static_cache=True, graph=graph)
+    fast = {name: forced(model, **{"static_cache": True, **how}) for name, how in decoders.items()}
     precision = forced(wider_copy(model))
-    return {"fast": fast, "precision": precision, "within_tolerance": within_tolerance(fast, precision)}
+    return {name: {"fast": found, "precision": precision, "within_tolerance": within_tolerance(found, precision)}
+            for name, found in fast.items()}
 
 
 def plain_step(model):
@@ -138,14 +145,13 @@ def wider_copy(model):
     return wide.to(torch.float64 if dtype == torch.float32 else torch.float32)
 
 
-def precision_noise(model, tokenizer, canvas, **settings) -> dict:
-    """``teacher_forced_agreement`` of the plain step in the model's dtype against the same step in a wider one
-    (float32; float64 for a float32 model): how far the working precision alone moves the draws."""
-    wide = wider_copy(model)
-    try:
-        return teacher_forced_agreement(model, tokenizer, canvas, plain_step(wide), **settings)
-    finally:
-        del wide
+def step_tolerance(model, tokenizer, canvas, candidate, *, name="fast", **settings) -> dict:
+    """The documented tolerance for a diffusion step: ``candidate`` and the plain step in a wider dtype (float32;
+    float64 for a float32 model: how far the working precision alone moves the draws), both along one plain run:
+    ``{name: ..., "precision": ..., "within_tolerance": ...}``."""
+    found = teacher_forced_agreements(model, tokenizer, canvas, {name: candidate, "precision": plain_step(wider_copy(model))},
+                                      **settings)
+    return {**found, "within_tolerance": within_tolerance(found[name], found["precision"])}
 
 
 TOLERANCE_FACTOR = 2.0  # two roundings at one precision: about sqrt(2) times one; see the module docstring

@@ -289,25 +289,24 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
 
 def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
     """The compiled step against the plain one on the plain run's canvases, next to what the working precision
-    alone does (the plain step in float32); ``within_tolerance``: the first within ``agreement.TOLERANCE_FACTOR`` of the second."""
-    from .agreement import fast_step, plain_step, teacher_forced_agreements, wider_copy, within_tolerance
-
-    try:  # one plain run, one reference pass: both comparisons along it
-        found = teacher_forced_agreements(mlm, tok, canvas, {"compiled": fast_step(mlm, compile_mode),
-                                                             "precision": plain_step(wider_copy(mlm))},
-                                          steps=steps, strategy=strategy, seed=0)
-    except Exception as err:
-        return _error_row(err)
-    return {**found, "within_tolerance": within_tolerance(found["compiled"], found["precision"])}
-
-
-def _ar_teacher_forced(ar, tok, prefix, graph: bool, max_len: int) -> dict:
-    from .agreement import ar_teacher_forced
+    alone does (``agreement.step_tolerance``)."""
+    from .agreement import fast_step, step_tolerance
 
     try:
-        return ar_teacher_forced(ar, tok, prefix, graph=graph, max_len=max_len)
+        return step_tolerance(mlm, tok, canvas, fast_step(mlm, compile_mode), name="compiled", steps=steps,
+                              strategy=strategy, seed=0)
     except Exception as err:
         return _error_row(err)
+
+
+def _ar_teacher_forced(ar, tok, prefix, impls: list[str], max_len: int) -> dict:
+    """impl -> the static decoder's teacher-forced comparison, all ``impls`` along one plain run and one float32 pass."""
+    from .agreement import ar_teacher_forced_all
+
+    try:
+        return ar_teacher_forced_all(ar, tok, prefix, {impl: AR_FAST[impl] for impl in impls}, max_len=max_len)
+    except Exception as err:
+        return dict.fromkeys(impls, _error_row(err))
     finally:
         graphs.release(ar)
 
@@ -320,20 +319,25 @@ def drawn_positions(strategy: str, new: int, steps: int) -> int:
     return int(reveal_counts(torch.tensor([new]), steps, "linear").max())
 
 
+# the fast AR decoders (``generate_ar`` options), timed and checked against the plain loop
+AR_FAST = {"static cache": dict(static_cache=True), "static cache + graph": dict(static_cache=True, graph=True)}
+
+
 def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
     rows = []
     new = args.max_len - args.prefix_len
     for batch in batch_sizes:
         prefix = blocks[:batch, : args.prefix_len].to(device)
+        first = len(rows)  # this batch size's rows
         impls = {
             "hf generate": lambda prefix=prefix: ar.generate(
                 prefix, attention_mask=torch.ones_like(prefix), do_sample=True, top_k=50, top_p=0.95,
                 max_new_tokens=new, min_new_tokens=new, pad_token_id=tok.pad_token_id),
             "kv-cache loop": lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len).final,
-            "static cache": lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len, static_cache=True).final,
         }
-        if device.type == "cuda":
-            impls["static cache + graph"] = lambda prefix=prefix: generate_ar(ar, tok, prefix, max_len=args.max_len, graph=True).final
+        for impl, how in AR_FAST.items():
+            if device.type == "cuda" or not how.get("graph"):
+                impls[impl] = lambda prefix=prefix, how=how: generate_ar(ar, tok, prefix, max_len=args.max_len, **how).final
         finals = {}
         for impl, fn in impls.items():
             try:
@@ -351,9 +355,12 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
                                  ("token_agreement_with_static_cache", "static cache")):
                 if impl.startswith("static cache") and impl != other and other in finals:
                     row[field] = _agreement(finals[impl], finals[other])
-            if impl.startswith("static cache"):  # where tokens drift apart: the same tolerance as the compiled step
-                row["teacher_forced"] = _ar_teacher_forced(ar, tok, prefix, impl.endswith("graph"), args.max_len)
             rows.append(row)
+        # where tokens drift apart: the same tolerance as the compiled step, one plain run for every fast decoder
+        fast_rows = {row["impl"]: row for row in rows[first:] if row["impl"] in AR_FAST and "error" not in row}
+        if fast_rows:
+            for impl, found in _ar_teacher_forced(ar, tok, prefix, list(fast_rows), args.max_len).items():
+                fast_rows[impl]["teacher_forced"] = found
     return rows
 
 
