@@ -17,6 +17,7 @@ import json
 
 import torch
 from roberta_diffusion import graphs, models
+from roberta_diffusion.bench import preset_model
 from roberta_diffusion.fast_ar import _decode_static
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -34,9 +35,7 @@ def decode(model, batch, graph):
 
 if __name__ == "__main__":
     tok = models.fallback_tokenizer()
-    model = models.fresh_causal_lm(tok, "base", max_len=256)
-    model.resize_token_embeddings(50304, mean_resizing=False)
-    model = model.to("cuda", torch.bfloat16).eval()
+    model = preset_model("ar", tok, "base", 256, vocab_multiple=64).to("cuda", torch.bfloat16).eval()
     for name, setting in SETTINGS.items():
         graphs.release(model)  # capture again under this setting
         with setting():

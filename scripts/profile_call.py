@@ -12,10 +12,10 @@ import cProfile
 import io
 import json
 import pstats
-import time
 
 import torch
 from roberta_diffusion import models
+from roberta_diffusion.bench import preset_model, timed_median
 from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 from roberta_diffusion.plan import make_plan
 from roberta_diffusion.sampler import generate_diffusion
@@ -23,14 +23,7 @@ from roberta_diffusion.sampling import make_generator
 
 
 def median_ms(fn, repeats=20) -> float:
-    times = []
-    for _ in range(repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return round(1e3 * sorted(times)[len(times) // 2], 3)
+    return round(1e3 * timed_median(fn, torch.device("cuda"), repeats), 3)
 
 
 if __name__ == "__main__":
@@ -40,9 +33,7 @@ if __name__ == "__main__":
     parser.add_argument("--strategy", default="random")
     args = parser.parse_args()
     tok = models.fallback_tokenizer()
-    mlm = models.fresh_mlm(tok, "base", max_len=256)
-    mlm.resize_token_embeddings(50304, mean_resizing=False)
-    mlm = mlm.to("cuda", torch.bfloat16).eval()
+    mlm = preset_model("mlm", tok, "base", 256, vocab_multiple=64).to("cuda", torch.bfloat16).eval()
     blocks = torch.randint(5, len(tok), (args.batch, 256), generator=torch.Generator().manual_seed(0))
     canvas = prompt_canvas_from_blocks(blocks, 16, tok.mask_token_id)
     on_device = canvas.to("cuda")

@@ -145,11 +145,18 @@ def _model(kind: str, args, tokenizer, device, **overrides):
         if "dropout" in overrides:
             _set_dropout(model, overrides["dropout"])
         return model
-    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, args.size, max_len=args.max_len, **overrides)
-    if args.size == "base":  # roberta-base / gpt2 vocabularies, so the output layers cost what they cost there
+    return preset_model(kind, tokenizer, args.size, args.max_len, args.vocab_multiple, **overrides).to(device)
+
+
+def preset_model(kind: str, tokenizer, size: str, max_len: int, vocab_multiple: int = 1, **overrides):
+    """A random-weight masked LM (``kind="mlm"``) or causal LM (``"ar"``) of a size preset, on the CPU in fp32.
+    ``base``: roberta-base / gpt2 with their vocabularies rounded up to ``vocab_multiple``, so that the output
+    layers cost what they cost there."""
+    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, size, max_len=max_len, **overrides)
+    if size == "base":
         vocab = 50265 if kind == "mlm" else 50257
-        model.resize_token_embeddings(-(-vocab // args.vocab_multiple) * args.vocab_multiple, mean_resizing=False)
-    return model.to(device)
+        model.resize_token_embeddings(-(-vocab // vocab_multiple) * vocab_multiple, mean_resizing=False)
+    return model
 
 
 def _set_dropout(model, p: float) -> None:

@@ -45,7 +45,7 @@ def _training_batch(tok, args, device, mode: str, drop_attention_mask: bool):
 
 def bench_training(tok, args, device, peak, spec) -> list[dict]:
     from .bench import _error_row, _model, timed_median, training_flops_per_token
-    from .train import compile_body, masked_lm_loss, masked_lm_loss_dense, masked_lm_loss_fixed
+    from .train import bounded_head_loss, compile_body, masked_lm_loss, masked_lm_loss_dense
 
     rows = []
     for variant in train_variants(args, device):
@@ -67,9 +67,8 @@ def bench_training(tok, args, device, peak, spec) -> list[dict]:
             loss_fn = torch.compile(masked_lm_loss_dense, mode="reduce-overhead", dynamic=False)
         elif fixed:
             # fixed shapes with the head on a bounded number of positions (stratified ratios bound the masked count)
-            capacity = collator.max_masked(args.train_batch, args.max_len)
-            loss_fn = torch.compile(lambda model, b, k=capacity: masked_lm_loss_fixed(model, b, k),
-                                    mode="reduce-overhead", dynamic=False)
+            loss_fn = torch.compile(bounded_head_loss(collator, args.train_batch, args.max_len), mode="reduce-overhead",
+                                    dynamic=False)
         optimizer = torch.optim.AdamW(mlm.parameters(), lr=1e-4, fused=device.type == "cuda")
 
         def step(mlm=mlm, optimizer=optimizer, loss_fn=loss_fn, batch=batch):

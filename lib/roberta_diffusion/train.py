@@ -159,6 +159,12 @@ def masked_lm_loss_fixed(model, batch, capacity: int) -> torch.Tensor:
     return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
 
 
+def bounded_head_loss(collator: DiffusionCollator, batch_size: int, block_len: int):
+    """``masked_lm_loss_fixed`` with the capacity a ``"stratified"`` collator bounds its batches by: one shape every
+    step, so the whole step compiles once."""
+    return functools.partial(masked_lm_loss_fixed, capacity=collator.max_masked(batch_size, block_len))
+
+
 def causal_lm_loss(model, batch) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
 
@@ -259,7 +265,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     loss_fn = masked_lm_loss if cfg.objective == "mlm" else causal_lm_loss
     if cfg.objective == "mlm" and cfg.ratio_mode == "stratified":
         # the masked count has a fixed bound: the head runs on that many rows every step (one shape to compile)
-        loss_fn = functools.partial(masked_lm_loss_fixed, capacity=collator.max_masked(cfg.batch_size, cfg.block_size))
+        loss_fn = bounded_head_loss(collator, cfg.batch_size, cfg.block_size)
     rank, world = accelerator.process_index, accelerator.num_processes
     started, tokens_at_start = time.time(), history["tokens"]
     run_started = started  # max_minutes counts this invocation only
