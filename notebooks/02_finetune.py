@@ -51,44 +51,42 @@ train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or
 valid_data: str = "wikipedia-valid"
 max_train_lines: "Optional[int]" = 2000  # None means the whole corpus
 block_size: int = 128  # canvas length in tokens (256 for the real recipe)
-prefix_len: int = 16  # never masked: the prompt the model learns to continue
+prefix_len: int = 16  # the shortest prompt, never masked
+max_prefix_len: "Optional[int]" = None  # prompt length drawn per row in [prefix_len, max_prefix_len]; None: always prefix_len
+span_prob: float = 0.0  # share of rows that also pin a random span, so infilling is in distribution
 ratio_mode: str = "levels"  # "levels" (seed: one ratio per batch) | "continuous" (MDLM: one t per sample) | "stratified" (t spread evenly; fixed-shape loss)
 weighting: str = "none"  # "none" | "elbo" (1/t weights: the MDLM bound as the objective)
 batch_size: int = 8
 max_steps: int = 40
 lr: float = 1e-3
 warmup_steps: int = 10
+weight_decay: float = 0.01
+dropout: float = 0.1
+ema_decay: float = 0.0  # above 0 (e.g. 0.999): score and export an average of the weights instead of the last
 ar_lr: "Optional[float]" = None  # the GPT-2 baseline's own rate and warm-up (None: lr, warmup_steps)
 ar_warmup_steps: "Optional[int]" = None
 escape_lr: "Optional[float]" = None  # masked LM only: warm up to this rate and hold it until step `escape_steps`,
 escape_steps: int = 0  # then ramp to `lr` over `warmup_steps` (RoBERTa from scratch escapes the plateau at 2e-4)
 eval_every: int = 20
+eval_batches: int = 8  # held-out batches scored at each evaluation
 save_every: int = 20
 max_minutes: "Optional[float]" = None  # stop early (and save) after this long
 compile: bool = False  # torch.compile the model body (GPU only)
+ar_init: "Optional[str]" = None  # folder of a GPT-2 to continue instead of a fresh one
 objectives: list = ["mlm", "ar"]  # "mlm" means the diffusion model, "ar" means the GPT-2 baseline on the same data
 seed: int = 0
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
 import torch
 
-from roberta_diffusion import paths, train
+from roberta_diffusion import paths, recipe, train
 from roberta_diffusion.cards import write_model_card
-from roberta_diffusion.models import load_tokenizer, model_summary
+from roberta_diffusion.models import model_summary
 
+params = {k: v for k, v in globals().items() if k in train.TrainConfig.__dataclass_fields__ or k in recipe.NOTEBOOK_ONLY}
 run_dir = paths.run_dir(run_name)
-if new_tokenizer_vocab and not init:
-    from roberta_diffusion.data import iter_lines
-    from roberta_diffusion.models import train_tokenizer
-
-    # RoBERTa's special tokens, trained on the same lines the models will see
-    tokenizer = train_tokenizer(iter_lines(paths.corpus(train_data), max_lines=max_train_lines),
-                                vocab_size=new_tokenizer_vocab, save_to=run_dir / "tokenizer")
-else:
-    tokenizer = load_tokenizer(paths.resolve(init or tokenizer_path))
+tokenizer = recipe.recipe_tokenizer(params, run_dir)
 print(f"run folder: {run_dir}\ntokenizer: {len(tokenizer)} tokens, mask token {tokenizer.mask_token!r}")
 
 # %% [markdown]
@@ -97,30 +95,21 @@ print(f"run folder: {run_dir}\ntokenizer: {len(tokenizer)} tokens, mask token {t
 # `<s>`. Blocks are cached under `runs/cache/`, keyed by the corpus, the tokenizer and the block size.
 
 # %%
-cache = paths.RUNS / "cache"
-train_blocks = train.cached_blocks(paths.corpus(train_data), tokenizer, block_size, cache, max_train_lines)
-valid_blocks = train.cached_blocks(paths.corpus(valid_data), tokenizer, block_size, cache)
+train_blocks, valid_blocks = recipe.recipe_data(params, tokenizer)
 print(f"train: {tuple(train_blocks.shape)} = {train_blocks.numel() / 1e6:.2f}M tokens; valid: {tuple(valid_blocks.shape)}")
 
 # %% [markdown]
 # ## Training
 # One loop for both objectives (`roberta_diffusion.train.train`): bf16 autocast and fused AdamW on GPU,
-# warm-up then cosine learning rate, held-out loss at fixed noise every `eval_every` steps.
+# warm-up then cosine learning rate, held-out loss at fixed noise every `eval_every` steps, and the held-out
+# bound on the NLL that picks the exported weights. `roberta-diffusion finetune` runs these same calls
+# (`recipe.run_recipe`), on several GPUs with `--num-processes`.
 
 # %%
-histories, configs = {}, {}
-for objective in objectives:
-    configs[objective] = train.TrainConfig(
-        out_dir=str(run_dir / objective), objective=objective, init=paths.resolve(init) if objective == "mlm" else None,
-        size=size, arch=arch, locality_init=locality_init, plateau_escape=plateau_escape and objective == "mlm",
-        block_size=block_size, prefix_len=prefix_len, ratio_mode=ratio_mode, weighting=weighting,
-        batch_size=batch_size, max_steps=max_steps, eval_every=eval_every,
-        lr=ar_lr if objective == "ar" and ar_lr is not None else lr,
-        warmup_steps=ar_warmup_steps if objective == "ar" and ar_warmup_steps is not None else warmup_steps,
-        escape_lr=escape_lr if objective == "mlm" else None, escape_steps=escape_steps if objective == "mlm" else 0,
-        save_every=save_every, max_minutes=max_minutes, compile=compile, seed=seed)
-    histories[objective] = train.train(configs[objective], train_blocks, valid_blocks, tokenizer)
-    print(objective, "final eval loss", histories[objective]["eval_loss"][-1])
+configs = recipe.recipe_configs(params, run_dir)
+histories = {objective: train.train(cfg, train_blocks, valid_blocks, tokenizer) for objective, cfg in configs.items()}
+for objective, h in histories.items():
+    print(objective, "final eval loss", h["eval_loss"][-1], "| best held-out bound", h["best_bound"], "at step", h["best_step"])
 
 # %% [markdown]
 # ## Loss curves
@@ -128,6 +117,8 @@ for objective in objectives:
 # the fair comparison is the perplexity bound in notebook 04.
 
 # %%
+import json
+
 fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.5), squeeze=False)
 for ax, objective in zip(axes[0], objectives):
     h = histories[objective]
@@ -144,11 +135,11 @@ plt.show()
 # Each saved model folder gets a README with the data, licence, hyperparameters and final losses.
 
 # %%
+from roberta_diffusion.models import load_causal_lm, load_mlm
+
 for objective in objectives:
     folder = run_dir / objective / "model"
     h, cfg = histories[objective], configs[objective]
-    from roberta_diffusion.models import load_causal_lm, load_mlm
-
     model = (load_mlm if objective == "mlm" else load_causal_lm)(folder, device="cpu")
     facts = {"architecture": model_summary(model), "objective": "masked diffusion (DiffusionCollator)" if objective == "mlm"
              else "next-token prediction", "data": f"{train_data} ({train_blocks.numel() / 1e6:.1f}M tokens, blocks of {block_size})",

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from roberta_diffusion import data, train
+from roberta_diffusion import data, losses, train
 from roberta_diffusion.paths import SAMPLE_TEXT
 
 
@@ -186,7 +186,7 @@ def test_stratified_training_runs_the_head_on_the_bounded_rows(blocks, tokenizer
         capacities.append(capacity)
         return real(model, batch, capacity)
 
-    monkeypatch.setattr(train, "masked_lm_loss_fixed", spy)
+    monkeypatch.setattr(losses, "masked_lm_loss_fixed", spy)
     cfg = _config(tmp_path, ratio_mode="stratified", max_steps=4, eval_every=4, save_every=4)
     train.train(cfg, blocks, blocks, tokenizer, progress=False)
     bound = train.DiffusionCollator(tokenizer, cfg.prefix_len, "stratified").max_masked(cfg.batch_size, cfg.block_size)

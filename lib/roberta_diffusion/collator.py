@@ -1,8 +1,13 @@
 """DiffusionCollator: the training-time noise of a masked diffusion language model.
 
 Each example is a block of token ids ``[L]``. The collator picks a mask ratio, masks that share of the
-*maskable* positions (never the first ``prefix_len``, never special or pad tokens) with ``<mask>``, and
-returns labels equal to the original ids where masked and -100 elsewhere.
+*maskable* positions (never the pinned ones, never special or pad tokens) with ``<mask>``, and returns labels
+equal to the original ids where masked and -100 elsewhere.
+
+Pinned positions: the first ``prefix_len`` of every row; with ``max_prefix_len`` a prompt length drawn per row,
+uniform in ``[prefix_len, max_prefix_len]``, so a model sees prompts of any length in that range; with
+``span_prob`` a row also pins one random span (length up to ``max_span_len``) after its prompt, so infilling
+(text on both sides of the gap) is in distribution too.
 
 Ratio modes
 - ``"levels"`` (the seed's): one ratio per batch, drawn uniformly from ``{1/N, 2/N, ..., 1}``.
@@ -34,6 +39,9 @@ class DiffusionCollator:
         eps: float = 1e-3,
         weighting: str = "none",
         generator: torch.Generator | None = None,
+        max_prefix_len: int | None = None,
+        span_prob: float = 0.0,
+        max_span_len: int = 32,
     ):
         if tokenizer.mask_token_id is None:
             raise ValueError("the tokenizer has no mask token: diffusion needs one (e.g. RoBERTa's <mask>)")
@@ -43,8 +51,16 @@ class DiffusionCollator:
             raise ValueError(f"unknown weighting {weighting!r}: choose one of {', '.join(WEIGHTINGS)}")
         if prefix_len < 0 or n_levels < 1 or not 0 < eps < 1:
             raise ValueError(f"need prefix_len >= 0, n_levels >= 1, 0 < eps < 1 (got {prefix_len}, {n_levels}, {eps})")
+        if max_prefix_len is not None and max_prefix_len < prefix_len:
+            raise ValueError(f"max_prefix_len={max_prefix_len} is below prefix_len={prefix_len}: the prompt length is "
+                             "drawn from [prefix_len, max_prefix_len]; raise it or leave it None (a fixed prefix)")
+        if not 0 <= span_prob <= 1 or max_span_len < 1:
+            raise ValueError(f"need 0 <= span_prob <= 1 and max_span_len >= 1 (got {span_prob}, {max_span_len})")
         self.tokenizer = tokenizer
         self.prefix_len = prefix_len
+        self.max_prefix_len = prefix_len if max_prefix_len is None else max_prefix_len
+        self.span_prob = span_prob
+        self.max_span_len = max_span_len
         self.mode = mode
         self.n_levels = n_levels
         self.eps = eps
@@ -55,10 +71,31 @@ class DiffusionCollator:
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
     # -- the pieces, each testable on its own -------------------------------------------------------
-    def maskable(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` bool: positions the noise may touch (past the prefix, not special, not pad)."""
+    def pinned(self, shape: tuple[int, int]) -> torch.Tensor:
+        """``[B, L]`` bool: the prompt of each row (its length drawn in ``[prefix_len, max_prefix_len]``) and, with
+        probability ``span_prob``, one span after it. Draws nothing when both are off (the seed's fixed prefix)."""
+        b, length = shape
+        position = torch.arange(length)
+        if self.max_prefix_len == self.prefix_len:
+            prompt = torch.full((b, 1), self.prefix_len)
+        else:
+            prompt = torch.randint(self.prefix_len, self.max_prefix_len + 1, (b, 1), generator=self.generator)
+        pinned = position < prompt
+        if self.span_prob > 0:
+            has_span = torch.rand(b, 1, generator=self.generator) < self.span_prob
+            span_len = torch.randint(1, self.max_span_len + 1, (b, 1), generator=self.generator)
+            start = prompt + (torch.rand(b, 1, generator=self.generator) * (length - prompt).clamp(min=0)).long()
+            pinned |= has_span & (position >= start) & (position < start + span_len)
+        return pinned
+
+    def maskable(self, input_ids: torch.Tensor, pinned: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, L]`` bool: positions the noise may touch (not pinned, not special, not pad). Without ``pinned``, the
+        fixed prefix of ``prefix_len`` tokens is the pinned part."""
         allowed = ~torch.isin(input_ids, self.special_ids.to(input_ids.device))
-        allowed[:, : self.prefix_len] = False
+        if pinned is None:
+            allowed[:, : self.prefix_len] = False
+        else:
+            allowed &= ~pinned.to(allowed.device)
         return allowed
 
     def sample_ratios(self, batch_size: int) -> torch.Tensor:
@@ -77,20 +114,21 @@ class DiffusionCollator:
 
         The ratios are ``eps + (1 - eps) (k + v) / B`` for k = 0..B-1 and one v in [0, 1), so they sum to less than
         ``(B + 1) / 2 + eps (B - 1) / 2``; a row masks ``round(t n)`` of its ``n <= block_len - prefix_len`` maskable
-        positions, at least 1: at most ``t n + 1``.
+        positions (``prefix_len`` is the shortest prompt drawn), at least 1: at most ``t n + 1``. Any every-k-th
+        subset of a stratified batch is stratified too, so a process of k takes this bound for ``batch_size / k``.
         """
         if self.mode != "stratified":
             raise ValueError(f"max_masked needs ratio mode 'stratified' (this collator's is {self.mode!r})")
         n = max(0, block_len - self.prefix_len)
         return min(batch_size * n, math.ceil(n * ((batch_size + 1) / 2 + self.eps * (batch_size - 1) / 2)) + batch_size)
 
-    def mask(self, input_ids: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+    def mask(self, input_ids: torch.Tensor, ratios: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, L]`` bool: exactly ``max(1, round(ratio * n_maskable))`` maskable positions per row.
 
         An exact count (not a coin per token) makes every batch's noise level the one that was drawn and
         guarantees a loss term in every row that has anything maskable.
         """
-        allowed = self.maskable(input_ids)
+        allowed = self.maskable(input_ids) if allowed is None else allowed
         n_allowed = allowed.sum(dim=1)
         n_mask = torch.clamp(torch.round(ratios * n_allowed), min=1)
         n_mask = torch.minimum(n_mask, n_allowed)
@@ -103,14 +141,16 @@ class DiffusionCollator:
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         input_ids = _stack(examples)
         ratios = self.sample_ratios(input_ids.shape[0])
-        masked = self.mask(input_ids, ratios)
+        varied = self.max_prefix_len != self.prefix_len or self.span_prob > 0
+        allowed = self.maskable(input_ids, self.pinned(tuple(input_ids.shape)) if varied else None)
+        masked = self.mask(input_ids, ratios, allowed)
         labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
         noisy = input_ids.masked_fill(masked, self.mask_id)
         attention_mask = (input_ids != self.pad_id).long() if self.pad_id is not None else torch.ones_like(input_ids)
         batch = {"input_ids": noisy, "attention_mask": attention_mask, "labels": labels, "mask_ratio": ratios}
         if self.weighting == "elbo":
             # 1/t, and 1/n so that sum_b-mean of the weighted sums is a per-token negative ELBO
-            batch["loss_weight"] = 1.0 / (ratios * self.maskable(input_ids).sum(dim=1).clamp(min=1))
+            batch["loss_weight"] = 1.0 / (ratios * allowed.sum(dim=1).clamp(min=1))
         return batch
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 
 def add_subcommands(sub) -> None:
-    ft = sub.add_parser("finetune", help="run notebook 02 (fine-tune / train) with a profile's parameters")
+    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (notebook 02's calls)")
     ft.add_argument("--profile", default="smoke", help="profile name in profiles/ or a YAML path")
     ft.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters (JSON values)")
+    ft.add_argument("--num-processes", type=int, default=1,
+                    help="data-parallel processes on this host (accelerate launch: one per GPU, or CPU processes)")
     ft.set_defaults(handler=run_finetune)
 
     ev = sub.add_parser("eval", help="held-out perplexities and sample quality -> eval.json")
@@ -49,11 +51,36 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def run_finetune(args) -> int:
-    from .pipeline import load_profile, notebook_params, run_as_script
+    from .pipeline import load_profile, notebook_defaults, notebook_params
+    from .recipe import run_recipe
 
-    params = {**notebook_params(load_profile(args.profile), "02_finetune"), **_parse_sets(args.set)}
-    run_as_script("02_finetune", params)
+    if args.num_processes < 1:
+        raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
+    params = {**notebook_defaults("02_finetune"), **notebook_params(load_profile(args.profile), "02_finetune"),
+              **_parse_sets(args.set)}
+    if args.num_processes > 1:
+        return _launch(args)
+    run_recipe(params)
     return 0
+
+
+def _launch(args) -> int:
+    """The same command in N processes on this host, through torch's launcher (what ``accelerate launch
+    --multi_gpu`` runs): DDP over NCCL on the GPUs, or over gloo between CPU processes where there is no GPU
+    (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"
+        env.setdefault("OMP_NUM_THREADS", "1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.num_processes),
+               "-m", "roberta_diffusion.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
+    return subprocess.call(command, env=env)
 
 
 def run_eval(args) -> int:

@@ -55,6 +55,19 @@ def py_cells(source: str) -> list[tuple[str, str]]:
     return cells
 
 
+def notebook_defaults(notebook: str | Path) -> dict:
+    """The values a notebook's ``parameters`` cell sets (its defaults, before any profile)."""
+    path = Path(notebook)
+    if not path.exists():
+        path = NOTEBOOKS / f"{notebook}.py"
+    namespace: dict = {}
+    for header, body in py_cells(path.read_text()):
+        if "parameters" in header:
+            exec(compile(body, str(path), "exec"), namespace)  # noqa: S102 - our own notebook source
+            return {k: v for k, v in namespace.items() if not k.startswith("__")}
+    raise ValueError(f"{path.name} has no parameters cell")
+
+
 def run_as_script(notebook: str | Path, params: dict, log=print) -> dict:
     """Execute a py:percent notebook's code cells here; returns the namespace it leaves behind."""
     path = Path(notebook)

@@ -11,8 +11,8 @@ batch order and the noise of step N are functions of (seed, N), so a resumed run
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -24,17 +24,17 @@ from pathlib import Path
 
 import torch
 
-from .collator import DiffusionCollator, diffusion_loss, reduce_masked_ce
-from .models import (
-    flat_logits,
-    fresh_causal_lm,
-    fresh_mlm,
-    load_causal_lm,
-    load_mlm,
-    load_tokenizer,
-    masked_lm_logits,
-    plateau_escape_init,
+from .collator import DiffusionCollator
+from .losses import (  # noqa: F401 - the losses are part of training's interface
+    HeldOutScorer,
+    LossModule,
+    bounded_head_loss,
+    causal_lm_loss,
+    masked_lm_loss,
+    masked_lm_loss_dense,
+    masked_lm_loss_fixed,
 )
+from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, plateau_escape_init
 from .paths import atomic_path, atomic_write_text
 
 
@@ -49,11 +49,13 @@ class TrainConfig:
     plateau_escape: bool = False  # fresh RoBERTa started with models.plateau_escape_init (with escape_lr 2e-4)
     tokenizer: str | None = None  # folder or hub name; default: the init model's
     block_size: int = 256
-    prefix_len: int = 16
+    prefix_len: int = 16  # the shortest prompt: never masked
+    max_prefix_len: int | None = None  # prompt length drawn per row in [prefix_len, max_prefix_len]; None: fixed
+    span_prob: float = 0.0  # share of rows that also pin one random span (infilling in distribution)
     ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM) | "stratified"
     n_levels: int = 10
     weighting: str = "none"  # "none" | "elbo"
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch, split over the processes
     max_steps: int = 100
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -63,6 +65,7 @@ class TrainConfig:
     escape_lr: float | None = None  # two-phase rate: warm up to this, hold it until `escape_steps`, then ramp
     escape_steps: int = 0  # to `lr` over `warmup_steps` (RoBERTa leaves the unigram plateau only at a low rate)
     dropout: float = 0.1
+    ema_decay: float = 0.0  # > 0: also keep an average of the weights, scored and exported instead of the last
     eval_every: int = 50
     eval_batches: int = 8
     save_every: int = 50
@@ -125,50 +128,6 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
     return fresh_causal_lm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
 
 
-def masked_lm_loss(model, batch) -> torch.Tensor:
-    """The diffusion loss (see ``collator.diffusion_loss``), projecting onto the vocabulary only where masked."""
-    labels = batch["labels"]
-    where = labels != -100
-    logits = masked_lm_logits(model, batch["input_ids"], batch["attention_mask"], where)  # [N, V]
-    ce = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="none")
-    per_token = torch.zeros(labels.shape, dtype=ce.dtype, device=ce.device).masked_scatter(where, ce)
-    return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
-
-
-def masked_lm_loss_dense(model, batch) -> torch.Tensor:
-    """``masked_lm_loss`` with fixed shapes: logits at every position, the unmasked ones dropped by the loss.
-    More FLOPs in the head, but no data-dependent shape, so a compiler can capture the whole step."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
-    return diffusion_loss(logits, batch["labels"], batch.get("loss_weight"))
-
-
-def masked_lm_loss_fixed(model, batch, capacity: int) -> torch.Tensor:
-    """``masked_lm_loss`` with fixed shapes and the head on ``capacity`` positions only.
-
-    ``capacity`` must be at least the batch's number of masked tokens (``DiffusionCollator.max_masked`` bounds it in
-    ``"stratified"`` mode). The masked positions come first in a stable sort of ``[B * L]`` flags and fill the rest
-    with unmasked ones, whose labels are -100; so the shapes never depend on the data, a compiler can capture the
-    whole step, and the head does about half the work of ``masked_lm_loss_dense``.
-    """
-    labels = batch["labels"]  # [B, L]
-    flat_labels = labels.flatten()
-    index = torch.argsort((flat_labels != -100).to(torch.int8), descending=True, stable=True)[:capacity]  # [K]
-    logits = flat_logits(model, batch["input_ids"], batch.get("attention_mask"), index)  # [K, V]
-    ce = torch.nn.functional.cross_entropy(logits.float(), flat_labels[index], ignore_index=-100, reduction="none")
-    per_token = torch.zeros_like(flat_labels, dtype=ce.dtype).scatter(0, index, ce).view(labels.shape)  # [B, L]
-    return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
-
-
-def bounded_head_loss(collator: DiffusionCollator, batch_size: int, block_len: int):
-    """``masked_lm_loss_fixed`` with the capacity a ``"stratified"`` collator bounds its batches by: one shape every
-    step, so the whole step compiles once."""
-    return functools.partial(masked_lm_loss_fixed, capacity=collator.max_masked(batch_size, block_len))
-
-
-def causal_lm_loss(model, batch) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
-
-
 # -- checkpoints ------------------------------------------------------------------------------------------
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest *finished* checkpoint; half-written ``*.tmp`` folders are never returned."""
@@ -177,14 +136,16 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: dict, keep: int = 2) -> Path:
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: dict, keep: int = 2,
+                    extra: dict | None = None) -> Path:
     root = Path(out_dir) / "checkpoints"
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **(extra or {})},
+               tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))  # written last
     if final.exists():
         shutil.rmtree(final)
@@ -225,17 +186,25 @@ def _lr_lambda(cfg: TrainConfig):
 # -- the loop -----------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer=None,
           progress: bool = True) -> dict:
-    """Train (or resume) and return the history; the final model + tokenizer go to ``<out>/model``."""
+    """Train (or resume) and return the history; the model with the best held-out bound goes to ``<out>/model``.
+
+    ``cfg.batch_size`` is the global batch: with ``accelerate launch --num_processes N`` every process draws the
+    same blocks and noise for step k (from ``(seed, k)``) and keeps rows ``rank::N``, so a run is the same
+    whatever N is, and a resumed run the same as one never stopped.
+    """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     if cfg.objective not in ("mlm", "ar"):
         raise ValueError(f"objective={cfg.objective!r}: use 'mlm' or 'ar'")
     lr_factor = _lr_lambda(cfg)  # checks the schedule before anything is written
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is the global batch: make it a multiple of the {world} processes")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or cfg.init)
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     model = build_model(cfg, tokenizer, train_blocks)
     fused = accelerator.device.type == "cuda"
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices decay; biases and norms do not
@@ -244,8 +213,9 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
                                   eps=cfg.adam_eps, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
-    step, history = 0, {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "tokens": 0, "seconds": 0.0}
+    step, history = 0, new_history()
     resume = latest_checkpoint(out)
     if resume is not None:
         state = json.loads((resume / "state.json").read_text())
@@ -254,60 +224,146 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         opt_state = torch.load(resume / "optimizer.pt", weights_only=False)
         optimizer.load_state_dict(opt_state["optimizer"])
         scheduler.load_state_dict(opt_state["scheduler"])
-        step, history = state["step"], state["history"]
+        if ema is not None and "ema" in opt_state:
+            ema.load_state_dict(opt_state["ema"])
+        step, history = state["step"], {**new_history(), **state["history"]}
         accelerator.print(f"resuming from {resume} (step {step})")
-    cfg.save(out / "config.json")
+    if accelerator.is_main_process:
+        cfg.save(out / "config.json")
 
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if cfg.compile and fused:
-        compile_body(accelerator.unwrap_model(model))
-    collator = DiffusionCollator(tokenizer, cfg.prefix_len, cfg.ratio_mode, cfg.n_levels, weighting=cfg.weighting)
+    collator = make_collator(cfg, tokenizer)
     loss_fn = masked_lm_loss if cfg.objective == "mlm" else causal_lm_loss
     if cfg.objective == "mlm" and cfg.ratio_mode == "stratified":
         # the masked count has a fixed bound: the head runs on that many rows every step (one shape to compile)
-        loss_fn = bounded_head_loss(collator, cfg.batch_size, cfg.block_size)
-    rank, world = accelerator.process_index, accelerator.num_processes
+        loss_fn = bounded_head_loss(collator, cfg.batch_size // world, cfg.block_size)
+    step_module, optimizer = accelerator.prepare(LossModule(model, loss_fn), optimizer)
+    if cfg.compile and fused:
+        compile_body(model)
+    scorer = HeldOutScorer(cfg, make_collator(cfg, tokenizer), valid_blocks, accelerator.device)
+    history["parameters"] = sum(p.numel() for p in model.parameters())
+    history["train_blocks"] = len(train_blocks)
+    history["world_size"] = world
     started, tokens_at_start = time.time(), history["tokens"]
     run_started = started  # max_minutes counts this invocation only
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
                desc=f"train {cfg.objective}", mininterval=1 if sys.stderr.isatty() else 30)
-    model.train()
+    step_module.train()
     while step < cfg.max_steps:
-        ids = train_blocks[batch_indices(step, len(train_blocks), cfg.batch_size * world, cfg.seed)[rank::world]]
-        batch = _make_batch(cfg, collator, ids, seed=cfg.seed * 1_000_003 + step, device=accelerator.device)
+        ids = train_blocks[batch_indices(step, len(train_blocks), cfg.batch_size, cfg.seed)]
+        batch = _make_batch(cfg, collator, ids, seed=cfg.seed * 1_000_003 + step, rows=slice(rank, None, world),
+                            device=accelerator.device)
         with accelerator.autocast():
-            loss = loss_fn(model, batch)
+            loss = step_module(batch)
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        accelerator.clip_grad_norm_(step_module.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(model, step)
         step += 1
-        history["tokens"] += ids.numel() * world
+        history["tokens"] += ids.numel()
         bar.update(1)
         over_time = cfg.max_minutes is not None and time.time() - run_started > 60 * cfg.max_minutes
-        if step % cfg.log_every == 0 or step == cfg.max_steps or over_time:
+        last = step == cfg.max_steps or over_time
+        if step % cfg.log_every == 0 or last:
             history["step"].append(step)
             history["train_loss"].append(round(loss.item(), 5))
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
-        if step % cfg.eval_every == 0 or step == cfg.max_steps or over_time:
-            history["eval_step"].append(step)
-            history["eval_loss"].append(round(evaluate(model, cfg, collator, valid_blocks, accelerator, loss_fn), 5))
-            model.train()
-        if accelerator.is_main_process and (step % cfg.save_every == 0 or step == cfg.max_steps or over_time):
-            history["seconds"] += time.time() - started
-            history["tokens_per_second"] = (history["tokens"] - tokens_at_start) / max(1e-9, time.time() - started)
+        if step % cfg.eval_every == 0 or last:
+            elapsed = time.time() - started
+            history["seconds"] += elapsed
+            history["speed_step"].append(step)
+            history["speed"].append(round((history["tokens"] - tokens_at_start) / max(1e-9, elapsed)))
+            history["tokens_per_second"] = history["speed"][-1]
             started, tokens_at_start = time.time(), history["tokens"]
-            save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, step, history)
+            if accelerator.is_main_process:
+                record_eval(history, step, scorer, model, ema, out, tokenizer)
+            accelerator.wait_for_everyone()
+            step_module.train()
+            started = time.time()  # held-out scoring is not training time
+        if accelerator.is_main_process and (step % cfg.save_every == 0 or last):
+            save_checkpoint(out, model, optimizer, scheduler, step, history,
+                            extra={"ema": ema.state_dict()} if ema is not None else None)
         accelerator.wait_for_everyone()
         if over_time:
             accelerator.print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached")
             break
     bar.close()
     if accelerator.is_main_process:
-        export_model(out / "model", accelerator.unwrap_model(model), tokenizer)
+        best = out / "best"
+        if best.exists():  # the weights with the best held-out bound, not the last ones
+            export_model(out / "model", load_best(cfg, best), tokenizer)
+        else:
+            export_model(out / "model", model, tokenizer)
         atomic_write_text(out / "history.json", json.dumps(history, indent=2))
+    accelerator.wait_for_everyone()
     return history
+
+
+def new_history() -> dict:
+    """What a run records: train loss by step, held-out objective and bound by step, tokens/s by interval."""
+    return {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "eval_bound": [], "eval_epoch": [],
+            "speed_step": [], "speed": [], "tokens": 0, "seconds": 0.0, "best_step": None, "best_bound": None}
+
+
+def record_eval(history: dict, step: int, scorer, model, ema, out: Path, tokenizer) -> None:
+    """Score the held-out blocks (with the averaged weights when there are some) and keep the best weights."""
+    with (ema.swapped_in(model) if ema is not None else contextlib.nullcontext()):
+        loss, bound = scorer.score(model)
+        history["eval_step"].append(step)
+        history["eval_loss"].append(round(loss, 5))
+        history["eval_bound"].append(round(bound, 5))
+        history["eval_epoch"].append(round(history["tokens"] / (history["train_blocks"] * scorer.block_size), 3))
+        if history["best_bound"] is None or bound < history["best_bound"]:
+            history["best_step"], history["best_bound"] = step, round(bound, 5)
+            export_model(out / "best", model, tokenizer)
+    model.train()
+
+
+def load_best(cfg: TrainConfig, folder: Path):
+    return (load_mlm if cfg.objective == "mlm" else load_causal_lm)(folder, device="cpu")
+
+
+class WeightAverage:
+    """An exponential moving average of the weights (float32), warmed up as ``min(decay, (1 + k) / (10 + k))``."""
+
+    def __init__(self, model, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"ema_decay={decay}: use a value in (0, 1), e.g. 0.999, or 0 for none")
+        self.decay = decay
+        self.average = [p.detach().float().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.average, [p.detach().float() for p in model.parameters()], 1 - decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model):
+        params = list(model.parameters())
+        kept = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            for p, a in zip(params, self.average, strict=True):
+                p.copy_(a)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for p, k in zip(params, kept, strict=True):
+                    p.copy_(k)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "average": [a.cpu() for a in self.average]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for a, saved in zip(self.average, state["average"], strict=True):
+            a.copy_(saved)
+
+
+def make_collator(cfg: TrainConfig, tokenizer) -> DiffusionCollator:
+    return DiffusionCollator(tokenizer, cfg.prefix_len, cfg.ratio_mode, cfg.n_levels, weighting=cfg.weighting,
+                             max_prefix_len=cfg.max_prefix_len, span_prob=cfg.span_prob)
 
 
 def compile_body(model) -> None:
@@ -325,29 +381,16 @@ def _load_weights(folder: Path) -> dict:
     return state
 
 
-def _make_batch(cfg, collator, ids, seed, device):
+def _make_batch(cfg, collator, ids, seed, rows, device):
+    """The batch of global step ``seed`` (noise drawn for all its rows, so it does not depend on the number of
+    processes), of which this process keeps ``rows``."""
     if cfg.objective == "mlm":
         collator.generator = torch.Generator().manual_seed(seed)
         batch = collator(ids)
         batch.pop("mask_ratio")
     else:
         batch = {"input_ids": ids}
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-@torch.no_grad()
-def evaluate(model, cfg, collator, valid_blocks, accelerator, loss_fn) -> float:
-    """Mean loss on the first ``eval_batches`` held-out batches with fixed noise (comparable across steps)."""
-    model.eval()
-    losses = []
-    for i in range(cfg.eval_batches):
-        ids = valid_blocks[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        if len(ids) == 0:
-            break
-        batch = _make_batch(cfg, collator, ids, seed=10_000 + i, device=accelerator.device)
-        with accelerator.autocast():
-            losses.append(loss_fn(model, batch).float().item())
-    return sum(losses) / max(1, len(losses))
+    return {k: v[rows].to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:

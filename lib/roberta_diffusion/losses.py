@@ -1,0 +1,118 @@
+"""The training losses: the masked LM's diffusion loss (three ways to shape the head's work) and GPT-2's.
+
+``masked_lm_loss`` runs the vocabulary head only on masked rows (data-dependent shape); ``masked_lm_loss_fixed``
+on a fixed number of rows a stratified collator bounds (one shape: the whole step compiles once);
+``masked_lm_loss_dense`` on every position. All give the same value.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .collator import DiffusionCollator, diffusion_loss, reduce_masked_ce
+from .models import flat_logits, masked_lm_logits
+
+
+def masked_lm_loss(model, batch) -> torch.Tensor:
+    """The diffusion loss (see ``collator.diffusion_loss``), projecting onto the vocabulary only where masked."""
+    labels = batch["labels"]
+    where = labels != -100
+    logits = masked_lm_logits(model, batch["input_ids"], batch["attention_mask"], where)  # [N, V]
+    ce = torch.nn.functional.cross_entropy(logits.float(), labels[where], reduction="none")
+    per_token = torch.zeros(labels.shape, dtype=ce.dtype, device=ce.device).masked_scatter(where, ce)
+    return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
+
+
+def masked_lm_loss_dense(model, batch) -> torch.Tensor:
+    """``masked_lm_loss`` with fixed shapes: logits at every position, the unmasked ones dropped by the loss.
+    More FLOPs in the head, but no data-dependent shape, so a compiler can capture the whole step."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, L, V]
+    return diffusion_loss(logits, batch["labels"], batch.get("loss_weight"))
+
+
+def masked_lm_loss_fixed(model, batch, capacity: int) -> torch.Tensor:
+    """``masked_lm_loss`` with fixed shapes and the head on ``capacity`` positions only.
+
+    ``capacity`` must be at least the batch's number of masked tokens (``DiffusionCollator.max_masked`` bounds it in
+    ``"stratified"`` mode). The masked positions come first in a stable sort of ``[B * L]`` flags and fill the rest
+    with unmasked ones, whose labels are -100; so the shapes never depend on the data, a compiler can capture the
+    whole step, and the head does about half the work of ``masked_lm_loss_dense``.
+    """
+    labels = batch["labels"]  # [B, L]
+    flat_labels = labels.flatten()
+    index = torch.argsort((flat_labels != -100).to(torch.int8), descending=True, stable=True)[:capacity]  # [K]
+    logits = flat_logits(model, batch["input_ids"], batch.get("attention_mask"), index)  # [K, V]
+    ce = torch.nn.functional.cross_entropy(logits.float(), flat_labels[index], ignore_index=-100, reduction="none")
+    per_token = torch.zeros_like(flat_labels, dtype=ce.dtype).scatter(0, index, ce).view(labels.shape)  # [B, L]
+    return reduce_masked_ce(per_token, labels, batch.get("loss_weight"))
+
+
+def bounded_head_loss(collator: DiffusionCollator, batch_size: int, block_len: int):
+    """``masked_lm_loss_fixed`` with the capacity a ``"stratified"`` collator bounds its batches by: one shape every
+    step, so the whole step compiles once."""
+    return functools.partial(masked_lm_loss_fixed, capacity=collator.max_masked(batch_size, block_len))
+
+
+def causal_lm_loss(model, batch) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], labels=batch["input_ids"]).loss
+
+
+class LossModule(torch.nn.Module):
+    """``loss_fn(model, batch)`` as a module, so that DDP wraps the whole step: the losses that run the encoder and
+    the head apart (the head only where masked) then keep DDP's gradient hooks, which wrapping the model alone
+    would bypass."""
+
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+def noisy_batch(collator: DiffusionCollator, ids: torch.Tensor, seed: int, device) -> dict:
+    """``collator(ids)`` with the noise of ``seed``, on ``device`` (without the ratios, which no loss reads)."""
+    collator.generator = torch.Generator().manual_seed(seed)
+    batch = collator(ids)
+    batch.pop("mask_ratio")
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+class HeldOutScorer:
+    """The held-out score of a checkpoint, the same at every step: the training objective's loss (``cfg``'s) and a
+    bound on the NLL per token (nats) of positions past a 16-token prompt. For the masked LM the bound is MDLM's negative ELBO
+    with ``t`` stratified over the blocks and fixed noise; for GPT-2 it is the exact NLL. Up to ``eval_batches``
+    batches of ``batch_size`` blocks (all of Wikipedia valid with the shipped recipe)."""
+
+    PROMPT = 16
+
+    def __init__(self, cfg, collator: DiffusionCollator, valid_blocks: torch.Tensor, device):
+        self.cfg, self.device, self.block_size = cfg, device, cfg.block_size
+        self.blocks = valid_blocks[: cfg.eval_batches * cfg.batch_size]
+        self.objective = collator  # the training noise
+        self.prompt = min(self.PROMPT, cfg.block_size // 2)
+        self.elbo = DiffusionCollator(collator.tokenizer, self.prompt, "stratified", weighting="elbo")
+
+    @torch.no_grad()
+    def score(self, model) -> tuple[float, float]:
+        model.eval()
+        losses, bound_sum, rows = [], 0.0, 0
+        for i in range(0, len(self.blocks), self.cfg.batch_size):
+            ids = self.blocks[i : i + self.cfg.batch_size]
+            seed = 10_000 + i
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
+                if self.cfg.objective == "mlm":
+                    batch = noisy_batch(self.objective, ids, seed, self.device)
+                    losses.append(masked_lm_loss(model, batch).float().item())
+                    bound = noisy_batch(self.elbo, ids, seed, self.device)
+                    bound_sum += masked_lm_loss(model, bound).float().item() * len(ids)
+                else:
+                    logits = model(input_ids=ids.to(self.device)).logits.float()
+                    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(self.device),
+                                                            reduction="none")
+                    losses.append(nll.mean().item())
+                    bound_sum += nll[:, self.prompt - 1 :].mean(dim=1).sum().item()
+            rows += len(ids)
+        return sum(losses) / max(1, len(losses)), bound_sum / max(1, rows)
