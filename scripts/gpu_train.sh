@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On a lent machine with GPUs, from the repository root (inputs from scripts/prepare_gpu_inputs.sh in .gpu/):
-#   bash scripts/gpu_train.sh probe   # short 1- and N-GPU runs of the masked LM, one N-GPU run of GPT-2 -> $OUT/scaling.json
-#   bash scripts/gpu_train.sh train   # both objectives of $PROFILE on N GPUs, max_steps from the probe's speed
+#   bash scripts/gpu_train.sh probe   # short 1- and N-GPU runs of the masked LM -> $OUT/scaling.json
+#   bash scripts/gpu_train.sh train   # both objectives of $PROFILE on N GPUs: the masked LM for MLM_MINUTES
+#                                     # (max_steps from the probe's speed), then GPT-2 for AR_STEPS
 #   bash scripts/gpu_train.sh ship    # the best checkpoints into weights/, eval.json, packed into $OUT
-# MLM_MINUTES / AR_MINUTES: the training time of each (the cosine schedule ends there); GPUS: processes (all GPUs).
+# AR_STEPS: GPT-2's steps (6,000 x 256 blocks: about 30 epochs, past where its held-out loss stops falling);
+# GPUS: processes (default: every GPU).
 set -uo pipefail
 export PYTHONPATH=$PWD/lib:${PYTHONPATH:-} PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs/logs
@@ -23,22 +25,21 @@ case ${1:-} in
 probe)
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
-  short=(max_steps=1600 eval_every=400 save_every=100000 warmup_steps=100 ar_warmup_steps=100)
+  short=(max_steps=600 eval_every=150 save_every=100000 warmup_steps=100)
   finetune --num-processes 1 --set run_name=\"probe-1\" 'objectives=["mlm"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-1.log" 2>&1
-  finetune --num-processes "$GPUS" --set run_name=\"probe-$GPUS\" 'objectives=["mlm", "ar"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-$GPUS.log" 2>&1
+  finetune --num-processes "$GPUS" --set run_name=\"probe-$GPUS\" 'objectives=["mlm"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-$GPUS.log" 2>&1
   tail -n 3 "$OUT"/probe-*.log
   python3 benchmarks/scaling.py runs/probe-1/mlm "runs/probe-$GPUS/mlm" --out "$OUT/scaling.json"
-  python3 benchmarks/scaling.py runs/probe-1/mlm "runs/probe-$GPUS/ar" > "$OUT/scaling-ar.json"
   ;;
 train)
   mlm_steps=$(steps_for "runs/probe-$GPUS/mlm/history.json" "${MLM_MINUTES:-12}")
-  ar_steps=$(steps_for "runs/probe-$GPUS/ar/history.json" "${AR_MINUTES:-4}")
+  ar_steps=${AR_STEPS:-6000}
   echo "mlm: $mlm_steps steps, ar: $ar_steps steps on $GPUS GPUs"
   finetune --num-processes "$GPUS" --set run_name=\"$PROFILE\" 'objectives=["mlm"]' "${TRAIN[@]}" max_steps=$mlm_steps \
-    > runs/logs/train_mlm.log 2>&1
+    > runs/logs/train_mlm.log 2>&1 || { echo mlm > runs/logs/FAILED; exit 1; }
   finetune --num-processes "$GPUS" --set run_name=\"$PROFILE\" 'objectives=["ar"]' "${TRAIN[@]}" max_steps=$ar_steps \
-    > runs/logs/train_ar.log 2>&1
-  echo done > "runs/$PROFILE/TRAINED"
+    > runs/logs/train_ar.log 2>&1 || { echo ar > runs/logs/FAILED; exit 1; }
+  echo done > runs/logs/TRAINED
   ;;
 ship)
   cp runs/logs/train_mlm.log runs/logs/train_ar.log "runs/$PROFILE/"
@@ -48,7 +49,7 @@ ship)
   cp weights/roberta-diffusion-small/eval.json weights/gpt2-small-baseline/eval.json
   tar czf "$OUT/weights.tgz" weights/roberta-diffusion-small weights/gpt2-small-baseline
   split -b 15M "$OUT/weights.tgz" "$OUT/weights.tgz.part-" && rm "$OUT/weights.tgz"
-  tar czf "$OUT/runs.tgz" "runs/$PROFILE"/*/history.json "runs/$PROFILE"/*/config.json "runs/$PROFILE"/*.log runs/probe-*/*/history.json
+  tar czf "$OUT/runs.tgz" "runs/$PROFILE"/*/history.json "runs/$PROFILE"/*/config.json "runs/$PROFILE"/*.log runs/probe-*/*/history.json runs/probe-*/*/config.json
   ls -la "$OUT"
   ;;
 *) echo "usage: bash scripts/gpu_train.sh probe|train|ship" >&2; exit 2 ;;

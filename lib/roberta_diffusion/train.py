@@ -213,7 +213,6 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
                                   eps=cfg.adam_eps, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     step, history = 0, new_history()
     resume = latest_checkpoint(out)
@@ -224,8 +223,6 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         opt_state = torch.load(resume / "optimizer.pt", weights_only=False)
         optimizer.load_state_dict(opt_state["optimizer"])
         scheduler.load_state_dict(opt_state["scheduler"])
-        if ema is not None and "ema" in opt_state:
-            ema.load_state_dict(opt_state["ema"])
         step, history = state["step"], {**new_history(), **state["history"]}
         accelerator.print(f"resuming from {resume} (step {step})")
     if accelerator.is_main_process:
@@ -237,6 +234,9 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         # the masked count has a fixed bound: the head runs on that many rows every step (one shape to compile)
         loss_fn = bounded_head_loss(collator, cfg.batch_size // world, cfg.block_size)
     step_module, optimizer = accelerator.prepare(LossModule(model, loss_fn), optimizer)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None  # on the device, where prepare put the model
+    if ema is not None and resume is not None and "ema" in opt_state:
+        ema.load_state_dict(opt_state["ema"])
     if cfg.compile and fused:
         compile_body(model)
     scorer = HeldOutScorer(cfg, make_collator(cfg, tokenizer), valid_blocks, accelerator.device)
