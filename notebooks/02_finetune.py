@@ -97,7 +97,7 @@ print(f"run folder: {run_dir}\ntokenizer: {len(tokenizer)} tokens, mask token {t
 # `<s>`. Blocks are cached under `runs/cache/`, keyed by the corpus, the tokenizer and the block size.
 
 # %%
-cache = paths.RUNS / "cache"
+cache = paths.CACHE
 train_blocks = train.cached_blocks(paths.corpus(train_data), tokenizer, block_size, cache, max_train_lines)
 valid_blocks = train.cached_blocks(paths.corpus(valid_data), tokenizer, block_size, cache)
 print(f"train: {tuple(train_blocks.shape)} = {train_blocks.numel() / 1e6:.2f}M tokens; valid: {tuple(valid_blocks.shape)}")
