@@ -38,7 +38,7 @@ def add_subcommands(sub) -> None:
 def run_finetune(args) -> int:
     """Notebook 02 in this process, on a staged copy of ``runs/<run_name>`` under the name's lock; the results
     replace the previous ones only when training and export finished."""
-    from . import checks, paths
+    from . import checks, data, paths
     from .pipeline import NOTEBOOKS, load_profile, notebook_params, run_as_script
     from .runs import lock, redirect_runs, staged_run
 
@@ -47,6 +47,11 @@ def run_finetune(args) -> int:
     params = {**notebook_params(profile, "02_finetune"), **sets}
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
+
+    def known_default(key):
+        return checks.notebook_parameters(NOTEBOOKS / "02_finetune.py")[key][1]
+    for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
+        data.check_text(paths.corpus(params.get(key) or known_default(key)))
     name = params["run_name"]
     with lock(name), staged_run(name) as root, redirect_runs(root):
         run_as_script("02_finetune", params)
