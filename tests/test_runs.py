@@ -5,11 +5,13 @@ taken over."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from roberta_diffusion import paths, runs
@@ -156,3 +158,38 @@ def test_finetune_failures_leave_no_run_folder_and_keep_previous_results(tmp_pat
     err = capsys.readouterr().err.splitlines()
     assert status == EXIT_USAGE and len(err) == 1 and "not a masked LM" in err[0]
     assert digest(tmp_path / "runs" / "ft") == good
+
+
+def test_two_finetunes_on_one_name_one_runs_one_refuses(tmp_path, monkeypatch, capsys):
+    """A long fine-tune holds run 'race'; a second one refuses and the previous results stay; after kill -9 of
+    the first, the next run takes over its stale lock, resumes from the killed attempt's checkpoints (nothing is
+    lost) and swaps its results in."""
+    monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(paths, "CACHE", tmp_path / "runs" / "cache")
+    base = ["finetune", "--set", "run_name=race", *[t for t in TINY if not t.startswith(("max_steps", "save_every"))],
+            "save_every=4"]
+    assert main([*base, "max_steps=4"]) == 0
+    previous = digest(tmp_path / "runs" / "race")
+    env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "roberta_diffusion.cli", *base, "max_steps=1000000"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged = tmp_path / "runs" / ".staging" / "race" / "race" / "mlm" / "checkpoints"
+    try:
+        while not any(int(p.name.split("-")[1]) > 4 for p in staged.glob("step-*[0-9]")):
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.05)
+        capsys.readouterr()
+        assert main([*base, "max_steps=8"]) == EXIT_USAGE
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and f"in use by process {first.pid}" in err[0]
+        assert digest(tmp_path / "runs" / "race") == previous
+    finally:
+        first.kill()
+        first.wait()
+    assert digest(tmp_path / "runs" / "race") == previous
+    assert main([*base, "max_steps=8"]) == 0
+    out = capsys.readouterr()
+    assert f"left by process {first.pid}" in out.err and "unfinished attempt" in out.out
+    history = json.loads((tmp_path / "runs" / "race" / "mlm" / "history.json").read_text())
+    assert history["tokens"] >= 8 * 4 * 32, "resumed from the killed run's checkpoints (step >= 8), not restarted"
+    assert not (tmp_path / "runs" / ".staging" / "race").exists()

@@ -243,7 +243,8 @@ def error_line(err: BaseException) -> tuple[str, int]:
         text, status = "out of memory: lower --max-len, --steps or the batch size", EXIT_USAGE
     else:
         text, status = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", EXIT_BUG
-    return "error: " + " ".join(text.split()), status
+    text = " ".join(str(text).split())
+    return "error: " + (text if len(text) <= 500 else text[:500] + " ..."), status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,7 +87,9 @@ def _copy_run(src: Path, dst: Path) -> None:
     never changed in place, so sharing them cannot alter the originals). Everything else is a real copy:
     notebooks rewrite their outputs in place."""
     def copy(s, d):
-        if "checkpoints" in Path(s).relative_to(src).parts:
+        if os.path.exists(d) and os.path.samefile(s, d):  # merging a checkpoint both sides already share
+            return d
+        if "checkpoints" in Path(s).relative_to(src).parts or Path(src).name == "checkpoints":
             try:
                 return os.link(s, d)
             except OSError:
