@@ -55,7 +55,7 @@ except ImportError:
 
 run_dir = paths.run_dir(run_name)
 tokenizer = load_tokenizer(paths.resolve(tokenizer_path))
-blocks = train.cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.RUNS / "cache")
+blocks = train.cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
 print(f"run folder: {run_dir}\n{corpus}: {len(blocks)} blocks of {block_size} tokens; "
       f"mask token {tokenizer.mask_token!r} = id {tokenizer.mask_token_id}")
 

@@ -80,7 +80,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
     before = json.loads((last / "state.json").read_text())["history"]
 
     cfg = _config(tmp_path / "run", max_steps=done + 4, save_every=5, eval_every=10**9, eval_batches=1, log_every=1,
-                  batch_size=4, prefix_len=4)
+                  batch_size=4, prefix_len=4, lr=5e-4)  # the killed run's rate: another one would be refused
     history = train.train(cfg, data.load_blocks(SAMPLE_TEXT, tokenizer, 32), data.load_blocks(SAMPLE_TEXT, tokenizer, 32),
                           tokenizer, progress=False)
     assert history["step"][: len(before["step"])] == before["step"]  # the old history is kept, not restarted

@@ -194,8 +194,14 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_bench(args) -> int:
+    from . import checks
     from .models import pick_device
 
+    checks.output_path("--out", args.out, ".json")
+    checks.device("--device", args.device)
+    checks.in_range("--prefix-len", args.prefix_len, 1)
+    checks.in_range("--max-len", args.max_len, args.prefix_len + 1, what=" (above --prefix-len)")
+    checks.in_range("--train-batch", args.train_batch, 1)
     device = pick_device(args.device)
     batch_sizes = _batch_list(args.batch_sizes)
     ar_batch_sizes = _batch_list(args.ar_batch_sizes or args.batch_sizes)
@@ -204,8 +210,6 @@ def run_bench(args) -> int:
         raise ValueError("--batch-sizes and --steps need at least one number each")
     if min(batch_sizes + ar_batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1 or args.vocab_multiple < 1:
         raise ValueError("--batch-sizes, --steps, --repeats and --vocab-multiple must be positive")
-    if args.out.suffix != ".json":
-        raise ValueError(f"--out {args.out} must end in .json")
     strategies = _strategy_list(args.strategies)
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"diffusion", "ar", "train"}:
@@ -230,13 +234,17 @@ def run_bench(args) -> int:
         "train": lambda: bench_training(tok, args, device, peak, spec),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name, run in sections.items():
+    partial = args.out.with_name(f".{args.out.stem}.partial.json")  # a run cut short keeps what it measured here,
+    for name, run in sections.items():  # and --out itself changes only when every section ran
         if name in skip:
             continue
         result[name] = run()
         result["ratios"] = _latency_ratios(result)
-        with atomic_path(args.out) as tmp:  # after every section: a run cut short keeps what it measured
+        with atomic_path(partial) as tmp:
             tmp.write_text(json.dumps(result, indent=2))
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    partial.unlink(missing_ok=True)
     _print_table(result)
     print(f"wrote {args.out}")
     return 0

@@ -1,6 +1,8 @@
 """``roberta-diffusion``: generate | ar | compare | finetune | pipeline | bench.
 
-Errors in what the user asked for print one line and exit with status 2; nothing is written then.
+Errors in what the user asked for (OS errors included) print one ``error:`` line and exit with status 2; nothing
+is written then. Arguments and output paths are checked before any model loads; outputs are staged and moved
+into place together only when the whole command succeeded. ``--debug`` shows the traceback as well.
 """
 
 from __future__ import annotations
@@ -11,6 +13,15 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_BUG = 1  # an error the checks did not foresee: still one line, but not the user's fault
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one ``error:`` line (no usage block), like every other CLI error.
+    Subparsers are made with the parent's class, so this covers them too."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -39,7 +50,9 @@ def _diffusion_args(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="roberta-diffusion", description=__doc__.splitlines()[0])
+    parser = Parser(prog="roberta-diffusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback too (also "
+                        "accepted after the subcommand)")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="diffusion generation with a masked LM")
     _sampling_args(gen)
@@ -58,16 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_prompt(prompt: str | None) -> str:
+    from .checks import prompt_text
+
     if prompt is not None:
         if not prompt.strip():
             raise ValueError("the prompt is empty: give some text for the model to continue")
-        return prompt
-    if sys.stdin is not None and sys.stdin.isatty():
-        return input("Prompt: ")
-    text = sys.stdin.read() if sys.stdin is not None else ""
+        return prompt_text(prompt)
+    try:
+        if sys.stdin is not None and sys.stdin.isatty():
+            return prompt_text(input("Prompt: "))
+        text = sys.stdin.read() if sys.stdin is not None else ""
+    except UnicodeDecodeError:
+        raise ValueError("the prompt on stdin is not valid UTF-8: pass text in UTF-8") from None
     if not text.strip():
         raise ValueError("no prompt given: pass it as an argument, e.g. roberta-diffusion generate \"The city\"")
-    return text.strip()
+    return prompt_text(text.strip(), "the prompt on stdin")
 
 
 def _load(kind: str, name: str | None, device):
@@ -80,21 +98,51 @@ def _load(kind: str, name: str | None, device):
     return loader(name, device=device), load_tokenizer(name)
 
 
-def _check_out(path: Path | None, suffix: str) -> None:
-    if path is not None and path.suffix.lower() != suffix:
-        raise ValueError(f"{path} must end in {suffix}")
+def check_sampling(args, kind: str) -> None:
+    """Every flag of generate / ar / compare, before a model is loaded (``kind``: "mlm", "ar" or "compare")."""
+    from . import checks
+
+    checks.output_path("--animation", args.animation, ".gif")
+    checks.output_path("--json", args.json, ".json")
+    checks.device("--device", args.device)
+    checks.seed("--seed", args.seed)
+    # ranges are the samplers' to check (their messages name the flag); they let inf and nan through
+    checks.finite("--temperature", args.temperature)
+    checks.finite("--top-p", args.top_p)
+    checks.model_folder("--model", args.model)
+    checks.model_folder("--ar-model", getattr(args, "ar_model", None))
+    if kind == "ar":
+        return
+    checks.in_range("--steps", args.steps, 1)
+    checks.finite("--threshold", args.threshold)
+    if args.block_size is not None:
+        checks.in_range("--block-size", args.block_size, 1)
+    if kind == "compare" and args.infill:
+        raise ValueError("compare --infill: the autoregressive baseline only continues a prompt and cannot fill "
+                         "gaps; use generate --infill for infilling")
+    if not args.infill and 0 < args.prefix_len < args.max_len and args.steps > args.max_len - args.prefix_len:
+        raise ValueError(f"--steps {args.steps} is more than the {args.max_len - args.prefix_len} positions to fill "
+                         f"(--max-len {args.max_len} - --prefix-len {args.prefix_len}): use at most that many steps")
+
+
+def _check_infill_steps(canvas, steps: int) -> None:
+    free = int((~canvas.fixed).sum(dim=1).max())
+    if 0 < free < steps:
+        raise ValueError(f"--steps {steps} is more than the {free} masked positions of the infill text: "
+                         f"use at most {free} steps")
 
 
 def run_generate(args, kind: str):
-    from . import viz
+    from . import checks, viz
     from .canvas import infill_canvas
     from .models import pick_device
     from .sampler import generate_ar, generate_diffusion
 
-    _check_out(args.animation, ".gif")
-    _check_out(args.json, ".json")
-    device = pick_device(args.device)
+    check_sampling(args, kind)
     prompt = _read_prompt(args.prompt)
+    if kind == "mlm" and args.infill:
+        checks.infill_masks(prompt, args.max_len)
+    device = pick_device(args.device)
     model, tokenizer = _load(kind, args.model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, graph=args.graph)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
@@ -102,7 +150,9 @@ def run_generate(args, kind: str):
         total = args.steps
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total)
         if args.infill:
-            trace = generate_diffusion(model, tokenizer, canvas=infill_canvas(tokenizer, prompt), steps=args.steps,
+            canvas = infill_canvas(tokenizer, prompt)
+            _check_infill_steps(canvas, args.steps)
+            trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=args.steps,
                                        strategy=args.strategy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
         else:
@@ -120,21 +170,18 @@ def run_generate(args, kind: str):
 
 def _report(trace, tokenizer, args):
     from . import viz
+    from .runs import staged_files
 
     print(f"=== {trace.kind}: {trace.new_tokens} tokens in {trace.total_time:.3f} s "
           f"({trace.steps} steps, {trace.tokens_per_second:.0f} tokens/s)")
     print(trace.texts[0])
+    with staged_files({"animation": args.animation, "json": args.json}) as tmp:  # both files, or neither
+        if args.animation:
+            viz.animate(trace, tokenizer, tmp["animation"], max_frames=None if trace.kind == "diffusion" else 60)
+        if args.json:
+            tmp["json"].write_text(json.dumps({**trace.summary(), "text": trace.texts[0]}, indent=2))
     if args.animation:
-        viz.animate(trace, tokenizer, args.animation, max_frames=None if trace.kind == "diffusion" else 60)
         print(f"animation: {args.animation}")
-    if args.json:
-        _write_json(args.json, {**trace.summary(), "text": trace.texts[0]})
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    from .paths import atomic_write_text
-
-    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def run_compare(args):
@@ -144,10 +191,9 @@ def run_compare(args):
     from .models import pick_device
     from .sampler import generate_ar, generate_diffusion
 
-    _check_out(args.animation, ".gif")
-    _check_out(args.json, ".json")
-    device = pick_device(args.device)
+    check_sampling(args, "compare")
     prompt = _read_prompt(args.prompt)
+    device = pick_device(args.device)
     mlm, mlm_tok = _load("mlm", args.model, device)
     causal, ar_tok = _load("ar", args.ar_model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -168,17 +214,44 @@ def run_compare(args):
     print(f"\n{'':<24}{'diffusion':>12}{'AR':>12}")
     for name, a, b in rows:
         print(f"{name:<24}{a:>12}{b:>12}")
+    from .runs import staged_files
+
+    with staged_files({"animation": args.animation, "json": args.json}) as tmp:  # both files, or neither
+        if args.animation:
+            viz.animate_comparison([diff, ar], [mlm_tok, ar_tok], tmp["animation"], labels=["diffusion", "autoregressive"])
+        if args.json:
+            tmp["json"].write_text(json.dumps({"diffusion": {**diff.summary(), "text": diff.texts[0]},
+                                               "ar": {**ar.summary(), "text": ar.texts[0]}}, indent=2))
     if args.animation:
-        viz.animate_comparison([diff, ar], [mlm_tok, ar_tok], args.animation, labels=["diffusion", "autoregressive"])
         print(f"animation: {args.animation}")
-    if args.json:
-        _write_json(args.json, {"diffusion": {**diff.summary(), "text": diff.texts[0]},
-                                "ar": {**ar.summary(), "text": ar.texts[0]}})
+
+
+def error_line(err: BaseException) -> tuple[str, int]:
+    """The one ``error:`` line for ``err`` and the exit status: 2 for bad input and OS errors (a full disk, a
+    read-only folder), 1 for anything the checks did not foresee."""
+    import yaml
+
+    from .runs import RunFailed
+
+    if isinstance(err, RunFailed):
+        text, status = str(err), EXIT_BUG
+    elif isinstance(err, OSError) and err.strerror and err.filename:
+        text, status = f"{err.filename}: {err.strerror} (check the path, its permissions and the free space)", EXIT_USAGE
+    elif isinstance(err, (ValueError, OSError, yaml.YAMLError)):
+        text, status = str(err), EXIT_USAGE
+    elif isinstance(err, MemoryError):
+        text, status = "out of memory: lower --max-len, --steps or the batch size", EXIT_USAGE
+    else:
+        text, status = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", EXIT_BUG
+    text = " ".join(str(text).split())
+    return "error: " + (text if len(text) <= 500 else text[:500] + " ..."), status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line, so it can be added to a failing command's end
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
         if args.command == "generate":
             run_generate(args, "mlm")
@@ -188,11 +261,16 @@ def main(argv: list[str] | None = None) -> int:
             run_compare(args)
         else:
             return args.handler(args) or 0
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        line, status = error_line(err)
+        print(line, file=sys.stderr)
+        return status
     return 0
 
 

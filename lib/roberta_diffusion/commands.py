@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
 
 def add_subcommands(sub) -> None:
@@ -37,30 +40,37 @@ def add_subcommands(sub) -> None:
     add_bench_command(sub)
 
 
-def _parse_sets(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. max_steps=100")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def run_finetune(args) -> int:
-    from .pipeline import load_profile, notebook_defaults, notebook_params
+    """Train with the profile's notebook-02 parameters (``recipe.run_recipe``: notebook 02's own calls) on a staged
+    copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
+    and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
+    into the staged copy; the lock and the swap stay with this process."""
+    from . import checks, data, paths
+    from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params
     from .recipe import run_recipe
+    from .runs import lock, redirect_runs, staged_run
 
     if args.num_processes < 1:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
-    params = {**notebook_defaults("02_finetune"), **notebook_params(load_profile(args.profile), "02_finetune"),
-              **_parse_sets(args.set)}
-    if args.num_processes > 1:
-        return _launch(args)
-    run_recipe(params)
+    profile = load_profile(args.profile)  # checked whole
+    sets = checks.parse_sets(args.set)
+    params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
+    checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
+    checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
+    if os.environ.get(WORKER):  # one of _launch's processes: the launcher holds the lock and the staging
+        run_recipe(params)
+        return 0
+    for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
+        data.check_text(paths.corpus(params[key]))
+    name = params["run_name"]
+    with lock(name), staged_run(name) as root, redirect_runs(root):
+        if args.num_processes > 1:
+            code = _launch(args)
+            if code:
+                raise RuntimeError(f"a training process exited with status {code}; the previous results are kept")
+        else:
+            run_recipe(params)
+    print(f"finetune outputs: {paths.RUNS / name}")
     return 0
 
 
@@ -68,13 +78,12 @@ def _launch(args) -> int:
     """The same command in N processes on this host, through torch's launcher (what ``accelerate launch
     --multi_gpu`` runs): DDP over NCCL on the GPUs, or over gloo between CPU processes where there is no GPU
     (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config."""
-    import os
     import subprocess
     import sys
 
     import torch
 
-    env = dict(os.environ)
+    env = {**os.environ, WORKER: "1"}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -83,28 +92,54 @@ def _launch(args) -> int:
     return subprocess.call(command, env=env)
 
 
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: give a comma list of whole numbers, e.g. 10,32,64") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"{flag} {text!r}: every number must be at least 1")
+    return values
+
+
+def check_eval(args) -> tuple[list[int], list[str]]:
+    from . import checks
+    from .sampler import STRATEGIES
+
+    steps = _int_list("--steps", args.steps)
+    policies = args.policies.split(",")
+    bad = [p for p in policies if p not in STRATEGIES]
+    if bad:
+        raise ValueError(f"--policies {bad[0]!r}: use a comma list of {', '.join(STRATEGIES)}")
+    checks.in_range("--prompts", args.prompts, 1)
+    checks.in_range("--elbo-samples", args.elbo_samples, 1, what=" (noise levels per block for the ELBO bound)")
+    if args.max_blocks is not None:
+        checks.in_range("--max-blocks", args.max_blocks, 1)
+    checks.device("--device", args.device)
+    checks.output_path("--out", args.out, ".json")
+    for flag, value in (("--mlm", args.mlm), ("--ar", args.ar), ("--judge", args.judge)):
+        checks.model_folder(flag, value)
+    return steps, policies
+
+
 def run_eval(args) -> int:
     from . import evaluate, paths
     from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
     from .train import cached_blocks
 
-    steps = [int(s) for s in args.steps.split(",")]
-    policies = args.policies.split(",")
-    from .sampler import STRATEGIES
-
-    bad = [p for p in policies if p not in STRATEGIES]
-    if bad or any(s < 1 for s in steps):
-        raise ValueError(f"bad --policies {bad} or --steps {steps}: policies from {', '.join(STRATEGIES)}, steps >= 1")
-    if args.out.suffix != ".json":
-        raise ValueError(f"--out {args.out} must end in .json")
+    steps, policies = check_eval(args)
     device = pick_device(args.device)
     mlm = load_mlm(paths.resolve(args.mlm), device=device)
     ar = load_causal_lm(paths.resolve(args.ar), device=device)
     tokenizer = load_tokenizer(paths.resolve(args.mlm))
     judge = load_causal_lm(paths.resolve(args.judge), device=device) if args.judge else ar
     judge_name = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples; no independent judge offline)"
-    cache = paths.RUNS / "cache"
+    cache = paths.CACHE
     block = min(max_canvas_len(mlm), 256)  # the shipped recipe's canvas, or less for a smaller model
+    prefix = 16  # evaluate.evaluate's prompt length
+    if max(steps) > block - prefix:
+        raise ValueError(f"--steps {max(steps)} is more than the {block - prefix} positions each sample fills "
+                         f"(canvas {block} - prompt {prefix}): use at most that many")
     heldout = {"wikipedia-valid": cached_blocks(paths.WIKI_VALID, tokenizer, block, cache),
                "wikitext2-valid (detokenised)": cached_blocks(paths.WIKITEXT2_VALID, tokenizer, block, cache, detokenize=True)}
     if args.max_blocks:
@@ -114,18 +149,15 @@ def run_eval(args) -> int:
                                policies=policies, elbo_samples=args.elbo_samples)
     result["command"] = "roberta-diffusion eval " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("handler", "command") and v is not None)
-    paths.atomic_write_text(args.out, json.dumps(result, indent=2))
+    paths.atomic_write_text(args.out, json.dumps(result, indent=2))  # one rename: the old file or the new
     print(json.dumps(result["heldout"], indent=2))
     print(f"wrote {args.out}")
     return 0
 
 
 def run_pipeline_command(args) -> int:
-    from .pipeline import check_run, run_pipeline
+    from .pipeline import run_pipeline
 
-    run = run_pipeline(args.profile, args.only)
-    problems = [] if args.only else check_run(run)
-    for problem in problems:
-        print(f"problem: {problem}")
+    run = run_pipeline(args.profile, args.only)  # checks the run before swapping it in; raises RunFailed if not
     print(f"pipeline outputs: {run}")
-    return 1 if problems else 0
+    return 0

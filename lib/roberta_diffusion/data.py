@@ -56,10 +56,32 @@ def _raw_lines(source: str | Path, split: str) -> Iterator[str]:
     looks_local = isinstance(source, Path) or any(s in str(source) for s in ("/", "\\", ".txt", ".raw", ".gz"))
     if looks_local or Path(source).exists():
         for file in text_files(source):
-            with _open_text(file) as handle:
-                yield from handle
+            try:
+                with _open_text(file) as handle:
+                    yield from handle
+            except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+                raise ValueError(_not_text(file, err)) from None
         return
     yield from _hub_lines(str(source), split)
+
+
+def _not_text(file: Path, err: Exception) -> str:
+    return (f"corpus file {file} is not UTF-8 text ({type(err).__name__}): pass a .txt/.raw file in UTF-8 "
+            "or a gzip of one")
+
+
+def check_text(source: str | Path, sample_bytes: int = 1 << 20) -> None:
+    """Decode the start of each local file of ``source`` (hub names pass): binary data is refused before any
+    training, naming the file, instead of failing mid-way with a bare codec error."""
+    looks_local = isinstance(source, Path) or any(s in str(source) for s in ("/", "\\", ".txt", ".raw", ".gz"))
+    if not (looks_local or Path(source).exists()) or str(source).endswith(".pt"):
+        return  # a hub name, or blocks tokenised ahead of time (train.cached_blocks reads them)
+    for file in text_files(source):
+        try:
+            with _open_text(file) as handle:
+                handle.read(sample_bytes)
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+            raise ValueError(_not_text(file, err)) from None
 
 
 def _hub_lines(name: str, split: str) -> Iterator[str]:

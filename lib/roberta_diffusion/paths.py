@@ -2,7 +2,8 @@
 
 Override with environment variables when the repository is installed elsewhere:
 ``ROBERTA_DIFFUSION_ROOT`` (project root), ``ROBERTA_DIFFUSION_DATA`` (corpora folder, default
-``<root>/../shared/data``), ``ROBERTA_DIFFUSION_RUNS`` (outputs, default ``<root>/runs``).
+``<root>/../shared/data``), ``ROBERTA_DIFFUSION_RUNS`` (outputs, default ``<root>/runs``),
+``ROBERTA_DIFFUSION_CACHE`` (tokenised corpora, default ``<runs>/cache``; kept when a staged run moves RUNS).
 """
 
 import os
@@ -14,6 +15,7 @@ DATA = Path(os.environ.get("ROBERTA_DIFFUSION_DATA", ROOT.parent / "shared" / "d
 SAMPLE_TEXT = ROOT / "data" / "sample.txt"  # tiny text shipped with the repo, for tests
 WEIGHTS = ROOT / "weights"
 RUNS = Path(os.environ.get("ROBERTA_DIFFUSION_RUNS", ROOT / "runs"))
+CACHE = Path(os.environ.get("ROBERTA_DIFFUSION_CACHE", RUNS / "cache"))
 NOTEBOOKS = ROOT / "notebooks"
 PROFILES = ROOT / "profiles"
 
@@ -28,8 +30,10 @@ SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
 
 
 def run_dir(name: str) -> Path:
-    """``runs/<name>``, created on demand."""
-    path = RUNS / name
+    """``runs/<name>``, created on demand; ``name`` must be a plain folder name (the run stays inside runs/)."""
+    from .checks import run_name
+
+    path = RUNS / run_name(name)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

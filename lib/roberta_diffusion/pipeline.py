@@ -5,6 +5,10 @@
   ``runs/<name>/``.
 - ``run_as_script(notebook, params)``: the same notebook executed cell by cell in this process, parameters
   applied right after the ``parameters`` cell, as papermill does. For machines without Jupyter (the lent GPU).
+
+Profiles are checked whole (YAML, sections, every parameter's name, type and range) before anything runs; a
+run holds the lock of its name and is staged, then swapped into ``runs/<name>/`` only when every notebook
+succeeded (``runs.staged_run``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 import time
 from pathlib import Path
 
-from .paths import NOTEBOOKS, PROFILES, ROOT, RUNS
+from .paths import NOTEBOOKS, PROFILES, ROOT
 
 ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")
 _CELL = re.compile(r"^# %%(.*)$", re.MULTILINE)
@@ -32,12 +36,44 @@ def load_profile(profile: str | Path) -> dict:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml")))
         raise FileNotFoundError(f"profile {profile!r} not found: use one of {known} or a YAML path")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"profile {path} is not valid YAML{at}: fix the file ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {path} must be a mapping of sections (name, timeout, common, {', '.join(ORDER)})")
     unknown = set(data) - {"name", "timeout", "common", "notebooks", *ORDER}
     if unknown:
         raise ValueError(f"profile {path.name} has unknown sections {sorted(unknown)}: use {', '.join(ORDER)}")
     data.setdefault("name", path.stem)
+    check_profile(data, path.name)
     return data
+
+
+def check_profile(data: dict, where: str) -> None:
+    """Every section a mapping, every parameter known to its notebook with the right type and range."""
+    from . import checks
+
+    checks.run_name(data["name"], f"profile {where}: name")
+    timeout = data.get("timeout", 1800)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"profile {where}: timeout={timeout!r} must be a number of seconds above 0")
+    known = {name: checks.notebook_parameters(NOTEBOOKS / f"{name}.py") for name in ORDER}
+    for section in ("common", *ORDER):
+        if not isinstance(data.get(section) or {}, dict):
+            raise ValueError(f"profile {where}: section {section!r} must be a mapping of parameter: value")
+    for key, value in (data.get("common") or {}).items():
+        users = [name for name in ORDER if key in known[name]]
+        checks.parameter(key, value, known[users[0]] if users else {k: v for n in ORDER for k, v in known[n].items()},
+                         f"profile {where}: common")
+    for name in ORDER:
+        params = {**(data.get("common") or {}), **(data.get(name) or {})}
+        for key, value in (data.get(name) or {}).items():
+            checks.parameter(key, value, known[name], f"profile {where}: {name}")
+        checks.parameters({k: v for k, v in params.items() if k in known[name]}, NOTEBOOKS / f"{name}.py",
+                          f"profile {where}: {name}")
 
 
 def notebook_params(profile: dict, notebook: str) -> dict:
@@ -96,28 +132,43 @@ def to_ipynb(py_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print) -> Path:
-    """Execute the notebooks of ``ORDER`` (or ``only``) with papermill; returns ``runs/<name>``."""
+def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, check: bool = True) -> Path:
+    """Execute the notebooks of ``ORDER`` (or ``only``) with papermill into a staged copy of ``runs/<name>``, and
+    swap it in when all succeeded (and, with ``check`` and no ``only``, ``check_run`` finds no problem); returns
+    ``runs/<name>``. A failure raises ``runs.RunFailed`` and leaves the previous results as they were."""
     import papermill
 
+    from . import paths
+    from .runs import RunFailed, lock, redirect_runs, staged_run
+
     config = load_profile(profile)
-    run = RUNS / config["name"]
-    run.mkdir(parents=True, exist_ok=True)
+    bad = [name for name in only or () if name not in ORDER]
+    if bad:
+        raise ValueError(f"--only {bad[0]!r} is not a notebook: use one of {', '.join(ORDER)}")
+    name = config["name"]
     timeout = int(config.get("timeout", 1800))
     timings = {}
-    for name in only or ORDER:
-        if name not in ORDER:
-            raise ValueError(f"unknown notebook {name!r}: use one of {', '.join(ORDER)}")
-        source = to_ipynb(NOTEBOOKS / f"{name}.py", run / "source" / f"{name}.ipynb")
-        start = time.time()
-        log(f"[pipeline] {name} ...")
-        papermill.execute_notebook(str(source), str(run / f"{name}.ipynb"), parameters=notebook_params(config, name),
-                                   kernel_name="python3", execution_timeout=timeout, cwd=str(ROOT),
-                                   progress_bar=False, log_output=False)
-        timings[name] = round(time.time() - start, 1)
-        log(f"[pipeline] {name} done in {timings[name]} s")
-    (run / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
-    return run
+    with lock(name), staged_run(name, say=log) as root, redirect_runs(root):
+        run = root / name
+        for notebook in only or ORDER:
+            source = to_ipynb(NOTEBOOKS / f"{notebook}.py", run / "source" / f"{notebook}.ipynb")
+            start = time.time()
+            log(f"[pipeline] {notebook} ...")
+            try:
+                papermill.execute_notebook(str(source), str(run / f"{notebook}.ipynb"),
+                                           parameters=notebook_params(config, notebook), kernel_name="python3",
+                                           execution_timeout=timeout, cwd=str(ROOT), progress_bar=False, log_output=False)
+            except papermill.PapermillExecutionError as err:
+                raise RunFailed(f"notebook {notebook} failed ({err.ename}: {err.evalue}); the previous results of run "
+                                f"{name!r} are kept; the failed attempt is in {run}") from None
+            timings[notebook] = round(time.time() - start, 1)
+            log(f"[pipeline] {notebook} done in {timings[notebook]} s")
+        (run / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
+        problems = check_run(run) if check and not only else []
+        if problems:
+            raise RunFailed(f"run {name!r} has problems: {'; '.join(problems)}; the previous results are kept; "
+                            f"the attempt is in {run}")
+    return paths.RUNS / name
 
 
 def check_run(run: Path, mask_token: str = "<mask>") -> list[str]:

@@ -35,7 +35,7 @@ def recipe_data(params: dict, tokenizer):
     """``(train_blocks, valid_blocks)`` of ``block_size`` tokens, cached under ``runs/cache``. Processes that fill
     the cache at once each write a whole file under their own name (``cached_blocks``), so none reads half of one;
     on GPUs, pass blocks tokenised ahead of time (a ``.pt`` file) to skip the work."""
-    cache = paths.RUNS / "cache"
+    cache = paths.CACHE
     block = params.get("block_size", 256)
     return (train.cached_blocks(paths.corpus(params["train_data"]), tokenizer, block, cache, params.get("max_train_lines")),
             train.cached_blocks(paths.corpus(params["valid_data"]), tokenizer, block, cache))

@@ -3,10 +3,12 @@
 One plain loop on ``accelerate`` (so ``accelerate launch`` spreads it over GPUs unchanged): bf16 autocast
 on GPU, fused AdamW, warm-up + cosine learning rate, a fixed held-out evaluation, a tqdm bar.
 
-Resumable: every ``save_every`` steps the full state (weights, optimiser, schedule, step, history) goes to
-``<out>/checkpoints/step-N``, written under a temporary name and renamed, so a kill at any moment leaves
-the previous finished checkpoint intact; a rerun with the same config continues from the newest one. The
-batch order and the noise of step N are functions of (seed, N), so a resumed run sees the same data.
+Resumable: every ``save_every`` steps the full state (weights, optimiser, schedule, step, history, random
+states, config) goes to ``<out>/checkpoints/step-N``, written under a temporary name with a manifest of
+checksums last, then renamed, so a kill at any moment leaves the previous finished checkpoint intact; a rerun
+with the same config continues from the newest intact one (a damaged one is skipped) and refuses another
+config. The batch order and the noise of step N are functions of (seed, N), and the dropout noise comes from
+the saved random state, so a run killed and resumed on a CPU gives the losses and weights of an unbroken one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import (  # noqa: F401 (the checkpoint API, importable from train as before)
+    RESUMABLE_CHANGES,
+    _load_weights,
+    checkpoint_problem,
+    checkpoints,
+    config_changes,
+    latest_checkpoint,
+    load_extra,
+    resume,
+    rng_state,
+    save_checkpoint,
+    seeded_rng_state,
+    set_rng_state,
+)
 from .collator import DiffusionCollator
 from .losses import (  # noqa: F401 - the losses are part of training's interface
     HeldOutScorer,
@@ -129,31 +145,7 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest *finished* checkpoint; half-written ``*.tmp`` folders are never returned."""
-    root = Path(out_dir) / "checkpoints"
-    done = [p for p in root.glob("step-*") if not p.name.endswith(".tmp") and (p / "state.json").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: dict, keep: int = 2,
-                    extra: dict | None = None) -> Path:
-    root = Path(out_dir) / "checkpoints"
-    final = root / f"step-{step}"
-    tmp = root / f"step-{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **(extra or {})},
-               tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))  # written last
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)  # the atomic moment: before it the old checkpoint is the newest, after it this one
-    finished = sorted((p for p in root.glob("step-*") if not p.name.endswith(".tmp")), key=lambda p: int(p.name.split("-")[1]))
-    for old in finished[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+# (in checkpoints.py: writing, verifying and resuming; the names stay importable from here)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -214,17 +206,10 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
                                   eps=cfg.adam_eps, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
-    step, history = 0, new_history()
-    resume = latest_checkpoint(out)
-    if resume is not None:
-        state = json.loads((resume / "state.json").read_text())
-        # strict=False: tied weights (the MLM head's decoder = the embeddings) are stored once
-        model.load_state_dict(_load_weights(resume), strict=False)
-        opt_state = torch.load(resume / "optimizer.pt", weights_only=False)
-        optimizer.load_state_dict(opt_state["optimizer"])
-        scheduler.load_state_dict(opt_state["scheduler"])
-        step, history = state["step"], {**new_history(), **state["history"]}
-        accelerator.print(f"resuming from {resume} (step {step})")
+    step, history, rng, resumed = resume(out, cfg, model, optimizer, scheduler, say=accelerator.print)
+    if resumed is not None:
+        accelerator.print(f"resuming from {resumed} (step {step})")
+    history = {**new_history(), **(history or {})}
     if accelerator.is_main_process:
         cfg.save(out / "config.json")
 
@@ -235,8 +220,8 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         loss_fn = bounded_head_loss(collator, cfg.batch_size // world, cfg.block_size)
     step_module, optimizer = accelerator.prepare(LossModule(model, loss_fn), optimizer)
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None  # on the device, where prepare put the model
-    if ema is not None and resume is not None and "ema" in opt_state:
-        ema.load_state_dict(opt_state["ema"])
+    if ema is not None and resumed is not None and "ema" in load_extra(resumed):
+        ema.load_state_dict(load_extra(resumed)["ema"])
     if cfg.compile and fused:
         compile_body(model)
     scorer = HeldOutScorer(cfg, make_collator(cfg, tokenizer), valid_blocks, accelerator.device)
@@ -248,6 +233,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
                desc=f"train {cfg.objective}", mininterval=1 if sys.stderr.isatty() else 30)
     step_module.train()
+    set_rng_state(rng)  # last thing before the first step: a resumed run draws the dropout noise an unbroken one would
     while step < cfg.max_steps:
         ids = train_blocks[batch_indices(step, len(train_blocks), cfg.batch_size, cfg.seed)]
         batch = _make_batch(cfg, collator, ids, seed=cfg.seed * 1_000_003 + step, rows=slice(rank, None, world),
@@ -283,7 +269,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
             step_module.train()
             started = time.time()  # held-out scoring is not training time
         if accelerator.is_main_process and (step % cfg.save_every == 0 or last):
-            save_checkpoint(out, model, optimizer, scheduler, step, history,
+            save_checkpoint(out, model, optimizer, scheduler, step, history, config=dataclasses.asdict(cfg),
                             extra={"ema": ema.state_dict()} if ema is not None else None)
         accelerator.wait_for_everyone()
         if over_time:
@@ -370,15 +356,6 @@ def compile_body(model) -> None:
     """Compile the transformer body's forward (fixed shapes [B, L]); the parameters and their names stay."""
     body = getattr(model, model.base_model_prefix, model)
     body.forward = torch.compile(body.forward)
-
-
-def _load_weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    state = {}
-    for file in sorted(folder.glob("*.safetensors")):
-        state.update(load_file(file))
-    return state
 
 
 def _make_batch(cfg, collator, ids, seed, rows, device):

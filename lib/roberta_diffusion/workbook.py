@@ -118,7 +118,7 @@ def heldout_blocks(tokenizer, corpus: str, block_size: int, n: int) -> torch.Ten
     from .evaluate import spread_blocks
     from .train import cached_blocks
 
-    blocks = cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.RUNS / "cache")
+    blocks = cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
     return spread_blocks(blocks, min(n, len(blocks)))
 
 

@@ -1,0 +1,203 @@
+"""Checks that run before any work: numbers, devices, seeds, prompts, output paths, run names and notebook
+parameters. Each failure is a ``ValueError`` whose text names the culprit (flag, file or key) and the fix; the
+CLI prints it as one ``error:`` line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_MASK_RUN = re.compile(r"<mask\*(\d+)>")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def finite_positive(flag: str, value: float) -> float:
+    """``value`` > 0 and finite: inf/nan pass a plain ``> 0`` test but make the sampler emit noise."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} {value}: give a finite number above 0")
+    return value
+
+
+def finite(flag: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{flag} {value}: give a finite number")
+    return value
+
+
+def in_range(flag: str, value, low=None, high=None, what: str = "") -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{flag} {value}: give a finite number")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = " and ".join(b for b in (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "") if b)
+        raise ValueError(f"{flag} {value}: must be {bounds}{what}")
+
+
+def seed(flag: str, value: int) -> int:
+    in_range(flag, value, 0, SEED_MAX, " (a 64-bit seed)")
+    return value
+
+
+def device(flag: str, value: str) -> str:
+    """A device name the CLI knows; availability is checked by ``models.pick_device``."""
+    if not _DEVICE.match(str(value)):
+        raise ValueError(f"{flag} {value!r}: use auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
+def prompt_text(text: str, where: str = "the prompt") -> str:
+    """Text that encodes as UTF-8: a non-UTF-8 argv arrives as lone surrogates and breaks the tokenizer."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where} is not valid UTF-8: pass text in UTF-8 (check the terminal's locale)") from None
+    return text
+
+
+def infill_masks(text: str, limit: int, flag: str = "--max-len") -> None:
+    """``<mask*N>`` runs must fit the canvas: a huge N would otherwise try to build the string first."""
+    total = sum(int(m) for m in _MASK_RUN.findall(text)) + text.count("<mask>")
+    if total > limit:
+        raise ValueError(f"the infill text asks for {total} masked tokens but the canvas holds {limit} ({flag}): "
+                         "use fewer <mask*N> blanks")
+
+
+def model_folder(flag: str, value: str | None) -> None:
+    """A model is a folder (or a hub name); a file is a common slip, e.g. pointing at model.safetensors."""
+    if value is not None and Path(value).is_file():
+        raise ValueError(f"{flag} {value} is a file: give the model's folder (the one holding config.json)")
+
+
+# -- output paths -----------------------------------------------------------------------------------------
+def output_path(flag: str, path: Path | None, suffix: str) -> None:
+    """Refuse an output path that could only fail after the work: wrong suffix, a directory, a path under a
+    file, or a folder this process may not write to."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"{flag} {path} must end in {suffix}")
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory: give a file name ending in {suffix}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path} exists and is read-only: choose another file or make it writable")
+    parent = path.parent
+    while not parent.exists():  # the nearest existing ancestor decides whether the folders can be made
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path} lies under {parent}, which is a file: choose a path in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: no permission to write in {parent}: choose a writable folder")
+
+
+def run_name(value, where: str = "run_name") -> str:
+    """A plain folder name under ``runs/``: no separators, no ``..``, no leading dot (hidden staging/lock
+    folders start with one)."""
+    if not isinstance(value, str) or not _RUN_NAME.match(value) or ".." in value:
+        raise ValueError(f"{where} {value!r}: use letters, digits, '.', '_' or '-' (no '/' or '..'), "
+                         "starting with a letter or digit, so the run stays inside runs/")
+    return value
+
+
+# -- notebook parameters ------------------------------------------------------------------------------------
+# integer parameters that count something and must be at least 1 (0 or less would train or sample nothing)
+POSITIVE = {"max_steps", "batch_size", "block_size", "eval_every", "save_every", "steps", "max_len", "n_levels",
+            "n_draws", "loss_blocks", "n_prompts", "n_heldout", "elbo_samples", "policy_steps", "cpu_threads",
+            "max_train_lines"}
+NON_NEGATIVE = {"prefix_len", "warmup_steps", "ar_warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab"}
+POSITIVE_FLOAT = {"lr", "ar_lr", "escape_lr", "temperature", "top_p", "max_minutes"}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+def notebook_parameters(path: Path) -> dict[str, tuple[str, object]]:
+    """``name -> (annotation, default)`` of a py:percent notebook's ``parameters`` cell, read without running it."""
+    from .pipeline import py_cells
+
+    for header, body in py_cells(Path(path).read_text()):
+        if "parameters" in header:
+            out = {}
+            for node in ast.parse(body).body:
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    note = node.annotation
+                    text = note.value if isinstance(note, ast.Constant) else ast.unparse(note)
+                    out[node.target.id] = (str(text), ast.literal_eval(node.value) if node.value else None)
+            return out
+    raise ValueError(f"{path} has no parameters cell")
+
+
+def _type_ok(annotation: str, value) -> bool:
+    optional = annotation.startswith("Optional[")
+    base = annotation[len("Optional["):-1] if optional else annotation
+    if value is None:
+        return optional
+    kind = _TYPES.get(base)
+    if kind is None:
+        return True  # an annotation this checker does not know: leave it to the notebook
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def parameter(key: str, value, known: dict, where: str) -> None:
+    """One notebook parameter: a known name (closest one suggested), the annotated type, a sane range."""
+    if key not in known:
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+        raise ValueError(f"{where}: unknown parameter {key!r}: {hint}")
+    annotation, default = known[key]
+    if not _type_ok(annotation, value):
+        raise ValueError(f"{where}: {key}={json.dumps(value, default=str)} is not {annotation} "
+                         f"(the default is {json.dumps(default)})")
+    if value is None or isinstance(value, bool):
+        return
+    if key in POSITIVE:
+        in_range(f"{where}: {key}", value, 1)
+    elif key in NON_NEGATIVE:
+        in_range(f"{where}: {key}", value, 0)
+    elif key in POSITIVE_FLOAT:
+        finite_positive(f"{where}: {key}", value)
+    elif key in ("seed",):
+        seed(f"{where}: {key}", value)
+    elif key == "run_name":
+        run_name(value, f"{where}: run_name")
+
+
+def parameters(params: dict, notebook_path: Path, where: str) -> dict:
+    known = notebook_parameters(notebook_path)
+    for key, value in params.items():
+        parameter(key, value, known, where)
+    _cross_checks(params, where)
+    return params
+
+
+def _cross_checks(params: dict, where: str) -> None:
+    for short, long in (("prefix_len", "block_size"), ("prefix_len", "max_len")):
+        if short in params and long in params and params[short] >= params[long]:
+            raise ValueError(f"{where}: {short}={params[short]} must be below {long}={params[long]}")
+    if params.get("top_p", 0.5) > 1:
+        raise ValueError(f"{where}: top_p={params['top_p']} must be in (0, 1]")
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs: JSON values (``40``, ``null``, ``[1, 2]``), anything else as a string."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair or not pair.split("=", 1)[0]:
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. max_steps=100")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            out[key] = value
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise ValueError(f"--set {pair!r}: {key} must be a finite number")
+    return out
