@@ -100,7 +100,7 @@ def test_compare(capsys, tmp_path, tiny_dirs):
                    *SMALL, "--animation", str(gif), "--json", str(js)])
     out, err = capsys.readouterr()
     assert status == 0, err
-    assert "DIFFUSION (seed-remask)" in out and "AUTOREGRESSIVE" in out and "tokens / s" in out
+    assert "DIFFUSION (random)" in out and "AUTOREGRESSIVE" in out and "tokens / s" in out
     assert_gif(gif)
     both = read_json(js)
     assert both["diffusion"]["kind"] == "diffusion" and both["ar"]["kind"] == "ar"

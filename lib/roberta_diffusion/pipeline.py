@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .paths import NOTEBOOKS, PROFILES, ROOT, RUNS
@@ -83,6 +84,21 @@ def to_ipynb(py_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+def parameterized(notebook: str | Path, params: dict, out_path: Path):
+    """Notebook ``notebook`` (a name in ``notebooks/`` or a py:percent path) as an ``.ipynb`` at ``out_path``
+    with papermill's injected-parameters cell after its ``parameters`` cell, as ``run_pipeline`` runs it; for
+    executing it another way (a browser, nbclient)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    path = Path(notebook) if Path(notebook).exists() else NOTEBOOKS / f"{notebook}.py"
+    to_ipynb(path, out_path)
+    notebook = parameterize_notebook(load_notebook_node(str(out_path)), params)
+    nbformat.write(notebook, out_path)
+    return out_path
+
+
 def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print) -> Path:
     """Execute the notebooks of ``ORDER`` (or ``only``) with papermill; returns ``runs/<name>``."""
     import papermill
@@ -98,13 +114,32 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print) 
         source = to_ipynb(NOTEBOOKS / f"{name}.py", run / "source" / f"{name}.ipynb")
         start = time.time()
         log(f"[pipeline] {name} ...")
-        papermill.execute_notebook(str(source), str(run / f"{name}.ipynb"), parameters=notebook_params(config, name),
-                                   kernel_name="python3", execution_timeout=timeout, cwd=str(ROOT),
-                                   progress_bar=False, log_output=False)
+        with ipc_kernel() as km:
+            papermill.execute_notebook(str(source), str(run / f"{name}.ipynb"), parameters=notebook_params(config, name),
+                                       kernel_name="python3", execution_timeout=timeout, cwd=str(ROOT),
+                                       progress_bar=False, log_output=False, km=km)
         timings[name] = round(time.time() - start, 1)
         log(f"[pipeline] {name} done in {timings[name]} s")
     (run / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
     return run
+
+
+@contextmanager
+def ipc_kernel(kernel_name: str = "python3"):
+    """A kernel manager whose kernel talks over unix sockets in a private temporary folder. Over TCP (Jupyter's
+    default) ipykernel 7 warns on every start that the channel is unencrypted; these sockets only this user
+    can reach, so there is nothing to warn about."""
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryDirectory(prefix="rd-kernel-") as folder:
+        km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(folder) / "k"))
+        try:
+            yield km
+        finally:  # a client given a manager leaves its kernel running: it is ours to stop
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
 
 
 def check_run(run: Path, mask_token: str = "<mask>") -> list[str]:
