@@ -57,6 +57,8 @@ def test_generate_infill(capsys, tmp_path, tiny_dirs):
     out, err = capsys.readouterr()
     assert status == 0, err
     assert "step 1/4" in out
+    # a short fill is timed per step too (a six-token fill once read "1 tokens/s" and nothing else)
+    assert "5 new tokens in 4 steps" in out and "ms a step" in out
     summary = read_json(js)
     assert summary["new_tokens"] == 5
     assert summary["text"].startswith("The") and summary["text"].endswith("on the mat")

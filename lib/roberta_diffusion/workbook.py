@@ -168,8 +168,14 @@ def steps_sweep_figure(sweep: list[dict], samples: dict, strategy: str, n_prompt
         for value, style in lines:
             ax.axhline(value, **style)
         shown = [v for v in values + [v for v, _ in lines] if v is not None and v > 0]
-        if shown and max(shown) / min(shown) > 10:
-            ax.set_yscale("log")
+        if shown:  # explicit limits with room: a line at the data's edge hid under the axis frame
+            lo, hi = min(shown), max(shown)
+            if hi / lo > 10:
+                ax.set_yscale("log")
+                ax.set_ylim(lo / 1.5, hi * 1.5)
+            else:
+                pad = 0.1 * (hi - lo) or 0.05 * hi
+                ax.set_ylim(lo - pad, hi + pad)
         ax.set(title=title, xlabel="diffusion steps", xscale="log")
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.xaxis.set_minor_locator(plt.NullLocator())  # only the swept step counts as x ticks
