@@ -77,6 +77,19 @@ def test_pieces_of_a_word_abut_and_lines_wrap_between_words(tokenizer):
     assert starts and all(r.text == "word" for r in starts)
 
 
+def test_long_titles_wrap_inside_their_panel():
+    import matplotlib.pyplot as plt
+
+    board = layout.Board(2, panel_width=4.0, font_size=8.0, dpi=80)
+    try:
+        title = "diffusion (seed-remask, 10 steps, a label far too long for one row of a panel) · step 3/10 · 40% masked"
+        rows = board.title_lines(title)
+        assert len(rows) > 2 and " ".join(rows).replace(" · ", " ").split() == title.replace(" · ", " ").split()
+        assert all(board.title_measure(row, "bold") <= board.text_width for row in rows)
+    finally:
+        plt.close(board.fig)
+
+
 @pytest.mark.parametrize("case", ["paragraphs", "canvas-256"])
 def test_last_frame_draws_every_token(tokenizer, case):
     if case == "paragraphs":

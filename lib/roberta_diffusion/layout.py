@@ -122,13 +122,22 @@ class Board:
         self.artists: list = []
 
     def title_lines(self, title: str) -> list[str]:
-        """``title`` split at its `` · `` separators into rows that fit the panel."""
+        """``title`` split into rows that fit the panel: at its `` · `` separators, and a part wider than the
+        panel (a long label) between its words."""
+        fits = lambda text: self.title_measure(text, "bold") <= self.text_width  # noqa: E731
         rows: list[str] = []
         for part in title.split(" · "):
-            if rows and self.title_measure(rows[-1] + " · " + part, "bold") <= self.text_width:
+            if rows and fits(rows[-1] + " · " + part):
                 rows[-1] += " · " + part
-            else:
-                rows.append(part)
+                continue
+            line = ""
+            for word in part.split(" "):
+                if line and not fits(f"{line} {word}"):
+                    rows.append(line)
+                    line = word
+                else:
+                    line = f"{line} {word}" if line else word
+            rows.append(line)
         return rows
 
     def fit(self, frames) -> None:

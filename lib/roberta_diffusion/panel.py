@@ -86,7 +86,10 @@ class GenerationPanel:
         knobs = widgets.HBox([self.strategy, self.steps, self.temperature, self.top_k, self.top_p])
         self.widget = widgets.VBox([self.prompt, knobs, widgets.HBox([self.button, self.colour]), self.status,
                                     steps_row, self.view])
-        self.show(trace) if trace is not None else self.generate()
+        if trace is not None:
+            self.show(trace)
+        else:
+            self.generate()
 
     def settings(self) -> dict:
         return dict(strategy=self.strategy.value, steps=int(self.steps.value), temperature=float(self.temperature.value),
