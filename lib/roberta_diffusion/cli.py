@@ -138,13 +138,18 @@ def _report(trace, tokenizer, args):
 
     # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
     print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.steps} steps, {trace.total_time:.3f} s "
-          f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a step, {trace.tokens_per_second:.3g} tokens/s)")
+          f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a step, {_rate(trace.tokens_per_second)} tokens/s)")
     print(trace.texts[0])
     if args.animation:
         viz.animate(trace, tokenizer, args.animation, max_frames=None if trace.kind == "diffusion" else 60)
         print(f"animation: {args.animation}")
     if args.json:
         _write_json(args.json, {**trace.summary(), "text": trace.texts[0]})
+
+
+def _rate(per_second: float) -> str:
+    """Three significant figures without an exponent: "1.46" for a six-token fill, not "1"; "1520", not "1.52e+03"."""
+    return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -182,7 +187,7 @@ def run_compare(args):
             ("new tokens", f"{diff.new_tokens}", f"{ar.new_tokens}"),
             ("ms / step", f"{1000 * diff.total_time / max(1, diff.steps):.1f}",
              f"{1000 * ar.total_time / max(1, ar.steps):.1f}"),
-            ("tokens / s", f"{diff.tokens_per_second:.3g}", f"{ar.tokens_per_second:.3g}")]
+            ("tokens / s", _rate(diff.tokens_per_second), _rate(ar.tokens_per_second))]
     print(f"\n{'':<24}{'diffusion':>12}{'AR':>12}")
     for name, a, b in rows:
         print(f"{name:<24}{a:>12}{b:>12}")
