@@ -44,7 +44,7 @@ init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
 arch: str = "roberta"  # fresh masked LM: "roberta" (as roberta-base) | "roberta-prelayernorm" | "modernbert" (rotary)
 locality_init: float = 0.0  # above 0 (e.g. 0.1), RoBERTa starts with local attention (models.locality_init)
-plateau_escape: bool = False  # fresh RoBERTa starts with models.plateau_escape_init (with escape_lr=2e-4, escape_steps=1000)
+plateau_escape: bool = False  # fresh RoBERTa starts with models.plateau_escape_init (with escape_lr 2e-4 until escape_steps 1000)
 tokenizer_path: str = "weights/tokenizer"  # used with fresh models; fine-tuning uses the init model's
 new_tokenizer_vocab: int = 0  # above 0: train a fresh byte-level BPE of this size on train_data instead (runs/<run_name>/tokenizer)
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name

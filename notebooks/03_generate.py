@@ -28,7 +28,7 @@ run_name: str = "scratch"  # outputs go to runs/<run_name>/
 mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
 prompt: str = "The history of the city"  # text to continue
 steps: int = 10  # forward passes (denoising steps)
-strategy: str = "seed-remask"  # policy: see roberta_diffusion.sampler.STRATEGIES
+strategy: str = "random"  # policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
 schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
 max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe
 prefix_len: int = 16  # prompt tokens (bos included) kept fixed
@@ -40,6 +40,7 @@ cpu_threads: "Optional[int]" = 1  # torch threads; 1 means steady timings on a s
 infill_text: str = "The river rises in the mountains and <mask*12> before it reaches the sea."  # <mask*N> stands for N blanks
 policy_steps: int = 5  # steps per policy in the side-by-side comparison
 confidence_gif: bool = True  # also save generation_confidence.gif (tokens coloured by their probability)
+panel_max_len: int = 96  # canvas length of the interactive panel's own generations (the Generate button)
 
 # %%
 import json
@@ -48,10 +49,10 @@ from roberta_diffusion import canvas, paths, viz, workbook
 from roberta_diffusion.sampler import STRATEGIES, generate_diffusion
 
 try:
-    from IPython.display import HTML, Image, display
+    from IPython.display import Image, display
 except ImportError:
     display = print
-    HTML = Image = lambda x, **k: x
+    Image = lambda x, **k: x  # noqa: E731
 
 run_dir = paths.run_dir(run_name)
 threads = workbook.set_cpu_threads(cpu_threads)
@@ -61,9 +62,12 @@ print(f"run folder: {run_dir} · torch threads: {threads}\nmodel: {description}"
 
 # %% [markdown]
 # ## One generation, step by step
-# The default policy is the seed's **seed-remask**: at every step it *resamples every generated position*,
-# then re-masks a random share that shrinks linearly ((N−1)/N, …, 1/N, 0). Tokens can therefore change their
-# mind until the last step. `░` is a position that is masked after that step.
+# The default policy is **random** (MDLM's ancestral sampler): each step commits a random share of the masked
+# positions, chosen before the loop, and a committed token stays. It reads best of the policies on the shipped
+# models (README, *Readable by default*). The seed's **seed-remask** (`strategy="seed-remask"`) instead
+# *resamples every generated position* at every step, then re-masks a random share that shrinks linearly
+# ((N−1)/N, …, 1/N, 0), so tokens can change their mind until the last step. `░` is a position that is masked
+# after that step; the share masked is of the generated positions (the prompt is not counted).
 
 # %%
 trace = generate_diffusion(model, tokenizer, prompt, steps=steps, strategy=strategy, schedule=schedule,
@@ -76,9 +80,10 @@ print(f"\n{trace.new_tokens} tokens in {trace.total_time:.3f} s ({trace.forward_
 
 # %% [markdown]
 # ## The same generation as an animation
-# One frame per step. Generated tokens are coloured by the step from which they hold their final value (dark =
-# early, yellow = late); the prompt is plain. With seed-remask most tokens settle only near the end, since every
-# step may resample them; commit-once policies (below) fill in a visible order instead.
+# One frame per step, sized so that the whole canvas shows. Generated tokens are coloured by the step from
+# which they hold their final value (dark = early, yellow = late); the pieces of one word share a box, each
+# coloured on its own; the prompt is bold. With seed-remask most tokens settle only near the end, since every
+# step may resample them; commit-once policies such as random fill in a visible order instead.
 
 # %%
 gif = viz.animate(trace, tokenizer, run_dir / "generation.gif", color_by="step", fps=2)
@@ -88,18 +93,17 @@ if confidence_gif:
     print(f"saved {gif} and {conf_gif} (red = improbable, green = confident when drawn)")
 
 # %% [markdown]
-# ## Scrubbing through the steps
-# In a live Jupyter session, drag the slider to move through the steps; the canvas below it re-renders, with
-# tokens coloured by commit step. The widget needs a running kernel: papermill (the headless pipeline) does
-# not keep widget state, so in an executed notebook it shows as a static snapshot, and `generation.gif` is the
-# static record. The trace is saved in `trace.pt` (`Trace.load`) to scrub it again later without regenerating.
+# ## Try it: the generation panel
+# In a live Jupyter session: type a prompt, pick the policy, steps, temperature, top-k and top-p, press
+# **Generate**, then drag the step slider (or press play) to watch the canvas fill; colour the tokens by the
+# step that committed them or by their probability when drawn. It opens on the run above. The panel needs a
+# running kernel: papermill (the headless pipeline) keeps no widget state, so `generation.gif` is the static
+# record, and `trace.pt` (`Trace.load`) holds the run to scrub again later without regenerating.
 
 # %%
-try:
-    display(viz.step_scrubber(trace, tokenizer))
-except ImportError:
-    print("ipywidgets is not installed: pip install ipywidgets for the slider")
-display(HTML(viz.render_step(trace, trace.steps, tokenizer)))
+panel = viz.generation_panel(model, tokenizer, trace=trace, prompt=prompt, strategy=strategy, steps=steps,
+                             schedule=schedule, max_len=panel_max_len, prefix_len=prefix_len, seed=seed, **sampling)
+display(panel)
 
 # %% [markdown]
 # ## Infilling

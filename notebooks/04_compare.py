@@ -39,7 +39,7 @@ n_heldout: int = 8  # held-out blocks for the perplexities
 max_len: int = 96  # canvas length in tokens, prompt included (256 for the real recipe)
 prefix_len: int = 16  # prompt tokens (bos included)
 steps: int = 10  # diffusion forward passes
-strategy: str = "seed-remask"  # diffusion policy (roberta_diffusion.sampler.STRATEGIES)
+strategy: str = "random"  # diffusion policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
 steps_sweep: list = [2, 5, 10, 20]  # step counts for the sweep
 elbo_samples: int = 4  # Monte-Carlo noise levels per block for the ELBO bound
 top_k: int = 50
@@ -103,6 +103,13 @@ compare_gif = viz.animate_comparison([diff_trace, ar_trace], [mlm_tok, ar_tok], 
 display(Image(filename=str(compare_gif)))
 
 # %% [markdown]
+# In a live session, one **wall-clock slider** scrubs both runs together (or press play): each side shows the
+# step its run had reached at that moment of its own measured time.
+
+# %%
+display(viz.clock_panel([diff_trace, ar_trace], [mlm_tok, ar_tok], labels))
+
+# %% [markdown]
 # ## Speed
 # Latency is the summed time of the sampling steps for the whole batch (`len(prompts)` prompts). Diffusion does
 # `steps` full-canvas passes; AR does one pass per new token, each over a single position thanks to the cache.
@@ -155,24 +162,13 @@ print(f"\nexample prompt block (real):\n{samples['real']['text']}\n\nAR:\n{sampl
 # ## The steps knob
 # More steps means fewer tokens committed per forward pass, so each decision sees more of the final text; the
 # price is latency, linear in the number of steps. The AR baseline (dashed) and the real text (dotted) are
-# horizontal lines: they do not depend on the diffusion steps.
+# horizontal lines: they do not depend on the diffusion steps. Axes whose values span more than 10x are
+# logarithmic.
 
 # %%
 sweep = [{"steps": s, **{k: samples["diffusion"][s][k] for k in ("gen_ppl", "unigram_entropy", "distinct_2", "seconds")}}
          for s in sweep_steps]
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-for ax, key, title in zip(axes, ("gen_ppl", "unigram_entropy", "seconds"),
-                          ("generative perplexity (judge)", "unigram entropy (nats)", f"latency, {n_prompts} prompts (s)"),
-                          strict=True):
-    ax.plot(sweep_steps, [row[key] for row in sweep], "o-", label=f"diffusion ({strategy})")
-    ax.axhline(samples["ar"][key], color="tab:red", linestyle="--", label="autoregressive")
-    if key in samples["real"]:
-        ax.axhline(samples["real"][key], color="gray", linestyle=":", label="real text")
-    ax.set(title=title, xlabel="diffusion steps", xscale="log")
-    ax.set_xticks(sweep_steps, [str(s) for s in sweep_steps])
-    ax.minorticks_off()
-axes[0].legend()
-workbook.save_figure(fig, run_dir / "steps_sweep.png")
+fig = workbook.steps_sweep_figure(sweep, samples, strategy, n_prompts, run_dir / "steps_sweep.png")
 plt.show()
 plt.close(fig)
 display(workbook.table(sweep))

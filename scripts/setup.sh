@@ -16,4 +16,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" -e ".[dev]"
+# JupyterLab in .venv reads labconfig/ under .venv/etc/jupyter: this one makes a double-clicked .py (the notebooks'
+# py:percent sources) open as a notebook through jupytext, as README says
+mkdir -p .venv/etc/jupyter/labconfig
+cp .jupyter/labconfig/default_setting_overrides.json .venv/etc/jupyter/labconfig/
 echo "set-up done: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "| transformers", transformers.__version__)')"

@@ -57,11 +57,13 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     model = loader(source / "model", device="cpu")
     export_model(target, model, load_tokenizer(source / "model"), dtype=torch.bfloat16, max_shard_size="15MB")
     (target / "history.json").write_text((source / "history.json").read_text())
-    (target / "train_config.json").write_text((source / "config.json").read_text())
+    config = json.loads((source / "config.json").read_text())  # paths relative to the project root, not this machine's
+    config = {k: paths.portable(v) if isinstance(v, str) else v for k, v in config.items()}
+    (target / "train_config.json").write_text(json.dumps(config, indent=2))
     if logs and (logs / f"train_{objective}.log").exists():
         (target / "training_log.txt").write_text((logs / f"train_{objective}.log").read_text()[-200_000:])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    (target / "provenance.json").write_text(json.dumps({"training hardware": device, "run": str(run)}))
+    (target / "provenance.json").write_text(json.dumps({"training hardware": device, "run": paths.portable(str(run.resolve()))}))
     write_card(objective)
     print(f"shipped {objective} -> {target}")
 

@@ -46,3 +46,79 @@ def tiny_dirs(tmp_path_factory, tokenizer, mlm, causal_lm):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     return root
+
+
+# -- the notebooks as pytest items (tests/notebooks.yaml) ---------------------------------------------------
+def pytest_collect_file(parent, file_path):
+    if file_path.name == "notebooks.yaml":
+        return NotebookFile.from_parent(parent, path=file_path)
+    return None
+
+
+class NotebookFile(pytest.File):
+    def collect(self):
+        import yaml
+
+        for name, params in yaml.safe_load(self.path.read_text()).items():
+            item = NotebookItem.from_parent(self, name=name, params=params or {})
+            item.add_marker(pytest.mark.notebooks)
+            yield item
+
+
+def _tiny_models(config) -> str:
+    """A folder with the tiny models (``mlm/``, ``ar/``), built once per session and removed at its end."""
+    if not hasattr(config, "_rd_tiny_models"):
+        import shutil
+        import tempfile
+
+        root = tempfile.mkdtemp(prefix="rd-tiny-")
+        config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+        tokenizer = models.fallback_tokenizer()
+        for name, model in (("mlm", models.fresh_mlm(tokenizer, "tiny")), ("ar", models.fresh_causal_lm(tokenizer, "tiny"))):
+            model.save_pretrained(f"{root}/{name}")
+            tokenizer.save_pretrained(f"{root}/{name}")
+        config._rd_tiny_models = root
+    return config._rd_tiny_models
+
+
+class NotebookItem(pytest.Item):
+    """One notebook executed in a kernel with its parameters injected as papermill does."""
+
+    def __init__(self, *, params: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.params = params
+
+    def runtest(self):
+        import tempfile
+        from pathlib import Path
+
+        from nbclient import NotebookClient
+        from roberta_diffusion import pipeline
+        from roberta_diffusion.paths import ROOT
+
+        tiny = _tiny_models(self.config)
+        params = {k: v.replace("{tiny}", tiny) if isinstance(v, str) else v for k, v in self.params.items()}
+        with tempfile.TemporaryDirectory(prefix=f"rd-{self.name}-") as folder:
+            runs = Path(folder) / "runs"
+            notebook = pipeline.parameterized(self.name, {"run_name": "nb-item", **params}, Path(folder) / "in.ipynb")
+            import nbformat
+
+            nb = nbformat.read(notebook, as_version=4)
+            env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(runs), "MPLBACKEND": "Agg"}
+            with pipeline.ipc_kernel() as km:
+                NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(ROOT)}}).execute(
+                    env=env, cwd=str(ROOT))
+            assert (runs / "nb-item").is_dir(), "the notebook wrote nothing under runs/<run_name>/"
+
+    def repr_failure(self, excinfo):
+        from nbclient.exceptions import CellExecutionError
+
+        if isinstance(excinfo.value, CellExecutionError):
+            import re
+
+            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(excinfo.value))  # the kernel's traceback comes coloured
+            return f"{self.name}: a cell failed\n{plain}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"notebook {self.name} (tiny model, tests/notebooks.yaml)"

@@ -78,3 +78,33 @@ def test_finetune_notebook_can_train_its_own_tokenizer(tmp_path, monkeypatch):
     tokenizer = load_tokenizer(run / "tokenizer")
     assert 261 < len(tokenizer) <= 1024 and tokenizer.mask_token == "<mask>"  # a short text stops BPE early
     assert load_mlm(run / "mlm" / "model", device="cpu").config.vocab_size == -(-len(tokenizer) // 64) * 64
+
+
+@pytest.mark.parametrize("name", pipeline.ORDER)
+def test_parameters_cells_parse_cleanly(name, caplog):
+    """papermill reads every parameter of every notebook (a line it cannot parse, e.g. with a second '=' in its
+    comment, is skipped with a warning, and its value can then not be overridden from a profile)."""
+    import jupytext
+    from papermill.translators import PythonTranslator
+
+    notebook = jupytext.read(pipeline.NOTEBOOKS / f"{name}.py")
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    with caplog.at_level("WARNING", logger="papermill"):
+        found = PythonTranslator.inspect(cell)
+    assigned = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert not caplog.records and len(found) == len(assigned)
+
+
+def test_notebook_defaults_are_the_readable_ones():
+    """03 and 04 start from the settings the CLI uses (defaults.READABLE), stated once there."""
+    import jupytext
+    from papermill.translators import PythonTranslator
+    from roberta_diffusion.defaults import READABLE
+
+    for name in ("03_generate", "04_compare"):
+        notebook = jupytext.read(pipeline.NOTEBOOKS / f"{name}.py")
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        values = {p.name: p.default for p in PythonTranslator.inspect(cell)}
+        for key, value in READABLE.items():
+            if key in values:
+                assert eval(values[key]) == value, (name, key)  # noqa: S307 - the notebook's own literal

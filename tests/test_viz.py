@@ -1,8 +1,14 @@
-"""The step scrubber without a browser, the pure renderers, and the GIF writers."""
+"""The step scrubber and panels without a browser, the pure renderers, and the GIF writers' layout."""
+
+import io
 
 import pytest
+import torch
 from PIL import Image
-from roberta_diffusion import generate_ar, generate_diffusion, viz
+from roberta_diffusion import generate_ar, generate_diffusion, layout, viz
+from roberta_diffusion.canvas import prompt_canvas
+from roberta_diffusion.paths import SAMPLE_TEXT
+from roberta_diffusion.trace import Trace
 
 
 @pytest.fixture(scope="module")
@@ -10,14 +16,175 @@ def trace(mlm, tokenizer):
     return generate_diffusion(mlm, tokenizer, "The harbour town", steps=6, strategy="confidence", max_len=40, seed=3)
 
 
+def text_trace(tokenizer, text: str, prefix: int = 4, steps: int = 3, length: int | None = None) -> Trace:
+    """A Trace whose final canvas is ``text`` (cut to ``length`` tokens), revealed left to right in ``steps``."""
+    ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+    final = torch.tensor(ids[:length] if length else ids)
+    n = len(final)
+    history = []
+    for step in range(steps + 1):
+        shown = prefix + (n - prefix) * step // steps
+        row = final.clone()
+        row[shown:] = tokenizer.mask_token_id
+        history.append(row.view(1, n))
+    fixed = torch.zeros(1, n, dtype=torch.bool)
+    fixed[:, :prefix] = True
+    return Trace(ids=torch.stack(history), fixed=fixed, attention=torch.ones(1, n, dtype=torch.long),
+                 confidence=torch.rand(1, n), step_times=[0.1] * steps, mask_token_id=tokenizer.mask_token_id,
+                 tokenizer=tokenizer)
+
+
+def final_glyphs(trace, tokenizer) -> str:
+    """Every visible character of the final canvas (what the last frame must show), whitespace dropped."""
+    return "".join(viz.render_text(trace, trace.steps, tokenizer).split())
+
+
+def assert_inside_and_apart(fig, texts):
+    """Each text lies inside the figure, and no two overlap (word pieces may touch)."""
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for text, box in zip(texts, boxes, strict=True):
+        assert box.x0 >= -0.5 and box.x1 <= width + 0.5 and box.y0 >= -0.5 and box.y1 <= height + 0.5, text.get_text()
+    # overlap: same line (vertical ranges overlap by more than half a line) and horizontal ranges overlap
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            same_line = min(a.y1, b.y1) - max(a.y0, b.y0) > 0.5 * min(a.height, b.height)
+            assert not (same_line and min(a.x1, b.x1) - max(a.x0, b.x0) > 1.0), (a, b)
+
+
+def test_words_keep_their_pieces_together():
+    parts = layout.words([" Cal", "iph", "ant", "ian", ",", " ░", "\n", "The"], [(1, 0, 0, 1)] * 5 + [None] * 3)
+    assert [(lead, [p[0] for p in word]) for lead, word in parts] == [
+        (" ", ["Cal", "iph", "ant", "ian", ","]), (" ", ["░"]), ("\n", []), ("", ["The"])]
+
+
+def test_pieces_of_a_word_abut_and_lines_wrap_between_words(tokenizer):
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(dpi=90)
+    try:
+        measure = layout.Measure(fig, 9)
+        pieces = [" Cal", "iph", "ant", "ian"] + [" word"] * 30
+        runs = layout.layout(pieces, [(0.5, 0.5, 0.5, 1)] * len(pieces), 300, measure)
+    finally:
+        plt.close(fig)
+    first = runs[:4]
+    assert all(b.x == pytest.approx(a.x + a.width) for a, b in zip(first, first[1:], strict=False))
+    assert all(run.x + run.width <= 300 + 1e-6 for run in runs)
+    assert runs[-1].line > 0 and {r.line for r in first} == {0}
+    starts = [r for r in runs[4:] if r.x == 0]  # each wrapped line starts with a whole word, no leading space
+    assert starts and all(r.text == "word" for r in starts)
+
+
+def test_long_titles_wrap_inside_their_panel():
+    import matplotlib.pyplot as plt
+
+    board = layout.Board(2, panel_width=4.0, font_size=8.0, dpi=80)
+    try:
+        title = "diffusion (seed-remask, 10 steps, a label far too long for one row of a panel) · step 3/10 · 40% masked"
+        rows = board.title_lines(title)
+        assert len(rows) > 2 and " ".join(rows).replace(" · ", " ").split() == title.replace(" · ", " ").split()
+        assert all(board.title_measure(row, "bold") <= board.text_width for row in rows)
+    finally:
+        plt.close(board.fig)
+
+
+@pytest.mark.parametrize("case", ["paragraphs", "canvas-256"])
+def test_last_frame_draws_every_token(tokenizer, case):
+    if case == "paragraphs":
+        text = "\n\n".join(["The first paragraph is here, with Caliphantian words."] * 3 + ["A short end.\n"] * 4)
+        trace = text_trace(tokenizer, text)
+    else:
+        trace = text_trace(tokenizer, SAMPLE_TEXT.read_text(), prefix=16, steps=5, length=256)
+        assert trace.ids.shape[-1] == 256
+    board, steps, draw = viz.animation_board(trace, tokenizer)
+    try:
+        for frame in range(len(steps)):  # every frame fits the figure, not just the last
+            assert_inside_and_apart(board.fig, draw(frame))
+        texts = draw(len(steps) - 1)
+        title, body = texts[0], texts[1:]
+        assert f"step {trace.steps}/{trace.steps}" in title.get_text()
+        assert "".join(t.get_text() for t in body).replace(" ", "") == final_glyphs(trace, tokenizer)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(board.fig)
+
+
+def test_comparison_last_frame_shows_both_texts_whole(trace, causal_lm, tokenizer):
+    ar = generate_ar(causal_lm, tokenizer, "The harbour town", max_len=60, seed=0)
+    long_label = "diffusion (confidence, 6 steps, a label long enough to need two rows)"
+    board, frames, draw = viz.comparison_board([trace, ar], [tokenizer, tokenizer], [long_label, "autoregressive"],
+                                               n_frames=5)
+    try:
+        texts = draw(len(frames) - 1)
+        assert_inside_and_apart(board.fig, texts)
+        renderer = board.fig.canvas.get_renderer()
+        half = board.fig.bbox.width / 2
+        for side, run in enumerate((trace, ar)):
+            mine = [t for t in texts if (t.get_window_extent(renderer).x0 >= half) == bool(side)]
+            titles = [t for t in mine if t.get_fontweight() == "bold" and t.get_fontsize() > board.font_size]
+            body = [t for t in mine if t not in titles]
+            assert "✓" in "".join(t.get_text() for t in titles)  # the run had finished by the last frame
+            assert "".join(t.get_text() for t in body).replace(" ", "") == final_glyphs(run, tokenizer)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(board.fig)
+
+
+def test_terminal_and_gif_agree_on_the_masked_share(mlm, tokenizer):
+    start = prompt_canvas(tokenizer, "The harbour town", 8, 40)
+    out = io.StringIO()
+    progress = viz.print_progress(tokenizer, tokenizer.mask_token_id, 5, stream=out,
+                                  generated=lambda: ~start.fixed[0] & start.attention[0].bool())
+    run = generate_diffusion(mlm, tokenizer, "The harbour town", steps=5, strategy="random", prefix_len=8, max_len=40,
+                             on_step=progress)
+    printed = [line.split(" · ")[1] for line in out.getvalue().splitlines() if line.startswith("--- step")]
+    titled = [viz.step_title(run, s).split(" · ")[2] for s in range(1, run.steps + 1)]
+    assert printed == titled and printed[0] != "100% masked" and printed[-1] == "0% masked"
+
+
 def test_slider_drives_the_rendered_step(trace, tokenizer):
     box = viz.step_scrubber(trace, tokenizer)
-    slider, view = box.children
+    slider, view = box.slider, box.view
     assert (slider.min, slider.max, slider.value) == (0, trace.steps, trace.steps)
     for step in (0, 2, trace.steps):
         slider.value = step
         assert view.value == viz.render_step(trace, step, tokenizer)
         assert f"step {step}/{trace.steps}" in view.value
+
+
+def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
+    panel = viz.generation_panel(mlm, tokenizer, trace=trace, max_len=40)
+    assert panel.trace is trace and panel.view.value == viz.render_step(trace, trace.steps, tokenizer)
+    panel.slider.value = 1
+    assert panel.view.value == viz.render_step(trace, 1, tokenizer)
+    panel.colour.value = "confidence"
+    assert panel.view.value == viz.render_step(trace, 1, tokenizer, color_by="confidence")
+    panel.prompt.value, panel.strategy.value, panel.steps.value = "A new prompt", "entropy", 3
+    panel.button.click()
+    assert panel.trace is not trace and panel.trace.steps == 3 and panel.trace.settings["strategy"] == "entropy"
+    assert panel.slider.max == 3 and panel.slider.value == 3
+    assert panel.view.value == viz.render_step(panel.trace, 3, tokenizer, color_by="confidence")
+    before = panel.trace
+    panel.prompt.value = "   "
+    panel.button.click()  # a bad prompt is reported in the panel; the last run stays on screen
+    assert "error" in panel.status.value and panel.trace is before
+
+
+def test_clock_panel_scrubs_both_runs_on_one_clock(trace, causal_lm, tokenizer):
+    ar = generate_ar(causal_lm, tokenizer, "The harbour town", max_len=30, seed=0)
+    clock = viz.clock_panel([trace, ar], [tokenizer, tokenizer], ["diffusion", "gpt-2"])
+    for now in (0.0, trace.total_time, clock.end / 2, clock.end):
+        clock.clock.value = now
+        assert clock.view.value == viz.render_clock([trace, ar], [tokenizer, tokenizer], clock.clock.value,
+                                                    ["diffusion", "gpt-2"])
+    clock.clock.value = 0.0
+    assert "step 0/" in clock.view.value and clock.view.value.count("✓") == 0
+    clock.clock.value = clock.end
+    assert clock.view.value.count("✓") == 2
 
 
 def test_render_step_shows_masks_falling_to_none(trace, tokenizer):

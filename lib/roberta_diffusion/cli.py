@@ -26,9 +26,11 @@ class Parser(argparse.ArgumentParser):
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="?", help="text to continue (asked for interactively when left out)")
-    p.add_argument("--top-k", type=int, default=50, help="0 turns top-k off (default 50)")
-    p.add_argument("--top-p", type=float, default=0.95, help="1 turns top-p off (default 0.95)")
-    p.add_argument("--temperature", type=float, default=1.0)
+    from .defaults import READABLE
+
+    p.add_argument("--top-k", type=int, default=READABLE["top_k"], help=f"0 turns top-k off (default {READABLE['top_k']})")
+    p.add_argument("--top-p", type=float, default=READABLE["top_p"], help=f"1 turns top-p off (default {READABLE['top_p']})")
+    p.add_argument("--temperature", type=float, default=READABLE["temperature"])
     p.add_argument("--prefix-len", type=int, default=16, help="prompt tokens kept fixed, bos included (default 16)")
     p.add_argument("--max-len", type=int, default=256, help="canvas length in tokens (default 256)")
     p.add_argument("--seed", type=int, default=0)
@@ -41,9 +43,12 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _diffusion_args(p):
     p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--strategy", default="seed-remask", help="seed-remask | random | confidence | margin | entropy | threshold")
-    p.add_argument("--schedule", default="linear", help="linear | cosine")
+    from .defaults import READABLE
+
+    p.add_argument("--steps", type=int, default=READABLE["steps"])
+    p.add_argument("--strategy", default=READABLE["strategy"], help=f"random | seed-remask (the seed's) | confidence | "
+                   f"margin | entropy | threshold (default {READABLE['strategy']}, see README: Readable by default)")
+    p.add_argument("--schedule", default=READABLE["schedule"], help="linear | cosine")
     p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
     p.add_argument("--threshold", type=float, default=0.9, help="confidence bar of the threshold strategy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
@@ -134,7 +139,7 @@ def _check_infill_steps(canvas, steps: int) -> None:
 
 def run_generate(args, kind: str):
     from . import checks, viz
-    from .canvas import infill_canvas
+    from .canvas import infill_canvas, prompt_canvas
     from .models import pick_device
     from .sampler import generate_ar, generate_diffusion
 
@@ -148,11 +153,16 @@ def run_generate(args, kind: str):
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
         total = args.steps
-        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total)
+        start = infill_canvas(tokenizer, prompt) if args.infill else None
+
+        def free():  # the positions the sampler fills (the GIF's masked share); called after its argument checks
+            c = start if start is not None else prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
+            return ~c.fixed[0] & c.attention[0].bool()
+
+        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, generated=free)
         if args.infill:
-            canvas = infill_canvas(tokenizer, prompt)
-            _check_infill_steps(canvas, args.steps)
-            trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=args.steps,
+            _check_infill_steps(start, args.steps)
+            trace = generate_diffusion(model, tokenizer, canvas=start, steps=args.steps,
                                        strategy=args.strategy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
         else:
@@ -161,7 +171,11 @@ def run_generate(args, kind: str):
                                        block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
     else:
         total = args.max_len - args.prefix_len
-        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, every=max(1, total // 8))
+        import torch
+
+        free = torch.arange(args.max_len) >= args.prefix_len
+        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, every=max(1, total // 8),
+                                                              generated=free)
         trace = generate_ar(model, tokenizer, prompt, max_len=args.max_len, prefix_len=args.prefix_len,
                             on_step=progress, **common)
     _report(trace, tokenizer, args)
@@ -172,8 +186,9 @@ def _report(trace, tokenizer, args):
     from . import viz
     from .runs import staged_files
 
-    print(f"=== {trace.kind}: {trace.new_tokens} tokens in {trace.total_time:.3f} s "
-          f"({trace.steps} steps, {trace.tokens_per_second:.0f} tokens/s)")
+    # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
+    print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.steps} steps, {trace.total_time:.3f} s "
+          f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a step, {_rate(trace.tokens_per_second)} tokens/s)")
     print(trace.texts[0])
     with staged_files({"animation": args.animation, "json": args.json}) as tmp:  # both files, or neither
         if args.animation:
@@ -182,6 +197,11 @@ def _report(trace, tokenizer, args):
             tmp["json"].write_text(json.dumps({**trace.summary(), "text": trace.texts[0]}, indent=2))
     if args.animation:
         print(f"animation: {args.animation}")
+
+
+def _rate(per_second: float) -> str:
+    """Three significant figures without an exponent: "1.46" for a six-token fill, not "1"; "1520", not "1.52e+03"."""
+    return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
 def run_compare(args):
@@ -210,7 +230,9 @@ def run_compare(args):
     rows = [("wall time (s)", f"{diff.total_time:.3f}", f"{ar.total_time:.3f}"),
             ("steps / forward passes", f"{diff.forward_passes}", f"{ar.forward_passes}"),
             ("new tokens", f"{diff.new_tokens}", f"{ar.new_tokens}"),
-            ("tokens / s", f"{diff.tokens_per_second:.0f}", f"{ar.tokens_per_second:.0f}")]
+            ("ms / step", f"{1000 * diff.total_time / max(1, diff.steps):.1f}",
+             f"{1000 * ar.total_time / max(1, ar.steps):.1f}"),
+            ("tokens / s", _rate(diff.tokens_per_second), _rate(ar.tokens_per_second))]
     print(f"\n{'':<24}{'diffusion':>12}{'AR':>12}")
     for name, a, b in rows:
         print(f"{name:<24}{a:>12}{b:>12}")

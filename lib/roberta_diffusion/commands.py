@@ -1,4 +1,4 @@
-"""Subcommands beyond generation: finetune, eval, pipeline (bench registers itself from bench.py)."""
+"""Subcommands beyond generation: finetune, eval, pipeline (bench and frontier register themselves from their modules)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,10 @@ def add_subcommands(sub) -> None:
     pl.set_defaults(handler=run_pipeline_command)
 
     from .bench import add_bench_command
+    from .frontier import add_command as add_frontier_command
 
     add_bench_command(sub)
+    add_frontier_command(sub)
 
 
 def run_finetune(args) -> int:

@@ -83,3 +83,18 @@ def atomic_write_text(path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def portable(value: str) -> str:
+    """A path as saved files should record it: relative to the project root when it lies under the root (or
+    under a ``runs/`` folder, as on another clone of the project), so a shipped config names no machine's
+    folders; any other string is returned as it is."""
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    for base, prefix in ((RUNS, Path("runs")), (ROOT, Path("."))):
+        if path.is_relative_to(base):
+            return str(prefix / path.relative_to(base))
+    if "runs" in path.parts:  # a run folder of another checkout (e.g. the GPU machine's /work/main/runs/x)
+        return str(Path(*path.parts[path.parts.index("runs"):]))
+    return value

@@ -17,6 +17,7 @@ import json
 import math
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .paths import NOTEBOOKS, PROFILES, ROOT
@@ -132,6 +133,21 @@ def to_ipynb(py_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+def parameterized(notebook: str | Path, params: dict, out_path: Path):
+    """Notebook ``notebook`` (a name in ``notebooks/`` or a py:percent path) as an ``.ipynb`` at ``out_path``
+    with papermill's injected-parameters cell after its ``parameters`` cell, as ``run_pipeline`` runs it; for
+    executing it another way (a browser, nbclient)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    path = Path(notebook) if Path(notebook).exists() else NOTEBOOKS / f"{notebook}.py"
+    to_ipynb(path, out_path)
+    notebook = parameterize_notebook(load_notebook_node(str(out_path)), params)
+    nbformat.write(notebook, out_path)
+    return out_path
+
+
 def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, check: bool = True) -> Path:
     """Execute the notebooks of ``ORDER`` (or ``only``) with papermill into a staged copy of ``runs/<name>``, and
     swap it in when all succeeded (and, with ``check`` and no ``only``, ``check_run`` finds no problem); returns
@@ -155,9 +171,11 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
             start = time.time()
             log(f"[pipeline] {notebook} ...")
             try:
-                papermill.execute_notebook(str(source), str(run / f"{notebook}.ipynb"),
-                                           parameters=notebook_params(config, notebook), kernel_name="python3",
-                                           execution_timeout=timeout, cwd=str(ROOT), progress_bar=False, log_output=False)
+                with ipc_kernel() as km:
+                    papermill.execute_notebook(str(source), str(run / f"{notebook}.ipynb"),
+                                               parameters=notebook_params(config, notebook), kernel_name="python3",
+                                               execution_timeout=timeout, cwd=str(ROOT), progress_bar=False,
+                                               log_output=False, km=km)
             except papermill.PapermillExecutionError as err:
                 raise RunFailed(f"notebook {notebook} failed ({err.ename}: {err.evalue}); the previous results of run "
                                 f"{name!r} are kept; the failed attempt is in {run}") from None
@@ -169,6 +187,24 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
             raise RunFailed(f"run {name!r} has problems: {'; '.join(problems)}; the previous results are kept; "
                             f"the attempt is in {run}")
     return paths.RUNS / name
+
+
+@contextmanager
+def ipc_kernel(kernel_name: str = "python3"):
+    """A kernel manager whose kernel talks over unix sockets in a private temporary folder. Over TCP (Jupyter's
+    default) ipykernel 7 warns on every start that the channel is unencrypted; these sockets only this user
+    can reach, so there is nothing to warn about."""
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    with tempfile.TemporaryDirectory(prefix="rd-kernel-") as folder:
+        km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(Path(folder) / "k"))
+        try:
+            yield km
+        finally:  # a client given a manager leaves its kernel running: it is ours to stop
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
 
 
 def check_run(run: Path, mask_token: str = "<mask>") -> list[str]:

@@ -80,10 +80,8 @@ class Trace:
         return self.new_tokens / self.total_time if self.total_time > 0 else float("inf")
 
     def masked_share(self) -> torch.Tensor:
-        """``[S+1]`` share of generated positions still masked after each step."""
-        gen = self.generated
-        masked = (self.ids == self.mask_token_id) & gen
-        return masked.flatten(1).sum(1).double() / gen.sum().clamp(min=1)
+        """``[S+1]`` share of generated positions still masked after each step (``masked_share``)."""
+        return masked_share(self.ids, self.generated, self.mask_token_id)
 
     def save(self, path) -> Path:
         from .paths import atomic_path
@@ -132,3 +130,12 @@ def decode_rows(tokenizer, rows: list[list[int]]) -> list[str]:
     if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True):
         return [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
     return backend.decode_batch(rows, skip_special_tokens=True)
+
+
+def masked_share(ids: torch.Tensor, generated: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """The one definition of "masked share" (GIFs, the slider, the terminal): of the positions the sampler
+    fills (``generated``, ``[B, L]`` or ``[L]``: not pinned, not padding), the share still masked in ``ids``
+    (``[..., B, L]`` or ``[..., L]``), over the trailing dimensions that ``generated`` covers."""
+    masked = (ids == mask_id) & generated
+    dims = tuple(range(-generated.dim(), 0))
+    return masked.sum(dim=dims).double() / generated.sum().clamp(min=1)

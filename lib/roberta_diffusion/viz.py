@@ -1,7 +1,9 @@
-"""Seeing a generation: a pure render of one step (HTML or text), a terminal printer, GIF animations
-(one run, or diffusion vs autoregressive side by side on a shared clock), and an ipywidgets scrubber.
+"""Seeing a generation: pure renders of one step (HTML or text) and of several runs on one wall clock, a
+terminal printer, and GIFs (one run, or diffusion vs autoregressive side by side on a shared clock) laid out
+by ``layout`` so that every token shows.
 
-``render_step`` is pure and is what the tests and the slider call; the slider only wires it up.
+``render_step`` / ``render_clock`` are pure and are what the tests and the widgets call; the widgets
+(``step_scrubber``, ``generation_panel``, ``clock_panel``, in ``panel``) only wire controls to them.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .trace import Trace
-
-MASK_GLYPH = "░"  # how a still-masked position is shown (one glyph a position)
+from .layout import MASK_GLYPH, Board
+from .trace import Trace, masked_share
 
 
 def token_pieces(tokenizer, ids: torch.Tensor, mask_id: int, cache: dict | None = None) -> list[str]:
@@ -57,8 +58,10 @@ def render_text(trace: Trace, step: int, tokenizer, sample: int = 0) -> str:
     return "".join(token_pieces(tokenizer, row, trace.mask_token_id)).strip()
 
 
-def render_step(trace: Trace, step: int, tokenizer, sample: int = 0, color_by: str = "step") -> str:
-    """HTML of the canvas at ``step``: pinned text plain, generated tokens coloured, masks grey."""
+def render_step(trace: Trace, step: int, tokenizer, sample: int = 0, color_by: str = "step", label: str | None = None,
+                clock: float | None = None) -> str:
+    """HTML of the canvas at ``step``: pinned text bold, generated tokens coloured, masks grey. The header is
+    ``step_title``'s (``label`` names the run, ``clock`` is a shared wall-clock time to show)."""
     _check_step(trace, step)
     ids = trace.ids[step, sample]
     pieces = token_pieces(tokenizer, ids, trace.mask_token_id)
@@ -76,9 +79,18 @@ def render_step(trace: Trace, step: int, tokenizer, sample: int = 0, color_by: s
         else:
             r, g, b, _ = colour
             spans.append(f'<span style="background:rgba({int(r*255)},{int(g*255)},{int(b*255)},0.35)">{text}</span>')
-    masked = float(trace.masked_share()[step])
-    header = f"<b>{trace.kind} · step {step}/{trace.steps}</b> · {masked:.0%} masked · {sum(trace.step_times[:step]):.3f} s"
-    return f'<div style="font-family:monospace;white-space:pre-wrap">{header}<br>{"".join(spans)}</div>'
+    header = html_lib.escape(step_title(trace, step, label, clock))
+    return (f'<div class="rd-step" data-step="{step}" style="font-family:monospace;white-space:pre-wrap">'
+            f'<b>{header}</b><br>{"".join(spans)}</div>')
+
+
+def render_clock(traces: list[Trace], tokenizers: list, now: float, labels: list[str] | None = None,
+                 sample: int = 0, color_by: str = "step") -> str:
+    """HTML of several runs side by side at wall-clock time ``now``: each at the step it had reached then."""
+    labels = labels or [t.kind for t in traces]
+    cells = [f'<div style="flex:1;min-width:0">{render_step(t, step_at(t, now), tok, sample, color_by, label, now)}</div>'
+             for t, tok, label in zip(traces, tokenizers, labels, strict=True)]
+    return f'<div class="rd-clock" style="display:flex;gap:1.5em">{"".join(cells)}</div>'
 
 
 def _check_step(trace: Trace, step: int) -> None:
@@ -86,18 +98,28 @@ def _check_step(trace: Trace, step: int) -> None:
         raise ValueError(f"step={step} is outside 0..{trace.steps}")
 
 
-def print_progress(tokenizer, mask_id: int, total_steps: int, every: int = 1, stream=None):
-    """An ``on_step`` callback that prints the canvas after each step (every ``every`` steps)."""
+def print_progress(tokenizer, mask_id: int, total_steps: int, every: int = 1, stream=None, generated=None):
+    """An ``on_step`` callback that prints the canvas after each step (every ``every`` steps).
+
+    ``generated``: ``[L]`` bool of the positions the sampler fills (or a function returning it, called at the
+    first step, after the sampler has checked its arguments); the share printed is then ``Trace.masked_share``'s,
+    the one the GIF and the slider show. Without it, the share is of the whole canvas, prompt included."""
     import sys
 
     stream = stream or sys.stdout
+    state = {"generated": generated}
 
     def on_step(step: int, ids: torch.Tensor) -> None:
         if step % every and step != total_steps:
             return
-        masked = (ids == mask_id).float().mean().item()
+        free = state["generated"]
+        if callable(free):
+            free = state["generated"] = free()
+        if free is None:
+            free = torch.ones_like(ids[0], dtype=torch.bool)
+        share = float(masked_share(ids[0], free.to(ids.device), mask_id))
         text = "".join(token_pieces(tokenizer, ids[0], mask_id)).strip()
-        print(f"--- step {step}/{total_steps} · {masked:.0%} of the canvas masked", file=stream)
+        print(f"--- step {step}/{total_steps} · {share:.0%} masked", file=stream)
         print(text, file=stream, flush=True)
 
     return on_step
@@ -110,46 +132,6 @@ def _frame_steps(n_steps: int, max_frames: int | None) -> list[int]:
     return picks
 
 
-class _TextPanel:
-    """Lays the canvas out as wrapped monospace tokens in one matplotlib axes."""
-
-    def __init__(self, ax, font_size: float = 9):
-        self.ax, self.font_size = ax, font_size
-        box = ax.get_window_extent()  # pixels; a monospace glyph is ~0.6 em wide, a line ~1.45 em tall
-        em = font_size * ax.figure.dpi / 72
-        self.width = max(20, int(box.width / (0.62 * em)) - 2)
-        self.line_h = 1.45 * em / box.height
-        ax.set_axis_off()
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        self.artists = []
-
-    def draw(self, pieces: list[str], colours: list, title: str):
-        for artist in self.artists:
-            artist.remove()
-        self.artists = [self.ax.text(0, 1.0, title, fontsize=self.font_size + 1.5, weight="bold", va="top",
-                                     family="monospace")]
-        col, line = 0, 1
-        char_w, line_h = 1.0 / self.width, self.line_h
-        for piece, colour in zip(pieces, colours, strict=True):
-            for k, chunk in enumerate(piece.split("\n")):
-                if k:
-                    col, line = 0, line + 1
-                if not chunk:
-                    continue
-                if col + len(chunk) > self.width and col:
-                    col, line = 0, line + 1
-                    chunk = chunk.lstrip()
-                y = 1.0 - (line + 1) * line_h - 0.02
-                if y < 0:
-                    return
-                style = dict(color="#999999") if chunk.strip() == MASK_GLYPH else dict(color="black")
-                box = dict(facecolor=colour, alpha=0.45, pad=0.05, linewidth=0) if colour is not None else None
-                self.artists.append(self.ax.text(col * char_w, y, chunk, fontsize=self.font_size, va="baseline",
-                                                 family="monospace", bbox=box, **style))
-                col += len(chunk)
-
-
 def _panel_content(trace, tokenizer, step, sample, color_by, cache):
     att = trace.attention[sample].bool()
     pieces = token_pieces(tokenizer, trace.ids[step, sample], trace.mask_token_id, cache)
@@ -157,7 +139,7 @@ def _panel_content(trace, tokenizer, step, sample, color_by, cache):
     return [p for p, a in zip(pieces, att, strict=True) if a], [c for c, a in zip(colours, att, strict=True) if a]
 
 
-def _save_gif(fig, update, n_frames: int, path, fps: float) -> Path:
+def _save_gif(board: Board, update, n_frames: int, path, fps: float) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -165,89 +147,98 @@ def _save_gif(fig, update, n_frames: int, path, fps: float) -> Path:
 
     try:
         with atomic_path(path) as tmp:  # no half-written GIF under the final name
-            FuncAnimation(fig, update, frames=n_frames, blit=False).save(tmp, writer=PillowWriter(fps=fps))
+            FuncAnimation(board.fig, update, frames=n_frames, blit=False).save(tmp, writer=PillowWriter(fps=fps))
     finally:
-        plt.close(fig)
+        plt.close(board.fig)
     return Path(path)
+
+
+def step_title(trace: Trace, step: int, label: str | None = None, clock: float | None = None) -> str:
+    """A panel's title: what ran, the step, the masked share (``Trace.masked_share``) and the time."""
+    share = float(trace.masked_share()[step])
+    done = " ✓" if step == trace.steps else ""
+    when = f"t = {clock:.2f} s" if clock is not None else f"{sum(trace.step_times[:step]):.2f} s"
+    return f"{label or trace.kind} · step {step}/{trace.steps}{done} · {share:.0%} masked · {when}"
+
+
+def animation_board(trace: Trace, tokenizer, sample: int = 0, color_by: str = "step",
+                    max_frames: int | None = None) -> tuple[Board, list[int], callable]:
+    """The figure ``animate`` writes, already sized for every frame: ``(board, steps, draw)``, where
+    ``draw(frame)`` draws frame ``frame`` (of ``steps``) and returns its text artists."""
+    steps = _frame_steps(trace.steps, max_frames)
+    board, cache = Board(1, panel_width=9.0, font_size=9.0, dpi=90), {}
+
+    def content(step):
+        return [_panel_content(trace, tokenizer, step, sample, color_by, cache)], [step_title(trace, step)]
+
+    board.fit(content(step) for step in steps)
+    return board, steps, lambda frame: board.draw(*content(steps[frame]))
 
 
 def animate(trace: Trace, tokenizer, path, sample: int = 0, color_by: str = "step", fps: float = 2.0,
             max_frames: int | None = None) -> Path:
     """GIF of one generation, one frame per step (``max_frames`` subsamples long AR traces)."""
-    import matplotlib.pyplot as plt
-
-    steps = _frame_steps(trace.steps, max_frames)
-    fig, ax = plt.subplots(figsize=(9, _figure_height([trace], tokenizer, sample, 9 * 72 / (0.62 * 9), 9)), dpi=90)
-    panel, cache = _TextPanel(ax), {}
-
-    def update(frame):
-        step = steps[frame]
-        pieces, colours = _panel_content(trace, tokenizer, step, sample, color_by, cache)
-        share = float(trace.masked_share()[step])
-        panel.draw(pieces, colours, f"{trace.kind} · step {step}/{trace.steps} · {share:.0%} masked · "
-                                    f"{sum(trace.step_times[:step]):.2f} s")
-        return panel.artists
-
-    return _save_gif(fig, update, len(steps), path, fps)
+    board, steps, draw = animation_board(trace, tokenizer, sample, color_by, max_frames)
+    return _save_gif(board, draw, len(steps), path, fps)
 
 
-def _figure_height(traces, tokenizer, sample: int, chars_per_line: float, font_size: float) -> float:
-    """Inches of figure height that fit the final canvas (so short canvases do not leave a blank page)."""
-    longest = max(len(render_text(t, t.steps, tokenizer, sample)) for t in traces)
-    lines = longest / (0.8 * chars_per_line) + 2  # 0.8: word wrap wastes some of each line; 2: title and margin
-    return min(9.0, max(2.0, lines * 1.45 * font_size / 72 / 0.8))
+def step_at(trace: Trace, now: float) -> int:
+    """The last step ``trace`` had finished ``now`` seconds into its run (its steps' own wall times)."""
+    # float64: in float32 the rounded end of a clock can fall just short of a run's own cumulative time, and
+    # the last frame would then not show that run finished
+    done = torch.tensor([0.0] + list(trace.step_times), dtype=torch.float64).cumsum(0)
+    return int((done <= now + 1e-12).sum().item()) - 1
 
 
 def compare_frames(traces: list[Trace], n_frames: int) -> list[tuple[float, list[int]]]:
     """Shared clock: ``n_frames`` times from 0 to the slowest run's end; at each, every trace's latest step."""
     end = max(t.total_time for t in traces)
-    # float64 throughout: in float32 the rounded end of the clock can fall just short of a run's own cumulative
-    # time, and the last frame would then not show that run finished
     clock = torch.linspace(0, end, n_frames, dtype=torch.float64).tolist()
-    frames = []
-    for now in clock:
-        steps = []
-        for t in traces:
-            done = torch.tensor([0.0] + t.step_times, dtype=torch.float64).cumsum(0)
-            steps.append(int((done <= now + 1e-12).sum().item()) - 1)
-        frames.append((now, steps))
-    return frames
+    return [(now, [step_at(t, now) for t in traces]) for now in clock]
+
+
+def comparison_board(traces: list[Trace], tokenizers: list, labels: list[str] | None = None, sample: int = 0,
+                     n_frames: int = 40, color_by: str = "step") -> tuple[Board, list, callable]:
+    """The figure ``animate_comparison`` writes, sized for every frame: ``(board, frames, draw)``."""
+    labels = labels or [t.kind for t in traces]
+    frames = compare_frames(traces, n_frames)
+    board = Board(len(traces), panel_width=6.5, font_size=8.0, dpi=80)
+    caches = [{} for _ in traces]
+
+    def content(frame):
+        now, steps = frames[frame]
+        parts = [_panel_content(t, tok, step, sample, color_by, cache)
+                 for t, tok, step, cache in zip(traces, tokenizers, steps, caches, strict=True)]
+        titles = [step_title(t, step, label, now) for t, step, label in zip(traces, steps, labels, strict=True)]
+        return parts, titles
+
+    board.fit(content(i) for i in range(len(frames)))
+    return board, frames, lambda frame: board.draw(*content(frame))
 
 
 def animate_comparison(traces: list[Trace], tokenizers: list, path, labels: list[str] | None = None,
                        sample: int = 0, n_frames: int = 40, fps: float = 8.0, color_by: str = "step") -> Path:
     """Side-by-side GIF on one wall clock: each panel shows the step its run had reached at that time."""
-    import matplotlib.pyplot as plt
-
-    labels = labels or [t.kind for t in traces]
-    frames = compare_frames(traces, n_frames)
-    height = max(_figure_height([t], tok, sample, 6.5 * 72 / (0.62 * 8), 8) for t, tok in zip(traces, tokenizers, strict=True))
-    fig, axes = plt.subplots(1, len(traces), figsize=(6.5 * len(traces), height), dpi=80)
-    panels = [_TextPanel(ax, 8) for ax in axes]
-    caches = [{} for _ in traces]
-
-    def update(frame):
-        now, steps = frames[frame]
-        for panel, trace, tok, step, label, cache in zip(panels, traces, tokenizers, steps, labels, caches, strict=True):
-            pieces, colours = _panel_content(trace, tok, step, sample, color_by, cache)
-            done = " ✓" if step == trace.steps else ""
-            panel.draw(pieces, colours, f"{label} · t = {now:.2f} s · step {step}/{trace.steps}{done}")
-        return []
-
-    return _save_gif(fig, update, len(frames), path, fps)
+    board, frames, draw = comparison_board(traces, tokenizers, labels, sample, n_frames, color_by)
+    return _save_gif(board, draw, len(frames), path, fps)
 
 
 def step_scrubber(trace: Trace, tokenizer, sample: int = 0, color_by: str = "step"):
-    """An ipywidgets slider over the steps with the rendered canvas below it. Returns the VBox;
-    ``box.children[0]`` is the slider, ``box.children[1]`` the HTML it drives."""
-    import ipywidgets as widgets
+    """A step slider (with play) over ``trace`` and the canvas it renders: ``panel.step_scrubber``."""
+    from .panel import step_scrubber
 
-    slider = widgets.IntSlider(value=trace.steps, min=0, max=trace.steps, step=1, description="step",
-                               continuous_update=True, layout=widgets.Layout(width="95%"))
-    view = widgets.HTML(render_step(trace, trace.steps, tokenizer, sample, color_by))
+    return step_scrubber(trace, tokenizer, sample, color_by)
 
-    def on_change(change):
-        view.value = render_step(trace, change["new"], tokenizer, sample, color_by)
 
-    slider.observe(on_change, names="value")
-    return widgets.VBox([slider, view])
+def generation_panel(model, tokenizer, **kwargs):
+    """The interactive generation panel of notebook 03: ``panel.GenerationPanel``."""
+    from .panel import GenerationPanel
+
+    return GenerationPanel(model, tokenizer, **kwargs)
+
+
+def clock_panel(traces: list[Trace], tokenizers: list, labels: list[str] | None = None, **kwargs):
+    """One wall-clock slider over several runs (notebook 04): ``panel.ClockPanel``."""
+    from .panel import ClockPanel
+
+    return ClockPanel(traces, tokenizers, labels, **kwargs)

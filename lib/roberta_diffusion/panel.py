@@ -1,0 +1,161 @@
+"""ipywidgets panels for a live notebook. They only wire controls to the pure renderers in ``viz``
+(``render_step``, ``render_clock``): whatever they show is what those functions return for the current control
+values, which is what the tests check. Papermill keeps no widget state; the GIFs are the static record.
+
+- ``step_scrubber(trace)``: a step slider (and play button) over one finished run.
+- ``GenerationPanel`` (``generation_panel``): prompt, policy, steps, temperature / top-k / top-p, a Generate
+  button, the step slider with play, and colouring by commit step or confidence.
+- ``ClockPanel`` (``clock_panel``): one wall-clock slider scrubbing several runs (diffusion and GPT-2) at once.
+"""
+
+from __future__ import annotations
+
+from . import viz
+
+COLOURINGS = {"commit step": "step", "confidence": "confidence"}
+
+
+def _steps_row(n_steps: int, interval_ms: int = 400):
+    """A step slider with a play button driving it (linked in the browser, so playing needs no round trip
+    to start; every value change still reaches the kernel, which re-renders)."""
+    import ipywidgets as widgets
+
+    slider = widgets.IntSlider(value=n_steps, min=0, max=n_steps, step=1, description="step", continuous_update=True,
+                               layout=widgets.Layout(width="70%"))
+    slider.add_class("rd-step-slider")  # the browser test finds it by this class
+    play = widgets.Play(value=n_steps, min=0, max=n_steps, step=1, interval=interval_ms, description="play")
+    widgets.jslink((play, "value"), (slider, "value"))
+    widgets.jslink((play, "max"), (slider, "max"))
+    return slider, play, widgets.HBox([play, slider])
+
+
+def _view(html: str):
+    import ipywidgets as widgets
+
+    view = widgets.HTML(html)
+    view.add_class("rd-canvas")
+    return view
+
+
+def step_scrubber(trace, tokenizer, sample: int = 0, color_by: str = "step"):
+    """A slider over the steps of ``trace`` with the rendered canvas below. Returns the VBox;
+    ``box.children[0]`` is the slider row (play button, slider), ``box.children[1]`` the HTML it drives."""
+    import ipywidgets as widgets
+
+    slider, _, row = _steps_row(trace.steps)
+    view = _view(viz.render_step(trace, trace.steps, tokenizer, sample, color_by))
+    slider.observe(lambda change: setattr(view, "value", viz.render_step(trace, change["new"], tokenizer, sample,
+                                                                           color_by)), names="value")
+    box = widgets.VBox([row, view])
+    box.slider, box.view = slider, view
+    return box
+
+
+class GenerationPanel:
+    """Generate from a prompt with chosen settings and scrub through the steps. ``trace``: a run to show
+    first (else one is generated from the initial settings). ``generate()`` is what the button calls."""
+
+    def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city", strategy: str = "random",
+                 steps: int = 10, schedule: str = "linear", temperature: float = 1.0, top_k: int = 50,
+                 top_p: float = 0.95, prefix_len: int = 16, max_len: int = 96, seed: int = 0, color_by: str = "step"):
+        import ipywidgets as widgets
+
+        from .sampler import STRATEGIES
+
+        self.model, self.tokenizer = model, tokenizer
+        self.fixed = dict(schedule=schedule, prefix_len=prefix_len, max_len=max_len, seed=seed)
+        short = dict(style={"description_width": "initial"})
+        self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
+        self.strategy = widgets.Dropdown(options=list(STRATEGIES), value=strategy, description="policy")
+        self.steps = widgets.BoundedIntText(value=steps, min=1, max=max_len, description="steps", **short)
+        self.temperature = widgets.BoundedFloatText(value=temperature, min=0.01, max=10, step=0.1,
+                                                    description="temperature", **short)
+        self.top_k = widgets.BoundedIntText(value=top_k, min=0, max=len(tokenizer), description="top-k", **short)
+        self.top_p = widgets.BoundedFloatText(value=top_p, min=0.01, max=1.0, step=0.05, description="top-p", **short)
+        self.button = widgets.Button(description="Generate", button_style="primary")
+        self.button.add_class("rd-generate")
+        self.colour = widgets.ToggleButtons(options=list(COLOURINGS), description="colour by",
+                                            value={v: k for k, v in COLOURINGS.items()}[color_by])
+        self.status = widgets.HTML()
+        self.trace = None
+        self.slider, self.play, steps_row = _steps_row(1)
+        self.view = _view("")
+        self.button.on_click(self.generate)
+        self.slider.observe(self.render, names="value")
+        self.colour.observe(self.render, names="value")
+        knobs = widgets.HBox([self.strategy, self.steps, self.temperature, self.top_k, self.top_p])
+        self.widget = widgets.VBox([self.prompt, knobs, widgets.HBox([self.button, self.colour]), self.status,
+                                    steps_row, self.view])
+        if trace is not None:
+            self.show(trace)
+        else:
+            self.generate()
+
+    def settings(self) -> dict:
+        return dict(strategy=self.strategy.value, steps=int(self.steps.value), temperature=float(self.temperature.value),
+                    top_k=int(self.top_k.value), top_p=float(self.top_p.value), **self.fixed)
+
+    def generate(self, _button=None) -> None:
+        from .sampler import generate_diffusion
+
+        self.status.value = "generating ..."
+        try:
+            trace = generate_diffusion(self.model, self.tokenizer, self.prompt.value, **self.settings())
+        except ValueError as err:  # bad settings: say so in the panel, keep the last run on screen
+            self.status.value = f"<span style='color:#b00'>error: {err}</span>"
+            return
+        self.show(trace)
+
+    def show(self, trace) -> None:
+        self.trace = trace
+        # 0 first: the slider refuses a max below its value, and each change re-renders with the new trace
+        self.slider.value = 0
+        self.slider.max = self.play.max = trace.steps
+        self.slider.value = trace.steps
+        self.render()
+        self.status.value = (f"{trace.new_tokens} tokens in {trace.steps} steps, {trace.total_time:.2f} s "
+                             f"({trace.settings.get('strategy')})")
+
+    def render(self, *_change) -> None:
+        if self.trace is not None:
+            self.view.value = viz.render_step(self.trace, self.slider.value, self.tokenizer,
+                                              color_by=COLOURINGS[self.colour.value])
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def generation_panel(model, tokenizer, **kwargs) -> GenerationPanel:
+    return GenerationPanel(model, tokenizer, **kwargs)
+
+
+class ClockPanel:
+    """One wall-clock slider over several runs: each panel shows the step its run had reached by then."""
+
+    def __init__(self, traces, tokenizers, labels=None, sample: int = 0, color_by: str = "step", ticks: int = 100):
+        import ipywidgets as widgets
+
+        self.traces, self.tokenizers, self.labels = traces, tokenizers, labels
+        self.sample, self.color_by = sample, color_by
+        self.end = max(t.total_time for t in traces)
+        self.clock = widgets.FloatSlider(value=self.end, min=0.0, max=self.end, step=self.end / ticks,
+                                         description="wall clock (s)", readout_format=".3f",
+                                         style={"description_width": "initial"}, layout=widgets.Layout(width="70%"))
+        self.clock.add_class("rd-clock-slider")
+        self.play = widgets.Play(value=ticks, min=0, max=ticks, interval=100, description="play")
+        # Play counts ticks; the kernel turns a tick into seconds (jslink needs two traits of one type)
+        self.play.observe(lambda change: setattr(self.clock, "value", self.end * change["new"] / ticks), names="value")
+        self.view = _view(self.html())
+        self.clock.observe(lambda _: setattr(self.view, "value", self.html()), names="value")
+        self.widget = widgets.VBox([widgets.HBox([self.play, self.clock]), self.view])
+
+    def html(self) -> str:
+        return viz.render_clock(self.traces, self.tokenizers, self.clock.value,
+                                self.labels, self.sample, self.color_by)
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+def clock_panel(traces, tokenizers, labels=None, **kwargs) -> ClockPanel:
+    return ClockPanel(traces, tokenizers, labels, **kwargs)

@@ -1,0 +1,34 @@
+"""The quality frontier: its measurement on tiny models end to end, and the rule that picks the default."""
+
+import json
+
+from roberta_diffusion import cli, frontier
+
+
+def test_pick_takes_the_lowest_perplexity_that_keeps_the_entropy():
+    points = [{"setting": "confidence@10", "gen_ppl": 10.0, "unigram_entropy": 2.0},  # fluent by repeating itself
+              {"setting": "random@10", "gen_ppl": 100.0, "unigram_entropy": 4.3},
+              {"setting": "random@32", "gen_ppl": 70.0, "unigram_entropy": 4.25},
+              {"setting": "seed-remask@10", "gen_ppl": 2000.0, "unigram_entropy": 4.6}]
+    result = {"real": {"unigram_entropy": 4.7}, "points": points}
+    assert frontier.pick_readable(result)["setting"] == "random@32"
+    assert frontier.pick_readable(result, entropy_floor=0.0)["setting"] == "confidence@10"
+    assert frontier.pick_readable(result, entropy_floor=1.0) is None  # nothing keeps all of the real entropy
+
+
+def test_frontier_command_writes_points_for_every_setting(tmp_path, tiny_dirs, capsys):
+    out = tmp_path / "frontier.json"
+    status = cli.main(["frontier", "--mlm", str(tiny_dirs / "mlm"), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample",
+                       "--prompts", "2", "--steps", "2,3", "--policies", "random,confidence", "--max-len", "32",
+                       "--prefix-len", "8", "--device", "cpu", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert sorted(p["setting"] for p in result["points"]) == ["confidence@2", "confidence@3", "random@2", "random@3"]
+    assert result["prompts"] == 2 and result["real"]["gen_ppl"] > 0 and result["ar"]["gen_ppl"] > 0
+    assert "readable pick:" in printed and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_frontier_refuses_an_unknown_policy(tmp_path, capsys):
+    assert cli.main(["frontier", "--policies", "loudest", "--out", str(tmp_path / "f.json")]) == 2
+    assert "loudest" in capsys.readouterr().err and not (tmp_path / "f.json").exists()
