@@ -8,7 +8,7 @@ from roberta_diffusion.autoregressive import NOT_YET, generate_ar
 from roberta_diffusion.canvas import prompt_prefixes
 
 PROMPTS = ["The cat sat on the mat and", "A"]
-PREFIX, MAX_LEN = 8, 24
+PREFIX, MAX_LEN = 12, 28
 
 
 def run(model, tokenizer, prompts=PROMPTS, **kwargs):

@@ -30,7 +30,14 @@ def assert_gif(path, frames=None):
     assert not list(path.parent.glob("*.tmp*")), "no temporary files left behind"
 
 
-@pytest.mark.parametrize("extra", [[], ["--strategy", "confidence", "--schedule", "cosine", "--block-size", "8"],
+def prompt_width() -> int:
+    """<s> + the prompt's tokens: what generate pins when --prefix-len is not given."""
+    from roberta_diffusion.models import fallback_tokenizer
+
+    return 1 + len(fallback_tokenizer()(PROMPT, add_special_tokens=False)["input_ids"])
+
+
+@pytest.mark.parametrize("extra", [[], ["--strategy", "confidence", "--schedule", "cosine", "--block-size", "16"],
                                    ["--strategy", "threshold", "--threshold", "1.0"]])
 def test_generate(capsys, tmp_path, tiny_dirs, extra):
     gif, js = tmp_path / "out" / "run.gif", tmp_path / "out" / "run.json"
@@ -44,7 +51,7 @@ def test_generate(capsys, tmp_path, tiny_dirs, extra):
     assert_gif(gif, frames=5)  # one frame per step, plus the start
     summary = read_json(js)
     assert summary["kind"] == "diffusion" and summary["steps"] == 4 and summary["max_len"] == 48
-    assert summary["new_tokens"] == 48 - 16  # the default prefix_len is 16
+    assert summary["new_tokens"] == 48 - prompt_width()  # the whole prompt is pinned, nothing more
     assert summary["text"].startswith(PROMPT)
     if extra:
         assert summary["strategy"] == extra[1]
@@ -106,8 +113,8 @@ def test_compare(capsys, tmp_path, tiny_dirs):
     assert_gif(gif)
     both = read_json(js)
     assert both["diffusion"]["kind"] == "diffusion" and both["ar"]["kind"] == "ar"
-    assert both["diffusion"]["steps"] == 4 and both["ar"]["steps"] == 48 - 16
-    assert both["diffusion"]["new_tokens"] == both["ar"]["new_tokens"] == 48 - 16
+    assert both["diffusion"]["steps"] == 4 and both["ar"]["steps"] == 48 - prompt_width()
+    assert both["diffusion"]["new_tokens"] == both["ar"]["new_tokens"] == 48 - prompt_width()
     assert both["diffusion"]["text"].startswith(PROMPT) and both["ar"]["text"].startswith(PROMPT)
 
 

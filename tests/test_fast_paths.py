@@ -59,8 +59,8 @@ def test_static_cache_forward_matches_the_hf_forward(causal_lm):
 @pytest.mark.parametrize("knobs", [dict(), dict(temperature=0.7, top_k=0, top_p=0.9), dict(top_k=5, top_p=1.0)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_static_cache_decoding_gives_the_plain_loops_tokens(causal_lm, tokenizer, knobs, seed):
-    plain = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=40, prefix_len=8, seed=seed, **knobs)
-    fast = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=40, prefix_len=8, seed=seed, static_cache=True, **knobs)
+    plain = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=40, prefix_len=18, seed=seed, **knobs)
+    fast = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=40, prefix_len=18, seed=seed, static_cache=True, **knobs)
     assert torch.equal(fast.final, plain.final)
     assert torch.equal(fast.ids, plain.ids), "the same trace, step by step"
     assert fast.texts == plain.texts
@@ -70,8 +70,8 @@ def test_static_cache_decoding_gives_the_plain_loops_tokens(causal_lm, tokenizer
 def test_ar_graph_runner_reuses_its_capture_and_matches_the_plain_loop(causal_lm, tokenizer, graphs_on_cpu):
     model = copy.deepcopy(causal_lm)  # the runner caches its decoder on the model
     for seed in (0, 1, 2):
-        plain = generate_ar(model, tokenizer, PROMPTS, max_len=32, prefix_len=8, seed=seed)
-        fast = generate_ar(model, tokenizer, PROMPTS, max_len=32, prefix_len=8, seed=seed, graph=True)
+        plain = generate_ar(model, tokenizer, PROMPTS, max_len=32, prefix_len=18, seed=seed)
+        fast = generate_ar(model, tokenizer, PROMPTS, max_len=32, prefix_len=18, seed=seed, graph=True)
         assert torch.equal(fast.ids, plain.ids), f"seed {seed}"
     assert EagerGraph.captures == 1, "one capture per shape, replayed by later calls"
 
@@ -98,8 +98,8 @@ def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on
     model = copy.deepcopy(mlm)
     runs = [dict(seed=0), dict(seed=1), dict(seed=0, temperature=0.8)]
     for kwargs in runs:
-        plain = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=8, max_len=40, strategy=strategy, **kwargs)
-        fast = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=8, max_len=40, strategy=strategy,
+        plain = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=18, max_len=40, strategy=strategy, **kwargs)
+        fast = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=18, max_len=40, strategy=strategy,
                                   graph=True, **kwargs)
         assert torch.equal(fast.ids, plain.ids), kwargs
         torch.testing.assert_close(fast.confidence, plain.confidence, equal_nan=True)
@@ -118,35 +118,35 @@ def test_diffusion_graph_runner_with_blocks_and_uneven_infill_rows(mlm, tokenize
 
 def test_graphs_need_cuda_and_a_fixed_step_count(mlm, causal_lm, tokenizer):
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, graph=True)
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=6, graph=True)
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        generate_ar(causal_lm, tokenizer, "Hello", max_len=24, prefix_len=4, graph=True)
+        generate_ar(causal_lm, tokenizer, "Hello", max_len=24, prefix_len=6, graph=True)
 
 
 def test_threshold_has_no_graph(mlm, tokenizer, graphs_on_cpu):
     with pytest.raises(ValueError, match="threshold"):
-        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, strategy="threshold", graph=True)
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=6, strategy="threshold", graph=True)
 
 
 def test_the_compiled_step_is_refused_off_cuda(mlm, tokenizer):
     # inductor's CPU code for the step committed nothing on batches with different rows (torch 2.13), so the
     # compiled step is a CUDA path; `bench` reports its token agreement with the eager loop and any masks left
     with pytest.raises(ValueError, match="compile=True is for CUDA"):
-        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, compile=True)
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=6, compile=True)
 
 
 def test_the_static_decoder_refuses_what_it_cannot_reproduce(causal_lm, tokenizer, graphs_on_cpu):
     unscaled = copy.deepcopy(causal_lm)
     unscaled.config.scale_attn_weights = False
     with pytest.raises(ValueError, match="scales attention"):
-        generate_ar(unscaled, tokenizer, "Hello", max_len=24, prefix_len=4, static_cache=True)
+        generate_ar(unscaled, tokenizer, "Hello", max_len=24, prefix_len=6, static_cache=True)
     with pytest.raises(ValueError, match="at least 3 positions"):
         generate_ar(copy.deepcopy(causal_lm), tokenizer, torch.tensor([[0]]), max_len=2, prefix_len=1, graph=True)
 
 
 def test_release_frees_what_the_samplers_keep(mlm, tokenizer, graphs_on_cpu):
     model = copy.deepcopy(mlm)
-    generate_diffusion(model, tokenizer, "Hello", steps=2, max_len=24, prefix_len=4, graph=True)
+    generate_diffusion(model, tokenizer, "Hello", steps=2, max_len=24, prefix_len=6, graph=True)
     assert graphs.model_cache(model)
     graphs.release(model)
     assert not graphs.model_cache(model)

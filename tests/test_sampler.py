@@ -13,7 +13,7 @@ from roberta_diffusion.sampling import reveal_counts
 from roberta_diffusion.trace import Trace
 
 PROMPTS = ["The cat sat on the mat and", "A"]  # different lengths: the second is left-padded
-PREFIX, MAX_LEN, STEPS = 8, 40, 4
+PREFIX, MAX_LEN, STEPS = 12, 40, 4
 COUNTED = [s for s in STRATEGIES if s != "threshold"]  # those that commit the scheduled number per step
 
 

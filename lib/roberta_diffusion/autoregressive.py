@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from .canvas import Canvas, prefix_canvas
+from .canvas import Canvas, check_room, prefix_canvas
 from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
 from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
@@ -30,10 +30,11 @@ def returned_cache(output):
 
 
 @torch.no_grad()
-def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int = 16, temperature: float = 1.0,
+def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int | None = None, temperature: float = 1.0,
                 top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, static_cache: bool = False,
                 graph: bool = False, on_step=None, teacher_forced: torch.Tensor | None = None):
-    """Continue ``[bos] + prompt`` (first ``prefix_len`` tokens) to ``max_len`` tokens, one per step.
+    """Continue ``[bos] + prompt`` (all of it, left-padded to ``prefix_len`` when given) to ``max_len`` tokens, one
+    per step.
 
     ``static_cache=True`` decodes GPT-2 with this project's fixed-shape decoder (``fast_ar``); ``graph=True``
     (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed (CPU tests; on an
@@ -48,7 +49,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
     check_sampling_args(temperature, top_k, top_p)
     if isinstance(prompts, torch.Tensor):  # ready prefix ids [B, prefix_len] (evaluation on held-out blocks)
         prefix_len = prompts.shape[1]
-    if prefix_len >= max_len:
+    if prefix_len is not None and prefix_len >= max_len:
         raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
     if max_len > max_canvas_len(model):
         raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
@@ -57,6 +58,8 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
         start_canvas = Canvas(prompts.long(), torch.ones_like(prompts, dtype=torch.bool), torch.ones_like(prompts))
     else:
         start_canvas = prefix_canvas(tokenizer, prompts, prefix_len)
+        prefix_len = start_canvas.ids.shape[1]
+        check_room(prefix_len, max_len)
     batch = start_canvas.ids.shape[0]
     ids = torch.full((batch, max_len), NOT_YET, dtype=torch.long)
     ids[:, :prefix_len] = start_canvas.ids

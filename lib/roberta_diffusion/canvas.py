@@ -1,8 +1,8 @@
 """Canvases: what the sampler starts from. ``ids [B, L]``, ``fixed [B, L]`` (never changed), ``attention [B, L]``.
 
-- ``prompt_canvas``: the seed's layout. ``[bos] + prompt`` cut to its first ``prefix_len`` tokens,
-  left-padded when shorter (RoBERTa numbers positions past the padding, so the text starts at position
-  0 either way), then ``<mask>`` up to ``max_len``.
+- ``prompt_canvas``: ``[bos] + prompt``, all of it pinned (never cut), left-padded to the longest prompt of
+  the batch or to ``prefix_len`` when one is given (RoBERTa numbers positions past the padding, so the text
+  starts at position 0 either way), then ``<mask>`` up to ``max_len``.
 - ``infill_canvas``: any text with ``<mask>`` tokens in it (``<mask*20>`` is shorthand for twenty): only
   the masks are generated, everything else is pinned.
 """
@@ -36,21 +36,28 @@ def _pad(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def prompt_prefixes(tokenizer, prompts: list[str], prefix_len: int) -> list[list[int]]:
-    """``[bos] + prompt`` ids, each cut to ``prefix_len``."""
+def prompt_prefixes(tokenizer, prompts: list[str], prefix_len: int | None = None) -> list[list[int]]:
+    """``[bos] + prompt`` ids of each prompt, whole. With ``prefix_len`` (the pinned width), a longer prompt is
+    refused rather than cut: nothing of what the user wrote is dropped silently."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if not prompts or any(not p or not p.strip() for p in prompts):
         raise ValueError("the prompt is empty: give some text for the model to continue")
-    if prefix_len < 2:
+    if prefix_len is not None and prefix_len < 2:
         raise ValueError(f"prefix_len={prefix_len} leaves no room for the prompt: use at least 2 (bos + a token)")
-    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    return [([_bos(tokenizer)] + ids)[:prefix_len] for ids in encoded]
+    prefixes = [[_bos(tokenizer)] + ids for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    longest = max(map(len, prefixes))
+    if prefix_len is not None and longest > prefix_len:
+        raise ValueError(f"the prompt is {longest} tokens (with <s>), more than prefix_len={prefix_len}: raise "
+                         "prefix_len, or leave it out to pin the whole prompt")
+    return prefixes
 
 
-def prefix_canvas(tokenizer, prompts, prefix_len: int) -> Canvas:
-    """``[bos] + prompt`` of each prompt, left-padded to ``prefix_len`` (``[B, prefix_len]``, all pinned)."""
+def prefix_canvas(tokenizer, prompts, prefix_len: int | None = None) -> Canvas:
+    """``[bos] + prompt`` of each prompt, left-padded to ``prefix_len`` or to the longest prompt
+    (``[B, P]``, all pinned)."""
     prefixes = prompt_prefixes(tokenizer, prompts, prefix_len)
+    prefix_len = prefix_len or max(map(len, prefixes))
     ids = torch.full((len(prefixes), prefix_len), _pad(tokenizer), dtype=torch.long)
     attention = torch.zeros_like(ids)
     for row, prefix in enumerate(prefixes):
@@ -59,17 +66,25 @@ def prefix_canvas(tokenizer, prompts, prefix_len: int) -> Canvas:
     return Canvas(ids, torch.ones_like(ids, dtype=torch.bool), attention)
 
 
-def prompt_canvas(tokenizer, prompts, prefix_len: int = 16, max_len: int = 256) -> Canvas:
-    """The prompt prefix (``prefix_canvas``) followed by ``<mask>`` up to ``max_len``."""
-    if prefix_len >= max_len:
+def prompt_canvas(tokenizer, prompts, prefix_len: int | None = None, max_len: int = 256) -> Canvas:
+    """The whole prompt, pinned (``prefix_canvas``), followed by ``<mask>`` up to ``max_len``."""
+    if prefix_len is not None and prefix_len >= max_len:
         raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token: the diffusion sampler needs a masked-LM tokenizer")
     start = prefix_canvas(tokenizer, prompts, prefix_len)
-    rest = (start.ids.shape[0], max_len - prefix_len)
+    check_room(start.ids.shape[1], max_len)
+    rest = (start.ids.shape[0], max_len - start.ids.shape[1])
     return Canvas(torch.cat([start.ids, torch.full(rest, tokenizer.mask_token_id, dtype=torch.long)], dim=1),
                   torch.cat([start.fixed, torch.zeros(rest, dtype=torch.bool)], dim=1),
                   torch.cat([start.attention, torch.ones(rest, dtype=torch.long)], dim=1))
+
+
+def check_room(prompt_len: int, max_len: int) -> None:
+    """A prompt of ``prompt_len`` tokens must leave at least one position to generate on a ``max_len`` canvas."""
+    if prompt_len >= max_len:
+        raise ValueError(f"the prompt is {prompt_len} tokens (with <s>) and leaves no room on a canvas of max_len="
+                         f"{max_len}: shorten the prompt or raise max_len")
 
 
 _MASK_RUN = re.compile(r"<mask\*(\d+)>")

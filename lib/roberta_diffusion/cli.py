@@ -31,7 +31,8 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=READABLE["top_k"], help=f"0 turns top-k off (default {READABLE['top_k']})")
     p.add_argument("--top-p", type=float, default=READABLE["top_p"], help=f"1 turns top-p off (default {READABLE['top_p']})")
     p.add_argument("--temperature", type=float, default=READABLE["temperature"])
-    p.add_argument("--prefix-len", type=int, default=16, help="prompt tokens kept fixed, bos included (default 16)")
+    p.add_argument("--prefix-len", type=int, default=None,
+                   help="pin this many tokens (<s> included), left-padding shorter prompts (default: the whole prompt)")
     p.add_argument("--max-len", type=int, default=256, help="canvas length in tokens (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -116,6 +117,9 @@ def check_sampling(args, kind: str) -> None:
     checks.finite("--top-p", args.top_p)
     checks.model_folder("--model", args.model)
     checks.model_folder("--ar-model", getattr(args, "ar_model", None))
+    if args.prefix_len is not None and args.prefix_len >= args.max_len:
+        raise ValueError(f"--prefix-len {args.prefix_len} must be smaller than --max-len {args.max_len}: nothing would "
+                         "be generated")
     if kind == "ar":
         return
     checks.in_range("--steps", args.steps, 1)
@@ -125,16 +129,16 @@ def check_sampling(args, kind: str) -> None:
     if kind == "compare" and args.infill:
         raise ValueError("compare --infill: the autoregressive baseline only continues a prompt and cannot fill "
                          "gaps; use generate --infill for infilling")
-    if not args.infill and 0 < args.prefix_len < args.max_len and args.steps > args.max_len - args.prefix_len:
+    if not args.infill and args.prefix_len is not None and 0 < args.prefix_len < args.max_len \
+            and args.steps > args.max_len - args.prefix_len:
         raise ValueError(f"--steps {args.steps} is more than the {args.max_len - args.prefix_len} positions to fill "
                          f"(--max-len {args.max_len} - --prefix-len {args.prefix_len}): use at most that many steps")
 
 
-def _check_infill_steps(canvas, steps: int) -> None:
+def _check_steps(canvas, steps: int, what: str) -> None:
     free = int((~canvas.fixed).sum(dim=1).max())
     if 0 < free < steps:
-        raise ValueError(f"--steps {steps} is more than the {free} masked positions of the infill text: "
-                         f"use at most {free} steps")
+        raise ValueError(f"--steps {steps} is more than the {free} {what}: use at most {free} steps")
 
 
 def run_generate(args, kind: str):
@@ -153,15 +157,16 @@ def run_generate(args, kind: str):
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
         total = args.steps
-        start = infill_canvas(tokenizer, prompt) if args.infill else None
-
-        def free():  # the positions the sampler fills (the GIF's masked share); called after its argument checks
-            c = start if start is not None else prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
-            return ~c.fixed[0] & c.attention[0].bool()
-
+        if args.infill:
+            start = infill_canvas(tokenizer, prompt)
+            _check_steps(start, args.steps, "masked positions of the infill text")
+        else:  # the whole prompt is pinned: a prompt that fills the canvas is refused here
+            start = prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
+            _check_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
+                                            f"{int(start.fixed[0].sum())}-token prompt)")
+        free = ~start.fixed[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, generated=free)
         if args.infill:
-            _check_infill_steps(start, args.steps)
             trace = generate_diffusion(model, tokenizer, canvas=start, steps=args.steps,
                                        strategy=args.strategy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
@@ -170,10 +175,14 @@ def run_generate(args, kind: str):
                                        schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
                                        block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
     else:
-        total = args.max_len - args.prefix_len
         import torch
 
-        free = torch.arange(args.max_len) >= args.prefix_len
+        from .canvas import check_room, prefix_canvas
+
+        width = prefix_canvas(tokenizer, prompt, args.prefix_len).ids.shape[1]  # the whole prompt, never cut
+        check_room(width, args.max_len)
+        total = args.max_len - width
+        free = torch.arange(args.max_len) >= width
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, every=max(1, total // 8),
                                                               generated=free)
         trace = generate_ar(model, tokenizer, prompt, max_len=args.max_len, prefix_len=args.prefix_len,

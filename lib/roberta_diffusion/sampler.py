@@ -157,7 +157,7 @@ def generate_diffusion(
     temperature: float = 1.0,
     top_k: int = 50,
     top_p: float = 0.95,
-    prefix_len: int = 16,
+    prefix_len: int | None = None,
     max_len: int = 256,
     block_size: int | None = None,
     threshold: float = 0.9,
@@ -185,6 +185,7 @@ def generate_diffusion(
         if max_len > max_canvas_len(model):
             raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
         canvas = prompt_canvas(tokenizer, prompts, prefix_len, max_len)
+        prefix_len = int(canvas.fixed.all(dim=0).sum())  # the pinned width: the whole prompt unless given
     elif canvas.ids.shape[1] > max_canvas_len(model):
         raise ValueError(f"the canvas is {canvas.ids.shape[1]} tokens, longer than the model's {max_canvas_len(model)}")
     device = next(model.parameters()).device
