@@ -149,3 +149,23 @@ for objective in objectives:
              "final held-out loss": h["eval_loss"][-1], "hyperparameters": json.dumps({k: v for k, v in vars(cfg).items() if k != "out_dir"})}
     write_model_card(folder, f"{objective.upper()} · run {run_name}", "Trained by notebooks/02_finetune.py.", facts)
     print(f"saved {folder}")
+
+# %% [markdown]
+# ## The data-constrained regime
+# Held-out perplexity against epochs and against training compute (`6 N D`), for this run's models and for the
+# shipped pair (the masked LM continued the earlier shipped RoBERTa, so its curve starts after that model's
+# 65.5M tokens). With 12.9M unique training tokens, GPT-2 stops gaining after about 20 epochs while the masked
+# diffusion model is still improving after 70 (Prabhudesai et al. 2025; Ni et al. 2025): the bound it reaches
+# is a question of compute. The star marks each curve's best held-out point, the weights that were exported.
+
+# %%
+from roberta_diffusion import curves
+
+shipped = [curves.load_curve(paths.SHIPPED_MLM, "shipped diffusion RoBERTa", prior_tokens=curves.SHIPPED_MLM_PRIOR_TOKENS),
+           curves.load_curve(paths.SHIPPED_AR, "shipped GPT-2 twin")]
+this_run = [curves.load_curve(run_dir / objective, f"this run: {objective}") for objective in objectives]
+figure = curves.plot_data_constrained(shipped + this_run, run_dir / "data_constrained.png")
+plt.show()
+mlm_best, ar_best = shipped[0]["best"], shipped[1]["best"]
+print(f"shipped: masked LM {mlm_best['ppl']:.1f} at {mlm_best['epochs']:.0f} epochs, GPT-2 {ar_best['ppl']:.1f} at "
+      f"{ar_best['epochs']:.0f} epochs; crossover (FLOPs): {curves.crossover(shipped[0], shipped[1])}")

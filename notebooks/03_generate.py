@@ -27,7 +27,7 @@
 run_name: str = "scratch"  # outputs go to runs/<run_name>/
 mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
 prompt: str = "The history of the city"  # text to continue
-steps: int = 10  # forward passes (denoising steps)
+steps: int = 32  # forward passes (denoising steps)
 strategy: str = "random"  # policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
 schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
 max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe

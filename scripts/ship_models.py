@@ -8,6 +8,7 @@ it can be rewritten after `roberta-diffusion eval` without the run.
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -19,28 +20,19 @@ from roberta_diffusion.train import export_model
 
 SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm), "ar": (paths.SHIPPED_AR, load_causal_lm)}
 MLM_ONLY = {"arch", "locality_init", "plateau_escape", "escape_lr", "escape_steps", "ratio_mode", "n_levels",
-            "weighting", "prefix_len"}
+            "weighting", "prefix_len", "max_prefix_len", "span_prob", "init"}
 SUMMARY = {
-    "mlm": "A diffusion masked LM with ModernBERT's architecture (rotary positions), trained from scratch with "
-           "`DiffusionCollator` to denoise 256-token canvases (first 16 tokens never masked). Shipped until session 5 "
-           "(reports/2026-11-29-h200-session5/modernbert-shipped-until-now/), when a `RobertaForMaskedLM` learnt to "
-           "within 27 % of its ELBO perplexity. Any masked LM works with the sampler.",
-    "mlm-roberta": "The workbook's offline diffusion model: a `RobertaForMaskedLM` trained from scratch with "
-                   "`DiffusionCollator` to denoise 256-token canvases (first 16 tokens never masked). From a plain "
-                   "start RoBERTa stays at the unigram loss (every position's hidden state collapses onto one "
-                   "vector), so it starts with `plateau_escape_init` and a two-phase rate: 2e-4 until step 1,000, "
-                   "then 1.5e-3 (reports/2026-11-29-h200-session4/ and -session5/). The rotary ModernBERT, on the "
-                   "same data and number of tokens, reaches a lower ELBO perplexity (133 against 168). Online, fine-tune roberta-base "
-                   "instead with `--set 'init=\"roberta-base\"'`.",
-    "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on "
-          "the same blocks, tokenizer and number of tokens, so that the comparison is between methods, not data.",
+    "mlm": "The workbook's offline diffusion model: a `RobertaForMaskedLM` trained with `DiffusionCollator` to denoise "
+           "256-token canvases, with a pinned prompt of 1 to 64 tokens drawn per row and a pinned span in 10 % of rows, "
+           "so prompts of any length and infilling are in distribution. It continues the earlier shipped RoBERTa (which "
+           "started from `plateau_escape_init`, 65.5M tokens, about 5 epochs) for 64 more epochs of the Wikipedia extract "
+           "(profile `converge`); the exported weights are the average of the weights (EMA, 0.999) at the evaluation with "
+           "the best bound on Wikipedia valid. Online, fine-tune roberta-base instead with `--set 'init=\"roberta-base\"'`.",
+    "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on the "
+          "same blocks, tokenizer, optimiser and regularisation (profile `converge`) for 30 epochs, past the point where its "
+          "held-out loss stops falling (about 20 epochs); the exported weights are those with the best held-out loss.",
 }
-# how each kind of shipped model was made: (script, how many trainings shared the GPU, extra settings)
-RECIPE = {
-    "mlm": ("gpu_ship_v2.sh", "four trainings", ""),
-    "mlm-roberta": ("gpu_ship_v5.sh", "several trainings", ' with `arch="roberta" plateau_escape=true` and a two-phase rate (`escape_lr`, `escape_steps`)'),
-    "ar": ("gpu_ship_v2.sh", "four trainings", ""),
-}
+PRIOR = {"mlm": 4000 * 64 * 256, "ar": 0}  # tokens the starting weights had already seen (curves.SHIPPED_MLM_PRIOR_TOKENS)
 USAGE = {
     "mlm": 'from roberta_diffusion import models, generate_diffusion\n'
            'mlm, tok = models.load_mlm("weights/roberta-diffusion-small"), models.load_tokenizer("weights/roberta-diffusion-small")\n'
@@ -74,38 +66,48 @@ def write_card(objective: str) -> None:
     history = json.loads((target / "history.json").read_text())
     config = json.loads((target / "train_config.json").read_text())
     provenance = json.loads((target / "provenance.json").read_text())
-    kind = "mlm-roberta" if type(model).__name__ == "RobertaForMaskedLM" else objective
-    script, sharing, settings = RECIPE[kind]
+    block_tokens = history["train_blocks"] * config["block_size"]
     hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective == "mlm" or k not in MLM_ONLY)}
     facts = {
         "class": type(model).__name__,
         "architecture": model_summary(model),
-        "objective": f"masked diffusion: DiffusionCollator (ratio mode {config['ratio_mode']}, weighting {config['weighting']}), "
-                     "prefix 16 never masked" if objective == "mlm" else "next-token prediction on the same blocks",
+        "objective": f"masked diffusion: DiffusionCollator (ratio mode {config['ratio_mode']}, weighting "
+                     f"{config['weighting']}), pinned prompts of {config['prefix_len']} to {config['max_prefix_len']} "
+                     f"tokens, pinned spans in {config['span_prob']:.0%} of rows" if objective == "mlm"
+                     else "next-token prediction on the same blocks",
         "tokenizer": "byte-level BPE, 16,384 tokens, RoBERTa special tokens (weights/tokenizer, scripts/train_tokenizer.py)",
-        "data": "../shared/data/wikipedia-2018-extract/train.txt.gz (English Wikipedia, 2018 extract): 12.9M tokens "
-                "in 50,418 blocks of 256",
+        "data": f"../shared/data/wikipedia-2018-extract/train.txt.gz (English Wikipedia, 2018 extract, cleaned "
+                f"2026-11-29): {history['train_blocks'] * config['block_size'] / 1e6:.1f}M tokens in "
+                f"{history['train_blocks']:,} blocks of {config['block_size']}",
         "licence of the data": "CC BY-SA (Wikipedia text)",
-        "tokens seen": f"{history['tokens'] / 1e6:.1f}M ({history['step'][-1]} steps of {config['batch_size']} x "
-                       f"{config['block_size']}, about {history['tokens'] / 12.91e6:.1f} passes)",
-        "training hardware": provenance["training hardware"],
-        "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e3:.0f}k tokens/s, "
-                              f"{sharing} sharing the GPU)",
-        "final held-out loss (Wikipedia valid, training objective)": history["eval_loss"][-1],
+        "tokens seen": f"{history['tokens'] / 1e6:.1f}M in this training ({history['step'][-1]} steps of "
+                       f"{config['batch_size']} x {config['block_size']}, {history['tokens'] / block_tokens:.1f} epochs)"
+                       + (f", after {PRIOR[objective] / 1e6:.1f}M before it" if PRIOR[objective] else ""),
+        "training compute (6 N D)": f"{6 * history['parameters'] * (history['tokens'] + PRIOR[objective]):.2e} FLOPs",
+        "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']} (DDP)",
+        "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e6:.2f}M tokens/s)",
+        "exported weights": f"step {history['best_step']} of {history['step'][-1]}: the best held-out bound, "
+                            f"{history['best_bound']:.4f} nats/token (perplexity {math.exp(history['best_bound']):.1f}) on "
+                            "Wikipedia valid",
         "hyperparameters": json.dumps(hyper),
         "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",
-        "recipe": f"`bash scripts/{script}` on a GPU: `roberta-diffusion finetune --profile full`{settings} "
-                  "(notebooks/02_finetune.py) per model, then `scripts/ship_models.py`; record in training_log.txt",
+        "recipe": "`bash scripts/gpu_train.sh probe|train|ship` on two GPUs: `roberta-diffusion finetune --profile "
+                  "converge --num-processes 2` per model (notebook 02's calls), then `scripts/ship_models.py`; the "
+                  "training log is training_log.txt, the held-out curve history.json",
     }
     eval_path = target / "eval.json"
     metrics = results_markdown(json.loads(eval_path.read_text())) if eval_path.exists() else None
     title = ("Diffusion masked LM, small" if objective == "mlm" else "GPT-2 baseline, small") + f" ({type(model).__name__})"
-    write_model_card(target, title, SUMMARY[kind], facts, metrics=metrics, usage=USAGE[objective])
+    write_model_card(target, title, SUMMARY[objective], facts, metrics=metrics, usage=USAGE[objective])
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--cards"]:
         for objective in SHIP:
+            target = SHIP[objective][0]
+            config = json.loads((target / "train_config.json").read_text())
+            config = {k: paths.portable(v) if isinstance(v, str) else v for k, v in config.items()}
+            (target / "train_config.json").write_text(json.dumps(config, indent=2))
             write_card(objective)
             print(f"wrote {SHIP[objective][0] / 'README.md'}")
         sys.exit(0)

@@ -195,3 +195,23 @@ def test_the_exported_model_is_the_best_held_out_checkpoint(tokenizer, blocks, t
     exported = train._load_weights(tmp_path / "model")
     for key, value in exported.items():
         assert torch.allclose(value, snapshots[0][key]), key
+
+
+# -- the data-constrained figure ------------------------------------------------------------------------------
+def test_curves_read_a_run_and_find_the_crossover(tokenizer, blocks, tmp_path):
+    from roberta_diffusion import curves
+
+    cfg = train.TrainConfig(out_dir=str(tmp_path / "mlm"), size="tiny", block_size=32, prefix_len=4, batch_size=4,
+                            max_steps=4, eval_every=2, save_every=4)
+    history = train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    curve = curves.load_curve(tmp_path / "mlm", prior_tokens=1000)
+    tokens = [1000 + 2 * 4 * 32, 1000 + 4 * 4 * 32]
+    assert curve["epochs"] == [t / (len(blocks) * 32) for t in tokens]
+    assert curve["flops"] == [6 * history["parameters"] * t for t in tokens]
+    assert curve["ppl"] == pytest.approx([2.718281828 ** b for b in history["eval_bound"]])
+    mlm = {"flops": [1, 2, 3, 4], "ppl": [90, 60, 45, 40]}
+    ar = {"flops": [1, 2, 3, 4], "ppl": [70, 50, 48, 49]}
+    assert curves.crossover(mlm, ar) == 3  # 45 <= the best GPT-2 had by then (48)
+    assert curves.crossover(mlm, {"flops": [1, 2], "ppl": [30, 20]}) is None
+    figure = curves.plot_data_constrained([curve, {**curve, "objective": "ar", "label": "other"}], tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0 and len(figure.axes) == 2

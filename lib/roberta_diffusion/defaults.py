@@ -9,7 +9,7 @@ stays one flag away: ``--strategy seed-remask``.
 
 READABLE = {
     "strategy": "random",
-    "steps": 10,
+    "steps": 32,
     "schedule": "linear",
     "top_k": 50,
     "top_p": 0.95,

@@ -1,0 +1,77 @@
+"""The data-constrained picture: held-out perplexity of the masked LM and of GPT-2 against epochs and against
+training compute, read from the histories that ``train.train`` writes (``history.json`` + ``train_config.json``
+of a shipped model, or ``config.json`` of a run folder).
+
+Compute is the usual ``6 N D`` (N parameters, D training tokens) for both models, so that the two axes differ only
+by a constant per model; a model that continued another (``init``) also gets the compute and epochs of the model
+it started from, read from ``prior`` (its tokens), so a curve starts where its weights really were.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+# the shipped masked LM continued the earlier shipped RoBERTa, trained on 4,000 x 64 x 256 tokens
+SHIPPED_MLM_PRIOR_TOKENS = 4000 * 64 * 256
+
+
+def load_curve(folder: Path, label: str | None = None, prior_tokens: int = 0) -> dict:
+    """``{"label", "epochs", "flops", "ppl", "best"}`` of one training history; perplexity = exp(held-out bound).
+
+    ``folder`` holds ``history.json`` and ``train_config.json`` (a shipped model) or ``config.json`` (a run)."""
+    folder = Path(folder)
+    history = json.loads((folder / "history.json").read_text())
+    config_file = folder / "train_config.json" if (folder / "train_config.json").exists() else folder / "config.json"
+    config = json.loads(config_file.read_text())
+    if not history.get("eval_bound"):
+        raise ValueError(f"{folder / 'history.json'} has no held-out bound (eval_bound): train it with this version")
+    block_tokens = history["train_blocks"] * config["block_size"]
+    tokens_per_step = config["batch_size"] * config["block_size"]
+    tokens = [prior_tokens + step * tokens_per_step for step in history["eval_step"]]
+    ppl = [math.exp(b) for b in history["eval_bound"]]
+    best = min(range(len(ppl)), key=ppl.__getitem__)
+    return {"label": label or config["objective"], "objective": config["objective"],
+            "epochs": [t / block_tokens for t in tokens], "flops": [6 * history["parameters"] * t for t in tokens],
+            "ppl": ppl, "best": {"epochs": tokens[best] / block_tokens, "ppl": ppl[best],
+                                 "flops": 6 * history["parameters"] * tokens[best]}}
+
+
+def crossover(mlm: dict, ar: dict, axis: str = "flops") -> float | None:
+    """The first ``axis`` value where the masked LM's perplexity is at or below the best GPT-2 reached by then
+    (None if it never is within the two curves)."""
+    for x, p in zip(mlm[axis], mlm["ppl"], strict=True):
+        reached = [q for y, q in zip(ar[axis], ar["ppl"], strict=True) if y <= x]
+        if reached and p <= min(reached):
+            return x
+    return None
+
+
+def plot_data_constrained(curves: list[dict], path: Path | None = None, title: str = ""):
+    """Two panels, perplexity against epochs and against training FLOPs (log), the best point of each curve
+    marked; saved to ``path`` when given. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 40, 60, 100 rather than 6 x 10^1
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for curve in curves:
+        style = "o-" if curve["objective"] == "mlm" else "s-"
+        for ax, axis in zip(axes, ("epochs", "flops"), strict=True):
+            line, = ax.plot(curve[axis], curve["ppl"], style, ms=3, label=curve["label"])
+            ax.plot([curve["best"][axis]], [curve["best"]["ppl"]], "*", ms=12, color=line.get_color())
+    for ax, xlabel in zip(axes, ("epochs of the training text", "training compute, 6 N D (FLOPs)"), strict=True):
+        ax.set(xlabel=xlabel, ylabel="held-out perplexity (MLM: ELBO bound)", yscale="log")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].set_xscale("log")
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
