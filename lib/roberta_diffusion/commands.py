@@ -59,7 +59,9 @@ def run_finetune(args) -> int:
     params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
-    if os.environ.get(WORKER):  # one of _launch's processes: the launcher holds the lock and the staging
+    if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
+        # the lock and the staging, or there is none to hold across hosts; the main process alone writes
         run_recipe(params)
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
