@@ -17,8 +17,10 @@
 # A masked LM already knows how to fill blanks, but pre-training hides only ~15 % of the tokens. To generate
 # from an all-`<mask>` canvas it must also be good when *most* of the text is hidden. So we train it on every
 # noise level: the `DiffusionCollator` draws a mask ratio (the seed's ten levels 0.1 … 1.0 per batch, or MDLM's
-# continuous `t ~ U(0, 1)` per sample), hides that share of the tokens after the 16-token prompt prefix, and the
-# loss is cross-entropy on the hidden tokens only.
+# continuous `t ~ U(0, 1)` per sample), hides that share of the tokens that are not pinned, and the loss is
+# cross-entropy on the hidden tokens only. Pinned are the prompt — `prefix_len` tokens, or with `max_prefix_len` a
+# length drawn per row, so prompts of any length are in distribution — and, in a `span_prob` share of rows, one span
+# further on, so that infilling (text on both sides of a gap) is too.
 #
 # The same notebook trains the **autoregressive baseline** (GPT-2 architecture, same tokenizer, data, depth,
 # width and number of tokens), so the comparison in notebook 04 is fair.
@@ -33,9 +35,10 @@
 # row carries the same hidden vector. `plateau_escape` starts RoBERTa so that this does not happen (local attention
 # spread over the heads, output bias at the log unigram frequencies, residual branches 10 x smaller), but it leaves
 # the plateau only at a low rate; at a high one from the start, or switched to one before step 1,000, it stays there.
-# Hence the two-phase rate of profile `full`: `escape_lr=2e-4` until `escape_steps=1000`, then `lr=1.5e-3`. That
-# is the shipped model: held-out loss 5.70 after 4,000 steps, where the rotary model reaches 5.52 and RoBERTa held at
-# 2e-4 throughout 6.52 (reports/2026-11-29-h200-session4/ and -session5/).
+# Hence the two-phase rate of profile `full`: `escape_lr=2e-4` until `escape_steps=1000`, then `lr=1.5e-3`: held-out
+# loss 5.70 after 4,000 steps, where the rotary model reaches 5.52 and RoBERTa held at 2e-4 throughout 6.52
+# (`docs/experiments.md`). The shipped model continued that one for 64 more epochs (profile `converge`, on two
+# GPUs with `roberta-diffusion finetune --num-processes 2`); the last cell shows why so many.
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]
