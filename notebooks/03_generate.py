@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 03 · Generating text by iterative unmasking
 #
-# Generation runs the noise of notebook 01 backwards. The canvas starts as the prompt (the first `prefix_len`
+# Generation runs the noise of notebook 01 backwards. The canvas starts as the prompt (all of it,
 # tokens) followed by `<mask>` up to `max_len`. Each step is **one forward pass** over the whole canvas: the
 # model proposes a token for every masked position, and a *policy* decides which proposals to keep; the rest
 # stay masked for the next step. After `steps` steps nothing is masked. Unlike an autoregressive model, the
@@ -31,7 +31,7 @@ steps: int = 32  # forward passes (denoising steps)
 strategy: str = "random"  # policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
 schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
 max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe
-prefix_len: int = 16  # prompt tokens (bos included) kept fixed
+prefix_len: "Optional[int]" = None  # pinned width (<s> included); None pins the whole prompt, which is never cut
 top_k: int = 50  # sample from the k most likely tokens (0 turns top-k off)
 top_p: float = 0.95  # ... within the smallest set holding this probability mass
 temperature: float = 1.0

@@ -37,7 +37,7 @@ corpus: str = "wikipedia-valid"  # held-out text for perplexities and prompts
 n_prompts: int = 8  # held-out prompt blocks for sample quality (64 on a GPU)
 n_heldout: int = 8  # held-out blocks for the perplexities
 max_len: int = 96  # canvas length in tokens, prompt included (256 for the real recipe)
-prefix_len: int = 16  # prompt tokens (bos included)
+prefix_len: int = 16  # held-out prompts: the first tokens of each block (<s> included); text prompts are pinned whole
 steps: int = 32  # diffusion forward passes
 strategy: str = "random"  # diffusion policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
 steps_sweep: list = [2, 5, 10, 20]  # step counts for the sweep
@@ -83,11 +83,11 @@ print(f"run folder: {run_dir} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}
 # (allocations, kernel selection) out of the timings.
 
 # %%
-generate_diffusion(mlm, mlm_tok, prompts[:1], steps=1, max_len=prefix_len + 4, prefix_len=prefix_len)  # warm-up
-generate_ar(ar, ar_tok, prompts[:1], max_len=prefix_len + 4, prefix_len=prefix_len)
-diff_trace = generate_diffusion(mlm, mlm_tok, prompts, steps=steps, strategy=strategy, max_len=max_len,
-                                prefix_len=prefix_len, seed=seed, **sampling)
-ar_trace = generate_ar(ar, ar_tok, prompts, max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
+generate_diffusion(mlm, mlm_tok, prompts[:1], steps=1, max_len=max_len)  # warm-up
+generate_ar(ar, ar_tok, prompts[:1], max_len=max_len)
+diff_trace = generate_diffusion(mlm, mlm_tok, prompts, steps=steps, strategy=strategy, max_len=max_len, seed=seed,
+                                **sampling)
+ar_trace = generate_ar(ar, ar_tok, prompts, max_len=max_len, seed=seed, **sampling)
 display(workbook.table([{"prompt": p, "diffusion": d[:120], "autoregressive": a[:120]}
                         for p, d, a in zip(prompts, diff_trace.completions, ar_trace.completions, strict=True)]))
 

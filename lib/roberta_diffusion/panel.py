@@ -57,7 +57,7 @@ class GenerationPanel:
 
     def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city", strategy: str = "random",
                  steps: int = 10, schedule: str = "linear", temperature: float = 1.0, top_k: int = 50,
-                 top_p: float = 0.95, prefix_len: int = 16, max_len: int = 96, seed: int = 0, color_by: str = "step"):
+                 top_p: float = 0.95, prefix_len: int | None = None, max_len: int = 96, seed: int = 0, color_by: str = "step"):
         import ipywidgets as widgets
 
         from .sampler import STRATEGIES
