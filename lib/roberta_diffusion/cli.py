@@ -1,4 +1,4 @@
-"""``roberta-diffusion``: generate | ar | compare | finetune | pipeline | bench.
+"""``roberta-diffusion``: generate | ar | compare | finetune | pipeline | eval.
 
 Errors in what the user asked for (OS errors included) print one ``error:`` line and exit with status 2; nothing
 is written then. Arguments and output paths are checked before any model loads; outputs are staged and moved

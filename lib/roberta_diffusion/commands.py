@@ -1,4 +1,5 @@
-"""Subcommands beyond generation: finetune, eval, pipeline (bench and frontier register themselves from their modules)."""
+"""Subcommands beyond generation: finetune, eval, pipeline. (Speed and the quality frontier are measured by the
+tools beside the library: ``python -m benchmarks.bench`` and ``python -m benchmarks.frontier``.)"""
 
 from __future__ import annotations
 
@@ -34,12 +35,6 @@ def add_subcommands(sub) -> None:
     pl.add_argument("--profile", default="smoke")
     pl.add_argument("--only", nargs="*", help="a subset of the notebooks, e.g. 03_generate")
     pl.set_defaults(handler=run_pipeline_command)
-
-    from .bench import add_bench_command
-    from .frontier import add_command as add_frontier_command
-
-    add_bench_command(sub)
-    add_frontier_command(sub)
 
 
 def run_finetune(args) -> int:

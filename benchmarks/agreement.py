@@ -28,11 +28,16 @@ import copy
 import functools
 
 import torch
-
-from . import graphs
-from .plan import make_plan
-from .sampler import compiled_step, diffusion_step, generate_ar, generate_diffusion, model_attention_mask
-from .sampling import make_generator
+from roberta_diffusion import graphs
+from roberta_diffusion.plan import make_plan
+from roberta_diffusion.sampler import (
+    compiled_step,
+    diffusion_step,
+    generate_ar,
+    generate_diffusion,
+    model_attention_mask,
+)
+from roberta_diffusion.sampling import make_generator
 
 
 def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) -> dict:
