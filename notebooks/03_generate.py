@@ -45,7 +45,7 @@ panel_max_len: int = 96  # canvas length of the interactive panel's own generati
 # %%
 import json
 
-from roberta_diffusion import canvas, paths, viz, workbook
+from roberta_diffusion import canvas, panel, paths, viz, workbook
 from roberta_diffusion.sampler import STRATEGIES, generate_diffusion
 
 try:
@@ -101,9 +101,9 @@ if confidence_gif:
 # record, and `trace.pt` (`Trace.load`) holds the run to scrub again later without regenerating.
 
 # %%
-panel = viz.generation_panel(model, tokenizer, trace=trace, prompt=prompt, strategy=strategy, steps=steps,
-                             schedule=schedule, max_len=panel_max_len, prefix_len=prefix_len, seed=seed, **sampling)
-display(panel)
+live = panel.generation_panel(model, tokenizer, trace=trace, prompt=prompt, strategy=strategy, steps=steps,
+                              schedule=schedule, max_len=panel_max_len, prefix_len=prefix_len, seed=seed, **sampling)
+display(live)
 
 # %% [markdown]
 # ## Infilling

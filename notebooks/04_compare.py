@@ -53,7 +53,7 @@ import json
 
 import matplotlib.pyplot as plt
 
-from roberta_diffusion import metrics, paths, viz, workbook
+from roberta_diffusion import metrics, panel, paths, viz, workbook
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
 
 try:
@@ -107,7 +107,7 @@ display(Image(filename=str(compare_gif)))
 # step its run had reached at that moment of its own measured time.
 
 # %%
-display(viz.clock_panel([diff_trace, ar_trace], [mlm_tok, ar_tok], labels))
+display(panel.clock_panel([diff_trace, ar_trace], [mlm_tok, ar_tok], labels))
 
 # %% [markdown]
 # ## Speed

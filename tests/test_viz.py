@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 from roberta_diffusion import generate_ar, generate_diffusion, layout, viz
 from roberta_diffusion.canvas import prompt_canvas
+from roberta_diffusion.panel import clock_panel, generation_panel, step_scrubber
 from roberta_diffusion.paths import SAMPLE_TEXT
 from roberta_diffusion.trace import Trace
 
@@ -147,7 +148,7 @@ def test_terminal_and_gif_agree_on_the_masked_share(mlm, tokenizer):
 
 
 def test_slider_drives_the_rendered_step(trace, tokenizer):
-    box = viz.step_scrubber(trace, tokenizer)
+    box = step_scrubber(trace, tokenizer)
     slider, view = box.slider, box.view
     assert (slider.min, slider.max, slider.value) == (0, trace.steps, trace.steps)
     for step in (0, 2, trace.steps):
@@ -157,7 +158,7 @@ def test_slider_drives_the_rendered_step(trace, tokenizer):
 
 
 def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
-    panel = viz.generation_panel(mlm, tokenizer, trace=trace, max_len=40)
+    panel = generation_panel(mlm, tokenizer, trace=trace, max_len=40)
     assert panel.trace is trace and panel.view.value == viz.render_step(trace, trace.steps, tokenizer)
     panel.slider.value = 1
     assert panel.view.value == viz.render_step(trace, 1, tokenizer)
@@ -176,7 +177,7 @@ def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
 
 def test_clock_panel_scrubs_both_runs_on_one_clock(trace, causal_lm, tokenizer):
     ar = generate_ar(causal_lm, tokenizer, "The harbour town", max_len=30, seed=0)
-    clock = viz.clock_panel([trace, ar], [tokenizer, tokenizer], ["diffusion", "gpt-2"])
+    clock = clock_panel([trace, ar], [tokenizer, tokenizer], ["diffusion", "gpt-2"])
     for now in (0.0, trace.total_time, clock.end / 2, clock.end):
         clock.clock.value = now
         assert clock.view.value == viz.render_clock([trace, ar], [tokenizer, tokenizer], clock.clock.value,

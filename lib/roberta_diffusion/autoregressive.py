@@ -9,6 +9,7 @@ import time
 import torch
 
 from .canvas import Canvas, check_room, prefix_canvas
+from .fast_ar import decode_static
 from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
 from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
@@ -83,7 +84,6 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
                     prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__,
                     static_cache=static_cache or graph, graph=graph)
     if static_cache or graph:
-        from .fast_ar import decode_static
 
         out, conf, per_token = decode_static(model, start_canvas.ids.to(device), start_canvas.attention.to(device),
                                              max_len, uniforms, temperature, top_k, top_p, graph=graph,

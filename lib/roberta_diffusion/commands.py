@@ -7,6 +7,14 @@ import json
 import os
 from pathlib import Path
 
+from . import checks, data, evaluate, models, paths, runs
+from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
+from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
+from .recipe import run_recipe
+from .runs import redirect_runs, staged_run
+from .sampler import STRATEGIES
+from .train import cached_blocks
+
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
 
@@ -42,10 +50,6 @@ def run_finetune(args) -> int:
     copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
-    from . import checks, data, paths
-    from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params
-    from .recipe import run_recipe
-    from .runs import lock, redirect_runs, staged_run
 
     if args.num_processes < 1:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
@@ -60,7 +64,7 @@ def run_finetune(args) -> int:
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
     name = params["run_name"]
-    with lock(name), staged_run(name) as root, redirect_runs(root):
+    with runs.lock(name), staged_run(name) as root, redirect_runs(root):
         if args.num_processes > 1:
             code = _launch(args)
             if code:
@@ -100,8 +104,6 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def check_eval(args) -> tuple[list[int], list[str]]:
-    from . import checks
-    from .sampler import STRATEGIES
 
     steps = _int_list("--steps", args.steps)
     policies = args.policies.split(",")
@@ -120,12 +122,9 @@ def check_eval(args) -> tuple[list[int], list[str]]:
 
 
 def run_eval(args) -> int:
-    from . import evaluate, paths
-    from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
-    from .train import cached_blocks
 
     steps, policies = check_eval(args)
-    device = pick_device(args.device)
+    device = models.pick_device(args.device)
     mlm = load_mlm(paths.resolve(args.mlm), device=device)
     ar = load_causal_lm(paths.resolve(args.ar), device=device)
     tokenizer = load_tokenizer(paths.resolve(args.mlm))
@@ -153,7 +152,6 @@ def run_eval(args) -> int:
 
 
 def run_pipeline_command(args) -> int:
-    from .pipeline import run_pipeline
 
     run = run_pipeline(args.profile, args.only)  # checks the run before swapping it in; raises RunFailed if not
     print(f"pipeline outputs: {run}")

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from .data import load_lines
+from .paths import SAMPLE_TEXT, SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
 
 # Sizes for fresh models. "small" is what we ship (issue 4); "base" matches roberta-base / gpt2.
@@ -385,8 +388,6 @@ def model_summary(model) -> str:
 
 def fallback_tokenizer():
     """A small BPE tokenizer trained on ``data/sample.txt`` in a second: for tests and the no-weights demo."""
-    from .data import load_lines
-    from .paths import SAMPLE_TEXT
 
     return train_tokenizer(load_lines(SAMPLE_TEXT), vocab_size=768, min_frequency=1)
 
@@ -394,7 +395,6 @@ def fallback_tokenizer():
 def default_models(kind: str = "mlm", say=print):
     """``(model, tokenizer)`` for ``kind`` in ``{"mlm", "ar"}``: the shipped weights when present, else a
     tiny random model (its output is noise) with a line saying so."""
-    from .paths import SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 
     folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
     if (folder / "config.json").exists():

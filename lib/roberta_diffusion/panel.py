@@ -11,6 +11,7 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 from __future__ import annotations
 
 from . import viz
+from .sampler import STRATEGIES, generate_diffusion
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
 
@@ -60,7 +61,6 @@ class GenerationPanel:
                  top_p: float = 0.95, prefix_len: int = 16, max_len: int = 96, seed: int = 0, color_by: str = "step"):
         import ipywidgets as widgets
 
-        from .sampler import STRATEGIES
 
         self.model, self.tokenizer = model, tokenizer
         self.fixed = dict(schedule=schedule, prefix_len=prefix_len, max_len=max_len, seed=seed)
@@ -96,7 +96,6 @@ class GenerationPanel:
                     top_k=int(self.top_k.value), top_p=float(self.top_p.value), **self.fixed)
 
     def generate(self, _button=None) -> None:
-        from .sampler import generate_diffusion
 
         self.status.value = "generating ..."
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import metrics, paths
-from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality  # noqa: F401 (notebook API)
+from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality, spread_blocks  # noqa: F401 (notebook API)
 from .models import (
     default_models,
     load_causal_lm,
@@ -23,6 +23,7 @@ from .models import (
     model_summary,
     pick_device,
 )
+from .train import cached_blocks
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
@@ -115,8 +116,6 @@ def finite(obj):
 # -- held-out blocks and scores in any tokenizer ----------------------------------------------------------
 def heldout_blocks(tokenizer, corpus: str, block_size: int, n: int) -> torch.Tensor:
     """``n`` blocks of ``block_size`` tokens spread through ``corpus`` (an alias or path), cached by tokenizer."""
-    from .evaluate import spread_blocks
-    from .train import cached_blocks
 
     blocks = cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
     return spread_blocks(blocks, min(n, len(blocks)))
