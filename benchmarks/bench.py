@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from roberta_diffusion import checks, graphs, models
 from roberta_diffusion.cli import Parser
+from roberta_diffusion.draws import reveal_counts
 from roberta_diffusion.evaluate import environment, prompt_canvas_from_blocks
 from roberta_diffusion.metrics import diffusion_step_flops
 from roberta_diffusion.paths import atomic_path
-from roberta_diffusion.sampler import STRATEGIES, generate_ar, generate_diffusion
-from roberta_diffusion.sampling import reveal_counts
+from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
 
 from .agreement import ar_teacher_forced_all, fast_step, step_tolerance
 from .bench_training import TRAIN_VARIANTS, bench_training, train_variants
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _strategy_list(text: str) -> list[str]:
     strategies = [s for s in text.split(",") if s]
-    timed = [s for s in STRATEGIES if s != "threshold"]  # threshold stops early: no fixed step count to time
+    timed = [s for s in POLICIES if s != "threshold"]  # threshold stops early: no fixed step count to time
     if not strategies or set(strategies) - set(timed):
         raise ValueError(f"--strategies {text}: use a comma list of {', '.join(timed)}")
     return strategies
@@ -160,7 +160,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
                 loops = []  # seconds of each call's step loop alone (no plan, no copies to the host, no text)
 
                 def run(canvas=canvas, steps=steps, flags=flags, strategy=strategy, loops=loops):
-                    trace = generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy=strategy, seed=0, **flags)
+                    trace = generate_diffusion(mlm, tok, canvas=canvas, steps=steps, policy=strategy, seed=0, **flags)
                     loops.append(trace.total_time)
                     return trace
 
@@ -196,7 +196,7 @@ def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
     alone does (``agreement.step_tolerance``)."""
     try:
         return step_tolerance(mlm, tok, canvas, fast_step(mlm, compile_mode), name="compiled", steps=steps,
-                              strategy=strategy, seed=0)
+                              policy=strategy, seed=0)
     except Exception as err:
         return error_row(err)
 

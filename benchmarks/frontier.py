@@ -19,7 +19,7 @@ from roberta_diffusion import evaluate, paths
 from roberta_diffusion.cli import Parser
 from roberta_diffusion.defaults import READABLE
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
-from roberta_diffusion.sampler import STRATEGIES
+from roberta_diffusion.sampler import POLICIES
 from roberta_diffusion.train import cached_blocks
 from roberta_diffusion.workbook import save_figure
 
@@ -91,10 +91,10 @@ def plot(result: dict, path) -> Path:
 def run(args) -> int:
     """``python -m benchmarks.frontier``: measure, write JSON (and a PNG beside it), print the table and the pick."""
     policies, steps = args.policies.split(","), [int(s) for s in args.steps.split(",")]
-    bad = [p for p in policies if p not in STRATEGIES]
+    bad = [p for p in policies if p not in POLICIES]
     if bad or any(s < 1 for s in steps) or args.prompts < 1:
         raise ValueError(f"--policies {bad} / --steps {steps} / --prompts {args.prompts}: policies from "
-                         f"{', '.join(STRATEGIES)}, steps >= 1, prompts >= 1")
+                         f"{', '.join(POLICIES)}, steps >= 1, prompts >= 1")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
     device = pick_device(args.device)

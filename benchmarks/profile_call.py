@@ -15,10 +15,10 @@ import pstats
 
 import torch
 from roberta_diffusion import models
+from roberta_diffusion.draws import make_generator
 from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 from roberta_diffusion.plan import make_plan
 from roberta_diffusion.sampler import generate_diffusion
-from roberta_diffusion.sampling import make_generator
 
 from .common import preset_model, timed_median
 
@@ -41,7 +41,7 @@ if __name__ == "__main__":
     free = ~on_device.fixed & on_device.attention.bool()
 
     def call(c=canvas):
-        return generate_diffusion(mlm, tok, canvas=c, steps=args.steps, strategy=args.strategy, graph=True)
+        return generate_diffusion(mlm, tok, canvas=c, steps=args.steps, policy=args.strategy, graph=True)
 
     call()
     loops = []

@@ -24,9 +24,9 @@ def canvas(tokenizer):
     return prompt_canvas_from_blocks(blocks, 8, tokenizer.mask_token_id)
 
 
-@pytest.mark.parametrize("strategy", ["random", "confidence"])
-def test_the_plain_step_agrees_with_itself_exactly(mlm, tokenizer, canvas, strategy):
-    result = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(mlm), strategy=strategy, **SETTINGS)
+@pytest.mark.parametrize("policy", ["random", "confidence"])
+def test_the_plain_step_agrees_with_itself_exactly(mlm, tokenizer, canvas, policy):
+    result = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(mlm), policy=policy, **SETTINGS)
     assert result["draws"] == 3 * 40  # every generated position is drawn once along the trajectory
     assert result["token_agreement"] == 1.0
     assert result["max_probability_gap"] == 0.0

@@ -23,7 +23,7 @@ PROMPTS = ["The cat sat on the mat and", "A"]  # different lengths: the second r
 BASE = {"steps": 6, "max_len": 20, "top_k": 50, "top_p": 0.95}
 POLICIES = ("seed-remask", "random", "confidence", "margin", "entropy", "threshold")
 
-# name -> settings; the policy goes by the library's keyword (see ``_settings``)
+# name -> the settings of one run
 CASES = {
     **{f"{p}-seed{s}": {"policy": p, "seed": s} for p in POLICIES for s in (0, 1)},
     "threshold-low": {"policy": "threshold", "threshold": 0.05, "seed": 0},
@@ -46,7 +46,6 @@ INFILL = ["The <mask*5> sat down.", "A <mask*7> on the <mask*3> mat"]
 def _settings(case: dict) -> dict:
     settings = {**BASE, **case}
     settings.pop("infill", None)
-    settings["strategy"] = settings.pop("policy")
     return settings
 
 

@@ -108,7 +108,7 @@ def test_fast_sampler_equals_the_reference(mlm, tokenizer, case, infill):
     canvas = infill_canvas(tokenizer, ["The <mask*5> sat down.", "A <mask*7> on the <mask*3> mat"]) if infill \
         else prompt_canvas(tokenizer, PROMPTS, None, 20)
     policy = settings.pop("policy")
-    fast = generate_diffusion(mlm, tokenizer, canvas=canvas, strategy=policy, **settings).final
+    fast = generate_diffusion(mlm, tokenizer, canvas=canvas, policy=policy, **settings).final
     with torch.no_grad():
         slow = reference_generate(mlm, tokenizer, canvas, policy=policy, **settings)
     assert (fast != tokenizer.mask_token_id).all(), "the fast sampler left a <mask>"

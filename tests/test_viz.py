@@ -14,7 +14,7 @@ from roberta_diffusion.trace import Trace
 
 @pytest.fixture(scope="module")
 def trace(mlm, tokenizer):
-    return generate_diffusion(mlm, tokenizer, "The harbour town", steps=6, strategy="confidence", max_len=40, seed=3)
+    return generate_diffusion(mlm, tokenizer, "The harbour town", steps=6, policy="confidence", max_len=40, seed=3)
 
 
 def text_trace(tokenizer, text: str, prefix: int = 4, steps: int = 3, length: int | None = None) -> Trace:
@@ -140,7 +140,7 @@ def test_terminal_and_gif_agree_on_the_masked_share(mlm, tokenizer):
     out = io.StringIO()
     progress = viz.print_progress(tokenizer, tokenizer.mask_token_id, 5, stream=out,
                                   generated=lambda: ~start.fixed[0] & start.attention[0].bool())
-    run = generate_diffusion(mlm, tokenizer, "The harbour town", steps=5, strategy="random", prefix_len=8, max_len=40,
+    run = generate_diffusion(mlm, tokenizer, "The harbour town", steps=5, policy="random", prefix_len=8, max_len=40,
                              on_step=progress)
     printed = [line.split(" · ")[1] for line in out.getvalue().splitlines() if line.startswith("--- step")]
     titled = [viz.step_title(run, s).split(" · ")[2] for s in range(1, run.steps + 1)]
@@ -164,9 +164,9 @@ def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
     assert panel.view.value == viz.render_step(trace, 1, tokenizer)
     panel.colour.value = "confidence"
     assert panel.view.value == viz.render_step(trace, 1, tokenizer, color_by="confidence")
-    panel.prompt.value, panel.strategy.value, panel.steps.value = "A new prompt", "entropy", 3
+    panel.prompt.value, panel.policy.value, panel.steps.value = "A new prompt", "entropy", 3
     panel.button.click()
-    assert panel.trace is not trace and panel.trace.steps == 3 and panel.trace.settings["strategy"] == "entropy"
+    assert panel.trace is not trace and panel.trace.steps == 3 and panel.trace.settings["policy"] == "entropy"
     assert panel.slider.max == 3 and panel.slider.value == 3
     assert panel.view.value == viz.render_step(panel.trace, 3, tokenizer, color_by="confidence")
     before = panel.trace

@@ -8,11 +8,12 @@ import time
 
 import torch
 
+from . import defaults
 from .canvas import Canvas, check_room, prefix_canvas
+from .draws import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
 from .fast_ar import decode_static
 from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
-from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
 from .trace import Trace
 
 NOT_YET = -1  # placeholder id in the trace for positions not generated yet (a causal LM has no <mask>)
@@ -31,8 +32,8 @@ def returned_cache(output):
 
 
 @torch.no_grad()
-def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int | None = None, temperature: float = 1.0,
-                top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, static_cache: bool = False,
+def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, prefix_len: int | None = defaults.PREFIX_LEN,
+                temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, seed: int | None = 0, static_cache: bool = False,
                 graph: bool = False, on_step=None, teacher_forced: torch.Tensor | None = None):
     """Continue ``[bos] + prompt`` (all of it, left-padded to ``prefix_len`` when given) to ``max_len`` tokens, one
     per step.

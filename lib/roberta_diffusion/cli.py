@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import checks, commands, models, viz
+from . import checks, commands, defaults, models, viz
 from .canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
 from .checks import prompt_text
 from .defaults import READABLE
@@ -38,9 +38,9 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=READABLE["top_k"], help=f"0 turns top-k off (default {READABLE['top_k']})")
     p.add_argument("--top-p", type=float, default=READABLE["top_p"], help=f"1 turns top-p off (default {READABLE['top_p']})")
     p.add_argument("--temperature", type=float, default=READABLE["temperature"])
-    p.add_argument("--prefix-len", type=int, default=None,
+    p.add_argument("--prefix-len", type=int, default=defaults.PREFIX_LEN,
                    help="pin this many tokens (<s> included), left-padding shorter prompts (default: the whole prompt)")
-    p.add_argument("--max-len", type=int, default=256, help="canvas length in tokens (default 256)")
+    p.add_argument("--max-len", type=int, default=defaults.MAX_LEN, help=f"canvas length in tokens (default {defaults.MAX_LEN})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--graph", action="store_true", help="CUDA: replay each step as a CUDA graph (same tokens, faster)")
@@ -53,11 +53,12 @@ def _diffusion_args(p):
     p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
 
     p.add_argument("--steps", type=int, default=READABLE["steps"])
-    p.add_argument("--strategy", default=READABLE["strategy"], help=f"random | seed-remask (the seed's) | confidence | "
-                   f"margin | entropy | threshold (default {READABLE['strategy']}, see README: Readable by default)")
+    # --strategy: the flag's first name, kept as an alias
+    p.add_argument("--policy", "--strategy", dest="policy", default=READABLE["policy"], help=f"random | seed-remask (the seed's) | confidence | "
+                   f"margin | entropy | threshold (default {READABLE['policy']}, see README: Readable by default)")
     p.add_argument("--schedule", default=READABLE["schedule"], help="linear | cosine")
     p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
-    p.add_argument("--threshold", type=float, default=0.9, help="confidence bar of the threshold strategy")
+    p.add_argument("--threshold", type=float, default=defaults.THRESHOLD, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
 
 
@@ -166,10 +167,10 @@ def run_generate(args, kind: str):
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, generated=free)
         if args.infill:
             trace = generate_diffusion(model, tokenizer, canvas=start, steps=args.steps,
-                                       strategy=args.strategy, schedule=args.schedule, block_size=args.block_size,
+                                       policy=args.policy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
         else:
-            trace = generate_diffusion(model, tokenizer, prompt, steps=args.steps, strategy=args.strategy,
+            trace = generate_diffusion(model, tokenizer, prompt, steps=args.steps, policy=args.policy,
                                        schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
                                        block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
     else:
@@ -219,13 +220,13 @@ def run_compare(args):
     causal, ar_tok = _load("ar", args.ar_model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                   prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
-    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, strategy=args.strategy, schedule=args.schedule,
+    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, policy=args.policy, schedule=args.schedule,
                               block_size=args.block_size, threshold=args.threshold, **common)
     ar = generate_ar(causal, ar_tok, prompt, **common)
     width = 60
     left = textwrap.wrap(diff.texts[0], width) or [""]
     right = textwrap.wrap(ar.texts[0], width) or [""]
-    print(f"{'DIFFUSION (' + diff.settings['strategy'] + ')':<{width}} | AUTOREGRESSIVE")
+    print(f"{'DIFFUSION (' + diff.settings['policy'] + ')':<{width}} | AUTOREGRESSIVE")
     for i in range(max(len(left), len(right))):
         print(f"{left[i] if i < len(left) else '':<{width}} | {right[i] if i < len(right) else ''}")
     rows = [("wall time (s)", f"{diff.total_time:.3f}", f"{ar.total_time:.3f}"),

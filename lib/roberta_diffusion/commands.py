@@ -12,7 +12,7 @@ from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
 from .recipe import run_recipe
 from .runs import redirect_runs, staged_run
-from .sampler import STRATEGIES
+from .sampler import POLICIES
 from .train import cached_blocks
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
@@ -107,9 +107,9 @@ def check_eval(args) -> tuple[list[int], list[str]]:
 
     steps = _int_list("--steps", args.steps)
     policies = args.policies.split(",")
-    bad = [p for p in policies if p not in STRATEGIES]
+    bad = [p for p in policies if p not in POLICIES]
     if bad:
-        raise ValueError(f"--policies {bad[0]!r}: use a comma list of {', '.join(STRATEGIES)}")
+        raise ValueError(f"--policies {bad[0]!r}: use a comma list of {', '.join(POLICIES)}")
     checks.in_range("--prompts", args.prompts, 1)
     checks.in_range("--elbo-samples", args.elbo_samples, 1, what=" (noise levels per block for the ELBO bound)")
     if args.max_blocks is not None:

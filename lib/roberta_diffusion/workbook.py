@@ -147,7 +147,7 @@ def heldout_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, corpus: str, n_blocks:
     return out
 
 
-def steps_sweep_figure(sweep: list[dict], samples: dict, strategy: str, n_prompts: int, path):
+def steps_sweep_figure(sweep: list[dict], samples: dict, policy: str, n_prompts: int, path):
     """Notebook 04's steps sweep: generative perplexity, unigram entropy and latency against diffusion steps,
     with the AR samples (dashed) and the real text (dotted) as lines. An axis whose values (lines included)
     span more than 10x is logarithmic: on a linear one the AR's gen-ppl of ~8 sat on the bottom edge under
@@ -160,7 +160,7 @@ def steps_sweep_figure(sweep: list[dict], samples: dict, strategy: str, n_prompt
               ("seconds", f"latency, {n_prompts} prompts (s)"))
     for ax, (key, title) in zip(axes, panels, strict=True):
         values = [row[key] for row in sweep]
-        ax.plot(steps, values, "o-", label=f"diffusion ({strategy})")
+        ax.plot(steps, values, "o-", label=f"diffusion ({policy})")
         lines = [(samples["ar"][key], dict(color="tab:red", linestyle="--", label="autoregressive"))]
         if key in samples.get("real", {}):
             lines.append((samples["real"][key], dict(color="gray", linestyle=":", label="real text")))
