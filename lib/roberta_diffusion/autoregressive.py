@@ -39,12 +39,11 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
     per step.
 
     ``static_cache=True`` decodes GPT-2 with this project's fixed-shape decoder (``fast_ar``); ``graph=True``
-    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed (CPU tests; on an
-    H200 at B=1, and the static decoder graphed and not at B = 1, 16, 64 once SDPA was held to repeatable kernels,
-    ``graphs.repeatable_attention``).
+    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed, because every
+    decoder holds SDPA to repeatable kernels (``graphs.repeatable_attention``).
     ``teacher_forced [B, max_len]`` (ids, e.g. another run's ``final``): read these as the context after each step
     instead of the token just drawn; the Trace still holds the drawn tokens. Two decoders forced along one trajectory
-    draw from the same contexts, so their draws can be compared step by step (``agreement.ar_teacher_forced``).
+    draw from the same contexts, so their draws can be compared step by step (``benchmarks/agreement.py``).
     """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")

@@ -83,11 +83,10 @@ def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
 
     transformers passes a 4D mask through untouched. Given a 2D (or no) mask it decides itself whether to
     materialise one, and that decision reads the data, except while a CUDA graph is being captured, when it
-    always materialises: eager steps then ran the flash kernel and captured ones the masked kernel, and
-    their tokens drifted apart (seen on an H200). One prepared mask for both paths keeps them identical.
-    Even an unpadded canvas gets it: with no mask (torch 2.11, an H200) eager steps ran cuDNN's attention, and
-    captured steps neither reproduced their tokens nor kept their speed (twice as slow at B=64; the A/B in
-    reports/2026-11-28-h200-session3/).
+    always materialises: eager steps could then run one attention kernel and captured ones another, and their
+    tokens drift apart. One prepared mask for both paths keeps them identical. Even an unpadded canvas gets it:
+    with no mask, eager steps may run yet another kernel that captured steps reproduce neither in tokens nor in
+    speed.
     """
     return torch.zeros(attention.shape, dtype=dtype, device=attention.device).masked_fill(
         attention == 0, torch.finfo(dtype).min)[:, None, None, :]
@@ -173,7 +172,7 @@ def generate_diffusion(
     the loop). The graph is kept on the model for the next call of the same shape. Per-step times are then
     the loop's time divided evenly. ``compile=True`` (CUDA) runs the whole step (model and sampling) through
     ``torch.compile`` (kept on the model; each new shape compiles once): fused kernels, so the float results
-    differ from the plain step's in the last bits (``bench`` reports the token agreement). A string is taken as
+    differ from the plain step's in the last bits (``benchmarks/bench.py`` reports the token agreement). A string is taken as
     the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"`` (slower to compile, tuned matmuls).
     ``on_step(step, ids_cpu [B, L])`` is called after every step.
     """
@@ -192,7 +191,7 @@ def generate_diffusion(
     if graph:
         check_graph_device(device)
     if compile and device.type != "cuda":
-        # inductor's CPU code for this step commits nothing when rows differ (torch 2.13, seen in a test): CUDA only
+        # inductor's CPU code for this step has committed nothing when rows differ (tests/test_fast_paths.py): CUDA only
         raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: drop --compile")
     if graph and policy == "threshold":
         raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: drop --graph (graph=False)")
