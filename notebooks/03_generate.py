@@ -28,7 +28,7 @@ run_name: str = "scratch"  # outputs go to runs/<run_name>/
 mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
 prompt: str = "The history of the city"  # text to continue
 steps: int = 32  # forward passes (denoising steps)
-strategy: str = "random"  # policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
+policy: str = "random"  # policy (roberta_diffusion.sampler.POLICIES); "seed-remask" is the seed's own
 schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
 max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe
 prefix_len: "Optional[int]" = None  # pinned width (<s> included); None pins the whole prompt, which is never cut
@@ -45,8 +45,8 @@ panel_max_len: int = 96  # canvas length of the interactive panel's own generati
 # %%
 import json
 
-from roberta_diffusion import canvas, paths, viz, workbook
-from roberta_diffusion.sampler import STRATEGIES, generate_diffusion
+from roberta_diffusion import canvas, panel, paths, viz, workbook
+from roberta_diffusion.sampler import POLICIES, generate_diffusion
 
 try:
     from IPython.display import Image, display
@@ -64,13 +64,13 @@ print(f"run folder: {run_dir} · torch threads: {threads}\nmodel: {description}"
 # ## One generation, step by step
 # The default policy is **random** (MDLM's ancestral sampler): each step commits a random share of the masked
 # positions, chosen before the loop, and a committed token stays. It reads best of the policies on the shipped
-# models (README, *Readable by default*). The seed's **seed-remask** (`strategy="seed-remask"`) instead
+# models (README, *Readable by default*). The seed's **seed-remask** (`policy="seed-remask"`) instead
 # *resamples every generated position* at every step, then re-masks a random share that shrinks linearly
 # ((N−1)/N, …, 1/N, 0), so tokens can change their mind until the last step. `░` is a position that is masked
 # after that step; the share masked is of the generated positions (the prompt is not counted).
 
 # %%
-trace = generate_diffusion(model, tokenizer, prompt, steps=steps, strategy=strategy, schedule=schedule,
+trace = generate_diffusion(model, tokenizer, prompt, steps=steps, policy=policy, schedule=schedule,
                            max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
 for step in range(trace.steps + 1):
     print(f"--- step {step}/{trace.steps} · {float(trace.masked_share()[step]):.0%} masked")
@@ -101,9 +101,9 @@ if confidence_gif:
 # record, and `trace.pt` (`Trace.load`) holds the run to scrub again later without regenerating.
 
 # %%
-panel = viz.generation_panel(model, tokenizer, trace=trace, prompt=prompt, strategy=strategy, steps=steps,
-                             schedule=schedule, max_len=panel_max_len, prefix_len=prefix_len, seed=seed, **sampling)
-display(panel)
+live = panel.generation_panel(model, tokenizer, trace=trace, prompt=prompt, policy=policy, steps=steps,
+                              schedule=schedule, max_len=panel_max_len, prefix_len=prefix_len, seed=seed, **sampling)
+display(live)
 
 # %% [markdown]
 # ## Infilling
@@ -116,7 +116,7 @@ infills = {"masks in the text": canvas.infill_canvas(tokenizer, infill_text),
            "prefix + gap + suffix": canvas.prefix_suffix_canvas(tokenizer, "In 1905 the railway", " was closed.", 16)}
 infill_results = {}
 for name, start in infills.items():
-    filled = generate_diffusion(model, tokenizer, canvas=start, steps=steps, strategy=strategy, schedule=schedule,
+    filled = generate_diffusion(model, tokenizer, canvas=start, steps=steps, policy=policy, schedule=schedule,
                                 seed=seed, **sampling)
     infill_results[name] = {"template": viz.render_text(filled, 0, tokenizer), "text": filled.texts[0]}
     print(f"{name}:\n  before: {infill_results[name]['template']}\n  after:  {filled.texts[0]}\n")
@@ -131,10 +131,10 @@ for name, start in infills.items():
 
 # %%
 policy_rows = []
-for policy in STRATEGIES:
-    t = generate_diffusion(model, tokenizer, prompt, steps=policy_steps, strategy=policy, schedule=schedule,
+for policy in POLICIES:
+    t = generate_diffusion(model, tokenizer, prompt, steps=policy_steps, policy=policy, schedule=schedule,
                            max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
-    policy_rows.append({"strategy": policy, "steps": t.steps, "forward passes": t.forward_passes,
+    policy_rows.append({"policy": policy, "steps": t.steps, "forward passes": t.forward_passes,
                         "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})
 display(workbook.table(policy_rows))
 

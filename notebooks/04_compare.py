@@ -39,7 +39,7 @@ n_heldout: int = 8  # held-out blocks for the perplexities
 max_len: int = 96  # canvas length in tokens, prompt included (256 for the real recipe)
 prefix_len: int = 16  # held-out prompts: the first tokens of each block (<s> included); text prompts are pinned whole
 steps: int = 32  # diffusion forward passes
-strategy: str = "random"  # diffusion policy (roberta_diffusion.sampler.STRATEGIES); "seed-remask" is the seed's own
+policy: str = "random"  # diffusion policy (roberta_diffusion.sampler.POLICIES); "seed-remask" is the seed's own
 steps_sweep: list = [2, 5, 10, 20]  # step counts for the sweep
 elbo_samples: int = 4  # Monte-Carlo noise levels per block for the ELBO bound
 top_k: int = 50
@@ -53,7 +53,7 @@ import json
 
 import matplotlib.pyplot as plt
 
-from roberta_diffusion import metrics, paths, viz, workbook
+from roberta_diffusion import metrics, panel, paths, viz, workbook
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
 
 try:
@@ -85,7 +85,7 @@ print(f"run folder: {run_dir} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}
 # %%
 generate_diffusion(mlm, mlm_tok, prompts[:1], steps=1, max_len=max_len)  # warm-up
 generate_ar(ar, ar_tok, prompts[:1], max_len=max_len)
-diff_trace = generate_diffusion(mlm, mlm_tok, prompts, steps=steps, strategy=strategy, max_len=max_len, seed=seed,
+diff_trace = generate_diffusion(mlm, mlm_tok, prompts, steps=steps, policy=policy, max_len=max_len, seed=seed,
                                 **sampling)
 ar_trace = generate_ar(ar, ar_tok, prompts, max_len=max_len, seed=seed, **sampling)
 display(workbook.table([{"prompt": p, "diffusion": d[:120], "autoregressive": a[:120]}
@@ -98,7 +98,7 @@ display(workbook.table([{"prompt": p, "diffusion": d[:120], "autoregressive": a[
 # cheap step per token.
 
 # %%
-labels = [f"diffusion ({strategy}, {steps} steps)", "autoregressive"]
+labels = [f"diffusion ({policy}, {steps} steps)", "autoregressive"]
 compare_gif = viz.animate_comparison([diff_trace, ar_trace], [mlm_tok, ar_tok], run_dir / "compare.gif", labels=labels)
 display(Image(filename=str(compare_gif)))
 
@@ -107,7 +107,7 @@ display(Image(filename=str(compare_gif)))
 # step its run had reached at that moment of its own measured time.
 
 # %%
-display(viz.clock_panel([diff_trace, ar_trace], [mlm_tok, ar_tok], labels))
+display(panel.clock_panel([diff_trace, ar_trace], [mlm_tok, ar_tok], labels))
 
 # %% [markdown]
 # ## Speed
@@ -147,13 +147,13 @@ display(workbook.table([{"model": "ar (exact)", **heldout["ar"]}, {"model": "mlm
 sweep_steps = sorted({int(s) for s in steps_sweep} | {steps})
 prompt_blocks = workbook.heldout_blocks(judge_tok, corpus, max_len, n_prompts)
 samples = workbook.sample_quality(mlm, mlm_tok, ar, ar_tok, judge, judge_tok, prompt_blocks, prefix_len,
-                                  sweep_steps, strategy, sampling, seed)
+                                  sweep_steps, policy, sampling, seed)
 samples["judge"] = judge_desc
 print(f"judge: {judge_desc}")
 keys = ("gen_ppl", "unigram_entropy", "distinct_2", "seconds")
 rows = [{"text": "real continuation", **{k: samples["real"].get(k) for k in keys}},
         {"text": "autoregressive", **{k: samples["ar"][k] for k in keys}},
-        {"text": f"diffusion ({strategy}, {steps} steps)", **{k: samples["diffusion"][steps][k] for k in keys}}]
+        {"text": f"diffusion ({policy}, {steps} steps)", **{k: samples["diffusion"][steps][k] for k in keys}}]
 display(workbook.table(rows))
 print(f"\nexample prompt block (real):\n{samples['real']['text']}\n\nAR:\n{samples['ar']['text']}\n\n"
       f"diffusion:\n{samples['diffusion'][steps]['text']}")
@@ -168,7 +168,7 @@ print(f"\nexample prompt block (real):\n{samples['real']['text']}\n\nAR:\n{sampl
 # %%
 sweep = [{"steps": s, **{k: samples["diffusion"][s][k] for k in ("gen_ppl", "unigram_entropy", "distinct_2", "seconds")}}
          for s in sweep_steps]
-fig = workbook.steps_sweep_figure(sweep, samples, strategy, n_prompts, run_dir / "steps_sweep.png")
+fig = workbook.steps_sweep_figure(sweep, samples, policy, n_prompts, run_dir / "steps_sweep.png")
 plt.show()
 plt.close(fig)
 display(workbook.table(sweep))
@@ -181,7 +181,7 @@ display(workbook.table(sweep))
 # %%
 result = {
     "models": {"mlm": mlm_desc, "ar": ar_desc, "judge": judge_desc, "shared_tokenizer": shared},
-    "settings": {"max_len": max_len, "prefix_len": prefix_len, "steps": steps, "strategy": strategy,
+    "settings": {"max_len": max_len, "prefix_len": prefix_len, "steps": steps, "policy": policy,
                  "prompts": prompts, "n_prompts": n_prompts, "seed": seed, "torch_threads": threads,
                  "device": str(next(mlm.parameters()).device), **sampling},
     "diffusion": {**timings["diffusion"], "text": diff_trace.texts[0]},

@@ -29,7 +29,7 @@ probe)
   finetune --num-processes 1 --set run_name=\"probe-1\" 'objectives=["mlm"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-1.log" 2>&1
   finetune --num-processes "$GPUS" --set run_name=\"probe-$GPUS\" 'objectives=["mlm"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-$GPUS.log" 2>&1
   tail -n 3 "$OUT"/probe-*.log
-  python3 benchmarks/scaling.py runs/probe-1/mlm "runs/probe-$GPUS/mlm" --out "$OUT/scaling.json"
+  python3 -m benchmarks.scaling runs/probe-1/mlm "runs/probe-$GPUS/mlm" --out "$OUT/scaling.json"
   ;;
 train)
   mlm_steps=$(steps_for "runs/probe-$GPUS/mlm/history.json" "${MLM_MINUTES:-12}")

@@ -6,13 +6,14 @@ import copy
 
 import pytest
 import torch
-from roberta_diffusion.agreement import (
+from roberta_diffusion.evaluate import prompt_canvas_from_blocks
+
+from benchmarks.agreement import (
     plain_step,
     step_tolerance,
     teacher_forced_agreement,
     within_tolerance,
 )
-from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 
 SETTINGS = dict(steps=6, seed=4)
 
@@ -23,9 +24,9 @@ def canvas(tokenizer):
     return prompt_canvas_from_blocks(blocks, 8, tokenizer.mask_token_id)
 
 
-@pytest.mark.parametrize("strategy", ["random", "confidence"])
-def test_the_plain_step_agrees_with_itself_exactly(mlm, tokenizer, canvas, strategy):
-    result = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(mlm), strategy=strategy, **SETTINGS)
+@pytest.mark.parametrize("policy", ["random", "confidence"])
+def test_the_plain_step_agrees_with_itself_exactly(mlm, tokenizer, canvas, policy):
+    result = teacher_forced_agreement(mlm, tokenizer, canvas, plain_step(mlm), policy=policy, **SETTINGS)
     assert result["draws"] == 3 * 40  # every generated position is drawn once along the trajectory
     assert result["token_agreement"] == 1.0
     assert result["max_probability_gap"] == 0.0
@@ -73,7 +74,7 @@ def test_teacher_forcing_reads_the_given_context(causal_lm, tokenizer):
 
 
 def test_the_static_decoder_is_within_the_tolerance_of_the_plain_loop(causal_lm, tokenizer):
-    from roberta_diffusion.agreement import ar_teacher_forced
+    from benchmarks.agreement import ar_teacher_forced
 
     prefix = torch.randint(5, len(tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
     result = ar_teacher_forced(causal_lm, tokenizer, prefix, max_len=24)
@@ -98,7 +99,8 @@ class _UncopyableGraph:
 def test_the_graphed_decoder_is_compared_although_its_graph_cannot_be_copied(monkeypatch, causal_lm, tokenizer):
     """The float32 yardstick copies the model after the graphed run, which left a captured graph on it."""
     from roberta_diffusion import graphs
-    from roberta_diffusion.agreement import ar_teacher_forced
+
+    from benchmarks.agreement import ar_teacher_forced
 
     def fake_capture(step, warmup=2):
         for _ in range(warmup):
@@ -115,7 +117,7 @@ def test_the_graphed_decoder_is_compared_although_its_graph_cannot_be_copied(mon
 
 
 def test_several_decoders_share_one_plain_run_and_one_wider_pass(monkeypatch, causal_lm, tokenizer):
-    from roberta_diffusion import agreement
+    from benchmarks import agreement
 
     calls = []
     real = agreement.generate_ar

@@ -67,9 +67,9 @@ DIFFUSION_BAD = {
     "top_k < 0": (dict(top_k=-1), "top_k"),
     "temperature = 0": (dict(temperature=0.0), "temperature"),
     "temperature < 0": (dict(temperature=-0.5), "temperature"),
-    "unknown strategy": (dict(strategy="greedy"), "strategy"),
+    "unknown policy": (dict(policy="greedy"), "policy"),
     "unknown schedule": (dict(schedule="exponential"), "schedule"),
-    "threshold > 1": (dict(strategy="threshold", threshold=1.5), "threshold"),
+    "threshold > 1": (dict(policy="threshold", threshold=1.5), "threshold"),
 }
 
 
@@ -182,13 +182,13 @@ CLI_BAD = {
     "top-k < 0": (["generate", "The cat", "--top-k", "-1"], "top_k"),
     "temperature = 0": (["generate", "The cat", "--temperature", "0"], "temperature"),
     "temperature < 0": (["generate", "The cat", "--temperature", "-1"], "temperature"),
-    "unknown strategy": (["generate", "The cat", "--strategy", "greedy"], "strategy"),
+    "unknown policy": (["generate", "The cat", "--strategy", "greedy"], "policy"),
     "unknown schedule": (["generate", "The cat", "--schedule", "exponential"], "schedule"),
     "infill without a mask": (["generate", "no masks here", "--infill"], "nothing to infill"),
     "ar: prefix_len >= max_len": (["ar", "The cat", "--prefix-len", "48"], "--prefix-len"),
     "ar: max_len above the model": (["ar", "The cat", "--max-len", "300"], "max_len"),
     "ar: top-k < 0": (["ar", "The cat", "--top-k", "-2"], "top_k"),
-    "compare: unknown strategy": (["compare", "The cat", "--strategy", "greedy"], "strategy"),
+    "compare: unknown policy": (["compare", "The cat", "--strategy", "greedy"], "policy"),
     "compare: empty prompt": (["compare", ""], "empty"),
 }
 

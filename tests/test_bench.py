@@ -5,12 +5,14 @@ import math
 
 import pytest
 import torch
-from roberta_diffusion import bench, cli
+from roberta_diffusion import metrics
+
+from benchmarks import agreement, bench, common
 
 
 def test_bench_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert cli.main(["bench", "--size", "tiny", "--batch-sizes", "1,2", "--steps", "2,4", "--max-len", "32",
+    assert bench.main(["--size", "tiny", "--batch-sizes", "1,2", "--steps", "2,4", "--max-len", "32",
                      "--repeats", "1", "--train-batch", "2", "--device", "cpu", "--strategies", "confidence,random",
                      "--out", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -37,7 +39,7 @@ def test_bench_writes_every_figure(tmp_path, capsys):
 @pytest.mark.parametrize("bad", [["--steps", "0"], ["--strategies", "threshold"], ["--strategies", "greedy"],
                                  ["--train-variants", "eager,fastest"]])
 def test_bench_rejects_bad_arguments(tmp_path, capsys, bad):
-    assert cli.main(["bench", *bad, "--max-len", "32", "--repeats", "1", "--skip", "ar,train", "--device", "cpu",
+    assert bench.main([*bad, "--max-len", "32", "--repeats", "1", "--skip", "ar,train", "--device", "cpu",
                      "--out", str(tmp_path / "b.json")]) == 2
     assert not (tmp_path / "b.json").exists()
     assert capsys.readouterr().err.count("\n") == 1
@@ -50,7 +52,7 @@ def test_random_policy_flops_count_only_the_positions_it_draws():
 
 
 def test_flop_count_grows_with_sequence_length(mlm):
-    assert bench.training_flops_per_token(mlm, 512) > bench.training_flops_per_token(mlm, 64) > 6 * 1000
+    assert metrics.training_flops_per_token(mlm, 512) > metrics.training_flops_per_token(mlm, 64) > 6 * 1000
 
 
 def test_flop_counts_match_a_hand_count_for_roberta_base_shapes(tokenizer):
@@ -60,9 +62,9 @@ def test_flop_counts_match_a_hand_count_for_roberta_base_shapes(tokenizer):
     width, layers, vocab = 768, 12, model.config.vocab_size
     encoder = layers * (4 * width * width + 2 * width * 3072)  # q, k, v, out + the MLP
     head = width * width + width * vocab  # the head's dense layer + the vocabulary projection
-    assert bench._param_split(model) == (encoder, head)
+    assert metrics.matmul_weights(model) == (encoder, head)
     attention = 4 * layers * width * 256
-    assert bench.training_flops_per_token(model, 256, 0.5) == 6 * encoder + 3 * head + 3 * attention
+    assert metrics.training_flops_per_token(model, 256, 0.5) == 6 * encoder + 3 * head + 3 * attention
 
 
 @pytest.mark.parametrize("arch", ["roberta", "modernbert"])
@@ -81,16 +83,15 @@ def test_a_steps_flop_count_equals_torchs_own_count(tokenizer, arch):
     mask = additive_attention_mask(torch.ones(batch, length, dtype=torch.long), torch.float32)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         gathered_logits(model, ids, mask, index)
-    assert bench.diffusion_step_flops(model, batch, length, candidates) == counter.get_total_flops()
+    assert metrics.diffusion_step_flops(model, batch, length, candidates) == counter.get_total_flops()
 
 
 def test_compiled_rows_carry_the_teacher_forced_tolerance(monkeypatch, mlm, tokenizer):
     """The compiled step is CUDA-only; here the plain step stands in for it, so the wiring is what is checked: both
     comparisons are run and the verdict follows ``agreement.within_tolerance``."""
-    from roberta_diffusion import agreement
     from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 
-    monkeypatch.setattr(agreement, "fast_step", lambda model, mode=None: agreement.plain_step(model))
+    monkeypatch.setattr(bench, "fast_step", lambda model, mode=None: agreement.plain_step(model))
     blocks = torch.randint(5, len(tokenizer), (2, 32), generator=torch.Generator().manual_seed(0))
     canvas = prompt_canvas_from_blocks(blocks, 8, tokenizer.mask_token_id)
     result = bench._teacher_forced(mlm, tokenizer, canvas, 4, "random", None)
@@ -109,8 +110,8 @@ def test_the_dropout0_training_row_builds_its_model_without_dropout(tmp_path, ml
         mlm.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     args = SimpleNamespace(mlm=folder, ar=None, size="tiny", max_len=32, vocab_multiple=1)
-    plain = bench._model("mlm", args, tokenizer, "cpu")
-    no_dropout = bench._model("mlm", args, tokenizer, "cpu", dropout=0.0)
+    plain = common.bench_model("mlm", args, tokenizer, "cpu")
+    no_dropout = common.bench_model("mlm", args, tokenizer, "cpu", dropout=0.0)
     rates = [m.p for m in no_dropout.modules() if isinstance(m, torch.nn.Dropout)]
     assert rates and all(p == 0.0 for p in rates)
     assert any(m.p > 0 for m in plain.modules() if isinstance(m, torch.nn.Dropout)), "the default keeps its dropout"

@@ -54,7 +54,17 @@ def test_generate(capsys, tmp_path, tiny_dirs, extra):
     assert summary["new_tokens"] == 48 - prompt_width()  # the whole prompt is pinned, nothing more
     assert summary["text"].startswith(PROMPT)
     if extra:
-        assert summary["strategy"] == extra[1]
+        assert summary["policy"] == extra[1]
+
+
+def test_policy_and_its_old_name_strategy_are_one_flag(capsys, tmp_path, tiny_dirs):
+    texts = {}
+    for flag in ("--policy", "--strategy"):
+        js = tmp_path / f"{flag[2:]}.json"
+        assert main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, flag, "margin", "--quiet",
+                     "--json", str(js)]) == 0
+        texts[flag] = read_json(js)
+    assert texts["--policy"]["policy"] == "margin" and texts["--policy"]["text"] == texts["--strategy"]["text"]
 
 
 def test_generate_infill(capsys, tmp_path, tiny_dirs):

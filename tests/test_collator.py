@@ -245,3 +245,15 @@ def test_stratified_ratios_are_evenly_spread_uniform_and_bound_the_masked_count(
         assert worst <= bound < batch_size * (length - PREFIX) or batch_size == 1, (batch_size, length, worst, bound)
     with pytest.raises(ValueError, match="stratified"):
         DiffusionCollator(tokenizer, PREFIX, "continuous").max_masked(4, 32)
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9, 1.0])
+def test_mask_takes_the_rounded_share_of_the_maskable_positions(tokenizer, blocks, ratio):
+    """What notebook 01 shows: at ratio t a row masks round(t x its maskable positions), at least one, and never
+    a prefix, special or pad position (a row padded at its end and one with a stray ``</s>`` included)."""
+    ids = batch_with_specials(tokenizer, blocks)
+    collator = DiffusionCollator(tokenizer, prefix_len=PREFIX, generator=torch.Generator().manual_seed(0))
+    masked = collator.mask(ids, torch.full((len(ids),), ratio))
+    maskable = maskable_reference(tokenizer, ids, PREFIX)
+    assert torch.equal(masked.sum(dim=1), torch.clamp(torch.round(ratio * maskable.sum(dim=1)), min=1).long())
+    assert not (masked & ~maskable).any()

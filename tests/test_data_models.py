@@ -216,7 +216,7 @@ def test_other_masked_lm_architectures_generate_and_train(arch, tokenizer):
     from roberta_diffusion.train import masked_lm_loss
 
     model = models.fresh_mlm(tokenizer, "tiny", max_len=48, arch=arch)
-    trace = generate_diffusion(model, tokenizer, "The harbour", steps=3, strategy="confidence", max_len=48)
+    trace = generate_diffusion(model, tokenizer, "The harbour", steps=3, policy="confidence", max_len=48)
     assert not (trace.final == tokenizer.mask_token_id).any()
     batch = DiffusionCollator(tokenizer, prefix_len=4)(torch.randint(10, 300, (2, 48)))
     batch.pop("mask_ratio")

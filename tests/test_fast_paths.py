@@ -93,13 +93,13 @@ def test_the_kept_decoder_holds_no_autograd_history(causal_lm):
     assert ids.grad_fn is None and confidence.grad_fn is None
 
 
-@pytest.mark.parametrize("strategy", ["seed-remask", "random", "confidence", "margin", "entropy"])
-def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on_cpu, strategy):
+@pytest.mark.parametrize("policy", ["seed-remask", "random", "confidence", "margin", "entropy"])
+def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on_cpu, policy):
     model = copy.deepcopy(mlm)
     runs = [dict(seed=0), dict(seed=1), dict(seed=0, temperature=0.8)]
     for kwargs in runs:
-        plain = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=18, max_len=40, strategy=strategy, **kwargs)
-        fast = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=18, max_len=40, strategy=strategy,
+        plain = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=18, max_len=40, policy=policy, **kwargs)
+        fast = generate_diffusion(model, tokenizer, PROMPTS, steps=5, prefix_len=18, max_len=40, policy=policy,
                                   graph=True, **kwargs)
         assert torch.equal(fast.ids, plain.ids), kwargs
         torch.testing.assert_close(fast.confidence, plain.confidence, equal_nan=True)
@@ -110,8 +110,8 @@ def test_diffusion_graph_runner_with_blocks_and_uneven_infill_rows(mlm, tokenize
     model = copy.deepcopy(mlm)
     canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
     for block_size in (None, 6):
-        plain = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, strategy="confidence", block_size=block_size)
-        fast = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, strategy="confidence", block_size=block_size,
+        plain = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, policy="confidence", block_size=block_size)
+        fast = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, policy="confidence", block_size=block_size,
                                   graph=True)
         assert torch.equal(fast.ids, plain.ids)
 
@@ -125,7 +125,7 @@ def test_graphs_need_cuda_and_a_fixed_step_count(mlm, causal_lm, tokenizer):
 
 def test_threshold_has_no_graph(mlm, tokenizer, graphs_on_cpu):
     with pytest.raises(ValueError, match="threshold"):
-        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=6, strategy="threshold", graph=True)
+        generate_diffusion(mlm, tokenizer, "Hello", steps=2, max_len=24, prefix_len=6, policy="threshold", graph=True)
 
 
 def test_the_compiled_step_is_refused_off_cuda(mlm, tokenizer):
@@ -166,9 +166,9 @@ def _run_steps(model, x, attention, plan, **knobs):
 def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokenizer, block_size, temperature, top_k, top_p):
     """``random`` fixes its positions in the plan and draws only there; drawing at every free position and
     committing the same ones (the generic step, here by emptying the plan's commit fields) gives the same text."""
+    from roberta_diffusion.draws import make_generator
     from roberta_diffusion.plan import _no_commits, make_plan
     from roberta_diffusion.sampler import model_attention_mask
-    from roberta_diffusion.sampling import make_generator
 
     canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
     free = ~canvas.fixed & canvas.attention.bool()
@@ -177,7 +177,7 @@ def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokeni
     counts_per_step = plan.commit_ok.sum(dim=2)  # [S, B]
     assert torch.equal(counts_per_step.sum(dim=0), free.sum(dim=1)), "every free position is committed exactly once"
     assert plan.commit_pos.shape[-1] < free.sum(dim=1).max(), "a step draws at fewer positions than the canvas has free"
-    knobs = dict(strategy="random", mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
+    knobs = dict(policy="random", mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
                  top_p=top_p, threshold=0.9)
     attention = model_attention_mask(mlm, canvas.attention)
     planned = _run_steps(mlm, x, attention, plan, **knobs)
@@ -192,8 +192,8 @@ def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokeni
 def test_random_reveals_in_a_uniformly_random_order():
     """``random`` commits by one key per position: over many seeds every free position is equally likely to come
     at any step (no bias to the left or right of the canvas, as a tie-break or an ignored key would give)."""
+    from roberta_diffusion.draws import make_generator
     from roberta_diffusion.plan import make_plan
-    from roberta_diffusion.sampling import make_generator
 
     free = torch.zeros(1, 24, dtype=torch.bool)
     free[0, 4:] = True  # 20 free positions, 4 steps of 5

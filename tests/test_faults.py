@@ -11,6 +11,8 @@ import pytest
 from roberta_diffusion import cli, paths
 from roberta_diffusion.cli import EXIT_USAGE, main
 
+from benchmarks import bench
+
 
 @pytest.fixture()
 def sandbox(tmp_path, monkeypatch):
@@ -33,9 +35,12 @@ def snapshot(root):
 
 
 def run_cli(capsys, argv) -> tuple[int, str]:
+    """``argv`` through ``roberta-diffusion``, or a ``bench ...`` line through ``python -m benchmarks.bench`` (the tool
+    beside the library, which keeps the CLI's error conventions)."""
+    entry, argv = (bench.main, argv[1:]) if argv[:1] == ["bench"] else (main, argv)
     capsys.readouterr()
     try:
-        status = main(argv)
+        status = entry(argv)
     except SystemExit as exit_:  # argparse's own errors
         status = exit_.code
     return status, capsys.readouterr().err
@@ -190,8 +195,6 @@ def test_outputs_are_replaced_together_on_success(capsys, tmp_path, tiny_dirs):
 
 
 def test_bench_keeps_its_out_file_until_every_section_ran(capsys, tmp_path, monkeypatch):
-    from roberta_diffusion import bench
-
     out = tmp_path / "b.json"
     out.write_text('{"old": true}')
 

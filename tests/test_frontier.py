@@ -2,7 +2,7 @@
 
 import json
 
-from roberta_diffusion import cli, frontier
+from benchmarks import frontier
 
 
 def test_pick_takes_the_lowest_perplexity_that_keeps_the_entropy():
@@ -18,7 +18,7 @@ def test_pick_takes_the_lowest_perplexity_that_keeps_the_entropy():
 
 def test_frontier_command_writes_points_for_every_setting(tmp_path, tiny_dirs, capsys):
     out = tmp_path / "frontier.json"
-    status = cli.main(["frontier", "--mlm", str(tiny_dirs / "mlm"), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample",
+    status = frontier.main(["--mlm", str(tiny_dirs / "mlm"), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample",
                        "--prompts", "2", "--steps", "2,3", "--policies", "random,confidence", "--max-len", "32",
                        "--prefix-len", "8", "--device", "cpu", "--out", str(out)])
     printed = capsys.readouterr().out
@@ -30,5 +30,5 @@ def test_frontier_command_writes_points_for_every_setting(tmp_path, tiny_dirs, c
 
 
 def test_frontier_refuses_an_unknown_policy(tmp_path, capsys):
-    assert cli.main(["frontier", "--policies", "loudest", "--out", str(tmp_path / "f.json")]) == 2
+    assert frontier.main(["--policies", "loudest", "--out", str(tmp_path / "f.json")]) == 2
     assert "loudest" in capsys.readouterr().err and not (tmp_path / "f.json").exists()

@@ -81,7 +81,7 @@ LONG = "The cat sat on the mat and looked out of the window at the rain for a lo
 def test_generation_pins_every_token_of_a_long_prompt(mlm, tokenizer):
     prompt_ids = tokenizer(LONG, add_special_tokens=False)["input_ids"]
     assert len(prompt_ids) > 16  # longer than the old fixed prefix, which cut it
-    trace = generate_diffusion(mlm, tokenizer, LONG, steps=3, max_len=len(prompt_ids) + 9, strategy="random")
+    trace = generate_diffusion(mlm, tokenizer, LONG, steps=3, max_len=len(prompt_ids) + 9, policy="random")
     final = trace.ids[-1, 0].tolist()
     assert final[1 : 1 + len(prompt_ids)] == prompt_ids
     assert trace.settings["prefix_len"] == 1 + len(prompt_ids)

@@ -8,13 +8,13 @@ import copy
 import pytest
 import torch
 from roberta_diffusion.canvas import infill_canvas, prefix_suffix_canvas, prompt_canvas, prompt_prefixes
-from roberta_diffusion.sampler import STRATEGIES, generate_diffusion
-from roberta_diffusion.sampling import reveal_counts
+from roberta_diffusion.draws import reveal_counts
+from roberta_diffusion.sampler import POLICIES, generate_diffusion
 from roberta_diffusion.trace import Trace
 
 PROMPTS = ["The cat sat on the mat and", "A"]  # different lengths: the second is left-padded
 PREFIX, MAX_LEN, STEPS = 12, 40, 4
-COUNTED = [s for s in STRATEGIES if s != "threshold"]  # those that commit the scheduled number per step
+COUNTED = [s for s in POLICIES if s != "threshold"]  # those that commit the scheduled number per step
 
 
 def run(model, tokenizer, prompts=PROMPTS, **kwargs):
@@ -32,14 +32,14 @@ def two_row_infill(tokenizer):
     return infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_every_strategy_fills_the_canvas_and_keeps_pins(mlm, tokenizer, strategy, schedule):
+def test_every_policy_fills_the_canvas_and_keeps_pins(mlm, tokenizer, policy, schedule):
     start = prompt_canvas(tokenizer, PROMPTS, PREFIX, MAX_LEN)
-    trace = run(mlm, tokenizer, strategy=strategy, schedule=schedule)
+    trace = run(mlm, tokenizer, policy=policy, schedule=schedule)
     mask = tokenizer.mask_token_id
 
-    if strategy == "threshold":  # may stop early once everything is committed
+    if policy == "threshold":  # may stop early once everything is committed
         assert 1 <= trace.steps <= STEPS
     else:
         assert trace.steps == STEPS
@@ -66,7 +66,7 @@ def test_every_strategy_fills_the_canvas_and_keeps_pins(mlm, tokenizer, strategy
 
     assert len(trace.texts) == len(trace.completions) == len(PROMPTS)
     assert all(trace.texts[b].endswith(trace.completions[b]) for b in range(len(PROMPTS)))
-    assert trace.settings["strategy"] == strategy and trace.kind == "diffusion"
+    assert trace.settings["policy"] == policy and trace.kind == "diffusion"
 
 
 @pytest.fixture(scope="module")
@@ -78,33 +78,33 @@ def mask_loving_mlm(mlm, tokenizer):
     return model
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("top_k,top_p", [(50, 0.95), (0, 1.0)])
-def test_mask_is_never_drawn_even_when_the_model_prefers_it(mask_loving_mlm, tokenizer, strategy, top_k, top_p):
+def test_mask_is_never_drawn_even_when_the_model_prefers_it(mask_loving_mlm, tokenizer, policy, top_k, top_p):
     with torch.no_grad():
         probe = mask_loving_mlm(input_ids=prompt_canvas(tokenizer, PROMPTS, PREFIX, MAX_LEN).ids).logits
     assert (probe.argmax(dim=-1) == tokenizer.mask_token_id).float().mean() > 0.9, "the probe model does prefer it"
-    trace = run(mask_loving_mlm, tokenizer, strategy=strategy, top_k=top_k, top_p=top_p)
+    trace = run(mask_loving_mlm, tokenizer, policy=policy, top_k=top_k, top_p=top_p)
     assert not (trace.final == tokenizer.mask_token_id).any()
-    if strategy != "threshold":
+    if policy != "threshold":
         assert torch.equal(masked_counts(trace)[:-1] - masked_counts(trace)[1:],
                            reveal_counts(trace.generated.sum(dim=1), STEPS, "linear"))
 
 
-@pytest.mark.parametrize("strategy", [s for s in COUNTED if s != "seed-remask"] + ["threshold"])
-def test_committed_tokens_are_final(mlm, tokenizer, strategy):
+@pytest.mark.parametrize("policy", [s for s in COUNTED if s != "seed-remask"] + ["threshold"])
+def test_committed_tokens_are_final(mlm, tokenizer, policy):
     """Every policy but seed-remask commits once: a position that is not <mask> never changes again."""
-    trace = run(mlm, tokenizer, strategy=strategy, steps=6)
+    trace = run(mlm, tokenizer, policy=policy, steps=6)
     for s in range(trace.steps + 1):
         done = trace.ids[s] != tokenizer.mask_token_id
         assert torch.equal(trace.ids[s][done], trace.final[done])
 
 
-@pytest.mark.parametrize("strategy", COUNTED)
+@pytest.mark.parametrize("policy", COUNTED)
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_each_step_commits_the_scheduled_count(mlm, tokenizer, strategy, schedule):
+def test_each_step_commits_the_scheduled_count(mlm, tokenizer, policy, schedule):
     steps = 5
-    trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=steps, strategy=strategy,
+    trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=steps, policy=policy,
                                schedule=schedule)
     left = masked_counts(trace)
     n_free = trace.generated.sum(dim=1)
@@ -121,17 +121,17 @@ def test_seed_remask_masked_share_follows_the_linear_schedule(mlm, tokenizer, st
     for s in range(steps + 1):
         assert left[s].tolist() == [round(n * (1 - s / steps)) for n in n_free]
     # seed-remask resamples generated positions every step: tokens written at step 1 need not survive
-    assert trace.settings["strategy"] == "seed-remask"
+    assert trace.settings["policy"] == "seed-remask"
 
 
 def test_threshold_commits_at_least_one_per_step_and_stops_early(mlm, tokenizer):
-    trace = run(mlm, tokenizer, strategy="threshold", steps=6, threshold=1.0)  # a random model is never sure
+    trace = run(mlm, tokenizer, policy="threshold", steps=6, threshold=1.0)  # a random model is never sure
     left = masked_counts(trace)
     assert trace.steps == 6
     assert torch.all(left[:-1] - left[1:] >= 1)
     assert torch.all(left[-1] == 0)
 
-    easy = run(mlm, tokenizer, strategy="threshold", steps=6, threshold=1e-9)  # every draw clears the bar
+    easy = run(mlm, tokenizer, policy="threshold", steps=6, threshold=1e-9)  # every draw clears the bar
     assert easy.steps == 1 and easy.forward_passes == 1
     assert not (easy.final == tokenizer.mask_token_id).any()
 
@@ -146,14 +146,14 @@ def _block_index(generated: torch.Tensor, block_size: int) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("strategy", ["random", "confidence", "margin", "entropy", "threshold"])
+@pytest.mark.parametrize("policy", ["random", "confidence", "margin", "entropy", "threshold"])
 @pytest.mark.parametrize("source", ["prompt", "infill"])
-def test_blocks_fill_left_to_right(mlm, tokenizer, strategy, source):
+def test_blocks_fill_left_to_right(mlm, tokenizer, policy, source):
     block_size = 6
     if source == "prompt":
-        trace = run(mlm, tokenizer, strategy=strategy, steps=12, block_size=block_size)
+        trace = run(mlm, tokenizer, policy=policy, steps=12, block_size=block_size)
     else:
-        trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=12, strategy=strategy,
+        trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=12, policy=policy,
                                    block_size=block_size)
     blocks = _block_index(trace.generated, block_size)
     assert not (trace.final == tokenizer.mask_token_id).any()
@@ -170,7 +170,7 @@ def test_blocks_fill_left_to_right(mlm, tokenizer, strategy, source):
 
 def test_blocks_split_the_steps(mlm, tokenizer):
     # 32 free positions in blocks of 8 -> 4 blocks; 8 steps -> 2 each: block k is done after step 2(k+1)
-    trace = run(mlm, tokenizer, strategy="random", steps=8, block_size=8)
+    trace = run(mlm, tokenizer, policy="random", steps=8, block_size=8)
     committed = trace.committed_at[:, PREFIX:]
     for k in range(4):
         assert torch.all(committed[:, 8 * k: 8 * (k + 1)] <= 2 * (k + 1))
@@ -179,18 +179,18 @@ def test_blocks_split_the_steps(mlm, tokenizer):
 
 def test_block_errors(mlm, tokenizer):
     with pytest.raises(ValueError, match="steps"):
-        run(mlm, tokenizer, strategy="random", steps=3, block_size=8)  # 4 blocks, 3 steps
+        run(mlm, tokenizer, policy="random", steps=3, block_size=8)  # 4 blocks, 3 steps
     with pytest.raises(ValueError, match="seed-remask"):
-        run(mlm, tokenizer, strategy="seed-remask", block_size=8)
+        run(mlm, tokenizer, policy="seed-remask", block_size=8)
     with pytest.raises(ValueError, match="block_size"):
-        run(mlm, tokenizer, strategy="random", block_size=0)
+        run(mlm, tokenizer, policy="random", block_size=0)
 
 
-@pytest.mark.parametrize("strategy", ["seed-remask", "random", "confidence"])
-def test_seeds_repeat_and_differ(mlm, tokenizer, strategy):
-    a = run(mlm, tokenizer, strategy=strategy, seed=7)
-    b = run(mlm, tokenizer, strategy=strategy, seed=7)
-    c = run(mlm, tokenizer, strategy=strategy, seed=8)
+@pytest.mark.parametrize("policy", ["seed-remask", "random", "confidence"])
+def test_seeds_repeat_and_differ(mlm, tokenizer, policy):
+    a = run(mlm, tokenizer, policy=policy, seed=7)
+    b = run(mlm, tokenizer, policy=policy, seed=7)
+    c = run(mlm, tokenizer, policy=policy, seed=8)
     assert torch.equal(a.ids, b.ids)
     assert a.texts == b.texts
     assert not torch.equal(a.final, c.final)
@@ -198,7 +198,7 @@ def test_seeds_repeat_and_differ(mlm, tokenizer, strategy):
 
 def test_left_padding_is_invisible_to_the_model(mlm, tokenizer):
     """A left-padded row generates what the same prompt generates unpadded (greedy, deterministic policy)."""
-    greedy = dict(strategy="confidence", top_k=1, steps=5)
+    greedy = dict(policy="confidence", top_k=1, steps=5)
     prefixes = prompt_prefixes(tokenizer, PROMPTS, PREFIX)
     assert len(prefixes[1]) < PREFIX, "the second prompt is padded"
     batched = run(mlm, tokenizer, **greedy)
@@ -214,20 +214,20 @@ def test_left_padding_is_invisible_to_the_model(mlm, tokenizer):
 
 
 def test_batch_rows_do_not_interact(mlm, tokenizer):
-    greedy = dict(strategy="margin", top_k=1, steps=5)
+    greedy = dict(policy="margin", top_k=1, steps=5)
     batched = run(mlm, tokenizer, **greedy)
     for b, prompt in enumerate(PROMPTS):
         alone = run(mlm, tokenizer, [prompt], **greedy)
         assert torch.equal(batched.ids[:, b], alone.ids[:, 0])
 
 
-@pytest.mark.parametrize("strategy", ["seed-remask", "confidence", "threshold"])
-def test_infill_changes_only_the_masks(mlm, tokenizer, strategy):
+@pytest.mark.parametrize("policy", ["seed-remask", "confidence", "threshold"])
+def test_infill_changes_only_the_masks(mlm, tokenizer, policy):
     canvas = infill_canvas(tokenizer, "The <mask*5> on the mat")
     mask = tokenizer.mask_token_id
     holes = canvas.ids == mask
     assert int(holes.sum()) == 5
-    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=3, strategy=strategy)
+    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=3, policy=policy)
     assert trace.ids.shape[1:] == canvas.ids.shape
     assert torch.equal(trace.generated, holes)
     for s in range(trace.steps + 1):
@@ -242,7 +242,7 @@ def test_prefix_suffix_canvas(mlm, tokenizer):
     holes = canvas.ids == tokenizer.mask_token_id
     assert int(holes.sum()) == gap
     assert torch.equal(canvas.fixed, ~holes)
-    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=3, strategy="entropy")
+    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=3, policy="entropy")
     assert torch.equal(trace.final[~holes], canvas.ids[~holes])
     assert not (trace.final == tokenizer.mask_token_id).any()
     assert trace.texts[0].startswith("The cat") and trace.texts[0].endswith(" on the mat.")
@@ -252,21 +252,21 @@ def test_prefix_suffix_canvas(mlm, tokenizer):
 
 def test_on_step_sees_every_step(mlm, tokenizer):
     seen = []
-    trace = run(mlm, tokenizer, strategy="random", on_step=lambda step, ids: seen.append((step, ids.clone())))
+    trace = run(mlm, tokenizer, policy="random", on_step=lambda step, ids: seen.append((step, ids.clone())))
     assert [s for s, _ in seen] == list(range(1, trace.steps + 1))
     for step, ids in seen:
         assert torch.equal(ids, trace.ids[step])
 
 
 def test_confidence_is_recorded_for_generated_positions(mlm, tokenizer):
-    trace = run(mlm, tokenizer, strategy="confidence")
+    trace = run(mlm, tokenizer, policy="confidence")
     conf = trace.confidence[trace.generated]
     assert torch.all((conf > 0) & (conf <= 1))
     assert torch.all(torch.isnan(trace.confidence[trace.fixed]))
 
 
 def test_trace_save_load_round_trip(mlm, tokenizer, tmp_path):
-    trace = run(mlm, tokenizer, strategy="random")
+    trace = run(mlm, tokenizer, policy="random")
     path = trace.save(tmp_path / "sub" / "trace.pt")
     assert path.exists() and list(path.parent.iterdir()) == [path], "no temporary file left behind"
     back = Trace.load(path)
@@ -285,7 +285,7 @@ def test_trace_save_load_round_trip(mlm, tokenizer, tmp_path):
 
 
 def test_texts_are_decoded_on_first_access_and_old_trace_files_still_load(mlm, tokenizer, tmp_path):
-    trace = run(mlm, tokenizer, strategy="random")
+    trace = run(mlm, tokenizer, policy="random")
     assert trace._texts is None and trace._completions is None, "sampling itself decodes nothing"
     final, keep = trace.final, trace.attention.bool()
     assert trace.texts == [tokenizer.decode(row[k].tolist(), skip_special_tokens=True) for row, k in zip(final, keep, strict=True)]
@@ -306,9 +306,9 @@ def test_seed_none_is_fresh_and_leaves_the_global_rng_alone(mlm, tokenizer):
     torch.manual_seed(123)
     expected = torch.rand(4)
     torch.manual_seed(123)
-    a = run(mlm, tokenizer, strategy="random", seed=None)
+    a = run(mlm, tokenizer, policy="random", seed=None)
     assert torch.equal(torch.rand(4), expected), "seed=None must not reseed torch's global generator"
-    b = run(mlm, tokenizer, strategy="random", seed=None)
+    b = run(mlm, tokenizer, policy="random", seed=None)
     assert not torch.equal(a.final, b.final)
 
 

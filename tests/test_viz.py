@@ -7,13 +7,14 @@ import torch
 from PIL import Image
 from roberta_diffusion import generate_ar, generate_diffusion, layout, viz
 from roberta_diffusion.canvas import prompt_canvas
+from roberta_diffusion.panel import clock_panel, generation_panel, step_scrubber
 from roberta_diffusion.paths import SAMPLE_TEXT
 from roberta_diffusion.trace import Trace
 
 
 @pytest.fixture(scope="module")
 def trace(mlm, tokenizer):
-    return generate_diffusion(mlm, tokenizer, "The harbour town", steps=6, strategy="confidence", max_len=40, seed=3)
+    return generate_diffusion(mlm, tokenizer, "The harbour town", steps=6, policy="confidence", max_len=40, seed=3)
 
 
 def text_trace(tokenizer, text: str, prefix: int = 4, steps: int = 3, length: int | None = None) -> Trace:
@@ -139,7 +140,7 @@ def test_terminal_and_gif_agree_on_the_masked_share(mlm, tokenizer):
     out = io.StringIO()
     progress = viz.print_progress(tokenizer, tokenizer.mask_token_id, 5, stream=out,
                                   generated=lambda: ~start.fixed[0] & start.attention[0].bool())
-    run = generate_diffusion(mlm, tokenizer, "The harbour town", steps=5, strategy="random", prefix_len=8, max_len=40,
+    run = generate_diffusion(mlm, tokenizer, "The harbour town", steps=5, policy="random", prefix_len=8, max_len=40,
                              on_step=progress)
     printed = [line.split(" · ")[1] for line in out.getvalue().splitlines() if line.startswith("--- step")]
     titled = [viz.step_title(run, s).split(" · ")[2] for s in range(1, run.steps + 1)]
@@ -147,7 +148,7 @@ def test_terminal_and_gif_agree_on_the_masked_share(mlm, tokenizer):
 
 
 def test_slider_drives_the_rendered_step(trace, tokenizer):
-    box = viz.step_scrubber(trace, tokenizer)
+    box = step_scrubber(trace, tokenizer)
     slider, view = box.slider, box.view
     assert (slider.min, slider.max, slider.value) == (0, trace.steps, trace.steps)
     for step in (0, 2, trace.steps):
@@ -157,15 +158,15 @@ def test_slider_drives_the_rendered_step(trace, tokenizer):
 
 
 def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
-    panel = viz.generation_panel(mlm, tokenizer, trace=trace, max_len=40)
+    panel = generation_panel(mlm, tokenizer, trace=trace, max_len=40)
     assert panel.trace is trace and panel.view.value == viz.render_step(trace, trace.steps, tokenizer)
     panel.slider.value = 1
     assert panel.view.value == viz.render_step(trace, 1, tokenizer)
     panel.colour.value = "confidence"
     assert panel.view.value == viz.render_step(trace, 1, tokenizer, color_by="confidence")
-    panel.prompt.value, panel.strategy.value, panel.steps.value = "A new prompt", "entropy", 3
+    panel.prompt.value, panel.policy.value, panel.steps.value = "A new prompt", "entropy", 3
     panel.button.click()
-    assert panel.trace is not trace and panel.trace.steps == 3 and panel.trace.settings["strategy"] == "entropy"
+    assert panel.trace is not trace and panel.trace.steps == 3 and panel.trace.settings["policy"] == "entropy"
     assert panel.slider.max == 3 and panel.slider.value == 3
     assert panel.view.value == viz.render_step(panel.trace, 3, tokenizer, color_by="confidence")
     before = panel.trace
@@ -176,7 +177,7 @@ def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
 
 def test_clock_panel_scrubs_both_runs_on_one_clock(trace, causal_lm, tokenizer):
     ar = generate_ar(causal_lm, tokenizer, "The harbour town", max_len=30, seed=0)
-    clock = viz.clock_panel([trace, ar], [tokenizer, tokenizer], ["diffusion", "gpt-2"])
+    clock = clock_panel([trace, ar], [tokenizer, tokenizer], ["diffusion", "gpt-2"])
     for now in (0.0, trace.total_time, clock.end / 2, clock.end):
         clock.clock.value = now
         assert clock.view.value == viz.render_clock([trace, ar], [tokenizer, tokenizer], clock.clock.value,

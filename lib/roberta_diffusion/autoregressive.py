@@ -8,10 +8,12 @@ import time
 
 import torch
 
+from . import defaults
 from .canvas import Canvas, check_room, prefix_canvas
+from .draws import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
+from .fast_ar import decode_static
 from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
-from .sampling import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
 from .trace import Trace
 
 NOT_YET = -1  # placeholder id in the trace for positions not generated yet (a causal LM has no <mask>)
@@ -30,19 +32,18 @@ def returned_cache(output):
 
 
 @torch.no_grad()
-def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: int | None = None, temperature: float = 1.0,
-                top_k: int = 50, top_p: float = 0.95, seed: int | None = 0, static_cache: bool = False,
+def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, prefix_len: int | None = defaults.PREFIX_LEN,
+                temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, seed: int | None = 0, static_cache: bool = False,
                 graph: bool = False, on_step=None, teacher_forced: torch.Tensor | None = None):
     """Continue ``[bos] + prompt`` (all of it, left-padded to ``prefix_len`` when given) to ``max_len`` tokens, one
     per step.
 
     ``static_cache=True`` decodes GPT-2 with this project's fixed-shape decoder (``fast_ar``); ``graph=True``
-    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed (CPU tests; on an
-    H200 at B=1, and the static decoder graphed and not at B = 1, 16, 64 once SDPA was held to repeatable kernels,
-    ``graphs.repeatable_attention``).
+    (CUDA) also replays its step as a CUDA graph. Both give the plain loop's tokens for the same seed, because every
+    decoder holds SDPA to repeatable kernels (``graphs.repeatable_attention``).
     ``teacher_forced [B, max_len]`` (ids, e.g. another run's ``final``): read these as the context after each step
     instead of the token just drawn; the Trace still holds the drawn tokens. Two decoders forced along one trajectory
-    draw from the same contexts, so their draws can be compared step by step (``agreement.ar_teacher_forced``).
+    draw from the same contexts, so their draws can be compared step by step (``benchmarks/agreement.py``).
     """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
@@ -83,7 +84,6 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = 256, prefix_len: in
                     prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__,
                     static_cache=static_cache or graph, graph=graph)
     if static_cache or graph:
-        from .fast_ar import decode_static
 
         out, conf, per_token = decode_static(model, start_canvas.ids.to(device), start_canvas.attention.to(device),
                                              max_len, uniforms, temperature, top_k, top_p, graph=graph,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import defaults
+
 
 @dataclass
 class Canvas:
@@ -66,7 +68,7 @@ def prefix_canvas(tokenizer, prompts, prefix_len: int | None = None) -> Canvas:
     return Canvas(ids, torch.ones_like(ids, dtype=torch.bool), attention)
 
 
-def prompt_canvas(tokenizer, prompts, prefix_len: int | None = None, max_len: int = 256) -> Canvas:
+def prompt_canvas(tokenizer, prompts, prefix_len: int | None = defaults.PREFIX_LEN, max_len: int = defaults.MAX_LEN) -> Canvas:
     """The whole prompt, pinned (``prefix_canvas``), followed by ``<mask>`` up to ``max_len``."""
     if prefix_len is not None and prefix_len >= max_len:
         raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")

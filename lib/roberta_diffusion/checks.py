@@ -116,10 +116,22 @@ POSITIVE_FLOAT = {"lr", "ar_lr", "escape_lr", "temperature", "top_p", "max_minut
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
+_CELL = re.compile(r"^# %%(.*)$", re.MULTILINE)
+
+
+def py_cells(source: str) -> list[tuple[str, str]]:
+    """Split a py:percent file into ``(header, code)`` cells; markdown cells come back with header 'markdown'."""
+    cells, marks = [], list(_CELL.finditer(source))
+    for i, mark in enumerate(marks):
+        body = source[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else len(source)]
+        header = mark.group(1).strip()
+        line = source.count("\n", 0, mark.end())  # pad so tracebacks show the file's own line numbers
+        cells.append(("markdown" if header.startswith("[markdown]") else header, "\n" * line + body))
+    return cells
+
+
 def notebook_parameters(path: Path) -> dict[str, tuple[str, object]]:
     """``name -> (annotation, default)`` of a py:percent notebook's ``parameters`` cell, read without running it."""
-    from .pipeline import py_cells
-
     for header, body in py_cells(Path(path).read_text()):
         if "parameters" in header:
             out = {}

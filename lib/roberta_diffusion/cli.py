@@ -1,4 +1,4 @@
-"""``roberta-diffusion``: generate | ar | compare | finetune | pipeline | bench.
+"""``roberta-diffusion``: generate | ar | compare | finetune | pipeline | eval.
 
 Errors in what the user asked for (OS errors included) print one ``error:`` line and exit with status 2; nothing
 is written then. Arguments and output paths are checked before any model loads; outputs are staged and moved
@@ -11,6 +11,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from . import checks, commands, defaults, models, viz
+from .canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
+from .checks import prompt_text
+from .defaults import READABLE
+from .models import default_models, load_causal_lm, load_mlm, load_tokenizer
+from .runs import RunFailed, staged_files
+from .sampler import generate_ar, generate_diffusion
 
 EXIT_USAGE = 2
 EXIT_BUG = 1  # an error the checks did not foresee: still one line, but not the user's fault
@@ -26,14 +34,13 @@ class Parser(argparse.ArgumentParser):
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="?", help="text to continue (asked for interactively when left out)")
-    from .defaults import READABLE
 
     p.add_argument("--top-k", type=int, default=READABLE["top_k"], help=f"0 turns top-k off (default {READABLE['top_k']})")
     p.add_argument("--top-p", type=float, default=READABLE["top_p"], help=f"1 turns top-p off (default {READABLE['top_p']})")
     p.add_argument("--temperature", type=float, default=READABLE["temperature"])
-    p.add_argument("--prefix-len", type=int, default=None,
+    p.add_argument("--prefix-len", type=int, default=defaults.PREFIX_LEN,
                    help="pin this many tokens (<s> included), left-padding shorter prompts (default: the whole prompt)")
-    p.add_argument("--max-len", type=int, default=256, help="canvas length in tokens (default 256)")
+    p.add_argument("--max-len", type=int, default=defaults.MAX_LEN, help=f"canvas length in tokens (default {defaults.MAX_LEN})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--graph", action="store_true", help="CUDA: replay each step as a CUDA graph (same tokens, faster)")
@@ -44,14 +51,14 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _diffusion_args(p):
     p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
-    from .defaults import READABLE
 
     p.add_argument("--steps", type=int, default=READABLE["steps"])
-    p.add_argument("--strategy", default=READABLE["strategy"], help=f"random | seed-remask (the seed's) | confidence | "
-                   f"margin | entropy | threshold (default {READABLE['strategy']}, see README: Readable by default)")
+    # --strategy: the flag's first name, kept as an alias
+    p.add_argument("--policy", "--strategy", dest="policy", default=READABLE["policy"], help=f"random | seed-remask (the seed's) | confidence | "
+                   f"margin | entropy | threshold (default {READABLE['policy']}, see README: Readable by default)")
     p.add_argument("--schedule", default=READABLE["schedule"], help="linear | cosine")
     p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
-    p.add_argument("--threshold", type=float, default=0.9, help="confidence bar of the threshold strategy")
+    p.add_argument("--threshold", type=float, default=defaults.THRESHOLD, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
 
 
@@ -70,14 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(cmp)
     _diffusion_args(cmp)
     cmp.add_argument("--ar-model", help="causal LM for the baseline (default: the shipped baseline)")
-    from . import commands
 
     commands.add_subcommands(sub)
     return parser
 
 
 def _read_prompt(prompt: str | None) -> str:
-    from .checks import prompt_text
 
     if prompt is not None:
         if not prompt.strip():
@@ -95,7 +100,6 @@ def _read_prompt(prompt: str | None) -> str:
 
 
 def _load(kind: str, name: str | None, device):
-    from .models import default_models, load_causal_lm, load_mlm, load_tokenizer
 
     if name is None:
         model, tokenizer = default_models(kind, say=lambda m: print(m, file=sys.stderr))
@@ -106,7 +110,6 @@ def _load(kind: str, name: str | None, device):
 
 def check_sampling(args, kind: str) -> None:
     """Every flag of generate / ar / compare, before a model is loaded (``kind``: "mlm", "ar" or "compare")."""
-    from . import checks
 
     checks.output_path("--animation", args.animation, ".gif")
     checks.output_path("--json", args.json, ".json")
@@ -142,16 +145,12 @@ def _check_steps(canvas, steps: int, what: str) -> None:
 
 
 def run_generate(args, kind: str):
-    from . import checks, viz
-    from .canvas import infill_canvas, prompt_canvas
-    from .models import pick_device
-    from .sampler import generate_ar, generate_diffusion
 
     check_sampling(args, kind)
     prompt = _read_prompt(args.prompt)
     if kind == "mlm" and args.infill:
         checks.infill_masks(prompt, args.max_len)
-    device = pick_device(args.device)
+    device = models.pick_device(args.device)  # through the module: tests stand in for it
     model, tokenizer = _load(kind, args.model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, graph=args.graph)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
@@ -168,16 +167,15 @@ def run_generate(args, kind: str):
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, generated=free)
         if args.infill:
             trace = generate_diffusion(model, tokenizer, canvas=start, steps=args.steps,
-                                       strategy=args.strategy, schedule=args.schedule, block_size=args.block_size,
+                                       policy=args.policy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
         else:
-            trace = generate_diffusion(model, tokenizer, prompt, steps=args.steps, strategy=args.strategy,
+            trace = generate_diffusion(model, tokenizer, prompt, steps=args.steps, policy=args.policy,
                                        schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
                                        block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
     else:
         import torch
 
-        from .canvas import check_room, prefix_canvas
 
         width = prefix_canvas(tokenizer, prompt, args.prefix_len).ids.shape[1]  # the whole prompt, never cut
         check_room(width, args.max_len)
@@ -192,8 +190,6 @@ def run_generate(args, kind: str):
 
 
 def _report(trace, tokenizer, args):
-    from . import viz
-    from .runs import staged_files
 
     # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
     print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.steps} steps, {trace.total_time:.3f} s "
@@ -216,24 +212,21 @@ def _rate(per_second: float) -> str:
 def run_compare(args):
     import textwrap
 
-    from . import viz
-    from .models import pick_device
-    from .sampler import generate_ar, generate_diffusion
 
     check_sampling(args, "compare")
     prompt = _read_prompt(args.prompt)
-    device = pick_device(args.device)
+    device = models.pick_device(args.device)  # through the module: tests stand in for it
     mlm, mlm_tok = _load("mlm", args.model, device)
     causal, ar_tok = _load("ar", args.ar_model, device)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                   prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
-    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, strategy=args.strategy, schedule=args.schedule,
+    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, policy=args.policy, schedule=args.schedule,
                               block_size=args.block_size, threshold=args.threshold, **common)
     ar = generate_ar(causal, ar_tok, prompt, **common)
     width = 60
     left = textwrap.wrap(diff.texts[0], width) or [""]
     right = textwrap.wrap(ar.texts[0], width) or [""]
-    print(f"{'DIFFUSION (' + diff.settings['strategy'] + ')':<{width}} | AUTOREGRESSIVE")
+    print(f"{'DIFFUSION (' + diff.settings['policy'] + ')':<{width}} | AUTOREGRESSIVE")
     for i in range(max(len(left), len(right))):
         print(f"{left[i] if i < len(left) else '':<{width}} | {right[i] if i < len(right) else ''}")
     rows = [("wall time (s)", f"{diff.total_time:.3f}", f"{ar.total_time:.3f}"),
@@ -245,7 +238,6 @@ def run_compare(args):
     print(f"\n{'':<24}{'diffusion':>12}{'AR':>12}")
     for name, a, b in rows:
         print(f"{name:<24}{a:>12}{b:>12}")
-    from .runs import staged_files
 
     with staged_files({"animation": args.animation, "json": args.json}) as tmp:  # both files, or neither
         if args.animation:
@@ -262,7 +254,6 @@ def error_line(err: BaseException) -> tuple[str, int]:
     read-only folder), 1 for anything the checks did not foresee."""
     import yaml
 
-    from .runs import RunFailed
 
     if isinstance(err, RunFailed):
         text, status = str(err), EXIT_BUG

@@ -1,10 +1,19 @@
-"""Subcommands beyond generation: finetune, eval, pipeline (bench and frontier register themselves from their modules)."""
+"""Subcommands beyond generation: finetune, eval, pipeline. (Speed and the quality frontier are measured by the
+tools beside the library: ``python -m benchmarks.bench`` and ``python -m benchmarks.frontier``.)"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+from . import checks, data, evaluate, models, paths, runs
+from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
+from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
+from .recipe import run_recipe
+from .runs import redirect_runs, staged_run
+from .sampler import POLICIES
+from .train import cached_blocks
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
@@ -35,22 +44,12 @@ def add_subcommands(sub) -> None:
     pl.add_argument("--only", nargs="*", help="a subset of the notebooks, e.g. 03_generate")
     pl.set_defaults(handler=run_pipeline_command)
 
-    from .bench import add_bench_command
-    from .frontier import add_command as add_frontier_command
-
-    add_bench_command(sub)
-    add_frontier_command(sub)
-
 
 def run_finetune(args) -> int:
     """Train with the profile's notebook-02 parameters (``recipe.run_recipe``: notebook 02's own calls) on a staged
     copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
-    from . import checks, data, paths
-    from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params
-    from .recipe import run_recipe
-    from .runs import lock, redirect_runs, staged_run
 
     if args.num_processes < 1:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
@@ -67,7 +66,7 @@ def run_finetune(args) -> int:
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
     name = params["run_name"]
-    with lock(name), staged_run(name) as root, redirect_runs(root):
+    with runs.lock(name), staged_run(name) as root, redirect_runs(root):
         if args.num_processes > 1:
             code = _launch(args)
             if code:
@@ -107,14 +106,12 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def check_eval(args) -> tuple[list[int], list[str]]:
-    from . import checks
-    from .sampler import STRATEGIES
 
     steps = _int_list("--steps", args.steps)
     policies = args.policies.split(",")
-    bad = [p for p in policies if p not in STRATEGIES]
+    bad = [p for p in policies if p not in POLICIES]
     if bad:
-        raise ValueError(f"--policies {bad[0]!r}: use a comma list of {', '.join(STRATEGIES)}")
+        raise ValueError(f"--policies {bad[0]!r}: use a comma list of {', '.join(POLICIES)}")
     checks.in_range("--prompts", args.prompts, 1)
     checks.in_range("--elbo-samples", args.elbo_samples, 1, what=" (noise levels per block for the ELBO bound)")
     if args.max_blocks is not None:
@@ -127,12 +124,9 @@ def check_eval(args) -> tuple[list[int], list[str]]:
 
 
 def run_eval(args) -> int:
-    from . import evaluate, paths
-    from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
-    from .train import cached_blocks
 
     steps, policies = check_eval(args)
-    device = pick_device(args.device)
+    device = models.pick_device(args.device)
     mlm = load_mlm(paths.resolve(args.mlm), device=device)
     ar = load_causal_lm(paths.resolve(args.ar), device=device)
     tokenizer = load_tokenizer(paths.resolve(args.mlm))
@@ -160,7 +154,6 @@ def run_eval(args) -> int:
 
 
 def run_pipeline_command(args) -> int:
-    from .pipeline import run_pipeline
 
     run = run_pipeline(args.profile, args.only)  # checks the run before swapping it in; raises RunFailed if not
     print(f"pipeline outputs: {run}")

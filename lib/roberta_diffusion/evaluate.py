@@ -93,7 +93,7 @@ def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_
 
 
 def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer, prompt_blocks: torch.Tensor,
-                   prefix_len: int, steps_list, strategy: str, sampling: dict, seed: int = 0, batch_size: int = 16,
+                   prefix_len: int, steps_list, policy: str, sampling: dict, seed: int = 0, batch_size: int = 16,
                    score_real: bool = True) -> dict:
     """Sample quality with each model in its own tokenizer (``sample_scores`` when they share one). ``prompt_blocks [N, L]`` are
     held-out blocks in the judge's vocabulary: the first ``prefix_len`` tokens prompt both models, the rest is
@@ -132,8 +132,8 @@ def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer,
         for steps in steps_list:
             start = time.perf_counter()
             out["diffusion"][int(steps)] = run(lambda p, n=steps: generate_diffusion(
-                mlm, mlm_tokenizer, **canvas_of(p), steps=n, strategy=strategy, seed=seed, **sampling), mlm_tokenizer)
-            out["diffusion"][int(steps)] |= {"steps": int(steps), "strategy": strategy,
+                mlm, mlm_tokenizer, **canvas_of(p), steps=n, policy=policy, seed=seed, **sampling), mlm_tokenizer)
+            out["diffusion"][int(steps)] |= {"steps": int(steps), "policy": policy,
                                              "wall_s": round(time.perf_counter() - start, 4)}
     return out
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import graphs
-from .sampling import chosen_probability, sample_tokens, sync
+from .draws import chosen_probability, sample_tokens, sync
 
 
 class StaticCacheGPT2:

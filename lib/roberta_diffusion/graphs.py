@@ -57,10 +57,10 @@ def check_graph_device(device) -> None:
 def repeatable_attention(device):
     """A context holding SDPA to kernels that give the same result on every run (CUDA; elsewhere nothing changes).
 
-    The GPT-2 decoders attend with a boolean mask over a cache. On an H200 (torch 2.11) the kernel SDPA picked for
-    that at B >= 16 was not repeatable: the same seed gave another text on a second run (44-50 % of tokens equal;
-    exact at B=1), graphed or not. The memory-efficient kernel (math as the fallback) repeats exactly, at 13-21 %
-    more time per token (``scripts/ar_graph_check.py``, reports/2026-11-29-h200-session6/).
+    The GPT-2 decoders attend with a boolean mask over a cache. The kernel SDPA picks for that by default on a GPU
+    need not be repeatable at larger batches: the same seed can give another text on a second run, graphed or not.
+    The memory-efficient kernel (math as the fallback) repeats exactly, at some cost per token
+    (``benchmarks/ar_graph_check.py`` measures both).
     """
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()

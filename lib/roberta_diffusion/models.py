@@ -12,6 +12,9 @@ from pathlib import Path
 
 import torch
 
+from .data import load_lines
+from .paths import SAMPLE_TEXT, SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
 
 # Sizes for fresh models. "small" is what we ship (issue 4); "base" matches roberta-base / gpt2.
@@ -243,9 +246,8 @@ def locality_init(model, amplitude: float = 0.1, qk_scale: float = 1.0, spread_h
     (each head sees its own band of frequencies; ``spread_heads`` gives every head the whole spectrum instead).
     Training is free to move away from it.
 
-    Measured: at 2 layers x 128 on CPU, amplitude 0.1 took RoBERTa from 7.56 to 7.22 nats by step 1,000 (0.05 did
-    not help); at 6 x 384 with a 256-token canvas on a GPU it stayed at the unigram loss for 4,000 steps
-    (reports/2026-11-28-h200-session3/).
+    On its own it helps a small model off the unigram plateau but not the shipped shape; ``plateau_escape_init``
+    combines it with three other changes.
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     table = base.embeddings.position_embeddings.weight  # [P, H]
@@ -284,8 +286,8 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
     """Start a fresh ``RobertaForMaskedLM`` so that it learns to read its context instead of collapsing.
 
     From a random init, RoBERTa's last hidden states at every position of a row turn into one vector (mean cosine
-    1.000 within 250 steps at 6 x 384, canvas 256) and the loss stays at the unigram entropy. Four changes at init,
-    found together in a GPU sweep at the shipped shape (reports/2026-11-29-h200-session4/; not ablated there):
+    near 1 within a few hundred steps) and the loss stays at the unigram entropy. Four changes at init, found
+    together (not ablated one by one):
 
     - local attention: ``locality_init(amplitude, spread_heads=True)``;
     - the single token-type row, which adds the same vector to every position, starts at zero;
@@ -294,13 +296,8 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
     - the attention and MLP output projections start ``branch_scale`` times smaller, so each post-LN layer starts
       close to the identity and the position signal reaches the top (as Admin / DeepNet do for post-LN).
 
-    In that sweep, with lr 3e-4 (not 1e-3), it left the plateau near step 750 (6.75 nats at step 1,500); at 1e-3 it
-    stayed there, with or without any one of these parts, and so did a run at 3e-4 that lacked three of them (which
-    part matters at 3e-4 was not tested). Through notebook 02 (gradient clipping, cosine decay) lr 2e-4 worked
-    best: held-out loss 6.52 after 4,000 x 64 x 256 tokens, ELBO perplexity 478 on Wikipedia valid (the rotary
-    model: 5.52 and 133); 3e-4 left the plateau only near step 3,500 and 5e-4 never. Held at 2e-4 until step 1,000
-    and then raised to 1.5e-3 (``TrainConfig.escape_lr`` / ``escape_steps``) it reached 5.70 and 168 (the shipped
-    model, reports/2026-11-29-h200-session5/); raised at step 700 (to 1.5e-3) or 850 (to 2e-3) it fell back.
+    It needs a small learning rate until the model has left the plateau (a larger one keeps it there); the rate can
+    rise afterwards (``TrainConfig.escape_lr`` / ``escape_steps``). docs/experiments.md has the runs.
     """
     if not hasattr(model, "roberta"):
         raise ValueError(f"plateau_escape_init is for RobertaForMaskedLM, not {type(model).__name__}: use arch='roberta'")
@@ -385,8 +382,6 @@ def model_summary(model) -> str:
 
 def fallback_tokenizer():
     """A small BPE tokenizer trained on ``data/sample.txt`` in a second: for tests and the no-weights demo."""
-    from .data import load_lines
-    from .paths import SAMPLE_TEXT
 
     return train_tokenizer(load_lines(SAMPLE_TEXT), vocab_size=768, min_frequency=1)
 
@@ -394,7 +389,6 @@ def fallback_tokenizer():
 def default_models(kind: str = "mlm", say=print):
     """``(model, tokenizer)`` for ``kind`` in ``{"mlm", "ar"}``: the shipped weights when present, else a
     tiny random model (its output is noise) with a line saying so."""
-    from .paths import SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 
     folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
     if (folder / "config.json").exists():

@@ -10,7 +10,8 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 
 from __future__ import annotations
 
-from . import viz
+from . import defaults, viz
+from .sampler import POLICIES, generate_diffusion
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
 
@@ -55,18 +56,18 @@ class GenerationPanel:
     """Generate from a prompt with chosen settings and scrub through the steps. ``trace``: a run to show
     first (else one is generated from the initial settings). ``generate()`` is what the button calls."""
 
-    def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city", strategy: str = "random",
-                 steps: int = 10, schedule: str = "linear", temperature: float = 1.0, top_k: int = 50,
-                 top_p: float = 0.95, prefix_len: int | None = None, max_len: int = 96, seed: int = 0, color_by: str = "step"):
+    def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city", policy: str = defaults.READABLE["policy"],
+                 steps: int = defaults.STEPS, schedule: str = defaults.SCHEDULE, temperature: float = defaults.TEMPERATURE,
+                 top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, prefix_len: int | None = defaults.PREFIX_LEN,
+                 max_len: int = 96, seed: int = 0, color_by: str = "step"):
         import ipywidgets as widgets
 
-        from .sampler import STRATEGIES
 
         self.model, self.tokenizer = model, tokenizer
         self.fixed = dict(schedule=schedule, prefix_len=prefix_len, max_len=max_len, seed=seed)
         short = dict(style={"description_width": "initial"})
         self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
-        self.strategy = widgets.Dropdown(options=list(STRATEGIES), value=strategy, description="policy")
+        self.policy = widgets.Dropdown(options=list(POLICIES), value=policy, description="policy")
         self.steps = widgets.BoundedIntText(value=steps, min=1, max=max_len, description="steps", **short)
         self.temperature = widgets.BoundedFloatText(value=temperature, min=0.01, max=10, step=0.1,
                                                     description="temperature", **short)
@@ -83,7 +84,7 @@ class GenerationPanel:
         self.button.on_click(self.generate)
         self.slider.observe(self.render, names="value")
         self.colour.observe(self.render, names="value")
-        knobs = widgets.HBox([self.strategy, self.steps, self.temperature, self.top_k, self.top_p])
+        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p])
         self.widget = widgets.VBox([self.prompt, knobs, widgets.HBox([self.button, self.colour]), self.status,
                                     steps_row, self.view])
         if trace is not None:
@@ -92,11 +93,10 @@ class GenerationPanel:
             self.generate()
 
     def settings(self) -> dict:
-        return dict(strategy=self.strategy.value, steps=int(self.steps.value), temperature=float(self.temperature.value),
+        return dict(policy=self.policy.value, steps=int(self.steps.value), temperature=float(self.temperature.value),
                     top_k=int(self.top_k.value), top_p=float(self.top_p.value), **self.fixed)
 
     def generate(self, _button=None) -> None:
-        from .sampler import generate_diffusion
 
         self.status.value = "generating ..."
         try:
@@ -114,7 +114,7 @@ class GenerationPanel:
         self.slider.value = trace.steps
         self.render()
         self.status.value = (f"{trace.new_tokens} tokens in {trace.steps} steps, {trace.total_time:.2f} s "
-                             f"({trace.settings.get('strategy')})")
+                             f"({trace.settings.get('policy')})")
 
     def render(self, *_change) -> None:
         if self.trace is not None:

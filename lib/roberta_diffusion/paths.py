@@ -10,6 +10,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from .checks import run_name
+
 ROOT = Path(os.environ.get("ROBERTA_DIFFUSION_ROOT", Path(__file__).resolve().parents[2]))
 DATA = Path(os.environ.get("ROBERTA_DIFFUSION_DATA", ROOT.parent / "shared" / "data"))
 SAMPLE_TEXT = ROOT / "data" / "sample.txt"  # tiny text shipped with the repo, for tests
@@ -31,7 +33,6 @@ SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
 
 def run_dir(name: str) -> Path:
     """``runs/<name>``, created on demand; ``name`` must be a plain folder name (the run stays inside runs/)."""
-    from .checks import run_name
 
     path = RUNS / run_name(name)
     path.mkdir(parents=True, exist_ok=True)

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import checks, paths, runs
+from .checks import py_cells
 from .paths import NOTEBOOKS, PROFILES, ROOT
+from .runs import RunFailed, redirect_runs, staged_run
 
 ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")
-_CELL = re.compile(r"^# %%(.*)$", re.MULTILINE)
 
 
 def load_profile(profile: str | Path) -> dict:
@@ -55,7 +56,6 @@ def load_profile(profile: str | Path) -> dict:
 
 def check_profile(data: dict, where: str) -> None:
     """Every section a mapping, every parameter known to its notebook with the right type and range."""
-    from . import checks
 
     checks.run_name(data["name"], f"profile {where}: name")
     timeout = data.get("timeout", 1800)
@@ -79,17 +79,6 @@ def check_profile(data: dict, where: str) -> None:
 
 def notebook_params(profile: dict, notebook: str) -> dict:
     return {"run_name": profile["name"], **(profile.get("common") or {}), **(profile.get(notebook) or {})}
-
-
-def py_cells(source: str) -> list[tuple[str, str]]:
-    """Split a py:percent file into ``(header, code)`` cells; markdown cells come back with header 'markdown'."""
-    cells, marks = [], list(_CELL.finditer(source))
-    for i, mark in enumerate(marks):
-        body = source[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else len(source)]
-        header = mark.group(1).strip()
-        line = source.count("\n", 0, mark.end())  # pad so tracebacks show the file's own line numbers
-        cells.append(("markdown" if header.startswith("[markdown]") else header, "\n" * line + body))
-    return cells
 
 
 def notebook_defaults(notebook: str | Path) -> dict:
@@ -154,8 +143,6 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
     ``runs/<name>``. A failure raises ``runs.RunFailed`` and leaves the previous results as they were."""
     import papermill
 
-    from . import paths
-    from .runs import RunFailed, lock, redirect_runs, staged_run
 
     config = load_profile(profile)
     bad = [name for name in only or () if name not in ORDER]
@@ -164,7 +151,7 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
     name = config["name"]
     timeout = int(config.get("timeout", 1800))
     timings = {}
-    with lock(name), staged_run(name, say=log) as root, redirect_runs(root):
+    with runs.lock(name), staged_run(name, say=log) as root, redirect_runs(root):
         run = root / name
         for notebook in only or ORDER:
             source = to_ipynb(NOTEBOOKS / f"{notebook}.py", run / "source" / f"{notebook}.ipynb")

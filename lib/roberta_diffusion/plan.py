@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .sampling import still_masked_counts
+from .draws import still_masked_counts
 
 
 def _block_ids(free: torch.Tensor, block_size: int | None) -> torch.Tensor:
@@ -57,7 +57,7 @@ class Plan:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
+def make_plan(free, steps, policy, schedule, block_size, generator) -> Plan:
     """The schedule, blocks and every random number of a run. ``free [B, L]`` bool: positions to generate.
 
     Everything that depends on ``free`` alone (schedule, blocks, candidates) is worked out on the host and copied
@@ -87,7 +87,7 @@ def make_plan(free, steps, strategy, schedule, block_size, generator) -> Plan:
     n_steps = in_block.shape[0]
     draw = torch.rand((n_steps, batch * width), dtype=torch.float64, device=device, generator=generator)
     noise = torch.rand((n_steps, batch, length), device=device, generator=generator)
-    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if strategy == "random" \
+    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if policy == "random" \
         else _no_commits(n_steps, batch, device)
     on_device = [t.to(device) for t in (in_block, counts, n_remask, last, candidates, valid)]
     return Plan(*on_device, draw, noise, *commits)

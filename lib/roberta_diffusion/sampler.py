@@ -20,13 +20,10 @@ import time
 
 import torch
 
-from . import graphs
+from . import defaults, graphs
 from .autoregressive import generate_ar  # re-exported: one import for both samplers
 from .canvas import Canvas, prompt_canvas
-from .graphs import check_graph_device
-from .models import gathered_logits, is_masked_lm, max_canvas_len
-from .plan import Plan, make_plan, random_order_key
-from .sampling import (
+from .draws import (
     SCHEDULES,
     check_sampling_args,
     chosen_probability,
@@ -36,9 +33,12 @@ from .sampling import (
     sync,
     top_count_mask,
 )
+from .graphs import check_graph_device
+from .models import gathered_logits, is_masked_lm, max_canvas_len
+from .plan import Plan, make_plan, random_order_key
 from .trace import Trace
 
-STRATEGIES = ("seed-remask", "random", "confidence", "margin", "entropy", "threshold")
+POLICIES = ("seed-remask", "random", "confidence", "margin", "entropy", "threshold")
 
 
 def check_diffusion_model(model, tokenizer) -> None:
@@ -48,17 +48,17 @@ def check_diffusion_model(model, tokenizer) -> None:
         raise ValueError(f"{type(model).__name__} is not a masked LM: pass e.g. RobertaForMaskedLM (a causal LM goes to `ar`)")
 
 
-def _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size, threshold):
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+def _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold):
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size={block_size} must be >= 1 (or None for the whole canvas)")
-    if block_size is not None and strategy == "seed-remask":
-        raise ValueError("seed-remask resamples the whole canvas each step: drop block_size or pick another strategy")
+    if block_size is not None and policy == "seed-remask":
+        raise ValueError("seed-remask resamples the whole canvas each step: drop block_size or pick another policy")
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold} must be in (0, 1]")
     check_sampling_args(temperature, top_k, top_p)
@@ -83,17 +83,16 @@ def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
 
     transformers passes a 4D mask through untouched. Given a 2D (or no) mask it decides itself whether to
     materialise one, and that decision reads the data, except while a CUDA graph is being captured, when it
-    always materialises: eager steps then ran the flash kernel and captured ones the masked kernel, and
-    their tokens drifted apart (seen on an H200). One prepared mask for both paths keeps them identical.
-    Even an unpadded canvas gets it: with no mask (torch 2.11, an H200) eager steps ran cuDNN's attention, and
-    captured steps neither reproduced their tokens nor kept their speed (twice as slow at B=64; the A/B in
-    reports/2026-11-28-h200-session3/).
+    always materialises: eager steps could then run one attention kernel and captured ones another, and their
+    tokens drift apart. One prepared mask for both paths keeps them identical. Even an unpadded canvas gets it:
+    with no mask, eager steps may run yet another kernel that captured steps reproduce neither in tokens nor in
+    speed.
     """
     return torch.zeros(attention.shape, dtype=dtype, device=attention.device).masked_fill(
         attention == 0, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, mask_id, temperature, top_k, top_p,
+def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, policy, mask_id, temperature, top_k, top_p,
                    threshold):
     """One step, fixed shapes throughout. ``x [B, L]`` ids, ``confidence [B, L]``, ``j [1]`` long (the step,
     as a tensor so a captured graph can read it) -> new ``(x, confidence)``."""
@@ -111,19 +110,19 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, strategy, 
     drawn = x.scatter(1, index, torch.where(valid, tokens.view(shape), x.gather(1, index)))
     chosen = chosen_probability(scaled, tokens).view(shape)
     chosen_conf = torch.zeros_like(confidence).scatter(1, index, torch.where(valid, chosen, 0.0))
-    if strategy == "seed-remask":
+    if policy == "seed-remask":
         # write every drawn token, then re-mask the scheduled share of the free positions at random
         remask = top_count_mask(plan.noise.index_select(0, j)[0], in_block, plan.n_remask.index_select(0, j)[0])
         confidence = torch.where(in_block, chosen_conf, confidence)
         return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
     masked = (x == mask_id) & in_block
-    if strategy in ("confidence", "threshold"):
+    if policy in ("confidence", "threshold"):
         picked = chosen  # the same score: one pass over the vocabulary, not two
     else:
-        noise = random_order_key(plan.noise).gather(1, index).view(-1) if strategy == "random" else None
-        picked = policy_scores(strategy, scaled, tokens, uniforms=noise).float().view(shape)
+        noise = random_order_key(plan.noise).gather(1, index).view(-1) if policy == "random" else None
+        picked = policy_scores(policy, scaled, tokens, uniforms=noise).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
-    if strategy == "threshold":
+    if policy == "threshold":
         commit = masked & (score >= threshold)
         commit |= top_count_mask(score, masked, masked.any(dim=1).long())
     else:
@@ -151,16 +150,16 @@ def generate_diffusion(
     prompts: str | list[str] | None = None,
     *,
     canvas: Canvas | None = None,
-    steps: int = 10,
-    strategy: str = "seed-remask",
-    schedule: str = "linear",
-    temperature: float = 1.0,
-    top_k: int = 50,
-    top_p: float = 0.95,
-    prefix_len: int | None = None,
-    max_len: int = 256,
+    steps: int = defaults.STEPS,
+    policy: str = defaults.SEED_POLICY,
+    schedule: str = defaults.SCHEDULE,
+    temperature: float = defaults.TEMPERATURE,
+    top_k: int = defaults.TOP_K,
+    top_p: float = defaults.TOP_P,
+    prefix_len: int | None = defaults.PREFIX_LEN,
+    max_len: int = defaults.MAX_LEN,
     block_size: int | None = None,
-    threshold: float = 0.9,
+    threshold: float = defaults.THRESHOLD,
     seed: int | None = 0,
     graph: bool = False,
     compile: bool | str = False,
@@ -173,12 +172,12 @@ def generate_diffusion(
     the loop). The graph is kept on the model for the next call of the same shape. Per-step times are then
     the loop's time divided evenly. ``compile=True`` (CUDA) runs the whole step (model and sampling) through
     ``torch.compile`` (kept on the model; each new shape compiles once): fused kernels, so the float results
-    differ from the plain step's in the last bits (``bench`` reports the token agreement). A string is taken as
+    differ from the plain step's in the last bits (``benchmarks/bench.py`` reports the token agreement). A string is taken as
     the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"`` (slower to compile, tuned matmuls).
     ``on_step(step, ids_cpu [B, L])`` is called after every step.
     """
     check_diffusion_model(model, tokenizer)
-    _check_args(steps, strategy, schedule, temperature, top_k, top_p, block_size, threshold)
+    _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold)
     if canvas is None:
         if prompts is None:
             raise ValueError("give prompts or a canvas")
@@ -192,17 +191,17 @@ def generate_diffusion(
     if graph:
         check_graph_device(device)
     if compile and device.type != "cuda":
-        # inductor's CPU code for this step commits nothing when rows differ (torch 2.13, seen in a test): CUDA only
+        # inductor's CPU code for this step has committed nothing when rows differ (tests/test_fast_paths.py): CUDA only
         raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: drop --compile")
-    if graph and strategy == "threshold":
+    if graph and policy == "threshold":
         raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: drop --graph (graph=False)")
     canvas = canvas.to(device)
     mask_id = tokenizer.mask_token_id
     free = ~canvas.fixed & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, mask_id)
-    plan = make_plan(free, steps, strategy, schedule, block_size, make_generator(seed, device))
+    plan = make_plan(free, steps, policy, schedule, block_size, make_generator(seed, device))
     attention = model_attention_mask(model, canvas.attention)
-    knobs = dict(strategy=strategy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
+    knobs = dict(policy=policy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
                  threshold=threshold)
     confidence = torch.full(x.shape, float("nan"), device=device)
     step_fn = compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
@@ -212,7 +211,7 @@ def generate_diffusion(
         history, step_times = [x.cpu()], []
         step = torch.zeros(1, dtype=torch.long, device=device)
         for j in range(plan.in_block.shape[0]):
-            if strategy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
+            if policy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
                 continue  # this block is done early: skip its remaining steps
             start = time.perf_counter()
             step.fill_(j)
@@ -222,7 +221,7 @@ def generate_diffusion(
             history.append(x.cpu())
             if on_step is not None:
                 on_step(len(history) - 1, history[-1])
-    settings = dict(steps=steps, strategy=strategy, schedule=schedule, temperature=temperature, top_k=top_k,
+    settings = dict(steps=steps, policy=policy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
                     threshold=threshold, seed=seed, graph=graph, compile=compile)
     trace = Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
@@ -280,4 +279,4 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, knobs, step_fn):
     return history, state["confidence"].clone(), [seconds / n_steps] * n_steps
 
 
-__all__ = ["generate_diffusion", "generate_ar", "STRATEGIES", "SCHEDULES", "Trace"]
+__all__ = ["generate_diffusion", "generate_ar", "POLICIES", "SCHEDULES", "Trace"]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .paths import atomic_path
+
 
 @dataclass
 class Trace:
@@ -84,7 +86,6 @@ class Trace:
         return masked_share(self.ids, self.generated, self.mask_token_id)
 
     def save(self, path) -> Path:
-        from .paths import atomic_path
 
         # the texts are stored decoded, the tokenizer is not stored
         state = {**self.__dict__, "_texts": self.texts, "_completions": self.completions, "tokenizer": None}

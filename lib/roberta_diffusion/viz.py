@@ -3,7 +3,7 @@ terminal printer, and GIFs (one run, or diffusion vs autoregressive side by side
 by ``layout`` so that every token shows.
 
 ``render_step`` / ``render_clock`` are pure and are what the tests and the widgets call; the widgets
-(``step_scrubber``, ``generation_panel``, ``clock_panel``, in ``panel``) only wire controls to them.
+(``panel.step_scrubber``, ``panel.generation_panel``, ``panel.clock_panel``) only wire controls to them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .layout import MASK_GLYPH, Board
+from .paths import atomic_path
 from .trace import Trace, masked_share
 
 
@@ -143,7 +144,6 @@ def _save_gif(board: Board, update, n_frames: int, path, fps: float) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    from .paths import atomic_path
 
     try:
         with atomic_path(path) as tmp:  # no half-written GIF under the final name
@@ -221,24 +221,3 @@ def animate_comparison(traces: list[Trace], tokenizers: list, path, labels: list
     """Side-by-side GIF on one wall clock: each panel shows the step its run had reached at that time."""
     board, frames, draw = comparison_board(traces, tokenizers, labels, sample, n_frames, color_by)
     return _save_gif(board, draw, len(frames), path, fps)
-
-
-def step_scrubber(trace: Trace, tokenizer, sample: int = 0, color_by: str = "step"):
-    """A step slider (with play) over ``trace`` and the canvas it renders: ``panel.step_scrubber``."""
-    from .panel import step_scrubber
-
-    return step_scrubber(trace, tokenizer, sample, color_by)
-
-
-def generation_panel(model, tokenizer, **kwargs):
-    """The interactive generation panel of notebook 03: ``panel.GenerationPanel``."""
-    from .panel import GenerationPanel
-
-    return GenerationPanel(model, tokenizer, **kwargs)
-
-
-def clock_panel(traces: list[Trace], tokenizers: list, labels: list[str] | None = None, **kwargs):
-    """One wall-clock slider over several runs (notebook 04): ``panel.ClockPanel``."""
-    from .panel import ClockPanel
-
-    return ClockPanel(traces, tokenizers, labels, **kwargs)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import metrics, paths
-from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality  # noqa: F401 (notebook API)
+from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality, spread_blocks  # noqa: F401 (notebook API)
 from .models import (
     default_models,
     load_causal_lm,
@@ -23,6 +23,7 @@ from .models import (
     model_summary,
     pick_device,
 )
+from .train import cached_blocks
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
@@ -115,8 +116,6 @@ def finite(obj):
 # -- held-out blocks and scores in any tokenizer ----------------------------------------------------------
 def heldout_blocks(tokenizer, corpus: str, block_size: int, n: int) -> torch.Tensor:
     """``n`` blocks of ``block_size`` tokens spread through ``corpus`` (an alias or path), cached by tokenizer."""
-    from .evaluate import spread_blocks
-    from .train import cached_blocks
 
     blocks = cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
     return spread_blocks(blocks, min(n, len(blocks)))
@@ -148,7 +147,7 @@ def heldout_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, corpus: str, n_blocks:
     return out
 
 
-def steps_sweep_figure(sweep: list[dict], samples: dict, strategy: str, n_prompts: int, path):
+def steps_sweep_figure(sweep: list[dict], samples: dict, policy: str, n_prompts: int, path):
     """Notebook 04's steps sweep: generative perplexity, unigram entropy and latency against diffusion steps,
     with the AR samples (dashed) and the real text (dotted) as lines. An axis whose values (lines included)
     span more than 10x is logarithmic: on a linear one the AR's gen-ppl of ~8 sat on the bottom edge under
@@ -161,7 +160,7 @@ def steps_sweep_figure(sweep: list[dict], samples: dict, strategy: str, n_prompt
               ("seconds", f"latency, {n_prompts} prompts (s)"))
     for ax, (key, title) in zip(axes, panels, strict=True):
         values = [row[key] for row in sweep]
-        ax.plot(steps, values, "o-", label=f"diffusion ({strategy})")
+        ax.plot(steps, values, "o-", label=f"diffusion ({policy})")
         lines = [(samples["ar"][key], dict(color="tab:red", linestyle="--", label="autoregressive"))]
         if key in samples.get("real", {}):
             lines.append((samples["real"][key], dict(color="gray", linestyle=":", label="real text")))

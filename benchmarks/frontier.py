@@ -1,4 +1,4 @@
-"""The quality frontier behind the default policy (``roberta-diffusion frontier``): for each policy and step
+"""The quality frontier behind the default policy (``python -m benchmarks.frontier``): for each policy and step
 count, the generative perplexity of the samples under a judge against their unigram entropy, next to the real
 continuations and the AR baseline, from the same machinery as ``eval`` (``evaluate.sample_scores``).
 
@@ -9,11 +9,21 @@ at least ``entropy_floor`` of the real text's, the lowest generative perplexity.
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
-from . import evaluate, paths
+import matplotlib.pyplot as plt
+from roberta_diffusion import evaluate, paths
+from roberta_diffusion.cli import Parser
+from roberta_diffusion.defaults import READABLE
+from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
+from roberta_diffusion.sampler import POLICIES
+from roberta_diffusion.train import cached_blocks
+from roberta_diffusion.workbook import save_figure
+
+from .common import run_main
 
 # share of the real text's unigram entropy a readable setting keeps (the repetition guard): the GPT-2 baseline's
 # samples keep 0.88-0.93 of it on the shipped models, confidence's 0.36-0.46 (README's tables)
@@ -24,8 +34,6 @@ def measure(mlm, ar, tokenizer, prompt_blocks, judge=None, policies=("random", "
             steps_list=(10, 32), prefix_len: int = 16, sampling: dict | None = None, seed: int = 0,
             batch_size: int = 16) -> dict:
     """Sample scores per ``policy@steps`` plus ``real`` and ``ar``; the points, the readable pick, the settings."""
-    from .defaults import READABLE
-
     sampling = sampling or {k: READABLE[k] for k in ("temperature", "top_k", "top_p")}
     start = time.time()
     scores = evaluate.sample_scores(mlm, ar, tokenizer, prompt_blocks, judge if judge is not None else ar, prefix_len,
@@ -59,10 +67,6 @@ def pick_readable(result: dict, entropy_floor: float = ENTROPY_FLOOR) -> dict | 
 
 def plot(result: dict, path) -> Path:
     """Generative perplexity (log) against unigram entropy: one marker per policy, labelled by steps."""
-    import matplotlib.pyplot as plt
-
-    from .workbook import save_figure
-
     fig, ax = plt.subplots(figsize=(7, 4.5))
     policies = sorted({p["policy"] for p in result["points"]})
     for policy in policies:
@@ -85,16 +89,12 @@ def plot(result: dict, path) -> Path:
 
 
 def run(args) -> int:
-    """``roberta-diffusion frontier``: measure, write JSON (and a PNG beside it), print the table and the pick."""
-    from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
-    from .sampler import STRATEGIES
-    from .train import cached_blocks
-
+    """``python -m benchmarks.frontier``: measure, write JSON (and a PNG beside it), print the table and the pick."""
     policies, steps = args.policies.split(","), [int(s) for s in args.steps.split(",")]
-    bad = [p for p in policies if p not in STRATEGIES]
+    bad = [p for p in policies if p not in POLICIES]
     if bad or any(s < 1 for s in steps) or args.prompts < 1:
         raise ValueError(f"--policies {bad} / --steps {steps} / --prompts {args.prompts}: policies from "
-                         f"{', '.join(STRATEGIES)}, steps >= 1, prompts >= 1")
+                         f"{', '.join(POLICIES)}, steps >= 1, prompts >= 1")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
     device = pick_device(args.device)
@@ -125,8 +125,9 @@ def run(args) -> int:
     return 0
 
 
-def add_command(sub) -> None:
-    fr = sub.add_parser("frontier", help="generative perplexity vs unigram entropy per policy and steps -> JSON + PNG")
+def build_parser() -> argparse.ArgumentParser:
+    fr = Parser(prog="python -m benchmarks.frontier",
+                description="generative perplexity vs unigram entropy per policy and steps -> JSON + PNG")
     fr.add_argument("--mlm", default="weights/roberta-diffusion-small")
     fr.add_argument("--ar", default="weights/gpt2-small-baseline")
     fr.add_argument("--judge", default=None, help="causal LM judging samples (default: the AR baseline)")
@@ -139,4 +140,12 @@ def add_command(sub) -> None:
     fr.add_argument("--seed", type=int, default=0)
     fr.add_argument("--device", default="auto")
     fr.add_argument("--out", type=Path, required=True, help="frontier.json to write (the plot goes beside it)")
-    fr.set_defaults(handler=run)
+    return fr
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -9,7 +9,7 @@ eager-against-eager at B = 1 / 16 / 64; math and efficient 1.0 everywhere, graph
 0.905 / 0.985 / 1.211 (default), 1.022 / 1.128 / 1.466 (efficient), 1.233 / 1.675 / 2.959 (math). `decode_static` and
 the plain loop now hold SDPA to efficient-then-math (`graphs.repeatable_attention`).
 
-python scripts/ar_graph_check.py   (CUDA)
+python -m benchmarks.ar_graph_check   (CUDA)
 """
 
 import contextlib
@@ -17,9 +17,10 @@ import json
 
 import torch
 from roberta_diffusion import graphs, models
-from roberta_diffusion.bench import preset_model
 from roberta_diffusion.fast_ar import _decode_static
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .common import preset_model
 
 SETTINGS = {"default": contextlib.nullcontext, "math": lambda: sdpa_kernel(SDPBackend.MATH),
             "efficient": lambda: sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION)}

@@ -1,4 +1,4 @@
-"""The training section of ``roberta-diffusion bench``: masked-LM tokens/s and MFU at B x L, for several paths.
+"""The training section of ``python -m benchmarks.bench``: masked-LM tokens/s and MFU at B x L, for several paths.
 
 - ``eager``: ``train.masked_lm_loss`` (the head only on masked rows: a data-dependent shape);
 - ``compile``: the same with the encoder compiled;
@@ -14,6 +14,11 @@
 from __future__ import annotations
 
 import torch
+from roberta_diffusion.collator import DiffusionCollator
+from roberta_diffusion.metrics import training_flops_per_token
+from roberta_diffusion.train import bounded_head_loss, compile_body, masked_lm_loss, masked_lm_loss_dense
+
+from .common import bench_model, error_row, timed_median
 
 TRAIN_VARIANTS = ("eager", "compile", "compile-dense+cudagraphs", "compile-fixed+cudagraphs",
                   "compile-fixed+cudagraphs-nomask", "compile-fixed+cudagraphs-dropout0")
@@ -35,8 +40,6 @@ def train_variants(args, device) -> list[str]:
 
 def _training_batch(tok, args, device, mode: str, drop_attention_mask: bool):
     """One fixed training batch on ``device`` and the collator that made it."""
-    from .collator import DiffusionCollator
-
     collator = DiffusionCollator(tok, args.prefix_len, mode, generator=torch.Generator().manual_seed(2))
     blocks = torch.randint(5, len(tok), (args.train_batch, args.max_len), generator=torch.Generator().manual_seed(1))
     drop = {"mask_ratio"} | ({"attention_mask"} if drop_attention_mask else set())
@@ -44,9 +47,6 @@ def _training_batch(tok, args, device, mode: str, drop_attention_mask: bool):
 
 
 def bench_training(tok, args, device, peak, spec) -> list[dict]:
-    from .bench import _error_row, _model, timed_median, training_flops_per_token
-    from .train import bounded_head_loss, compile_body, masked_lm_loss, masked_lm_loss_dense
-
     rows = []
     for variant in train_variants(args, device):
         fixed = variant.startswith("compile-fixed")
@@ -56,7 +56,7 @@ def bench_training(tok, args, device, peak, spec) -> list[dict]:
                                           variant.endswith("nomask"))
         predicted = float((batch["labels"] != -100).float().mean())
         # fresh fp32 weights: the optimiser keeps fp32 masters
-        mlm = _model("mlm", args, tok, device, **({"dropout": 0.0} if variant.endswith("dropout0") else {}))
+        mlm = bench_model("mlm", args, tok, device, **({"dropout": 0.0} if variant.endswith("dropout0") else {}))
         mlm.train()
         loss_fn = masked_lm_loss
         if variant == "compile":
@@ -83,7 +83,7 @@ def bench_training(tok, args, device, peak, spec) -> list[dict]:
             step()
             seconds = timed_median(step, device, args.repeats)
         except Exception as err:
-            rows.append(_error_row(err, impl=variant))
+            rows.append(error_row(err, impl=variant))
             print(rows[-1], flush=True)
             continue
         tokens_per_s = args.train_batch * args.max_len / seconds

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from roberta_diffusion.sampling import (
+from roberta_diffusion.draws import (
     check_sampling_args,
     chosen_probability,
     filter_logits,

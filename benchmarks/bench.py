@@ -1,4 +1,4 @@
-"""``roberta-diffusion bench``: speed of diffusion sampling, autoregressive decoding and training, as JSON.
+"""``python -m benchmarks.bench``: speed of diffusion sampling, autoregressive decoding and training, as JSON.
 
 On the current device, for a size preset (``tiny``/``small``/``base`` = random weights of those configs; ``base``
 is roberta-base / gpt2 sized), ``shipped`` weights, or ``--mlm``/``--ar`` folders, with warm-up and medians:
@@ -13,24 +13,36 @@ is roberta-base / gpt2 sized), ``shipped`` weights, or ``--mlm``/``--ar`` folder
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from roberta_diffusion import checks, graphs, models
+from roberta_diffusion.cli import Parser
+from roberta_diffusion.draws import reveal_counts
+from roberta_diffusion.evaluate import environment, prompt_canvas_from_blocks
+from roberta_diffusion.metrics import diffusion_step_flops
+from roberta_diffusion.paths import atomic_path
+from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
 
-from . import graphs
+from .agreement import ar_teacher_forced_all, fast_step, step_tolerance
 from .bench_training import TRAIN_VARIANTS, bench_training, train_variants
-from .evaluate import environment, prompt_canvas_from_blocks
-from .models import fallback_tokenizer, fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
-from .paths import atomic_path
-from .sampler import STRATEGIES, generate_ar, generate_diffusion
-from .sampling import reveal_counts
+from .common import (
+    bench_model,
+    bench_tokenizer,
+    error_row,
+    int_list,
+    matmul_tflops,
+    run_main,
+    spec_peak_tflops,
+    timed_median,
+)
 
 
-def add_bench_command(sub) -> None:
-    b = sub.add_parser("bench", help="speed of diffusion, AR decoding and training -> JSON + table")
+def build_parser() -> argparse.ArgumentParser:
+    b = Parser(prog="python -m benchmarks.bench", description="speed of diffusion, AR decoding and training -> JSON + table")
     b.add_argument("--size", default="tiny", help="tiny | small | base (random weights) | shipped")
     b.add_argument("--mlm", type=Path, help="a masked LM folder (instead of --size)")
     b.add_argument("--ar", type=Path, help="a causal LM folder with the same tokenizer (instead of --size)")
@@ -54,139 +66,19 @@ def add_bench_command(sub) -> None:
     b.add_argument("--skip", default="", help="comma list of sections to skip: diffusion,ar,train")
     b.add_argument("--device", default="auto")
     b.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    b.set_defaults(handler=run_bench)
+    return b
 
 
-def timed_median(fn, device, repeats: int) -> float:
-    """Median seconds of ``fn()`` after one warm-up call (device-synchronised)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
-    """Measured dense matmul rate (bf16 on GPU, fp32 on CPU): the ceiling MFU is reported against."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    n = n if device.type == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    seconds = timed_median(lambda: a @ b, device, repeats)
-    return 2 * n**3 / seconds / 1e12
-
-
-# Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s, no sparsity), for MFU against the spec as
-# well as against the measured matmul rate
-SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-
-
-def spec_peak_tflops(device_name: str) -> float | None:
-    return next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device_name), None)
-
-
-def _param_split(model) -> tuple[int, int]:
-    """``(encoder matmul weights, output head matmul weights)``. Embedding tables are lookups, not matmuls; the
-    vocabulary projection (tied to the input table or not) is a matmul wherever logits are computed."""
-    vocab = model.get_output_embeddings().weight
-    head_module = getattr(model, "lm_head", None) or getattr(model, "head", None)  # RoBERTa/GPT-2 | ModernBERT
-    head_params = [vocab] + [p for p in (head_module.parameters() if head_module is not None else []) if p is not vocab]
-    head_ids = {id(p) for p in head_params}
-    head = sum(p.numel() for p in head_params if p.ndim >= 2)
-    encoder = sum(p.numel() for name, p in model.named_parameters()
-                  if p.ndim >= 2 and id(p) not in head_ids and "embed" not in name and not name.endswith(("wte.weight", "wpe.weight")))
-    return encoder, head
-
-
-def _attention_flops(model, seq_len: int) -> float:
-    """Forward FLOPs per token for the score and value products (2 x 2 x L x width per layer)."""
-    c = model.config
-    return 4 * c.num_hidden_layers * c.hidden_size * seq_len
-
-
-def training_flops_per_token(model, seq_len: int, predicted_share: float = 1.0) -> float:
-    """Forward + backward FLOPs per token: 6 x matmul weights, the head only on the predicted share of tokens,
-    and the attention products (3 x forward)."""
-    encoder, head = _param_split(model)
-    return 6 * encoder + 6 * head * predicted_share + 3 * _attention_flops(model, seq_len)
-
-
-def diffusion_step_flops(model, batch: int, seq_len: int, candidates: int) -> float:
-    """FLOPs of one sampler step: the encoder on every position, the head on the candidate positions."""
-    encoder, head = _param_split(model)
-    return batch * (seq_len * (2 * encoder + _attention_flops(model, seq_len)) + candidates * 2 * head)
-
-
-def _tokenizer(args):
-    if args.mlm:
-        return load_tokenizer(args.mlm)
-    if args.size == "shipped":
-        from .paths import SHIPPED_MLM
-
-        return load_tokenizer(SHIPPED_MLM)
-    return fallback_tokenizer()
-
-
-def _model(kind: str, args, tokenizer, device, **overrides):
-    """The masked LM (``kind="mlm"``) or causal LM (``"ar"``) that ``--mlm/--ar`` or ``--size`` names, in fp32.
-    ``overrides`` (e.g. ``dropout=0.0``) change a preset's config; for a saved model, its dropout layers."""
-    folder = args.mlm if kind == "mlm" else args.ar
-    if args.size == "shipped" and folder is None:
-        from .paths import SHIPPED_AR, SHIPPED_MLM
-
-        folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
-    if folder is not None:
-        model = (load_mlm if kind == "mlm" else load_causal_lm)(folder, device=device)
-        if "dropout" in overrides:
-            _set_dropout(model, overrides["dropout"])
-        return model
-    return preset_model(kind, tokenizer, args.size, args.max_len, args.vocab_multiple, **overrides).to(device)
-
-
-def preset_model(kind: str, tokenizer, size: str, max_len: int, vocab_multiple: int = 1, **overrides):
-    """A random-weight masked LM (``kind="mlm"``) or causal LM (``"ar"``) of a size preset, on the CPU in fp32.
-    ``base``: roberta-base / gpt2 with their vocabularies rounded up to ``vocab_multiple``, so that the output
-    layers cost what they cost there."""
-    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, size, max_len=max_len, **overrides)
-    if size == "base":
-        vocab = 50265 if kind == "mlm" else 50257
-        model.resize_token_embeddings(-(-vocab // vocab_multiple) * vocab_multiple, mean_resizing=False)
-    return model
-
-
-def _set_dropout(model, p: float) -> None:
-    """Every dropout of a loaded model: the dropout modules (RoBERTa's attention reads its module's ``p`` at each
-    call) and float rates kept on attention modules (ModernBERT's ``attention_dropout``)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
-        elif isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = p
-
-
-def _batch_list(text: str) -> list[int]:
-    try:
-        return [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise ValueError(f"{text!r} is not a comma list of integers, e.g. 1,16,64") from None
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), run_bench, argv)
 
 
 def _strategy_list(text: str) -> list[str]:
     strategies = [s for s in text.split(",") if s]
-    timed = [s for s in STRATEGIES if s != "threshold"]  # threshold stops early: no fixed step count to time
+    timed = [s for s in POLICIES if s != "threshold"]  # threshold stops early: no fixed step count to time
     if not strategies or set(strategies) - set(timed):
         raise ValueError(f"--strategies {text}: use a comma list of {', '.join(timed)}")
     return strategies
-
-
-def _error_row(err: Exception, **where) -> dict:
-    """A fast path that fails is a result to report, not a crash of the harness."""
-    return {**where, "error": f"{type(err).__name__}: {err}"[:400]}
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -194,18 +86,15 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_bench(args) -> int:
-    from . import checks
-    from .models import pick_device
-
     checks.output_path("--out", args.out, ".json")
     checks.device("--device", args.device)
     checks.in_range("--prefix-len", args.prefix_len, 1)
     checks.in_range("--max-len", args.max_len, args.prefix_len + 1, what=" (above --prefix-len)")
     checks.in_range("--train-batch", args.train_batch, 1)
-    device = pick_device(args.device)
-    batch_sizes = _batch_list(args.batch_sizes)
-    ar_batch_sizes = _batch_list(args.ar_batch_sizes or args.batch_sizes)
-    step_counts = _batch_list(args.steps)
+    device = models.pick_device(args.device)  # read at call time: tests stand in for it
+    batch_sizes = int_list("--batch-sizes", args.batch_sizes)
+    ar_batch_sizes = int_list("--ar-batch-sizes", args.ar_batch_sizes or args.batch_sizes)
+    step_counts = int_list("--steps", args.steps)
     if not batch_sizes or not step_counts:
         raise ValueError("--batch-sizes and --steps need at least one number each")
     if min(batch_sizes + ar_batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1 or args.vocab_multiple < 1:
@@ -217,7 +106,7 @@ def run_bench(args) -> int:
     train_variants(args, device)  # refuses unknown names before anything runs
     if (args.mlm is None) != (args.ar is None):
         raise ValueError("give both --mlm and --ar (they must share a tokenizer)")
-    tok = _tokenizer(args)
+    tok = bench_tokenizer(args)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     env = environment()
     peak = matmul_tflops(device)
@@ -228,9 +117,9 @@ def run_bench(args) -> int:
     blocks = torch.randint(5, len(tok), (max(batch_sizes + ar_batch_sizes), args.max_len),
                            generator=torch.Generator().manual_seed(0))
     sections = {
-        "diffusion": lambda: _bench_diffusion(_model("mlm", args, tok, device).to(dtype), tok, blocks, batch_sizes,
+        "diffusion": lambda: _bench_diffusion(bench_model("mlm", args, tok, device).to(dtype), tok, blocks, batch_sizes,
                                               step_counts, strategies, args, device, peak),
-        "ar": lambda: _bench_ar(_model("ar", args, tok, device).to(dtype), tok, blocks, ar_batch_sizes, args, device),
+        "ar": lambda: _bench_ar(bench_model("ar", args, tok, device).to(dtype), tok, blocks, ar_batch_sizes, args, device),
         "train": lambda: bench_training(tok, args, device, peak, spec),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +148,7 @@ def _variants(device, compile_batches: list[int]) -> list[str]:
 def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, args, device, peak) -> list[dict]:
     rows, eager_final = [], {}
     new = args.max_len - args.prefix_len
-    compile_batches = _batch_list(args.compile)
+    compile_batches = int_list("--compile", args.compile)
     for variant, strategy in [(v, s) for v in _variants(device, compile_batches) for s in strategies]:
         compiled = variant.startswith("compile")
         flags = {"graph": variant.endswith("graph"), "compile": (args.compile_mode or True) if compiled else False}
@@ -271,7 +160,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
                 loops = []  # seconds of each call's step loop alone (no plan, no copies to the host, no text)
 
                 def run(canvas=canvas, steps=steps, flags=flags, strategy=strategy, loops=loops):
-                    trace = generate_diffusion(mlm, tok, canvas=canvas, steps=steps, strategy=strategy, seed=0, **flags)
+                    trace = generate_diffusion(mlm, tok, canvas=canvas, steps=steps, policy=strategy, seed=0, **flags)
                     loops.append(trace.total_time)
                     return trace
 
@@ -280,7 +169,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
                     seconds = timed_median(run, device, args.repeats)
                     final = run().final
                 except Exception as err:
-                    rows.append(_error_row(err, **where))
+                    rows.append(error_row(err, **where))
                     continue
                 finally:
                     graphs.release(mlm, keep_compiled=True)
@@ -305,23 +194,19 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
 def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
     """The compiled step against the plain one on the plain run's canvases, next to what the working precision
     alone does (``agreement.step_tolerance``)."""
-    from .agreement import fast_step, step_tolerance
-
     try:
         return step_tolerance(mlm, tok, canvas, fast_step(mlm, compile_mode), name="compiled", steps=steps,
-                              strategy=strategy, seed=0)
+                              policy=strategy, seed=0)
     except Exception as err:
-        return _error_row(err)
+        return error_row(err)
 
 
 def _ar_teacher_forced(ar, tok, prefix, impls: list[str], max_len: int) -> dict:
     """impl -> the static decoder's teacher-forced comparison, all ``impls`` along one plain run and one float32 pass."""
-    from .agreement import ar_teacher_forced_all
-
     try:
         return ar_teacher_forced_all(ar, tok, prefix, {impl: AR_FAST[impl] for impl in impls}, max_len=max_len)
     except Exception as err:
-        return dict.fromkeys(impls, _error_row(err))
+        return dict.fromkeys(impls, error_row(err))
     finally:
         graphs.release(ar)
 
@@ -359,7 +244,7 @@ def _bench_ar(ar, tok, blocks, batch_sizes, args, device) -> list[dict]:
                 seconds = timed_median(fn, device, args.repeats)
                 finals[impl] = fn().cpu()
             except Exception as err:
-                rows.append(_error_row(err, impl=impl, batch=batch))
+                rows.append(error_row(err, impl=impl, batch=batch))
                 continue
             finally:
                 graphs.release(ar)
@@ -420,3 +305,7 @@ def _print_table(result: dict) -> None:
               f"{r['diffusion_ms']} ms -> {r['ar_over_diffusion']}x")
     _print_rows("train MLM", result["train"], "impl",
                 [("batch", "batch", ""), ("tokens/s", "tokens_per_s", ""), ("MFU", "mfu", ".1%")])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -79,24 +79,24 @@ def chosen_probability(scaled: torch.Tensor, tokens: torch.Tensor) -> torch.Tens
     return (scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - scaled.logsumexp(dim=-1)).exp()
 
 
-def policy_scores(strategy: str, scaled: torch.Tensor, tokens: torch.Tensor, generator=None, uniforms=None) -> torch.Tensor:
+def policy_scores(policy: str, scaled: torch.Tensor, tokens: torch.Tensor, generator=None, uniforms=None) -> torch.Tensor:
     """Priority of each row for being committed now (higher first). ``scaled [N, V]``, ``tokens [N]``.
 
     ``random`` reads ``uniforms [N]`` when given (drawn before the loop), else draws from ``generator``.
     """
-    if strategy == "random":
+    if policy == "random":
         if uniforms is not None:
             return uniforms.float()
         return torch.rand(tokens.shape, device=tokens.device, generator=generator)
-    if strategy in ("confidence", "threshold"):
+    if policy in ("confidence", "threshold"):
         return chosen_probability(scaled, tokens)
-    if strategy == "margin":
+    if policy == "margin":
         top2 = (scaled.topk(2, dim=-1).values - scaled.logsumexp(dim=-1, keepdim=True)).exp()
         return top2[:, 0] - top2[:, 1]
-    if strategy == "entropy":
+    if policy == "entropy":
         log_probs = scaled.log_softmax(dim=-1)
         return (log_probs.exp() * log_probs).sum(dim=-1)  # = -entropy
-    raise ValueError(f"no score for strategy {strategy!r}")
+    raise ValueError(f"no score for policy {policy!r}")
 
 
 def still_masked_fraction(schedule: str, progress: float) -> float:

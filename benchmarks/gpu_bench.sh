@@ -16,13 +16,13 @@ if [ -n "${EVAL:-}" ]; then
     --out "$OUT/eval.json" 2>&1 | tail -n 3
   echo "eval: $(( $(date +%s) - start )) s"
 fi
-python3 -m roberta_diffusion.cli bench --size base --batch-sizes ${BATCHES:-1,16,64,256} --steps ${STEPS:-10,64} \
+python3 -m benchmarks.bench --size base --batch-sizes ${BATCHES:-1,16,64,256} --steps ${STEPS:-10,64} \
   --ar-batch-sizes ${AR_BATCHES:-${BATCHES:-1,16,64,256}} --strategies ${STRATEGIES:-confidence} --skip "${SKIP:-}" \
   --train-variants "${TRAIN_VARIANTS:-}" --train-batch ${TRAIN_BATCH:-32} \
   --compile "${COMPILE-1,64}" --vocab-multiple ${VOCAB_MULTIPLE:-1} --repeats ${REPEATS:-3} --out "$OUT/bench-base-$card-$day${TAG:-}.json" 2>&1 | grep -v -i warn
 echo "base bench done at $(( $(date +%s) - start )) s"
 if [ -f weights/roberta-diffusion-small/config.json ]; then
-  python3 -m roberta_diffusion.cli bench --size shipped --batch-sizes 1,64 --steps 10,64 --skip train \
+  python3 -m benchmarks.bench --size shipped --batch-sizes 1,64 --steps 10,64 --skip train \
     --repeats ${REPEATS:-3} --out "$OUT/bench-shipped-$card-$day.json" 2>&1 | grep -v -i warn
 fi
 echo "total: $(( $(date +%s) - start )) s"

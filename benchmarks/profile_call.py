@@ -4,7 +4,7 @@ On a CUDA device, roberta-base shapes with random weights: times the whole ``gen
 replayed loop, and the planning alone, then a cProfile of the host side of 20 calls. Prints JSON, then the
 profile's top functions by cumulative time.
 
-python scripts/profile_call.py [--batch 1] [--steps 10] [--strategy random]
+python -m benchmarks.profile_call [--batch 1] [--steps 10] [--strategy random]
 """
 
 import argparse
@@ -15,11 +15,12 @@ import pstats
 
 import torch
 from roberta_diffusion import models
-from roberta_diffusion.bench import preset_model, timed_median
+from roberta_diffusion.draws import make_generator
 from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 from roberta_diffusion.plan import make_plan
 from roberta_diffusion.sampler import generate_diffusion
-from roberta_diffusion.sampling import make_generator
+
+from .common import preset_model, timed_median
 
 
 def median_ms(fn, repeats=20) -> float:
@@ -40,7 +41,7 @@ if __name__ == "__main__":
     free = ~on_device.fixed & on_device.attention.bool()
 
     def call(c=canvas):
-        return generate_diffusion(mlm, tok, canvas=c, steps=args.steps, strategy=args.strategy, graph=True)
+        return generate_diffusion(mlm, tok, canvas=c, steps=args.steps, policy=args.strategy, graph=True)
 
     call()
     loops = []

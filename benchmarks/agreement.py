@@ -28,11 +28,16 @@ import copy
 import functools
 
 import torch
-
-from . import graphs
-from .plan import make_plan
-from .sampler import compiled_step, diffusion_step, generate_ar, generate_diffusion, model_attention_mask
-from .sampling import make_generator
+from roberta_diffusion import graphs
+from roberta_diffusion.draws import make_generator
+from roberta_diffusion.plan import make_plan
+from roberta_diffusion.sampler import (
+    compiled_step,
+    diffusion_step,
+    generate_ar,
+    generate_diffusion,
+    model_attention_mask,
+)
 
 
 def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) -> dict:
@@ -49,18 +54,18 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) ->
 
 @torch.no_grad()
 def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, reference=None, steps=10,
-                              strategy="random", seed=0, temperature=1.0, top_k=50, top_p=0.95, threshold=0.9) -> dict:
+                              policy="random", seed=0, temperature=1.0, top_k=50, top_p=0.95, threshold=0.9) -> dict:
     """``teacher_forced_agreement`` for several ``candidates`` (name -> step) along one plain run and one pass of
     the reference step: name -> the comparison."""
     reference = reference or plain_step(model)
-    trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=steps, strategy=strategy, seed=seed,
+    trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=steps, policy=policy, seed=seed,
                                temperature=temperature, top_k=top_k, top_p=top_p, threshold=threshold)
     device = next(model.parameters()).device
     canvas = canvas.to(device)
     free = ~canvas.fixed & canvas.attention.bool()
-    plan = make_plan(free, steps, strategy, "linear", None, make_generator(seed, device))
+    plan = make_plan(free, steps, policy, "linear", None, make_generator(seed, device))
     attention = model_attention_mask(model, canvas.attention)
-    knobs = dict(strategy=strategy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
+    knobs = dict(policy=policy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
                  top_p=top_p, threshold=threshold)
     compared = {name: [] for name in candidates}
     for j in range(trace.steps):

@@ -1,0 +1,128 @@
+"""What the benchmark tools share: timing, the matmul ceiling, the models they time, and the command-line frame
+(one ``error:`` line and status 2 on bad input, as ``roberta-diffusion`` does)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import torch
+from roberta_diffusion import cli, paths
+from roberta_diffusion.models import (
+    fallback_tokenizer,
+    fresh_causal_lm,
+    fresh_mlm,
+    load_causal_lm,
+    load_mlm,
+    load_tokenizer,
+)
+
+
+def run_main(parser, handler, argv: list[str] | None) -> int:
+    """Parse ``argv`` with ``parser`` (a ``cli.Parser``) and run ``handler(args)``; errors become the CLI's one line
+    (``--debug`` anywhere shows the traceback too)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - every error becomes one line, as in the CLI
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        line, status = cli.error_line(err)
+        print(line, file=sys.stderr)
+        return status
+
+
+def timed_median(fn, device, repeats: int) -> float:
+    """Median seconds of ``fn()`` after one warm-up call (device-synchronised)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
+    """Measured dense matmul rate (bf16 on GPU, fp32 on CPU): the ceiling MFU is reported against."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n = n if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    seconds = timed_median(lambda: a @ b, device, repeats)
+    return 2 * n**3 / seconds / 1e12
+
+
+# Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s, no sparsity), for MFU against the spec as
+# well as against the measured matmul rate
+SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def spec_peak_tflops(device_name: str) -> float | None:
+    return next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def error_row(err: Exception, **where) -> dict:
+    """A fast path that fails is a result to report, not a crash of the harness."""
+    return {**where, "error": f"{type(err).__name__}: {err}"[:400]}
+
+
+def int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} is not a comma list of integers, e.g. 1,16,64") from None
+
+
+def bench_tokenizer(args):
+    """The tokenizer of ``--mlm``, of the shipped model (``--size shipped``), or the small fallback one."""
+    if args.mlm:
+        return load_tokenizer(args.mlm)
+    if args.size == "shipped":
+        return load_tokenizer(paths.SHIPPED_MLM)
+    return fallback_tokenizer()
+
+
+def bench_model(kind: str, args, tokenizer, device, **overrides):
+    """The masked LM (``kind="mlm"``) or causal LM (``"ar"``) that ``--mlm/--ar`` or ``--size`` names, in fp32.
+    ``overrides`` (e.g. ``dropout=0.0``) change a preset's config; for a saved model, its dropout layers."""
+    folder = args.mlm if kind == "mlm" else args.ar
+    if args.size == "shipped" and folder is None:
+        folder = paths.SHIPPED_MLM if kind == "mlm" else paths.SHIPPED_AR
+    if folder is not None:
+        model = (load_mlm if kind == "mlm" else load_causal_lm)(folder, device=device)
+        if "dropout" in overrides:
+            set_dropout(model, overrides["dropout"])
+        return model
+    return preset_model(kind, tokenizer, args.size, args.max_len, args.vocab_multiple, **overrides).to(device)
+
+
+def preset_model(kind: str, tokenizer, size: str, max_len: int, vocab_multiple: int = 1, **overrides):
+    """A random-weight masked LM (``kind="mlm"``) or causal LM (``"ar"``) of a size preset, on the CPU in fp32.
+    ``base``: roberta-base / gpt2 with their vocabularies rounded up to ``vocab_multiple``, so that the output
+    layers cost what they cost there."""
+    model = (fresh_mlm if kind == "mlm" else fresh_causal_lm)(tokenizer, size, max_len=max_len, **overrides)
+    if size == "base":
+        vocab = 50265 if kind == "mlm" else 50257
+        model.resize_token_embeddings(-(-vocab // vocab_multiple) * vocab_multiple, mean_resizing=False)
+    return model
+
+
+def set_dropout(model, p: float) -> None:
+    """Every dropout of a loaded model: the dropout modules (RoBERTa's attention reads its module's ``p`` at each
+    call) and float rates kept on attention modules (ModernBERT's ``attention_dropout``)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
