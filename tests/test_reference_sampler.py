@@ -6,11 +6,9 @@ the library's documented order (``plan.make_plan``: one float64 uniform per step
 float32 noise value per step, row and position, from ``torch.Generator().manual_seed(seed)``), so the two
 must give the same tokens, not merely the same distribution.
 
-Covered: ``seed-remask``, ``random``, ``confidence``, ``margin``, ``threshold`` (with and without blocks,
-top-k/top-p, temperature, both schedules). Not ``entropy``: the library scores it ``sum(p * log p)`` over
-the whole vocabulary, which is NaN wherever ``<mask>`` was given probability 0 (``0 * -inf``), so every
-position ties and it commits left to right; the reference computes the entropy itself, and that case is
-an ``xfail`` until the library's score is fixed (a change of tokens, kept out of the refactor of issue 17).
+Covered: every policy (with and without blocks, top-k/top-p, temperature, both schedules). ``entropy`` joined
+once its score stopped being NaN where ``<mask>`` has probability 0 (``0 * -inf``; ``xlogy`` now): before, every
+position tied and it committed left to right.
 """
 
 from __future__ import annotations
@@ -96,8 +94,7 @@ CASES = {
     "confidence-block": {"policy": "confidence", "block_size": 4, "steps": 8},
     "margin": {"policy": "margin", "top_k": 0, "top_p": 1.0, "seed": 1},
     "threshold": {"policy": "threshold", "threshold": 0.05},
-    "entropy": pytest.param({"policy": "entropy"}, marks=pytest.mark.xfail(
-        strict=True, reason="the library's entropy score is NaN wherever <mask> has p=0: it commits left to right")),
+    "entropy": {"policy": "entropy"},
 }
 
 

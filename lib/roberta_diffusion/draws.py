@@ -94,8 +94,10 @@ def policy_scores(policy: str, scaled: torch.Tensor, tokens: torch.Tensor, gener
         top2 = (scaled.topk(2, dim=-1).values - scaled.logsumexp(dim=-1, keepdim=True)).exp()
         return top2[:, 0] - top2[:, 1]
     if policy == "entropy":
-        log_probs = scaled.log_softmax(dim=-1)
-        return (log_probs.exp() * log_probs).sum(dim=-1)  # = -entropy
+        probs = scaled.softmax(dim=-1)
+        # xlogy: 0 log 0 = 0 where a token is ruled out (<mask>, or cut by top-k/top-p); p * log p gave NaN there,
+        # every position tied and the policy committed left to right
+        return torch.xlogy(probs, probs).sum(dim=-1)  # = -entropy
     raise ValueError(f"no score for policy {policy!r}")
 
 
