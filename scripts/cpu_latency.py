@@ -32,7 +32,7 @@ if __name__ == "__main__":
     out = {"threads": torch.get_num_threads(), "model": models.model_summary(mlm)}
     for strategy in ("seed-remask", "confidence", "random"):
         out[f"diffusion {strategy}, 10 steps, s"] = median_seconds(
-            lambda strategy=strategy: generate_diffusion(mlm, tok, PROMPT, steps=10, strategy=strategy))
+            lambda strategy=strategy: generate_diffusion(mlm, tok, PROMPT, steps=10, policy=strategy))
     out["AR KV-cache loop, 240 tokens, s"] = median_seconds(lambda: generate_ar(ar, tok, PROMPT))
     out["AR static cache, 240 tokens, s"] = median_seconds(lambda: generate_ar(ar, tok, PROMPT, static_cache=True))
     print(json.dumps(out, indent=1))
