@@ -257,3 +257,18 @@ def test_mask_takes_the_rounded_share_of_the_maskable_positions(tokenizer, block
     maskable = maskable_reference(tokenizer, ids, PREFIX)
     assert torch.equal(masked.sum(dim=1), torch.clamp(torch.round(ratio * maskable.sum(dim=1)), min=1).long())
     assert not (masked & ~maskable).any()
+
+
+def test_audit_counts_nothing_for_the_collator_and_catches_a_broken_one(tokenizer, blocks):
+    ids = blocks[:4].clone()
+    ids[1, -5:] = tokenizer.pad_token_id
+    ids[1, 10] = tokenizer.eos_token_id
+    collator = DiffusionCollator(tokenizer, PREFIX, generator=torch.Generator().manual_seed(0))
+    assert set(collator.audit(ids).values()) == {0}
+
+    class Careless(DiffusionCollator):  # masks the prefix too
+        def mask(self, input_ids, ratios, allowed=None):
+            return torch.ones_like(input_ids, dtype=torch.bool)
+
+    report = Careless(tokenizer, PREFIX, generator=torch.Generator().manual_seed(0)).audit(ids)
+    assert report["prefix masked"] > 0 and report["special masked"] > 0 and report["rows with a wrong count"] > 0

@@ -137,6 +137,27 @@ class DiffusionCollator:
         rank = scores.argsort(dim=1).argsort(dim=1)
         return rank < n_mask.unsqueeze(1)
 
+    def audit(self, input_ids: torch.Tensor, ratios=(0.1, 0.5, 0.9, 1.0)) -> dict[str, int]:
+        """How often the noise broke its rules on ``input_ids [B, L]`` at each ratio (every count should be 0): a
+        pinned prefix or special token masked, a row with the wrong number of masks, unmasked text changed, a target
+        that is not ``<mask>``, padding attended. Notebook 01 shows it; the tests hold it at 0."""
+        special = torch.isin(input_ids, self.special_ids.to(input_ids.device))
+        n_maskable = self.maskable(input_ids).sum(dim=1)
+        report = {"prefix masked": 0, "special masked": 0, "rows with a wrong count": 0}
+        for ratio in ratios:
+            masked = self.mask(input_ids, torch.full((len(input_ids),), float(ratio)))
+            report["prefix masked"] += int(masked[:, : self.prefix_len].sum())
+            report["special masked"] += int(masked[special].sum())
+            expected = torch.clamp(torch.round(ratio * n_maskable), min=1).minimum(n_maskable)
+            report["rows with a wrong count"] += int((masked.sum(dim=1) != expected).sum())
+        batch = self(input_ids)
+        kept = batch["labels"] == -100
+        report["unmasked text changed"] = int((batch["input_ids"][kept] != input_ids[kept]).sum())
+        report["targets not <mask>"] = int((batch["input_ids"][~kept] != self.mask_id).sum())
+        if self.pad_id is not None:
+            report["padding attended"] = int(batch["attention_mask"][input_ids == self.pad_id].sum())
+        return report
+
     # -- the collator protocol ----------------------------------------------------------------------
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         input_ids = _stack(examples)
