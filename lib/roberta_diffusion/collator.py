@@ -162,8 +162,7 @@ class DiffusionCollator:
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         input_ids = _stack(examples)
         ratios = self.sample_ratios(input_ids.shape[0])
-        varied = self.max_prefix_len != self.prefix_len or self.span_prob > 0
-        allowed = self.maskable(input_ids, self.pinned(tuple(input_ids.shape)) if varied else None)
+        allowed = self.maskable(input_ids, self.pinned(tuple(input_ids.shape)))  # no draws for a fixed prefix
         masked = self.mask(input_ids, ratios, allowed)
         labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
         noisy = input_ids.masked_fill(masked, self.mask_id)

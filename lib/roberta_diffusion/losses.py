@@ -72,12 +72,13 @@ class LossModule(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def noisy_batch(collator: DiffusionCollator, ids: torch.Tensor, seed: int, device) -> dict:
-    """``collator(ids)`` with the noise of ``seed``, on ``device`` (without the ratios, which no loss reads)."""
+def noisy_batch(collator: DiffusionCollator, ids: torch.Tensor, seed: int, device, rows=slice(None)) -> dict:
+    """``collator(ids)`` with the noise of ``seed``, its ``rows`` on ``device`` (without the ratios, which no loss
+    reads). The noise is drawn for every row, so a row's noise does not depend on which rows are kept."""
     collator.generator = torch.Generator().manual_seed(seed)
     batch = collator(ids)
     batch.pop("mask_ratio")
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return {k: v[rows].to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class HeldOutScorer:

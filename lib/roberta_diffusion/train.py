@@ -49,6 +49,7 @@ from .losses import (  # noqa: F401 - the losses are part of training's interfac
     masked_lm_loss,
     masked_lm_loss_dense,
     masked_lm_loss_fixed,
+    noisy_batch,
 )
 from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, plateau_escape_init
 from .paths import atomic_path, atomic_write_text
@@ -262,7 +263,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
             history["speed_step"].append(step)
             history["speed"].append(round((history["tokens"] - tokens_at_start) / max(1e-9, elapsed)))
             history["tokens_per_second"] = history["speed"][-1]
-            started, tokens_at_start = time.time(), history["tokens"]
+            tokens_at_start = history["tokens"]
             if accelerator.is_main_process:
                 record_eval(history, step, scorer, model, ema, out, tokenizer)
             accelerator.wait_for_everyone()
@@ -304,7 +305,6 @@ def record_eval(history: dict, step: int, scorer, model, ema, out: Path, tokeniz
         if history["best_bound"] is None or bound < history["best_bound"]:
             history["best_step"], history["best_bound"] = step, round(bound, 5)
             export_model(out / "best", model, tokenizer)
-    model.train()
 
 
 def load_best(cfg: TrainConfig, folder: Path):
@@ -362,12 +362,8 @@ def _make_batch(cfg, collator, ids, seed, rows, device):
     """The batch of global step ``seed`` (noise drawn for all its rows, so it does not depend on the number of
     processes), of which this process keeps ``rows``."""
     if cfg.objective == "mlm":
-        collator.generator = torch.Generator().manual_seed(seed)
-        batch = collator(ids)
-        batch.pop("mask_ratio")
-    else:
-        batch = {"input_ids": ids}
-    return {k: v[rows].to(device, non_blocking=True) for k, v in batch.items()}
+        return noisy_batch(collator, ids, seed, device, rows)
+    return {"input_ids": ids[rows].to(device, non_blocking=True)}
 
 
 def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:
