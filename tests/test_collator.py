@@ -272,3 +272,18 @@ def test_audit_counts_nothing_for_the_collator_and_catches_a_broken_one(tokenize
 
     report = Careless(tokenizer, PREFIX, generator=torch.Generator().manual_seed(0)).audit(ids)
     assert report["prefix masked"] > 0 and report["special masked"] > 0 and report["rows with a wrong count"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["levels", "continuous", "stratified"])
+def test_noise_drawn_on_the_gpu_keeps_the_rules_and_repeats_by_seed(tokenizer, blocks, mode):
+    from roberta_diffusion.losses import noisy_batch
+
+    collator = DiffusionCollator(tokenizer, 1, mode, max_prefix_len=8, span_prob=0.5, weighting="elbo")
+    first = noisy_batch(collator, blocks, 7, "cuda")
+    again = noisy_batch(collator, blocks, 7, "cuda")
+    assert first["input_ids"].is_cuda and all(torch.equal(first[k], again[k]) for k in first)
+    collator.generator = torch.Generator(device="cuda").manual_seed(3)
+    assert not any(collator.audit(blocks.cuda()).values())
+    half = noisy_batch(collator, blocks, 7, "cuda", rows=slice(1, None, 2))
+    assert torch.equal(half["labels"], first["labels"][1::2])  # a row's noise does not depend on the rows kept

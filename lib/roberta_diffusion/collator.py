@@ -70,21 +70,27 @@ class DiffusionCollator:
         self.pad_id = tokenizer.pad_token_id
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
+    @property
+    def noise_device(self) -> torch.device:
+        """Where the noise is drawn: the generator's device (a CUDA generator keeps the batch off the host)."""
+        return self.generator.device if self.generator is not None else torch.device("cpu")
+
     # -- the pieces, each testable on its own -------------------------------------------------------
     def pinned(self, shape: tuple[int, int]) -> torch.Tensor:
         """``[B, L]`` bool: the prompt of each row (its length drawn in ``[prefix_len, max_prefix_len]``) and, with
         probability ``span_prob``, one span after it. Draws nothing when both are off (the seed's fixed prefix)."""
         b, length = shape
-        position = torch.arange(length)
+        g, device = self.generator, self.noise_device
+        position = torch.arange(length, device=device)
         if self.max_prefix_len == self.prefix_len:
-            prompt = torch.full((b, 1), self.prefix_len)
+            prompt = torch.full((b, 1), self.prefix_len, device=device)
         else:
-            prompt = torch.randint(self.prefix_len, self.max_prefix_len + 1, (b, 1), generator=self.generator)
+            prompt = torch.randint(self.prefix_len, self.max_prefix_len + 1, (b, 1), generator=g, device=device)
         pinned = position < prompt
         if self.span_prob > 0:
-            has_span = torch.rand(b, 1, generator=self.generator) < self.span_prob
-            span_len = torch.randint(1, self.max_span_len + 1, (b, 1), generator=self.generator)
-            start = prompt + (torch.rand(b, 1, generator=self.generator) * (length - prompt).clamp(min=0)).long()
+            has_span = torch.rand(b, 1, generator=g, device=device) < self.span_prob
+            span_len = torch.randint(1, self.max_span_len + 1, (b, 1), generator=g, device=device)
+            start = prompt + (torch.rand(b, 1, generator=g, device=device) * (length - prompt).clamp(min=0)).long()
             pinned |= has_span & (position >= start) & (position < start + span_len)
         return pinned
 
@@ -100,14 +106,14 @@ class DiffusionCollator:
 
     def sample_ratios(self, batch_size: int) -> torch.Tensor:
         """``[B]`` mask ratios in (0, 1] for one batch, by the collator's mode."""
-        g = self.generator
+        g, device = self.generator, self.noise_device
         if self.mode == "levels":
-            level = torch.randint(1, self.n_levels + 1, (1,), generator=g).item()
-            return torch.full((batch_size,), level / self.n_levels)
+            level = torch.randint(1, self.n_levels + 1, (1,), generator=g, device=device).item()
+            return torch.full((batch_size,), level / self.n_levels, device=device)
         if self.mode == "stratified":
-            u = torch.rand(1, generator=g)
-            return self.eps + (1 - self.eps) * torch.remainder(u + torch.arange(batch_size) / batch_size, 1.0)
-        return self.eps + (1 - self.eps) * torch.rand(batch_size, generator=g)
+            u = torch.rand(1, generator=g, device=device)
+            return self.eps + (1 - self.eps) * torch.remainder(u + torch.arange(batch_size, device=device) / batch_size, 1.0)
+        return self.eps + (1 - self.eps) * torch.rand(batch_size, generator=g, device=device)
 
     def max_masked(self, batch_size: int, block_len: int) -> int:
         """In ``"stratified"`` mode, a bound on the masked tokens of a batch of ``[batch_size, block_len]`` blocks.
@@ -130,9 +136,9 @@ class DiffusionCollator:
         """
         allowed = self.maskable(input_ids) if allowed is None else allowed
         n_allowed = allowed.sum(dim=1)
-        n_mask = torch.clamp(torch.round(ratios * n_allowed), min=1)
+        n_mask = torch.clamp(torch.round(ratios.to(n_allowed.device) * n_allowed), min=1)
         n_mask = torch.minimum(n_mask, n_allowed)
-        scores = torch.rand(input_ids.shape, generator=self.generator).to(input_ids.device)
+        scores = torch.rand(input_ids.shape, generator=self.generator, device=self.noise_device).to(input_ids.device)
         scores = scores.masked_fill(~allowed, 2.0)  # never chosen: uniform scores are < 1
         rank = scores.argsort(dim=1).argsort(dim=1)
         return rank < n_mask.unsqueeze(1)
@@ -161,7 +167,7 @@ class DiffusionCollator:
     # -- the collator protocol ----------------------------------------------------------------------
     def __call__(self, examples) -> dict[str, torch.Tensor]:
         input_ids = _stack(examples)
-        ratios = self.sample_ratios(input_ids.shape[0])
+        ratios = self.sample_ratios(input_ids.shape[0]).to(input_ids.device)
         allowed = self.maskable(input_ids, self.pinned(tuple(input_ids.shape)))  # no draws for a fixed prefix
         masked = self.mask(input_ids, ratios, allowed)
         labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))

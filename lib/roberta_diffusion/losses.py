@@ -72,11 +72,16 @@ class LossModule(torch.nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def noisy_batch(collator: DiffusionCollator, ids: torch.Tensor, seed: int, device, rows=slice(None)) -> dict:
+def noisy_batch(collator: DiffusionCollator, ids: torch.Tensor, seed: int, device, rows=slice(None),
+                noise_device=None) -> dict:
     """``collator(ids)`` with the noise of ``seed``, its ``rows`` on ``device`` (without the ratios, which no loss
-    reads). The noise is drawn for every row, so a row's noise does not depend on which rows are kept."""
-    collator.generator = torch.Generator().manual_seed(seed)
-    batch = collator(ids)
+    reads). The noise is drawn for every row, so a row's noise does not depend on which rows are kept.
+
+    The noise is drawn on ``noise_device`` (default ``device``): on a GPU, drawing it there keeps the host out of
+    the step. A seed gives the same noise on every device of one type, not across types (CPU vs CUDA)."""
+    noise_device = torch.device(noise_device or device)
+    collator.generator = torch.Generator(device=noise_device).manual_seed(seed)
+    batch = collator(ids.to(noise_device, non_blocking=True))
     batch.pop("mask_ratio")
     return {k: v[rows].to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -105,9 +110,10 @@ class HeldOutScorer:
             seed = 10_000 + i
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
                 if self.cfg.objective == "mlm":
-                    batch = noisy_batch(self.objective, ids, seed, self.device)
+                    # CPU noise: the same held-out score on any device, comparable across runs
+                    batch = noisy_batch(self.objective, ids, seed, self.device, noise_device="cpu")
                     losses.append(masked_lm_loss(model, batch).float().item())
-                    bound = noisy_batch(self.elbo, ids, seed, self.device)
+                    bound = noisy_batch(self.elbo, ids, seed, self.device, noise_device="cpu")
                     bound_sum += masked_lm_loss(model, bound).float().item() * len(ids)
                 else:
                     logits = model(input_ids=ids.to(self.device)).logits.float()
