@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # On a lent machine with GPUs, from the repository root (inputs from scripts/prepare_gpu_inputs.sh in .gpu/):
 #   bash scripts/gpu_train.sh probe   # short 1- and N-GPU runs of the masked LM -> $OUT/scaling.json
-#   bash scripts/gpu_train.sh train   # both objectives of $PROFILE on N GPUs: the masked LM for MLM_MINUTES
-#                                     # (max_steps from the probe's speed), then GPT-2 for AR_STEPS
-#   bash scripts/gpu_train.sh ship    # the best checkpoints into weights/, eval.json, packed into $OUT
+#   bash scripts/gpu_train.sh train   # the OBJECTIVES of $PROFILE on N GPUs into runs/$RUN: the masked LM for
+#                                     # MLM_MINUTES (max_steps from the probe's speed), then GPT-2 for AR_STEPS
+#   bash scripts/gpu_train.sh wait S  # up to S seconds for `train` (started in the background) to end; the held-out
+#                                     # scores so far, and the run's logs into $OUT
+#   bash scripts/gpu_train.sh ship    # the best checkpoints of OBJECTIVES into weights/, eval.json, packed into $OUT
 # AR_STEPS: GPT-2's steps (6,000 x 256 blocks: about 30 epochs, past where its held-out loss stops falling);
-# GPUS: processes (default: every GPU).
+# GPUS: processes (default: every GPU); OBJECTIVES: "mlm ar" (default) or one of them; RUN: the run name (default
+# $PROFILE); EXTRA: more `key=value` settings for both objectives, e.g. EXTRA="lr=0.0008 max_minutes=18".
 set -uo pipefail
 export PYTHONPATH=$PWD/lib:${PYTHONPATH:-} PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 ROBERTA_DIFFUSION_DATA=$PWD/.gpu/data
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs/logs
-PROFILE=${PROFILE:-converge}; GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
+PROFILE=${PROFILE:-converge}; GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}; RUN=${RUN:-$PROFILE}; OBJECTIVES=${OBJECTIVES:-mlm ar}
+read -r -a EXTRA <<< "${EXTRA:-}"
 TRAIN=(train_data=\"$PWD/.gpu/train_blocks.pt\")
 finetune() { python3 -m roberta_diffusion.cli finetune --profile "$PROFILE" "$@"; }
 
@@ -34,22 +38,35 @@ probe)
 train)
   mlm_steps=$(steps_for "runs/probe-$GPUS/mlm/history.json" "${MLM_MINUTES:-12}")
   ar_steps=${AR_STEPS:-6000}
-  echo "mlm: $mlm_steps steps, ar: $ar_steps steps on $GPUS GPUs"
-  finetune --num-processes "$GPUS" --set run_name=\"$PROFILE\" 'objectives=["mlm"]' "${TRAIN[@]}" max_steps=$mlm_steps \
-    > runs/logs/train_mlm.log 2>&1 || { echo mlm > runs/logs/FAILED; exit 1; }
-  finetune --num-processes "$GPUS" --set run_name=\"$PROFILE\" 'objectives=["ar"]' "${TRAIN[@]}" max_steps=$ar_steps \
-    > runs/logs/train_ar.log 2>&1 || { echo ar > runs/logs/FAILED; exit 1; }
+  rm -f runs/logs/TRAINED runs/logs/FAILED
+  for objective in $OBJECTIVES; do
+    steps=$mlm_steps; [ "$objective" = ar ] && steps=$ar_steps
+    echo "$objective: $steps steps on $GPUS GPUs"
+    finetune --num-processes "$GPUS" --set run_name=\"$RUN\" "objectives=[\"$objective\"]" "${TRAIN[@]}" max_steps=$steps \
+      "${EXTRA[@]}" > "runs/logs/train_$objective.log" 2>&1 || { echo "$objective" > runs/logs/FAILED; exit 1; }
+  done
   echo done > runs/logs/TRAINED
   ;;
+wait)
+  until [ -e runs/logs/TRAINED ] || [ -e runs/logs/FAILED ] || [ "$SECONDS" -ge "${2:-540}" ]; do sleep 5; done
+  ls runs/logs; tail -c 600 runs/logs/train_*.log
+  python3 - "runs/$RUN" <<'PY'
+import json, math, pathlib, sys
+for state in sorted(pathlib.Path(sys.argv[1]).glob("*/checkpoints/*/state.json")) or sorted(pathlib.Path(sys.argv[1]).glob("*/history.json")):
+    h = json.loads(state.read_text()); h = h.get("history", h)
+    print(state, [(s, e, round(math.exp(b), 2)) for s, e, b in zip(h["eval_step"], h["eval_epoch"], h["eval_bound"])], h["speed"][-3:])
+PY
+  cp runs/logs/train_*.log "$OUT"/ 2>/dev/null; [ -e runs/logs/FAILED ] && exit 1; true
+  ;;
 ship)
-  cp runs/logs/train_mlm.log runs/logs/train_ar.log "runs/$PROFILE/"
-  python3 scripts/ship_models.py "runs/$PROFILE" "runs/$PROFILE" mlm ar || exit 1
+  for objective in $OBJECTIVES; do cp "runs/logs/train_$objective.log" "runs/$RUN/"; done
+  python3 scripts/ship_models.py "runs/$RUN" "runs/$RUN" $OBJECTIVES || exit 1
   python3 -m roberta_diffusion.cli eval --out weights/roberta-diffusion-small/eval.json --elbo-samples 8 \
     --policies "${POLICIES:-random,confidence,entropy,margin,seed-remask}" --steps 10,32,64 2>&1 | tail -n 40
   cp weights/roberta-diffusion-small/eval.json weights/gpt2-small-baseline/eval.json
   tar czf "$OUT/weights.tgz" weights/roberta-diffusion-small weights/gpt2-small-baseline
   split -b 15M "$OUT/weights.tgz" "$OUT/weights.tgz.part-" && rm "$OUT/weights.tgz"
-  tar czf "$OUT/runs.tgz" "runs/$PROFILE"/*/history.json "runs/$PROFILE"/*/config.json "runs/$PROFILE"/*.log runs/probe-*/*/history.json runs/probe-*/*/config.json
+  tar czf "$OUT/runs.tgz" "runs/$RUN"/*/history.json "runs/$RUN"/*/config.json "runs/$RUN"/*.log runs/probe-*/*/history.json runs/probe-*/*/config.json
   ls -la "$OUT"
   ;;
 *) echo "usage: bash scripts/gpu_train.sh probe|train|ship" >&2; exit 2 ;;
