@@ -215,3 +215,22 @@ def test_curves_read_a_run_and_find_the_crossover(tokenizer, blocks, tmp_path):
     assert curves.crossover(mlm, {"flops": [1, 2], "ppl": [30, 20]}) is None
     figure = curves.plot_data_constrained([curve, {**curve, "objective": "ar", "label": "other"}], tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0 and len(figure.axes) == 2
+
+
+def _vote(rank: int, world: int, init_file: str, results) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        results[rank] = (train.any_process(rank == 0, "cpu"), train.any_process(False, "cpu"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_time_limit_reached_by_one_process_stops_them_all(tmp_path):
+    """``max_minutes`` is read off each process's clock; they vote, so all stop at one step (a process that
+    stopped alone would leave the others blocked in DDP's next all-reduce)."""
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_vote, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    assert dict(results) == {0: (True, False), 1: (True, False)}
+    assert train.any_process(True, "cpu") and not train.any_process(False, "cpu")  # one process: its own flag

@@ -251,7 +251,9 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         step += 1
         history["tokens"] += ids.numel()
         bar.update(1)
-        over_time = cfg.max_minutes is not None and time.time() - run_started > 60 * cfg.max_minutes
+        # every process must stop at the same step (one that stops alone leaves the others waiting in DDP forever)
+        over_time = (cfg.max_minutes is not None and step % cfg.log_every == 0
+                     and any_process(time.time() - run_started > 60 * cfg.max_minutes, accelerator.device))
         last = step == cfg.max_steps or over_time
         if step % cfg.log_every == 0 or last:
             history["step"].append(step)
@@ -286,6 +288,16 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         atomic_write_text(out / "history.json", json.dumps(history, indent=2))
     accelerator.wait_for_everyone()
     return history
+
+
+def any_process(flag: bool, device) -> bool:
+    """True on every process if ``flag`` is True on any of them (one all-reduce; just ``flag`` without
+    torch.distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    votes = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+    return bool(votes.item())
 
 
 def new_history() -> dict:
