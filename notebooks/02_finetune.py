@@ -164,7 +164,7 @@ for objective in objectives:
 # %%
 from roberta_diffusion import curves
 
-shipped = [curves.load_curve(paths.SHIPPED_MLM, "shipped diffusion RoBERTa", prior_tokens=curves.SHIPPED_MLM_PRIOR_TOKENS),
+shipped = [curves.load_curve(paths.SHIPPED_MLM, "shipped diffusion RoBERTa"),
            curves.load_curve(paths.SHIPPED_AR, "shipped GPT-2 twin")]
 this_run = [curves.load_curve(run_dir / objective, f"this run: {objective}") for objective in objectives]
 figure = curves.plot_data_constrained(shipped + this_run, run_dir / "data_constrained.png")

@@ -2,6 +2,7 @@
 processes that see exactly the one-process batch, averaged weights, and the best held-out weights exported."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -215,6 +216,19 @@ def test_curves_read_a_run_and_find_the_crossover(tokenizer, blocks, tmp_path):
     assert curves.crossover(mlm, {"flops": [1, 2], "ppl": [30, 20]}) is None
     figure = curves.plot_data_constrained([curve, {**curve, "objective": "ar", "label": "other"}], tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0 and len(figure.axes) == 2
+
+    # a continued run: its history carries the tokens before it and the held-out points of the runs behind it
+    saved = json.loads((tmp_path / "mlm" / "history.json").read_text())
+    saved.update(prior_tokens=5000, earlier={"tokens": [2000, 4000], "eval_bound": [20.0, 19.0]})
+    (tmp_path / "mlm" / "history.json").write_text(json.dumps(saved))
+    path = curves.load_curve(tmp_path / "mlm")
+    assert path["epochs"][:2] == [2000 / (len(blocks) * 32), 4000 / (len(blocks) * 32)]
+    assert path["flops"][2:] == [6 * history["parameters"] * (5000 + t - 1000) for t in tokens]
+    assert path["ppl"][:2] == pytest.approx([math.exp(20), math.exp(19)])
+    # a diverged point does not squash the rest: the frame stops at 3 x the best, and says how high it went
+    figure = curves.plot_data_constrained([path])
+    assert figure.axes[0].get_ylim()[1] == pytest.approx(3 * path["best"]["ppl"])
+    assert any(f"up to {math.exp(20):,.0f}" in text.get_text() for text in figure.axes[0].texts)
 
 
 def _vote(rank: int, world: int, init_file: str, results) -> None:

@@ -3,8 +3,9 @@ training compute, read from the histories that ``train.train`` writes (``history
 of a shipped model, or ``config.json`` of a run folder).
 
 Compute is the usual ``6 N D`` (N parameters, D training tokens) for both models, so that the two axes differ only
-by a constant per model; a model that continued another (``init``) also gets the compute and epochs of the model
-it started from, read from ``prior`` (its tokens), so a curve starts where its weights really were.
+by a constant per model. A model that continued another (``init``) also gets the tokens its starting weights had
+seen (``prior_tokens`` in its history), so a curve starts where its weights really were; the held-out points of
+the runs before it (``earlier``: absolute tokens and bounds) are drawn too, so the curve is the whole path.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import json
 import math
 from pathlib import Path
 
-# the shipped masked LM continued the earlier shipped RoBERTa, trained on 4,000 x 64 x 256 tokens
-SHIPPED_MLM_PRIOR_TOKENS = 4000 * 64 * 256
 
-
-def load_curve(folder: Path, label: str | None = None, prior_tokens: int = 0) -> dict:
+def load_curve(folder: Path, label: str | None = None, prior_tokens: int | None = None) -> dict:
     """``{"label", "epochs", "flops", "ppl", "best"}`` of one training history; perplexity = exp(held-out bound).
 
-    ``folder`` holds ``history.json`` and ``train_config.json`` (a shipped model) or ``config.json`` (a run)."""
+    ``folder`` holds ``history.json`` and ``train_config.json`` (a shipped model) or ``config.json`` (a run).
+    ``prior_tokens`` (default: the history's own ``prior_tokens``, else 0) shifts the run's points."""
     folder = Path(folder)
     history = json.loads((folder / "history.json").read_text())
     config_file = folder / "train_config.json" if (folder / "train_config.json").exists() else folder / "config.json"
@@ -29,8 +28,10 @@ def load_curve(folder: Path, label: str | None = None, prior_tokens: int = 0) ->
         raise ValueError(f"{folder / 'history.json'} has no held-out bound (eval_bound): train it with this version")
     block_tokens = history["train_blocks"] * config["block_size"]
     tokens_per_step = config["batch_size"] * config["block_size"]
-    tokens = [prior_tokens + step * tokens_per_step for step in history["eval_step"]]
-    ppl = [math.exp(b) for b in history["eval_bound"]]
+    prior_tokens = history.get("prior_tokens", 0) if prior_tokens is None else prior_tokens
+    earlier = history.get("earlier", {"tokens": [], "eval_bound": []})
+    tokens = earlier["tokens"] + [prior_tokens + step * tokens_per_step for step in history["eval_step"]]
+    ppl = [math.exp(b) for b in earlier["eval_bound"] + history["eval_bound"]]
     best = min(range(len(ppl)), key=ppl.__getitem__)
     return {"label": label or config["objective"], "objective": config["objective"],
             "epochs": [t / block_tokens for t in tokens], "flops": [6 * history["parameters"] * t for t in tokens],
@@ -48,22 +49,30 @@ def crossover(mlm: dict, ar: dict, axis: str = "flops") -> float | None:
     return None
 
 
-def plot_data_constrained(curves: list[dict], path: Path | None = None, title: str = ""):
+def plot_data_constrained(curves: list[dict], path: Path | None = None, title: str = "", ymax: float | None = None):
     """Two panels, perplexity against epochs and against training FLOPs (log), the best point of each curve
-    marked; saved to ``path`` when given. Returns the figure."""
+    marked; saved to ``path`` when given. Returns the figure.
+
+    ``ymax`` (default: 3 x the worst best point) keeps a diverged run from squashing the rest; a curve that leaves
+    the frame says how high it went, where it leaves."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 40, 60, 100 rather than 6 x 10^1
 
+    ymax = ymax or 3 * max(curve["best"]["ppl"] for curve in curves)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for curve in curves:
         style = "o-" if curve["objective"] == "mlm" else "s-"
+        above = [i for i, p in enumerate(curve["ppl"]) if p > ymax]
         for ax, axis in zip(axes, ("epochs", "flops"), strict=True):
             line, = ax.plot(curve[axis], curve["ppl"], style, ms=3, label=curve["label"])
             ax.plot([curve["best"][axis]], [curve["best"]["ppl"]], "*", ms=12, color=line.get_color())
+            if above:
+                ax.annotate(f"off the scale from here: up to {max(curve['ppl']):,.0f}", (curve[axis][above[0]], ymax),
+                            xytext=(-8, -14), textcoords="offset points", ha="right", fontsize=8, color=line.get_color())
     for ax, xlabel in zip(axes, ("epochs of the training text", "training compute, 6 N D (FLOPs)"), strict=True):
-        ax.set(xlabel=xlabel, ylabel="held-out perplexity (MLM: ELBO bound)", yscale="log")
+        ax.set(xlabel=xlabel, ylabel="held-out perplexity (MLM: ELBO bound)", yscale="log", ylim=(None, ymax))
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.grid(alpha=0.3, which="both")
