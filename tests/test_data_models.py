@@ -213,7 +213,7 @@ def test_other_masked_lm_architectures_generate_and_train(arch, tokenizer):
     """Every fresh MLM architecture works with the sampler and the training loss."""
     from roberta_diffusion import generate_diffusion
     from roberta_diffusion.collator import DiffusionCollator
-    from roberta_diffusion.train import masked_lm_loss
+    from roberta_diffusion.losses import masked_lm_loss
 
     model = models.fresh_mlm(tokenizer, "tiny", max_len=48, arch=arch)
     trace = generate_diffusion(model, tokenizer, "The harbour", steps=3, policy="confidence", max_len=48)

@@ -1,5 +1,6 @@
-"""Checkpoints of ``train.train``: written atomically with a manifest, verified before loading, refused when the
-config changed, and carrying every random state so that a resumed run continues exactly as an unbroken one.
+"""What a training run writes: checkpoints (written atomically with a manifest, verified before loading, refused
+when the config changed, carrying every random state so that a resumed run continues exactly as an unbroken one),
+the exported model and its card.
 
 Layout of ``<out>/checkpoints/step-N/``: the model (``save_pretrained``), ``optimizer.pt`` (optimiser and schedule),
 ``rng.pt`` (random states), ``extra.pt`` (optional further state), ``train_config.json``, ``state.json`` (step and
@@ -8,6 +9,7 @@ history) and ``manifest.json`` (size and sha256 of each of those files, written 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -163,8 +165,9 @@ def load_extra(folder: Path) -> dict:
 
 
 def config_changes(saved: dict, cfg: dict) -> list[str]:
-    """``key: old -> new`` for each config value that differs and is not in ``RESUMABLE_CHANGES``."""
-    keys = sorted((set(saved) | set(cfg)) - RESUMABLE_CHANGES)
+    """``key: old -> new`` for each config value that differs and is not in ``RESUMABLE_CHANGES``; a field the
+    saved config predates (a checkpoint written before the field existed) is not compared."""
+    keys = sorted(set(saved) - RESUMABLE_CHANGES)
     return [f"{k}: {saved.get(k)!r} -> {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k)]
 
 
@@ -212,3 +215,39 @@ def _load_weights(folder: Path) -> dict:
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
     return state
+
+
+def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:
+    """``save_pretrained`` model + tokenizer into ``folder`` atomically (temp folder, then rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = model
+    if dtype is not None:
+        to_save = copy.deepcopy(model).to(dtype)
+    to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(tmp)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def write_model_card(folder, title: str, summary: str, facts: dict, metrics: dict | str | None = None,
+                     usage: str = "") -> Path:
+    """Write ``folder/README.md``: a title, a paragraph, a table of facts, a usage snippet and the metrics
+    (markdown text, or a dict shown as JSON)."""
+    folder = Path(folder)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    text = f"# {title}\n\n{summary}\n\n| | |\n|---|---|\n{rows}\n"
+    if usage:
+        text += f"\n## Use\n\n```python\n{usage.strip()}\n```\n"
+    if isinstance(metrics, str):
+        text += f"\n## Metrics\n\n{metrics.strip()}\n"
+    elif metrics:
+        text += f"\n## Metrics\n\n```json\n{json.dumps(metrics, indent=2)}\n```\n"
+    path = folder / "README.md"
+    path.write_text(text)
+    return path

@@ -7,19 +7,17 @@ import json
 import os
 from pathlib import Path
 
-from . import checks, data, evaluate, models, paths, runs
+from . import checks, data, evaluate, models, paths, runs, train
 from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
-from .recipe import run_recipe
 from .runs import redirect_runs, staged_run
 from .sampler import POLICIES
-from .train import cached_blocks
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
 
 def add_subcommands(sub) -> None:
-    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (notebook 02's calls)")
+    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (train.train(TrainConfig))")
     ft.add_argument("--profile", default="smoke", help="profile name in profiles/ or a YAML path")
     ft.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters (JSON values)")
     ft.add_argument("--num-processes", type=int, default=1,
@@ -46,8 +44,8 @@ def add_subcommands(sub) -> None:
 
 
 def run_finetune(args) -> int:
-    """Train with the profile's notebook-02 parameters (``recipe.run_recipe``: notebook 02's own calls) on a staged
-    copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
+    """``train.train(TrainConfig(**params))`` with the profile's notebook-02 parameters (notebook 02's own call) on
+    a staged copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
 
@@ -58,10 +56,11 @@ def run_finetune(args) -> int:
     params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
+    cfg = train.TrainConfig(**params)
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes
-        run_recipe(params)
+        train.train(cfg)
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
@@ -72,7 +71,7 @@ def run_finetune(args) -> int:
             if code:
                 raise RuntimeError(f"a training process exited with status {code}; the previous results are kept")
         else:
-            run_recipe(params)
+            train.train(cfg)
     print(f"finetune outputs: {paths.RUNS / name}")
     return 0
 
@@ -138,8 +137,8 @@ def run_eval(args) -> int:
     if max(steps) > block - prefix:
         raise ValueError(f"--steps {max(steps)} is more than the {block - prefix} positions each sample fills "
                          f"(canvas {block} - prompt {prefix}): use at most that many")
-    heldout = {"wikipedia-valid": cached_blocks(paths.WIKI_VALID, tokenizer, block, cache),
-               "wikitext2-valid (detokenised)": cached_blocks(paths.WIKITEXT2_VALID, tokenizer, block, cache, detokenize=True)}
+    heldout = {"wikipedia-valid": data.cached_blocks(paths.WIKI_VALID, tokenizer, block, cache),
+               "wikitext2-valid (detokenised)": data.cached_blocks(paths.WIKITEXT2_VALID, tokenizer, block, cache, detokenize=True)}
     if args.max_blocks:
         heldout = {k: v[: args.max_blocks] for k, v in heldout.items()}
     prompts = evaluate.spread_blocks(heldout["wikipedia-valid"], args.prompts)

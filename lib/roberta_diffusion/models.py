@@ -145,7 +145,7 @@ def gathered_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
 
 def flat_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
     """Logits ``[K, V]`` at the positions ``index [K]`` of the flattened ``[B * L]`` canvas: the head runs on those
-    ``K`` rows only, with fixed shapes (``train.masked_lm_loss_fixed``)."""
+    ``K`` rows only, with fixed shapes (``losses.masked_lm_loss_fixed``)."""
     return _logits_at(model, input_ids, attention_mask, lambda t: t.flatten(0, 1)[index])
 
 

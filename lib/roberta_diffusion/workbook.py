@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from . import metrics, paths
+from .data import cached_blocks
 from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality, spread_blocks  # noqa: F401 (notebook API)
 from .models import (
     default_models,
@@ -23,7 +24,6 @@ from .models import (
     model_summary,
     pick_device,
 )
-from .train import cached_blocks
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
