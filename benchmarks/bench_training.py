@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import torch
 from roberta_diffusion.collator import DiffusionCollator
-from roberta_diffusion.metrics import training_flops_per_token
 from roberta_diffusion.losses import bounded_head_loss, masked_lm_loss, masked_lm_loss_dense
 from roberta_diffusion.train import compile_body
 
-from .common import bench_model, error_row, timed_median
+from .common import bench_model, error_row, timed_median, training_flops_per_token
 
 TRAIN_VARIANTS = ("eager", "compile", "compile-dense+cudagraphs", "compile-fixed+cudagraphs",
                   "compile-fixed+cudagraphs-nomask", "compile-fixed+cudagraphs-dropout0")

@@ -37,15 +37,6 @@ def test_wikitext_detokenize_is_idempotent_on_its_output():
     assert data.wikitext_detokenize(once) == once
 
 
-def test_split_title_paragraphs_drops_headings():
-    lines = ["= Title =", "A paragraph.", "= = Section = =", "Another one."]
-    assert list(data.split_title_paragraphs(lines)) == ["A paragraph.", "Another one."]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# reading local corpora
-
-
 def test_iter_lines_drops_empty_lines_and_strips(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("first line  \n\n   \n\tsecond\n\n third \n", encoding="utf-8")

@@ -13,10 +13,13 @@ import copy
 import dataclasses
 import hashlib
 import json
+import random
 import shutil
 from pathlib import Path
 
+import numpy
 import torch
+from safetensors.torch import load_file
 
 # Config keys that may change between a run and its resume: they steer when to stop, log, evaluate or save,
 # not what is trained. Any other difference (size, block_size, lr, ...) makes the checkpoint another run's.
@@ -84,46 +87,28 @@ def latest_checkpoint(out_dir: Path, say=None) -> Path | None:
 def rng_state() -> dict:
     """Every random state training draws from: Python's, numpy's, torch's CPU and CUDA generators (dropout uses
     torch's). The data order and the noise are functions of (seed, step) and need none."""
-    import random
-
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy
-
-        state["numpy"] = numpy.random.get_state()
-    except ImportError:
-        pass
+    state["numpy"] = numpy.random.get_state()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    import random
-
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if "numpy" in state:
-        import numpy
-
         numpy.random.set_state(state["numpy"])
 
 
 def seeded_rng_state(seed: int) -> dict:
     """The random state a fresh run starts from: fixed by ``seed``, whatever ran before in the process."""
-    import random
-
     saved = rng_state()
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy
-
-        numpy.random.seed(seed % 2**32)
-    except ImportError:
-        pass
+    numpy.random.seed(seed % 2**32)
     fresh = rng_state()
     set_rng_state(saved)
     return fresh
@@ -209,8 +194,6 @@ def resume(out: Path, cfg, model, optimizer, scheduler, say=print) -> tuple[int,
 
 
 def _load_weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))

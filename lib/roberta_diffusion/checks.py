@@ -200,19 +200,3 @@ def _cross_checks(params: dict, where: str) -> None:
             raise ValueError(f"{where}: {short}={params[short]} must be below {long}={params[long]}")
     if params.get("top_p", 0.5) > 1:
         raise ValueError(f"{where}: top_p={params['top_p']} must be in (0, 1]")
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    """``--set KEY=VALUE`` pairs: JSON values (``40``, ``null``, ``[1, 2]``), anything else as a string."""
-    out = {}
-    for pair in pairs:
-        if "=" not in pair or not pair.split("=", 1)[0]:
-            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. max_steps=100")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
-            out[key] = value
-        if isinstance(out[key], float) and not math.isfinite(out[key]):
-            raise ValueError(f"--set {pair!r}: {key} must be a finite number")
-    return out

@@ -4,8 +4,13 @@ tools beside the library: ``python -m benchmarks.bench`` and ``python -m benchma
 from __future__ import annotations
 
 import json
+import math
 import os
+import subprocess
+import sys
 from pathlib import Path
+
+import torch
 
 from . import checks, data, evaluate, models, paths, runs, train
 from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
@@ -52,7 +57,7 @@ def run_finetune(args) -> int:
     if args.num_processes < 1:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
     profile = load_profile(args.profile)  # checked whole
-    sets = checks.parse_sets(args.set)
+    sets = parse_sets(args.set)
     params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
@@ -76,15 +81,26 @@ def run_finetune(args) -> int:
     return 0
 
 
+def parse_sets(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs: JSON values (``40``, ``null``, ``[1, 2]``), anything else as a string."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair or not pair.split("=", 1)[0]:
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. max_steps=100")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            out[key] = value
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise ValueError(f"--set {pair!r}: {key} must be a finite number")
+    return out
+
+
 def _launch(args) -> int:
     """The same command in N processes on this host, through torch's launcher (what ``accelerate launch
     --multi_gpu`` runs): DDP over NCCL on the GPUs, or over gloo between CPU processes where there is no GPU
     (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config."""
-    import subprocess
-    import sys
-
-    import torch
-
     env = {**os.environ, WORKER: "1"}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"

@@ -187,14 +187,6 @@ def load_blocks(source, tokenizer, block_size=256, split="train", max_lines=None
     return tokenize_blocks(lines, tokenizer, block_size, max_blocks)
 
 
-def split_title_paragraphs(lines: Iterable[str]) -> Iterator[str]:
-    """Drop WikiText-style ``= Heading =`` lines, keep paragraphs (for prompts and real continuations)."""
-    for line in lines:
-        if line.startswith("=") and line.endswith("="):
-            continue
-        yield line
-
-
 def cached_blocks(source, tokenizer, block_size: int, cache_dir, max_lines=None, detokenize=False) -> torch.Tensor:
     """``data.load_blocks`` with an on-disk cache keyed by file name+size, tokenizer vocabulary and block size."""
     if str(source).endswith(".pt"):  # blocks tokenised ahead of time (e.g. carried to a machine without the corpus)

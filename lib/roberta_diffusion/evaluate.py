@@ -14,6 +14,7 @@ import platform
 import time
 
 import torch
+import transformers
 
 from . import metrics
 from .canvas import Canvas
@@ -153,8 +154,6 @@ def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: 
 
 
 def environment() -> dict:
-    import transformers
-
     device = "cpu"
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name()
