@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import checks, data, evaluate, models, paths, runs, train
+from . import checks, data, defaults, evaluate, models, paths, runs, train
 from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
 from .runs import redirect_runs, staged_run
@@ -149,7 +149,7 @@ def run_eval(args) -> int:
     judge_name = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples; no independent judge offline)"
     cache = paths.CACHE
     block = min(max_canvas_len(mlm), 256)  # the shipped recipe's canvas, or less for a smaller model
-    prefix = 16  # evaluate.evaluate's prompt length
+    prefix = defaults.PROMPT_LEN  # evaluate.evaluate's prompt length
     if max(steps) > block - prefix:
         raise ValueError(f"--steps {max(steps)} is more than the {block - prefix} positions each sample fills "
                          f"(canvas {block} - prompt {prefix}): use at most that many")

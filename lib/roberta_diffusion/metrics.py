@@ -13,6 +13,7 @@ from collections import Counter
 import torch
 
 from .collator import diffusion_loss
+from .defaults import PROMPT_LEN
 
 
 def _batches(blocks: torch.Tensor, batch_size: int):
@@ -25,7 +26,7 @@ def _device(model):
 
 
 @torch.no_grad()
-def ar_nll(model, blocks: torch.Tensor, prefix_len: int = 16, batch_size: int = 16) -> dict:
+def ar_nll(model, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, batch_size: int = 16) -> dict:
     """Exact NLL per token of positions ``[prefix_len, L)`` under a causal LM. ``blocks [N, L]``."""
     device, total, count = _device(model), 0.0, 0
     for ids in _batches(blocks, batch_size):
@@ -40,7 +41,7 @@ def ar_nll(model, blocks: torch.Tensor, prefix_len: int = 16, batch_size: int = 
 
 
 @torch.no_grad()
-def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = 16, samples: int = 8, batch_size: int = 16,
+def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, samples: int = 8, batch_size: int = 16,
              seed: int = 0) -> dict:
     """Monte-Carlo negative ELBO per token of a masked diffusion LM (MDLM, linear schedule): an upper bound
     on its NLL. For ``t`` spread evenly over (0, 1] (one random shift per block), mask each scored token with

@@ -21,7 +21,7 @@ from .paths import SAMPLE_TEXT, SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
 
-# Sizes for fresh models. "small" is what we ship (issue 4); "base" matches roberta-base / gpt2.
+# Sizes for fresh models: "small" is the shipped pair's, "base" matches roberta-base / gpt2.
 SIZES = {
     "tiny": dict(hidden=64, layers=2, heads=2, intermediate=128),
     "small": dict(hidden=384, layers=6, heads=6, intermediate=1536),
@@ -183,10 +183,9 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
 
     ``arch``: ``"roberta"`` (``RobertaForMaskedLM``, post-LN, learned absolute positions, as roberta-base);
     ``"roberta-prelayernorm"``; ``"modernbert"`` (rotary positions). From scratch, the absolute-position models
-    sit on the unigram plateau for thousands of updates (their attention must first discover locality); in a
-    CPU test at 2 layers x 128 the rotary model left it within 500 steps while RoBERTa had not after 2,500.
-    ``locality > 0`` starts RoBERTa with local attention instead (``locality_init`` with that amplitude);
-    ``plateau_escape_init`` is the start that lets RoBERTa learn at 6 x 384 with a 256-token canvas.
+    sit on the unigram plateau for thousands of updates (their attention must first discover locality);
+    ``locality > 0`` starts RoBERTa with local attention (``locality_init``), and ``plateau_escape_init`` is the
+    start that lets it learn at the shipped size.
     """
     if arch not in MLM_ARCHS:
         raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(MLM_ARCHS)}")
@@ -224,19 +223,16 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
 
 
 @torch.no_grad()
-def locality_init(model, amplitude: float = 0.1, qk_scale: float = 1.0, spread_heads: bool = False) -> None:
+def locality_init(model, amplitude: float = 0.1, spread_heads: bool = False) -> None:
     """Start a learned-absolute-position masked LM (RoBERTa, BERT) with attention that already prefers nearby
-    positions: sinusoidal position embeddings of ``amplitude`` and query = key = ``qk_scale`` x identity.
+    positions: sinusoidal position embeddings of ``amplitude`` and query = key = identity.
 
     Why: from a random init these models sit on the unigram plateau for thousands of updates, because a query-key
     product of two small random matrices carries no sense of distance and its gradient is tiny; a rotary model
     gets distance for free and leaves the plateau at once. Here ``q_i . k_j`` starts as ``h_i . h_j``, whose
     positional part ``p_i . p_j`` peaks at ``i = j`` and falls with distance, at a different width per head
     (each head sees its own band of frequencies; ``spread_heads`` gives every head the whole spectrum instead).
-    Training is free to move away from it.
-
-    On its own it helps a small model off the unigram plateau but not the shipped shape; ``plateau_escape_init``
-    combines it with three other changes.
+    On its own it helps a small model off the plateau, not the shipped shape (``plateau_escape_init`` does).
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     table = base.embeddings.position_embeddings.weight  # [P, H]
@@ -253,7 +249,7 @@ def locality_init(model, amplitude: float = 0.1, qk_scale: float = 1.0, spread_h
     for layer in base.encoder.layer:
         attention = layer.attention.self
         for projection in (attention.query, attention.key):
-            projection.weight.copy_(qk_scale * torch.eye(width))
+            projection.weight.copy_(torch.eye(width))
             projection.bias.zero_()
 
 
@@ -302,20 +298,12 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
 def fresh_causal_lm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):
     """A randomly initialised ``GPT2LMHeadModel`` of the same depth/width as ``fresh_mlm(size)``."""
     dims = _dims(size, overrides)
+    dropout = overrides.get("dropout", 0.1)
     config = transformers.GPT2Config(
-        vocab_size=_vocab_size(tokenizer),
-        n_embd=dims["hidden"],
-        n_layer=dims["layers"],
-        n_head=dims["heads"],
-        n_inner=dims["intermediate"],
-        n_positions=max_len,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        resid_pdrop=overrides.get("dropout", 0.1),
-        embd_pdrop=overrides.get("dropout", 0.1),
-        attn_pdrop=overrides.get("dropout", 0.1),
-    )
+        vocab_size=_vocab_size(tokenizer), n_embd=dims["hidden"], n_layer=dims["layers"], n_head=dims["heads"],
+        n_inner=dims["intermediate"], n_positions=max_len, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout,
+        embd_pdrop=dropout, attn_pdrop=dropout)
     torch.manual_seed(seed)
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -366,14 +354,12 @@ def model_summary(model) -> str:
 
 def fallback_tokenizer():
     """A small BPE tokenizer trained on ``data/sample.txt`` in a second: for tests and the no-weights demo."""
-
     return train_tokenizer(load_lines(SAMPLE_TEXT), vocab_size=768, min_frequency=1)
 
 
 def default_models(kind: str = "mlm", say=print):
     """``(model, tokenizer)`` for ``kind`` in ``{"mlm", "ar"}``: the shipped weights when present, else a
     tiny random model (its output is noise) with a line saying so."""
-
     folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
     if (folder / "config.json").exists():
         loader = load_mlm if kind == "mlm" else load_causal_lm

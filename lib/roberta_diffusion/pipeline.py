@@ -21,7 +21,6 @@ from pathlib import Path
 import yaml
 
 from . import checks, paths, runs
-from .checks import py_cells
 from .paths import NOTEBOOKS, PROFILES, ROOT
 from .runs import RunFailed, redirect_runs, staged_run
 
@@ -82,15 +81,8 @@ def notebook_params(profile: dict, notebook: str) -> dict:
 
 def notebook_defaults(notebook: str | Path) -> dict:
     """The values a notebook's ``parameters`` cell sets (its defaults, before any profile)."""
-    path = Path(notebook)
-    if not path.exists():
-        path = NOTEBOOKS / f"{notebook}.py"
-    namespace: dict = {}
-    for header, body in py_cells(path.read_text()):
-        if "parameters" in header:
-            exec(compile(body, str(path), "exec"), namespace)  # noqa: S102 - our own notebook source
-            return {k: v for k, v in namespace.items() if not k.startswith("__")}
-    raise ValueError(f"{path.name} has no parameters cell")
+    path = Path(notebook) if Path(notebook).exists() else NOTEBOOKS / f"{notebook}.py"
+    return {name: default for name, (_, default) in checks.notebook_parameters(path).items()}
 
 
 def to_ipynb(py_path: Path, out_path: Path) -> Path:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import data, paths
 from .checkpoints import export_model, load_extra, resume, save_checkpoint, set_rng_state, write_model_card
 from .collator import DiffusionCollator
+from .defaults import PROMPT_LEN
 from .losses import HeldOutScorer, LossModule, bounded_head_loss, causal_lm_loss, masked_lm_loss, noisy_batch
 from .models import (
     fresh_causal_lm,
@@ -64,7 +65,7 @@ class TrainConfig:
     valid_data: str = "wikipedia-valid"
     max_train_lines: int | None = None  # None: the whole corpus
     block_size: int = 256
-    prefix_len: int = 16  # the shortest prompt: never masked
+    prefix_len: int = PROMPT_LEN  # the shortest prompt: never masked
     max_prefix_len: int | None = None  # prompt length drawn per row in [prefix_len, max_prefix_len]; None: fixed
     span_prob: float = 0.0  # share of rows that also pin one random span (infilling in distribution)
     ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM) | "stratified"
