@@ -34,7 +34,8 @@ def masked_share(cfg: TrainConfig, tokenizer, blocks: int = 256) -> float:
 
 def describe(run: Path) -> dict:
     history = json.loads((run / "history.json").read_text())
-    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    saved = json.loads((run / "config.json").read_text())  # runs of older versions may hold fields since removed
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
     model = (load_mlm if cfg.objective == "mlm" else load_causal_lm)(run / "model", device="cpu")
     share = masked_share(cfg, load_tokenizer(run / "model")) if cfg.objective == "mlm" else 1.0
     flops = training_flops_per_token(model, cfg.block_size, share)
