@@ -146,7 +146,7 @@ def recipe_tokenizer(cfg: TrainConfig):
 def write_training_card(cfg: TrainConfig, history: dict, train_blocks: torch.Tensor) -> None:
     """``<out>/model/README.md``: what the model is, its data and licence, how long it trained, how well it did."""
     folder = Path(cfg.out_dir) / "model"
-    model = (load_mlm if cfg.objective == "mlm" else load_causal_lm)(folder, device="cpu")
+    model = load_trained(cfg, folder)
     facts = {"architecture": model_summary(model),
              "objective": "masked diffusion (DiffusionCollator)" if cfg.objective == "mlm" else "next-token prediction",
              "data": f"{cfg.train_data} ({train_blocks.numel() / 1e6:.1f}M tokens, blocks of {cfg.block_size})",
@@ -176,8 +176,7 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
     if cfg.plateau_escape and cfg.locality_init:
         raise ValueError("plateau_escape=True sets its own local attention: leave locality_init at 0")
     if cfg.init:
-        loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
-        return loader(cfg.init, device="cpu")
+        return load_trained(cfg, cfg.init)
     if cfg.objective == "mlm":
         model = fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch,
                           dropout=cfg.dropout, locality=cfg.locality_init)
@@ -315,11 +314,8 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
             break
     bar.close()
     if accelerator.is_main_process:
-        best = out / "best"
-        if best.exists():  # the weights with the best held-out bound, not the last ones
-            export_model(out / "model", load_best(cfg, best), tokenizer)
-        else:
-            export_model(out / "model", model, tokenizer)
+        best = out / "best"  # the weights with the best held-out bound, not the last ones
+        export_model(out / "model", load_trained(cfg, best) if best.exists() else model, tokenizer)
         atomic_write_text(out / "history.json", json.dumps(history, indent=2))
     accelerator.wait_for_everyone()
     return history
@@ -344,8 +340,9 @@ def record_eval(history: dict, step: int, scorer, model, ema, out: Path, tokeniz
             export_model(out / "best", model, tokenizer)
 
 
-def load_best(cfg: TrainConfig, folder: Path):
-    return (load_mlm if cfg.objective == "mlm" else load_causal_lm)(folder, device="cpu")
+def load_trained(cfg: TrainConfig, name_or_path):
+    """The model of ``cfg.objective`` saved in a folder (or a hub name), on the CPU."""
+    return (load_mlm if cfg.objective == "mlm" else load_causal_lm)(name_or_path, device="cpu")
 
 
 class WeightAverage:
