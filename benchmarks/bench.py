@@ -23,7 +23,6 @@ from roberta_diffusion import checks, graphs, models
 from roberta_diffusion.cli import Parser
 from roberta_diffusion.draws import reveal_counts
 from roberta_diffusion.evaluate import environment, prompt_canvas_from_blocks
-from roberta_diffusion.metrics import diffusion_step_flops
 from roberta_diffusion.paths import atomic_path
 from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
 
@@ -32,6 +31,7 @@ from .bench_training import TRAIN_VARIANTS, bench_training, train_variants
 from .common import (
     bench_model,
     bench_tokenizer,
+    diffusion_step_flops,
     error_row,
     int_list,
     matmul_tflops,

@@ -1,6 +1,6 @@
 """The training section of ``python -m benchmarks.bench``: masked-LM tokens/s and MFU at B x L, for several paths.
 
-- ``eager``: ``train.masked_lm_loss`` (the head only on masked rows: a data-dependent shape);
+- ``eager``: ``losses.masked_lm_loss`` (the head only on masked rows: a data-dependent shape);
 - ``compile``: the same with the encoder compiled;
 - ``compile-dense+cudagraphs``: fixed shapes end to end, the head on every position, compiled and replayed as CUDA
   graphs;
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 from roberta_diffusion.collator import DiffusionCollator
-from roberta_diffusion.metrics import training_flops_per_token
-from roberta_diffusion.train import bounded_head_loss, compile_body, masked_lm_loss, masked_lm_loss_dense
+from roberta_diffusion.losses import bounded_head_loss, masked_lm_loss, masked_lm_loss_dense
+from roberta_diffusion.train import compile_body
 
-from .common import bench_model, error_row, timed_median
+from .common import bench_model, error_row, timed_median, training_flops_per_token
 
 TRAIN_VARIANTS = ("eager", "compile", "compile-dense+cudagraphs", "compile-fixed+cudagraphs",
                   "compile-fixed+cudagraphs-nomask", "compile-fixed+cudagraphs-dropout0")

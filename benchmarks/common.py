@@ -1,4 +1,4 @@
-"""What the benchmark tools share: timing, the matmul ceiling, the models they time, and the command-line frame
+"""What the benchmark tools share: timing, FLOP counts, the matmul ceiling, the models they time, and the command-line frame
 (one ``error:`` line and status 2 on bad input, as ``roberta-diffusion`` does)."""
 
 from __future__ import annotations
@@ -126,3 +126,36 @@ def set_dropout(model, p: float) -> None:
             module.p = p
         elif isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = p
+
+
+# -- FLOPs: what a step of training or sampling must compute (MFU and the FLOP-limited rate divide by these) --
+def matmul_weights(model) -> tuple[int, int]:
+    """``(encoder matmul weights, output head matmul weights)``. Embedding tables are lookups, not matmuls; the
+    vocabulary projection (tied to the input table or not) is a matmul wherever logits are computed."""
+    vocab = model.get_output_embeddings().weight
+    head_module = getattr(model, "lm_head", None) or getattr(model, "head", None)  # RoBERTa/GPT-2 | ModernBERT
+    head_params = [vocab] + [p for p in (head_module.parameters() if head_module is not None else []) if p is not vocab]
+    head_ids = {id(p) for p in head_params}
+    head = sum(p.numel() for p in head_params if p.ndim >= 2)
+    encoder = sum(p.numel() for name, p in model.named_parameters()
+                  if p.ndim >= 2 and id(p) not in head_ids and "embed" not in name and not name.endswith(("wte.weight", "wpe.weight")))
+    return encoder, head
+
+
+def attention_flops(model, seq_len: int) -> float:
+    """Forward FLOPs per token for the score and value products (2 x 2 x L x width per layer)."""
+    c = model.config
+    return 4 * c.num_hidden_layers * c.hidden_size * seq_len
+
+
+def training_flops_per_token(model, seq_len: int, predicted_share: float = 1.0) -> float:
+    """Forward + backward FLOPs per token: 6 x matmul weights, the head only on the predicted share of tokens,
+    and the attention products (3 x forward)."""
+    encoder, head = matmul_weights(model)
+    return 6 * encoder + 6 * head * predicted_share + 3 * attention_flops(model, seq_len)
+
+
+def diffusion_step_flops(model, batch: int, seq_len: int, candidates: int) -> float:
+    """FLOPs of one sampler step: the encoder on every position, the head on the candidate positions."""
+    encoder, head = matmul_weights(model)
+    return batch * (seq_len * (2 * encoder + attention_flops(model, seq_len)) + candidates * 2 * head)

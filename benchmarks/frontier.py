@@ -17,10 +17,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from roberta_diffusion import evaluate, paths
 from roberta_diffusion.cli import Parser
+from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.defaults import READABLE
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
 from roberta_diffusion.sampler import POLICIES
-from roberta_diffusion.train import cached_blocks
 from roberta_diffusion.workbook import save_figure
 
 from .common import run_main

@@ -3,7 +3,7 @@
 python -m benchmarks.scaling runs/probe-1/mlm runs/probe-2/mlm [--out scaling.json]
 
 Tokens/s is the median over the evaluation intervals after the first (the first holds compilation); MFU counts
-the FLOPs the step needs (metrics.training_flops_per_token: 6 x matmul weights, the head on the masked share, the
+the FLOPs the step needs (common.training_flops_per_token: 6 x matmul weights, the head on the masked share, the
 attention products) against the card's dense bf16 peak.
 """
 
@@ -13,11 +13,10 @@ import statistics
 from pathlib import Path
 
 import torch
-from roberta_diffusion.metrics import training_flops_per_token
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer
 from roberta_diffusion.train import TrainConfig, make_collator
 
-from .common import spec_peak_tflops
+from .common import spec_peak_tflops, training_flops_per_token
 
 
 def steady_speed(history: dict) -> float:
@@ -35,7 +34,8 @@ def masked_share(cfg: TrainConfig, tokenizer, blocks: int = 256) -> float:
 
 def describe(run: Path) -> dict:
     history = json.loads((run / "history.json").read_text())
-    cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
+    saved = json.loads((run / "config.json").read_text())  # runs of older versions may hold fields since removed
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
     model = (load_mlm if cfg.objective == "mlm" else load_causal_lm)(run / "model", device="cpu")
     share = masked_share(cfg, load_tokenizer(run / "model")) if cfg.objective == "mlm" else 1.0
     flops = training_flops_per_token(model, cfg.block_size, share)

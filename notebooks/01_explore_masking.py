@@ -44,7 +44,7 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
-from roberta_diffusion import metrics, paths, train, viz, workbook
+from roberta_diffusion import data, metrics, paths, viz, workbook
 from roberta_diffusion.collator import DiffusionCollator
 from roberta_diffusion.models import load_tokenizer
 
@@ -55,7 +55,7 @@ except ImportError:
 
 run_dir = paths.run_dir(run_name)
 tokenizer = load_tokenizer(paths.resolve(tokenizer_path))
-blocks = train.cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
+blocks = data.cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
 print(f"run folder: {run_dir}\n{corpus}: {len(blocks)} blocks of {block_size} tokens; "
       f"mask token {tokenizer.mask_token!r} = id {tokenizer.mask_token_id}")
 

@@ -42,7 +42,9 @@
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]
-run_name: str = "scratch"  # outputs go to runs/<run_name>/
+run_name: str = "scratch"  # outputs go to runs/<run_name>/<objective>/
+objectives: list = ["mlm", "ar"]  # "mlm" means the diffusion model, "ar" means the GPT-2 baseline on the same data
+ar: dict = {}  # the GPT-2 baseline's own values of the parameters below, e.g. {"lr": 1e-3, "warmup_steps": 200}
 init: "Optional[str]" = None  # hub name (e.g. "roberta-base") or folder to fine-tune; None means a fresh model of `size`
 size: str = "tiny"  # fresh model size: tiny | small | base (see roberta_diffusion.models.SIZES)
 arch: str = "roberta"  # fresh masked LM: "roberta" (as roberta-base) | "roberta-prelayernorm" | "modernbert" (rotary)
@@ -66,8 +68,6 @@ warmup_steps: int = 10
 weight_decay: float = 0.01
 dropout: float = 0.1
 ema_decay: float = 0.0  # above 0 (e.g. 0.999): score and export an average of the weights instead of the last
-ar_lr: "Optional[float]" = None  # the GPT-2 baseline's own rate and warm-up (None: lr, warmup_steps)
-ar_warmup_steps: "Optional[int]" = None
 escape_lr: "Optional[float]" = None  # masked LM only: warm up to this rate and hold it until step `escape_steps`,
 escape_steps: int = 0  # then ramp to `lr` over `warmup_steps` (RoBERTa from scratch escapes the plateau at 2e-4)
 eval_every: int = 20
@@ -75,44 +75,22 @@ eval_batches: int = 8  # held-out batches scored at each evaluation
 save_every: int = 20
 max_minutes: "Optional[float]" = None  # stop early (and save) after this long
 compile: bool = False  # torch.compile the model body (GPU only)
-ar_init: "Optional[str]" = None  # folder of a GPT-2 to continue instead of a fresh one
-objectives: list = ["mlm", "ar"]  # "mlm" means the diffusion model, "ar" means the GPT-2 baseline on the same data
 seed: int = 0
-
-# %%
-import matplotlib.pyplot as plt
-import torch
-
-from roberta_diffusion import paths, recipe, train
-from roberta_diffusion.cards import write_model_card
-from roberta_diffusion.models import model_summary
-
-params = {k: v for k, v in globals().items() if k in train.TrainConfig.__dataclass_fields__ or k in recipe.NOTEBOOK_ONLY}
-run_dir = paths.run_dir(run_name)
-tokenizer = recipe.recipe_tokenizer(params, run_dir)
-print(f"run folder: {run_dir}\ntokenizer: {len(tokenizer)} tokens, mask token {tokenizer.mask_token!r}")
-
-# %% [markdown]
-# ## Data
-# Lines are tokenised, joined with newlines and cut into blocks of `block_size` tokens, each starting with
-# `<s>`. Blocks are cached under `runs/cache/`, keyed by the corpus, the tokenizer and the block size.
-
-# %%
-train_blocks, valid_blocks = recipe.recipe_data(params, tokenizer)
-print(f"train: {tuple(train_blocks.shape)} = {train_blocks.numel() / 1e6:.2f}M tokens; valid: {tuple(valid_blocks.shape)}")
 
 # %% [markdown]
 # ## Training
-# One loop for both objectives (`roberta_diffusion.train.train`): bf16 autocast and fused AdamW on GPU,
-# warm-up then cosine learning rate, held-out loss at fixed noise every `eval_every` steps, and the held-out
-# bound on the NLL that picks the exported weights. `roberta-diffusion finetune` runs these same calls
-# (`recipe.run_recipe`), on several GPUs with `--num-processes`.
+# Every parameter above is a field of `TrainConfig`, so the notebook's whole recipe is one call, the call
+# `roberta-diffusion finetune` makes (on several GPUs with `--num-processes`). It tokenises the corpora into blocks
+# of `block_size` tokens, each starting with `<s>` (cached under `runs/cache/`, keyed by the corpus, the tokenizer
+# and the block size), then trains each objective with one loop (`train.fit`): bf16 autocast and fused AdamW on GPU,
+# warm-up then cosine learning rate, held-out loss at fixed noise every `eval_every` steps, and the held-out bound
+# on the NLL that picks the exported weights. Each saved model folder gets a README (model card) with the data,
+# licence, hyperparameters and final losses.
 
 # %%
-configs = recipe.recipe_configs(params, run_dir)
-histories = {objective: train.train(cfg, train_blocks, valid_blocks, tokenizer) for objective, cfg in configs.items()}
-for objective, h in histories.items():
-    print(objective, "final eval loss", h["eval_loss"][-1], "| best held-out bound", h["best_bound"], "at step", h["best_step"])
+from roberta_diffusion import curves, paths, train
+
+histories = train.train(train.TrainConfig(**{k: v for k, v in globals().items() if k in train.TrainConfig.__dataclass_fields__}))
 
 # %% [markdown]
 # ## Loss curves
@@ -120,38 +98,7 @@ for objective, h in histories.items():
 # the fair comparison is the perplexity bound in notebook 04.
 
 # %%
-import json
-
-fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.5), squeeze=False)
-for ax, objective in zip(axes[0], objectives):
-    h = histories[objective]
-    ax.plot(h["step"], h["train_loss"], label="train")
-    ax.plot(h["eval_step"], h["eval_loss"], "o-", label="held-out")
-    ax.set(title=f"{objective} loss", xlabel="step", ylabel="cross-entropy (nats)")
-    ax.legend()
-fig.tight_layout()
-fig.savefig(run_dir / "loss_curves.png", dpi=100)
-plt.show()
-
-# %% [markdown]
-# ## Model cards
-# Each saved model folder gets a README with the data, licence, hyperparameters and final losses.
-
-# %%
-from roberta_diffusion.models import load_causal_lm, load_mlm
-
-for objective in objectives:
-    folder = run_dir / objective / "model"
-    h, cfg = histories[objective], configs[objective]
-    model = (load_mlm if objective == "mlm" else load_causal_lm)(folder, device="cpu")
-    facts = {"architecture": model_summary(model), "objective": "masked diffusion (DiffusionCollator)" if objective == "mlm"
-             else "next-token prediction", "data": f"{train_data} ({train_blocks.numel() / 1e6:.1f}M tokens, blocks of {block_size})",
-             "licence of the data": "CC BY-SA (Wikipedia text)" if "wiki" in str(train_data) else "see the data source",
-             "tokens seen": f"{h['tokens'] / 1e6:.1f}M", "steps": h["step"][-1] if h["step"] else 0,
-             "wall time (s)": round(h["seconds"], 1), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-             "final held-out loss": h["eval_loss"][-1], "hyperparameters": json.dumps({k: v for k, v in vars(cfg).items() if k != "out_dir"})}
-    write_model_card(folder, f"{objective.upper()} · run {run_name}", "Trained by notebooks/02_finetune.py.", facts)
-    print(f"saved {folder}")
+curves.plot_losses(histories, paths.run_dir(run_name) / "loss_curves.png")
 
 # %% [markdown]
 # ## The data-constrained regime
@@ -162,13 +109,4 @@ for objective in objectives:
 # is a question of compute. The star marks each curve's best held-out point, the weights that were exported.
 
 # %%
-from roberta_diffusion import curves
-
-shipped = [curves.load_curve(paths.SHIPPED_MLM, "shipped diffusion RoBERTa"),
-           curves.load_curve(paths.SHIPPED_AR, "shipped GPT-2 twin")]
-this_run = [curves.load_curve(run_dir / objective, f"this run: {objective}") for objective in objectives]
-figure = curves.plot_data_constrained(shipped + this_run, run_dir / "data_constrained.png")
-plt.show()
-mlm_best, ar_best = shipped[0]["best"], shipped[1]["best"]
-print(f"shipped: masked LM {mlm_best['ppl']:.1f} at {mlm_best['epochs']:.0f} epochs, GPT-2 {ar_best['ppl']:.1f} at "
-      f"{ar_best['epochs']:.0f} epochs; crossover (FLOPs): {curves.crossover(shipped[0], shipped[1])}")
+curves.shipped_and_run(paths.run_dir(run_name), objectives, paths.run_dir(run_name) / "data_constrained.png")

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import torch
+from results_table import results_markdown  # beside this script
 from roberta_diffusion import paths
-from roberta_diffusion.cards import results_markdown, write_model_card
+from roberta_diffusion.checkpoints import export_model, write_model_card
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
-from roberta_diffusion.train import export_model
 
 SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm), "ar": (paths.SHIPPED_AR, load_causal_lm)}
 MLM_ONLY = {"arch", "locality_init", "plateau_escape", "escape_lr", "escape_steps", "ratio_mode", "n_levels",

@@ -7,6 +7,7 @@ read-only: a test that needs to change a model or tokenizer copies it first.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # before transformers / huggingface_hub are imported: they read these once
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -46,6 +47,22 @@ def tiny_dirs(tmp_path_factory, tokenizer, mlm, causal_lm):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     return root
+
+
+def parameterized(notebook: str | Path, params: dict, out_path: Path):
+    """Notebook ``notebook`` (a name in ``notebooks/`` or a py:percent path) as an ``.ipynb`` at ``out_path``
+    with papermill's injected-parameters cell after its ``parameters`` cell, as ``run_pipeline`` runs it; for
+    executing it another way (a browser, nbclient)."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+    from roberta_diffusion import pipeline
+
+    path = Path(notebook) if Path(notebook).exists() else pipeline.NOTEBOOKS / f"{notebook}.py"
+    pipeline.to_ipynb(path, out_path)
+    notebook = parameterize_notebook(load_notebook_node(str(out_path)), params)
+    nbformat.write(notebook, out_path)
+    return out_path
 
 
 # -- the notebooks as pytest items (tests/notebooks.yaml) ---------------------------------------------------
@@ -100,7 +117,7 @@ class NotebookItem(pytest.Item):
         params = {k: v.replace("{tiny}", tiny) if isinstance(v, str) else v for k, v in self.params.items()}
         with tempfile.TemporaryDirectory(prefix=f"rd-{self.name}-") as folder:
             runs = Path(folder) / "runs"
-            notebook = pipeline.parameterized(self.name, {"run_name": "nb-item", **params}, Path(folder) / "in.ipynb")
+            notebook = parameterized(self.name, {"run_name": "nb-item", **params}, Path(folder) / "in.ipynb")
             import nbformat
 
             nb = nbformat.read(notebook, as_version=4)

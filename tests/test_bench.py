@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from roberta_diffusion import metrics
 
 from benchmarks import agreement, bench, common
 
@@ -52,7 +51,7 @@ def test_random_policy_flops_count_only_the_positions_it_draws():
 
 
 def test_flop_count_grows_with_sequence_length(mlm):
-    assert metrics.training_flops_per_token(mlm, 512) > metrics.training_flops_per_token(mlm, 64) > 6 * 1000
+    assert common.training_flops_per_token(mlm, 512) > common.training_flops_per_token(mlm, 64) > 6 * 1000
 
 
 def test_flop_counts_match_a_hand_count_for_roberta_base_shapes(tokenizer):
@@ -62,9 +61,9 @@ def test_flop_counts_match_a_hand_count_for_roberta_base_shapes(tokenizer):
     width, layers, vocab = 768, 12, model.config.vocab_size
     encoder = layers * (4 * width * width + 2 * width * 3072)  # q, k, v, out + the MLP
     head = width * width + width * vocab  # the head's dense layer + the vocabulary projection
-    assert metrics.matmul_weights(model) == (encoder, head)
+    assert common.matmul_weights(model) == (encoder, head)
     attention = 4 * layers * width * 256
-    assert metrics.training_flops_per_token(model, 256, 0.5) == 6 * encoder + 3 * head + 3 * attention
+    assert common.training_flops_per_token(model, 256, 0.5) == 6 * encoder + 3 * head + 3 * attention
 
 
 @pytest.mark.parametrize("arch", ["roberta", "modernbert"])
@@ -83,7 +82,7 @@ def test_a_steps_flop_count_equals_torchs_own_count(tokenizer, arch):
     mask = additive_attention_mask(torch.ones(batch, length, dtype=torch.long), torch.float32)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         gathered_logits(model, ids, mask, index)
-    assert metrics.diffusion_step_flops(model, batch, length, candidates) == counter.get_total_flops()
+    assert common.diffusion_step_flops(model, batch, length, candidates) == counter.get_total_flops()
 
 
 def test_compiled_rows_carry_the_teacher_forced_tolerance(monkeypatch, mlm, tokenizer):

@@ -18,7 +18,7 @@ import time
 import urllib.request
 
 import pytest
-from roberta_diffusion import pipeline
+from conftest import parameterized
 from roberta_diffusion.paths import NOTEBOOKS
 
 pytestmark = pytest.mark.browser
@@ -51,7 +51,7 @@ def lab(tmp_path, tiny_dirs):
     require_chromium()
     params = {"run_name": "browser", "mlm_path": str(tiny_dirs / "mlm"), "steps": STEPS, "max_len": 40,
               "policy_steps": 2, "confidence_gif": False, "panel_max_len": 40}
-    pipeline.parameterized("03_generate", params, tmp_path / "03_generate.ipynb")
+    parameterized("03_generate", params, tmp_path / "03_generate.ipynb")
     shutil.copy(NOTEBOOKS / "03_generate.py", tmp_path / "source.py")
     port, token = free_port(), "rd-browser-test"
     # private config, runtime and settings folders: the user's own JupyterLab settings must not change the test

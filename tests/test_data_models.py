@@ -37,15 +37,6 @@ def test_wikitext_detokenize_is_idempotent_on_its_output():
     assert data.wikitext_detokenize(once) == once
 
 
-def test_split_title_paragraphs_drops_headings():
-    lines = ["= Title =", "A paragraph.", "= = Section = =", "Another one."]
-    assert list(data.split_title_paragraphs(lines)) == ["A paragraph.", "Another one."]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# reading local corpora
-
-
 def test_iter_lines_drops_empty_lines_and_strips(tmp_path):
     path = tmp_path / "a.txt"
     path.write_text("first line  \n\n   \n\tsecond\n\n third \n", encoding="utf-8")
@@ -213,7 +204,7 @@ def test_other_masked_lm_architectures_generate_and_train(arch, tokenizer):
     """Every fresh MLM architecture works with the sampler and the training loss."""
     from roberta_diffusion import generate_diffusion
     from roberta_diffusion.collator import DiffusionCollator
-    from roberta_diffusion.train import masked_lm_loss
+    from roberta_diffusion.losses import masked_lm_loss
 
     model = models.fresh_mlm(tokenizer, "tiny", max_len=48, arch=arch)
     trace = generate_diffusion(model, tokenizer, "The harbour", steps=3, policy="confidence", max_len=48)

@@ -65,3 +65,20 @@ def test_the_library_has_no_import_cycle():
 def test_the_library_does_not_import_the_benchmarks():
     users = [name for name, path in MODULES.items() if "benchmarks" in imported(path)[1]]
     assert users == []
+
+
+# Imported where they are used, not at the top: packages the library works without (the dev extra's notebook
+# tooling, pandas) and `datasets`, which only hub corpora need and which costs every command a second to import.
+LAZY = {"pandas", "papermill", "jupytext", "nbformat", "jupyter_client", "datasets"}
+
+
+def test_imports_are_at_the_top_unless_optional():
+    inside = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        top = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                names = [node.module or "."] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                inside += [f"{name}:{node.lineno} {n}" for n in names if n.split(".")[0] not in LAZY]
+    assert inside == []

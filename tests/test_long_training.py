@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from roberta_diffusion import data, train
+from roberta_diffusion import checkpoints, data, losses, train
 from roberta_diffusion.canvas import prompt_canvas
 from roberta_diffusion.cli import main
 from roberta_diffusion.collator import DiffusionCollator
@@ -146,7 +146,7 @@ def _finetune(run_name: str, runs, processes: int) -> dict:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     run = runs / run_name / "mlm"
-    weights = {k: v.clone() for k, v in train._load_weights(run / "model").items()}
+    weights = {k: v.clone() for k, v in checkpoints._load_weights(run / "model").items()}
     return {"history": json.loads((run / "history.json").read_text()), "weights": weights}
 
 
@@ -188,12 +188,12 @@ def test_the_exported_model_is_the_best_held_out_checkpoint(tokenizer, blocks, t
         snapshots[len(snapshots)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return 1.0, next(bounds)
 
-    monkeypatch.setattr(train.HeldOutScorer, "score", fake_score)
+    monkeypatch.setattr(losses.HeldOutScorer, "score", fake_score)
     cfg = train.TrainConfig(out_dir=str(tmp_path), size="tiny", block_size=32, prefix_len=4, batch_size=4,
                             max_steps=6, eval_every=2, save_every=2, lr=1e-2, warmup_steps=1)
-    history = train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    history = train.fit(cfg, blocks, blocks, tokenizer, progress=False)
     assert history["best_step"] == 2 and history["best_bound"] == 2.0 and history["eval_bound"] == [2.0, 3.0, 4.0]
-    exported = train._load_weights(tmp_path / "model")
+    exported = checkpoints._load_weights(tmp_path / "model")
     for key, value in exported.items():
         assert torch.allclose(value, snapshots[0][key]), key
 
@@ -204,7 +204,7 @@ def test_curves_read_a_run_and_find_the_crossover(tokenizer, blocks, tmp_path):
 
     cfg = train.TrainConfig(out_dir=str(tmp_path / "mlm"), size="tiny", block_size=32, prefix_len=4, batch_size=4,
                             max_steps=4, eval_every=2, save_every=4)
-    history = train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    history = train.fit(cfg, blocks, blocks, tokenizer, progress=False)
     curve = curves.load_curve(tmp_path / "mlm", prior_tokens=1000)
     tokens = [1000 + 2 * 4 * 32, 1000 + 4 * 4 * 32]
     assert curve["epochs"] == [t / (len(blocks) * 32) for t in tokens]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from roberta_diffusion import data, train
+from roberta_diffusion import checkpoints, data, train
 from roberta_diffusion.paths import SAMPLE_TEXT
 
 STEPS = 16
@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
     tok = models.fallback_tokenizer()
     blocks = data.load_blocks(SAMPLE_TEXT, tok, 32)
     torch.randn(int(sys.argv[2]))  # whatever ran before in the process must not matter
-    train.train(train.TrainConfig(out_dir=sys.argv[1], **{settings}), blocks, blocks, tok, progress=False)
+    train.fit(train.TrainConfig(out_dir=sys.argv[1], **{settings}), blocks, blocks, tok, progress=False)
 """).replace("{settings}", repr(SETTINGS))
 
 
@@ -46,7 +46,7 @@ def run_script(tmp_path, out, disturb=0, kill_after=None):
         return
     try:
         while proc.poll() is None:
-            done = train.checkpoints(out)  # finished folders (renamed into place), newest first
+            done = checkpoints.checkpoints(out)  # finished folders (renamed into place), newest first
             if done and int(done[0].name.split("-")[1]) >= kill_after:
                 break
             time.sleep(0.02)  # poll gently: the machine is small and shared
@@ -75,7 +75,7 @@ def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path, unbroke
     out = tmp_path / "run"
     for kill_after in sorted(rng.randrange(2, STEPS, 2) for _ in range(kills)):
         run_script(tmp_path, out, disturb=rng.randrange(1, 1000), kill_after=kill_after)
-        assert not (out / "model").exists() or train.latest_checkpoint(out) is not None
+        assert not (out / "model").exists() or checkpoints.latest_checkpoint(out) is not None
     run_script(tmp_path, out, disturb=7)
     losses, evals, weights = outcome(out)
     assert losses == unbroken[0] and len(losses) == STEPS
@@ -92,9 +92,9 @@ def test_an_interrupted_run_in_process_resumes_bit_identically(tmp_path, tokeniz
     resume. Without the saved random state the dropout noise differs and so do the losses after step 6."""
     blocks = _blocks(tokenizer)
     cfg = dict(SETTINGS, max_steps=10, save_every=3)
-    whole = train.train(train.TrainConfig(out_dir=str(tmp_path / "whole"), **cfg), blocks, blocks, tokenizer,
+    whole = train.fit(train.TrainConfig(out_dir=str(tmp_path / "whole"), **cfg), blocks, blocks, tokenizer,
                         progress=False)
-    save = train.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     class Stop(Exception):
         pass
@@ -107,10 +107,10 @@ def test_an_interrupted_run_in_process_resumes_bit_identically(tmp_path, tokeniz
 
     monkeypatch.setattr(train, "save_checkpoint", save_then_stop)
     with pytest.raises(Stop):
-        train.train(train.TrainConfig(out_dir=str(tmp_path / "cut"), **cfg), blocks, blocks, tokenizer, progress=False)
+        train.fit(train.TrainConfig(out_dir=str(tmp_path / "cut"), **cfg), blocks, blocks, tokenizer, progress=False)
     monkeypatch.setattr(train, "save_checkpoint", save)
     torch.randn(123)
-    resumed = train.train(train.TrainConfig(out_dir=str(tmp_path / "cut"), **cfg), blocks, blocks, tokenizer,
+    resumed = train.fit(train.TrainConfig(out_dir=str(tmp_path / "cut"), **cfg), blocks, blocks, tokenizer,
                           progress=False)
     assert resumed["train_loss"] == whole["train_loss"] and resumed["eval_loss"] == whole["eval_loss"]
 
@@ -119,7 +119,7 @@ def test_an_interrupted_run_in_process_resumes_bit_identically(tmp_path, tokeniz
 def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, tokenizer, damage):
     blocks = _blocks(tokenizer)
     cfg = train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=4))
-    train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    train.fit(cfg, blocks, blocks, tokenizer, progress=False)
     newest = tmp_path / "checkpoints" / "step-4"
     weights = newest / "model.safetensors"
     if damage == "truncate":
@@ -133,9 +133,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, token
     else:
         (newest / "manifest.json").write_text("{")
     notes = []
-    assert train.latest_checkpoint(tmp_path, say=notes.append).name == "step-2"
+    assert checkpoints.latest_checkpoint(tmp_path, say=notes.append).name == "step-2"
     assert notes and "step-4" in notes[0]
-    history = train.train(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=6)), blocks, blocks,
+    history = train.fit(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=6)), blocks, blocks,
                           tokenizer, progress=False)
     assert history["step"][:2] == [1, 2] and history["step"][2] == 3  # resumed at step 2, not 4, not 0
 
@@ -143,10 +143,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(tmp_path, token
 @pytest.mark.parametrize("change", [{"block_size": 64}, {"size": "small"}, {"lr": 1e-2, "seed": 3}])
 def test_a_changed_config_is_refused_naming_the_keys(tmp_path, tokenizer, change):
     blocks = _blocks(tokenizer)
-    train.train(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=2)), blocks, blocks, tokenizer,
+    train.fit(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=2)), blocks, blocks, tokenizer,
                 progress=False)
     with pytest.raises(ValueError, match="another config") as refused:
-        train.train(train.TrainConfig(out_dir=str(tmp_path), **{**SETTINGS, "max_steps": 4, **change}),
+        train.fit(train.TrainConfig(out_dir=str(tmp_path), **{**SETTINGS, "max_steps": 4, **change}),
                     blocks, blocks, tokenizer, progress=False)
     for key in change:
         assert f"{key}:" in str(refused.value)
@@ -154,9 +154,9 @@ def test_a_changed_config_is_refused_naming_the_keys(tmp_path, tokenizer, change
 
 def test_harmless_changes_resume(tmp_path, tokenizer):
     blocks = _blocks(tokenizer)
-    train.train(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=2)), blocks, blocks, tokenizer,
+    train.fit(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=2)), blocks, blocks, tokenizer,
                 progress=False)
-    history = train.train(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=4, eval_every=1,
+    history = train.fit(train.TrainConfig(out_dir=str(tmp_path), **dict(SETTINGS, max_steps=4, eval_every=1,
                                                                            save_every=1, max_minutes=5.0)),
                           blocks, blocks, tokenizer, progress=False)
     assert history["step"] == [1, 2, 3, 4]
@@ -166,9 +166,9 @@ def test_extra_state_is_saved_and_verified(tmp_path, mlm):
     optimizer = torch.optim.AdamW(mlm.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     ema = {"ema": {k: v.clone() for k, v in list(mlm.state_dict().items())[:2]}}
-    folder = train.save_checkpoint(tmp_path, mlm, optimizer, scheduler, 5, {"step": []}, extra=ema)
-    loaded = train.load_extra(folder)
+    folder = checkpoints.save_checkpoint(tmp_path, mlm, optimizer, scheduler, 5, {"step": []}, extra=ema)
+    loaded = checkpoints.load_extra(folder)
     assert loaded.keys() == ema.keys() and all(torch.equal(loaded["ema"][k], v) for k, v in ema["ema"].items())
     assert "extra.pt" in json.loads((folder / "manifest.json").read_text())
     (folder / "extra.pt").write_bytes(b"damaged")
-    assert train.checkpoint_problem(folder) is not None
+    assert checkpoints.checkpoint_problem(folder) is not None

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from roberta_diffusion import data, losses, train
+from roberta_diffusion import checkpoints, data, losses, train
 from roberta_diffusion.paths import SAMPLE_TEXT
 
 
@@ -28,7 +28,7 @@ def _config(out, **kw):
 @pytest.mark.parametrize("objective, ratio_mode", [("mlm", "levels"), ("ar", "levels"), ("mlm", "stratified")])
 def test_training_lowers_the_training_loss_and_exports_a_model(objective, ratio_mode, blocks, tokenizer, tmp_path):
     """("stratified" trains through masked_lm_loss_fixed, the head on a bounded number of rows.)"""
-    history = train.train(_config(tmp_path, objective=objective, max_steps=30, dropout=0.0, ratio_mode=ratio_mode),
+    history = train.fit(_config(tmp_path, objective=objective, max_steps=30, dropout=0.0, ratio_mode=ratio_mode),
                           blocks, blocks, tokenizer, progress=False)
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert (tmp_path / "model" / "config.json").exists() and (tmp_path / "history.json").exists()
@@ -36,11 +36,11 @@ def test_training_lowers_the_training_loss_and_exports_a_model(objective, ratio_
 
 
 def test_half_written_checkpoints_are_never_resumed(blocks, tokenizer, tmp_path):
-    train.train(_config(tmp_path), blocks, blocks, tokenizer, progress=False)
+    train.fit(_config(tmp_path), blocks, blocks, tokenizer, progress=False)
     broken = tmp_path / "checkpoints" / "step-99.tmp"
     broken.mkdir()
     (broken / "state.json").write_text("{")
-    assert train.latest_checkpoint(tmp_path).name == "step-12"
+    assert checkpoints.latest_checkpoint(tmp_path).name == "step-12"
 
 
 def test_batches_depend_only_on_seed_and_step():
@@ -62,26 +62,26 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
         cfg = train.TrainConfig(out_dir={str(tmp_path / 'run')!r}, objective="mlm", size="tiny", block_size=32,
                                 prefix_len=4, batch_size=4, max_steps=100000, save_every=5, eval_every=10**9,
                                 eval_batches=1, log_every=1, warmup_steps=2)
-        train.train(cfg, blocks, blocks, tok, progress=False)
+        train.fit(cfg, blocks, blocks, tok, progress=False)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
-        while train.latest_checkpoint(tmp_path / "run") is None or int(
-                train.latest_checkpoint(tmp_path / "run").name.split("-")[1]) < 10:
+        while checkpoints.latest_checkpoint(tmp_path / "run") is None or int(
+                checkpoints.latest_checkpoint(tmp_path / "run").name.split("-")[1]) < 10:
             assert time.time() < deadline, "no checkpoint appeared"
             assert proc.poll() is None, "the training process ended early"
             time.sleep(0.2)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    last = train.latest_checkpoint(tmp_path / "run")
+    last = checkpoints.latest_checkpoint(tmp_path / "run")
     done = int(last.name.split("-")[1])
     before = json.loads((last / "state.json").read_text())["history"]
 
     cfg = _config(tmp_path / "run", max_steps=done + 4, save_every=5, eval_every=10**9, eval_batches=1, log_every=1,
                   batch_size=4, prefix_len=4, lr=5e-4)  # the killed run's rate: another one would be refused
-    history = train.train(cfg, data.load_blocks(SAMPLE_TEXT, tokenizer, 32), data.load_blocks(SAMPLE_TEXT, tokenizer, 32),
+    history = train.fit(cfg, data.load_blocks(SAMPLE_TEXT, tokenizer, 32), data.load_blocks(SAMPLE_TEXT, tokenizer, 32),
                           tokenizer, progress=False)
     assert history["step"][: len(before["step"])] == before["step"]  # the old history is kept, not restarted
     assert history["step"][-1] == done + 4
@@ -92,7 +92,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
 @pytest.mark.parametrize("weighting", ["none", "elbo"])
 def test_the_fixed_shape_loss_equals_the_masked_rows_loss(mlm, tokenizer, weighting):
     from roberta_diffusion.collator import DiffusionCollator
-    from roberta_diffusion.train import masked_lm_loss, masked_lm_loss_dense
+    from roberta_diffusion.losses import masked_lm_loss, masked_lm_loss_dense
 
     collator = DiffusionCollator(tokenizer, 4, "continuous", weighting=weighting)
     blocks = torch.randint(5, len(tokenizer), (4, 24), generator=torch.Generator().manual_seed(0))
@@ -106,7 +106,7 @@ def test_the_bounded_head_loss_equals_the_masked_rows_loss_with_its_gradients(ml
     loss and the same gradients as the data-dependent masked_lm_loss, and a capacity below the masked count loses
     terms (so the bound matters)."""
     from roberta_diffusion.collator import DiffusionCollator
-    from roberta_diffusion.train import masked_lm_loss, masked_lm_loss_fixed
+    from roberta_diffusion.losses import masked_lm_loss, masked_lm_loss_fixed
 
     collator = DiffusionCollator(tokenizer, 4, "stratified", weighting=weighting,
                                  generator=torch.Generator().manual_seed(3))
@@ -146,11 +146,11 @@ def test_plateau_escape_starts_training_at_the_unigram_loss(blocks, tokenizer, t
     batch = {"input_ids": ids.masked_fill(masked, tokenizer.mask_token_id), "attention_mask": torch.ones_like(ids),
              "labels": torch.where(masked, ids, -100)}
     with torch.no_grad():
-        start = float(train.masked_lm_loss(model.eval(), batch))
-        random_start = float(train.masked_lm_loss(train.build_model(_config(tmp_path), tokenizer).eval(), batch))
+        start = float(losses.masked_lm_loss(model.eval(), batch))
+        random_start = float(losses.masked_lm_loss(train.build_model(_config(tmp_path), tokenizer).eval(), batch))
     assert abs(start - unigram_loss) < 0.3, (start, unigram_loss)
     assert random_start > unigram_loss + 1.0, (random_start, unigram_loss)
-    history = train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    history = train.fit(cfg, blocks, blocks, tokenizer, progress=False)
     assert len(history["train_loss"]) >= 1
     for bad in (dict(arch="modernbert"), dict(objective="ar"), dict(init="weights/roberta-diffusion-small"),
                 dict(locality_init=0.3)):
@@ -174,13 +174,13 @@ def test_an_escape_phase_shorter_than_the_warm_up_is_refused_before_anything_is_
                                                                                          tokenizer, tmp_path):
     cfg = _config(tmp_path / "run", escape_lr=2e-4, escape_steps=escape_steps, warmup_steps=10)
     with pytest.raises(ValueError, match="escape_steps >= warmup_steps"):
-        train.train(cfg, blocks, blocks, tokenizer, progress=False)
+        train.fit(cfg, blocks, blocks, tokenizer, progress=False)
     assert not (tmp_path / "run").exists()
 
 
 def test_stratified_training_runs_the_head_on_the_bounded_rows(blocks, tokenizer, tmp_path, monkeypatch):
     capacities = []
-    real = train.masked_lm_loss_fixed
+    real = losses.masked_lm_loss_fixed
 
     def spy(model, batch, capacity):
         capacities.append(capacity)
@@ -188,6 +188,23 @@ def test_stratified_training_runs_the_head_on_the_bounded_rows(blocks, tokenizer
 
     monkeypatch.setattr(losses, "masked_lm_loss_fixed", spy)
     cfg = _config(tmp_path, ratio_mode="stratified", max_steps=4, eval_every=4, save_every=4)
-    train.train(cfg, blocks, blocks, tokenizer, progress=False)
+    train.fit(cfg, blocks, blocks, tokenizer, progress=False)
     bound = train.DiffusionCollator(tokenizer, cfg.prefix_len, "stratified").max_masked(cfg.batch_size, cfg.block_size)
     assert len(capacities) >= 4 and set(capacities) == {bound}
+
+
+def test_notebook_02_parameters_are_train_config_fields(tmp_path, monkeypatch):
+    """Notebook 02's parameters cell maps 1:1 onto TrainConfig: ``TrainConfig(**params)`` is the whole recipe."""
+    from roberta_diffusion import paths
+    from roberta_diffusion.checks import notebook_parameters
+
+    monkeypatch.setattr(paths, "RUNS", tmp_path)
+    params = {k: default for k, (_, default) in notebook_parameters(paths.NOTEBOOKS / "02_finetune.py").items()}
+    assert set(params) <= set(train.TrainConfig.__dataclass_fields__)
+    cfg = train.TrainConfig(**{**params, "init": "weights/tokenizer", "escape_lr": 2e-4, "escape_steps": 100,
+                               "ar": {"lr": 3e-4, "warmup_steps": 7}})
+    mlm, ar = cfg.for_objective("mlm"), cfg.for_objective("ar")
+    assert (mlm.lr, mlm.warmup_steps, mlm.escape_lr, mlm.out_dir) == (1e-3, 10, 2e-4, str(tmp_path / "scratch" / "mlm"))
+    assert (ar.lr, ar.warmup_steps, ar.escape_lr, ar.init, ar.objective) == (3e-4, 7, None, None, "ar")
+    with pytest.raises(ValueError, match="not TrainConfig fields"):
+        train.TrainConfig(ar={"lrr": 1}).for_objective("ar")

@@ -53,7 +53,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
     if prefix_len is not None and prefix_len >= max_len:
         raise ValueError(f"prefix_len={prefix_len} must be smaller than max_len={max_len}: nothing would be generated")
     if max_len > max_canvas_len(model):
-        raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
+        raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower max_len")
     device = next(model.parameters()).device
     if isinstance(prompts, torch.Tensor):
         start_canvas = Canvas(prompts.long(), torch.ones_like(prompts, dtype=torch.bool), torch.ones_like(prompts))

@@ -1,5 +1,6 @@
-"""Checkpoints of ``train.train``: written atomically with a manifest, verified before loading, refused when the
-config changed, and carrying every random state so that a resumed run continues exactly as an unbroken one.
+"""What a training run writes: checkpoints (written atomically with a manifest, verified before loading, refused
+when the config changed, carrying every random state so that a resumed run continues exactly as an unbroken one),
+the exported model and its card.
 
 Layout of ``<out>/checkpoints/step-N/``: the model (``save_pretrained``), ``optimizer.pt`` (optimiser and schedule),
 ``rng.pt`` (random states), ``extra.pt`` (optional further state), ``train_config.json``, ``state.json`` (step and
@@ -8,13 +9,17 @@ history) and ``manifest.json`` (size and sha256 of each of those files, written 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import random
 import shutil
 from pathlib import Path
 
+import numpy
 import torch
+from safetensors.torch import load_file
 
 # Config keys that may change between a run and its resume: they steer when to stop, log, evaluate or save,
 # not what is trained. Any other difference (size, block_size, lr, ...) makes the checkpoint another run's.
@@ -82,46 +87,28 @@ def latest_checkpoint(out_dir: Path, say=None) -> Path | None:
 def rng_state() -> dict:
     """Every random state training draws from: Python's, numpy's, torch's CPU and CUDA generators (dropout uses
     torch's). The data order and the noise are functions of (seed, step) and need none."""
-    import random
-
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy
-
-        state["numpy"] = numpy.random.get_state()
-    except ImportError:
-        pass
+    state["numpy"] = numpy.random.get_state()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    import random
-
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if "numpy" in state:
-        import numpy
-
         numpy.random.set_state(state["numpy"])
 
 
 def seeded_rng_state(seed: int) -> dict:
     """The random state a fresh run starts from: fixed by ``seed``, whatever ran before in the process."""
-    import random
-
     saved = rng_state()
     random.seed(seed)
     torch.manual_seed(seed)
-    try:
-        import numpy
-
-        numpy.random.seed(seed % 2**32)
-    except ImportError:
-        pass
+    numpy.random.seed(seed % 2**32)
     fresh = rng_state()
     set_rng_state(saved)
     return fresh
@@ -163,8 +150,9 @@ def load_extra(folder: Path) -> dict:
 
 
 def config_changes(saved: dict, cfg: dict) -> list[str]:
-    """``key: old -> new`` for each config value that differs and is not in ``RESUMABLE_CHANGES``."""
-    keys = sorted((set(saved) | set(cfg)) - RESUMABLE_CHANGES)
+    """``key: old -> new`` for each config value that differs and is not in ``RESUMABLE_CHANGES``; a field the
+    saved config predates (a checkpoint written before the field existed) is not compared."""
+    keys = sorted(set(saved) - RESUMABLE_CHANGES)
     return [f"{k}: {saved.get(k)!r} -> {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k)]
 
 
@@ -206,9 +194,43 @@ def resume(out: Path, cfg, model, optimizer, scheduler, say=print) -> tuple[int,
 
 
 def _load_weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
     state = {}
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
     return state
+
+
+def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:
+    """``save_pretrained`` model + tokenizer into ``folder`` atomically (temp folder, then rename)."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = model
+    if dtype is not None:
+        to_save = copy.deepcopy(model).to(dtype)
+    to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(tmp)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def write_model_card(folder, title: str, summary: str, facts: dict, metrics: dict | str | None = None,
+                     usage: str = "") -> Path:
+    """Write ``folder/README.md``: a title, a paragraph, a table of facts, a usage snippet and the metrics
+    (markdown text, or a dict shown as JSON)."""
+    folder = Path(folder)
+    rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    text = f"# {title}\n\n{summary}\n\n| | |\n|---|---|\n{rows}\n"
+    if usage:
+        text += f"\n## Use\n\n```python\n{usage.strip()}\n```\n"
+    if isinstance(metrics, str):
+        text += f"\n## Metrics\n\n{metrics.strip()}\n"
+    elif metrics:
+        text += f"\n## Metrics\n\n```json\n{json.dumps(metrics, indent=2)}\n```\n"
+    path = folder / "README.md"
+    path.write_text(text)
+    return path

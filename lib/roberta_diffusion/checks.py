@@ -111,8 +111,8 @@ def run_name(value, where: str = "run_name") -> str:
 POSITIVE = {"max_steps", "batch_size", "block_size", "eval_every", "save_every", "steps", "max_len", "n_levels",
             "n_draws", "loss_blocks", "n_prompts", "n_heldout", "elbo_samples", "policy_steps", "cpu_threads",
             "max_train_lines"}
-NON_NEGATIVE = {"prefix_len", "warmup_steps", "ar_warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab"}
-POSITIVE_FLOAT = {"lr", "ar_lr", "escape_lr", "temperature", "top_p", "max_minutes"}
+NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab"}
+POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes"}
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
@@ -181,6 +181,9 @@ def parameter(key: str, value, known: dict, where: str) -> None:
         seed(f"{where}: {key}", value)
     elif key == "run_name":
         run_name(value, f"{where}: run_name")
+    elif key == "ar":  # the GPT-2 baseline's own values of other parameters
+        for name, own in value.items():
+            parameter(name, own, known, f"{where}: ar")
 
 
 def parameters(params: dict, notebook_path: Path, where: str) -> dict:
@@ -197,19 +200,3 @@ def _cross_checks(params: dict, where: str) -> None:
             raise ValueError(f"{where}: {short}={params[short]} must be below {long}={params[long]}")
     if params.get("top_p", 0.5) > 1:
         raise ValueError(f"{where}: top_p={params['top_p']} must be in (0, 1]")
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    """``--set KEY=VALUE`` pairs: JSON values (``40``, ``null``, ``[1, 2]``), anything else as a string."""
-    out = {}
-    for pair in pairs:
-        if "=" not in pair or not pair.split("=", 1)[0]:
-            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. max_steps=100")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
-            out[key] = value
-        if isinstance(out[key], float) and not math.isfinite(out[key]):
-            raise ValueError(f"--set {pair!r}: {key} must be a finite number")
-    return out

@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
+import traceback
 from pathlib import Path
+
+import torch
+import yaml
 
 from . import checks, commands, defaults, models, viz
 from .canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
@@ -174,8 +179,6 @@ def run_generate(args, kind: str):
                                        schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
                                        block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
     else:
-        import torch
-
 
         width = prefix_canvas(tokenizer, prompt, args.prefix_len).ids.shape[1]  # the whole prompt, never cut
         check_room(width, args.max_len)
@@ -210,8 +213,6 @@ def _rate(per_second: float) -> str:
 
 
 def run_compare(args):
-    import textwrap
-
 
     check_sampling(args, "compare")
     prompt = _read_prompt(args.prompt)
@@ -249,11 +250,13 @@ def run_compare(args):
         print(f"animation: {args.animation}")
 
 
+AS_FLAGS = {"lower max_len": "lower --max-len", "set graph=False": "drop --graph", "set compile=False": "drop --compile",
+            "use device='cpu'": "use --device cpu"}
+
+
 def error_line(err: BaseException) -> tuple[str, int]:
     """The one ``error:`` line for ``err`` and the exit status: 2 for bad input and OS errors (a full disk, a
     read-only folder), 1 for anything the checks did not foresee."""
-    import yaml
-
 
     if isinstance(err, RunFailed):
         text, status = str(err), EXIT_BUG
@@ -266,6 +269,8 @@ def error_line(err: BaseException) -> tuple[str, int]:
     else:
         text, status = f"unexpected {type(err).__name__}: {err} (rerun with --debug for the traceback)", EXIT_BUG
     text = " ".join(str(text).split())
+    for argument, flag in AS_FLAGS.items():  # the library names its own arguments; here they are flags
+        text = text.replace(argument, flag)
     return "error: " + (text if len(text) <= 500 else text[:500] + " ..."), status
 
 
@@ -287,8 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as err:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if debug:
-            import traceback
-
             traceback.print_exc()
         line, status = error_line(err)
         print(line, file=sys.stderr)

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .defaults import PROMPT_LEN
+
 RATIO_MODES = ("levels", "continuous", "stratified")
 WEIGHTINGS = ("none", "elbo")
 
@@ -33,7 +35,7 @@ class DiffusionCollator:
     def __init__(
         self,
         tokenizer,
-        prefix_len: int = 16,
+        prefix_len: int = PROMPT_LEN,
         mode: str = "levels",
         n_levels: int = 10,
         eps: float = 1e-3,

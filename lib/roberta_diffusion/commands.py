@@ -4,22 +4,25 @@ tools beside the library: ``python -m benchmarks.bench`` and ``python -m benchma
 from __future__ import annotations
 
 import json
+import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from . import checks, data, evaluate, models, paths, runs
+import torch
+
+from . import checks, data, defaults, evaluate, models, paths, runs, train
 from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
-from .recipe import run_recipe
 from .runs import redirect_runs, staged_run
 from .sampler import POLICIES
-from .train import cached_blocks
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
 
 def add_subcommands(sub) -> None:
-    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (notebook 02's calls)")
+    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (train.train(TrainConfig))")
     ft.add_argument("--profile", default="smoke", help="profile name in profiles/ or a YAML path")
     ft.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters (JSON values)")
     ft.add_argument("--num-processes", type=int, default=1,
@@ -46,22 +49,23 @@ def add_subcommands(sub) -> None:
 
 
 def run_finetune(args) -> int:
-    """Train with the profile's notebook-02 parameters (``recipe.run_recipe``: notebook 02's own calls) on a staged
-    copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
+    """``train.train(TrainConfig(**params))`` with the profile's notebook-02 parameters (notebook 02's own call) on
+    a staged copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
 
     if args.num_processes < 1:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
     profile = load_profile(args.profile)  # checked whole
-    sets = checks.parse_sets(args.set)
+    sets = parse_sets(args.set)
     params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
+    cfg = train.TrainConfig(**params)
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes
-        run_recipe(params)
+        train.train(cfg)
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
@@ -72,20 +76,31 @@ def run_finetune(args) -> int:
             if code:
                 raise RuntimeError(f"a training process exited with status {code}; the previous results are kept")
         else:
-            run_recipe(params)
+            train.train(cfg)
     print(f"finetune outputs: {paths.RUNS / name}")
     return 0
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs: JSON values (``40``, ``null``, ``[1, 2]``), anything else as a string."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair or not pair.split("=", 1)[0]:
+            raise ValueError(f"--set {pair!r}: write KEY=VALUE, e.g. max_steps=100")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            out[key] = value
+        if isinstance(out[key], float) and not math.isfinite(out[key]):
+            raise ValueError(f"--set {pair!r}: {key} must be a finite number")
+    return out
 
 
 def _launch(args) -> int:
     """The same command in N processes on this host, through torch's launcher (what ``accelerate launch
     --multi_gpu`` runs): DDP over NCCL on the GPUs, or over gloo between CPU processes where there is no GPU
     (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config."""
-    import subprocess
-    import sys
-
-    import torch
-
     env = {**os.environ, WORKER: "1"}
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"
@@ -134,12 +149,12 @@ def run_eval(args) -> int:
     judge_name = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples; no independent judge offline)"
     cache = paths.CACHE
     block = min(max_canvas_len(mlm), 256)  # the shipped recipe's canvas, or less for a smaller model
-    prefix = 16  # evaluate.evaluate's prompt length
+    prefix = defaults.PROMPT_LEN  # evaluate.evaluate's prompt length
     if max(steps) > block - prefix:
         raise ValueError(f"--steps {max(steps)} is more than the {block - prefix} positions each sample fills "
                          f"(canvas {block} - prompt {prefix}): use at most that many")
-    heldout = {"wikipedia-valid": cached_blocks(paths.WIKI_VALID, tokenizer, block, cache),
-               "wikitext2-valid (detokenised)": cached_blocks(paths.WIKITEXT2_VALID, tokenizer, block, cache, detokenize=True)}
+    heldout = {"wikipedia-valid": data.cached_blocks(paths.WIKI_VALID, tokenizer, block, cache),
+               "wikitext2-valid (detokenised)": data.cached_blocks(paths.WIKITEXT2_VALID, tokenizer, block, cache, detokenize=True)}
     if args.max_blocks:
         heldout = {k: v[: args.max_blocks] for k, v in heldout.items()}
     prompts = evaluate.spread_blocks(heldout["wikipedia-valid"], args.prompts)

@@ -14,6 +14,11 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
+
+from . import paths
+
 
 def load_curve(folder: Path, label: str | None = None, prior_tokens: int | None = None) -> dict:
     """``{"label", "epochs", "flops", "ppl", "best"}`` of one training history; perplexity = exp(held-out bound).
@@ -55,9 +60,6 @@ def plot_data_constrained(curves: list[dict], path: Path | None = None, title: s
 
     ``ymax`` (default: 3 x the worst best point) keeps a diverged run from squashing the rest; a curve that leaves
     the frame says how high it went, where it leaves."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 40, 60, 100 rather than 6 x 10^1
 
     ymax = ymax or 3 * max(curve["best"]["ppl"] for curve in curves)
@@ -83,4 +85,29 @@ def plot_data_constrained(curves: list[dict], path: Path | None = None, title: s
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
+    return fig
+
+
+def shipped_and_run(run_dir: Path, objectives: list[str], path: Path):
+    """Notebook 02's figure: the shipped pair's curves and this run's, with the best points and the crossover."""
+    shipped = [load_curve(paths.SHIPPED_MLM, "shipped diffusion RoBERTa"),
+               load_curve(paths.SHIPPED_AR, "shipped GPT-2 twin")]
+    this_run = [load_curve(Path(run_dir) / objective, f"this run: {objective}") for objective in objectives]
+    figure = plot_data_constrained(shipped + this_run, path)
+    mlm, ar = shipped[0]["best"], shipped[1]["best"]
+    print(f"shipped: masked LM {mlm['ppl']:.1f} at {mlm['epochs']:.0f} epochs, GPT-2 {ar['ppl']:.1f} at "
+          f"{ar['epochs']:.0f} epochs; crossover (FLOPs): {crossover(shipped[0], shipped[1])}")
+    return figure
+
+
+def plot_losses(histories: dict[str, dict], path: Path):
+    """Train and held-out loss against steps, one panel per objective; saved to ``path``. Returns the figure."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 3.5), squeeze=False)
+    for ax, (objective, h) in zip(axes[0], histories.items(), strict=True):
+        ax.plot(h["step"], h["train_loss"], label="train")
+        ax.plot(h["eval_step"], h["eval_loss"], "o-", label="held-out")
+        ax.set(title=f"{objective} loss", xlabel="step", ylabel="cross-entropy (nats)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     return fig

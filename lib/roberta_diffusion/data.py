@@ -8,11 +8,15 @@ only then, so the GPU path and the tests need no ``datasets`` install).
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+
+from .paths import atomic_path
 
 TEXT_SUFFIXES = (".txt", ".raw", ".gz")
 # WikiText configs on the hub are loaded as load_dataset("wikitext", name).
@@ -75,7 +79,7 @@ def check_text(source: str | Path, sample_bytes: int = 1 << 20) -> None:
     training, naming the file, instead of failing mid-way with a bare codec error."""
     looks_local = isinstance(source, Path) or any(s in str(source) for s in ("/", "\\", ".txt", ".raw", ".gz"))
     if not (looks_local or Path(source).exists()) or str(source).endswith(".pt"):
-        return  # a hub name, or blocks tokenised ahead of time (train.cached_blocks reads them)
+        return  # a hub name, or blocks tokenised ahead of time (cached_blocks reads them)
     for file in text_files(source):
         try:
             with _open_text(file) as handle:
@@ -183,9 +187,20 @@ def load_blocks(source, tokenizer, block_size=256, split="train", max_lines=None
     return tokenize_blocks(lines, tokenizer, block_size, max_blocks)
 
 
-def split_title_paragraphs(lines: Iterable[str]) -> Iterator[str]:
-    """Drop WikiText-style ``= Heading =`` lines, keep paragraphs (for prompts and real continuations)."""
-    for line in lines:
-        if line.startswith("=") and line.endswith("="):
-            continue
-        yield line
+def cached_blocks(source, tokenizer, block_size: int, cache_dir, max_lines=None, detokenize=False) -> torch.Tensor:
+    """``data.load_blocks`` with an on-disk cache keyed by file name+size, tokenizer vocabulary and block size."""
+    if str(source).endswith(".pt"):  # blocks tokenised ahead of time (e.g. carried to a machine without the corpus)
+        return torch.load(source).long()
+    try:
+        files = [(p.name, p.stat().st_size) for p in text_files(source)]
+    except FileNotFoundError:
+        files = [str(source)]  # a hub name
+    vocab = hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps([files, vocab, block_size, max_lines, detokenize]).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"blocks-{key}.pt"
+    if path.exists():
+        return torch.load(path).long()
+    blocks = load_blocks(source, tokenizer, block_size, max_lines=max_lines, detokenize=detokenize)
+    with atomic_path(path) as tmp:  # unique per process: two trainings may fill the cache at once
+        torch.save(blocks.to(torch.int16 if len(tokenizer) < 2**15 else torch.int32), tmp)
+    return blocks

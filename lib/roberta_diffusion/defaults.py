@@ -1,6 +1,6 @@
-"""Every default of generation in one place: the library's functions, the CLI, the generation panel and the
-parameters cells of notebooks 03 and 04 (which must be literals for papermill; a test checks they equal
-``READABLE``) read them from here.
+"""Every default of generation, and the prompt length training and scoring share, in one place: the library's
+functions, the CLI, the generation panel and the parameters cells of notebooks 03 and 04 (which must be literals
+for papermill; a test checks they equal ``READABLE``) read them from here.
 
 The library keeps the seed's decoder (``SEED_POLICY``) as its default, so a bare ``generate_diffusion`` call
 behaves as the seed did; the CLI, the panel and the notebooks start from ``READABLE``. Its policy ``random``
@@ -15,6 +15,7 @@ TEMPERATURE = 1.0
 TOP_K = 50  # 0 turns top-k off
 TOP_P = 0.95  # 1 turns top-p off
 MAX_LEN = 256  # canvas length in tokens, prompt included
+PROMPT_LEN = 16  # the prompt that training pins (its shortest) and that held-out scores and samples condition on
 PREFIX_LEN = None  # pinned width: None pins the whole prompt (a given width left-pads shorter prompts)
 THRESHOLD = 0.9  # the threshold policy's confidence bar
 SEED_POLICY = "seed-remask"  # the seed's original decoder: the library's default, for comparison

@@ -14,9 +14,11 @@ import platform
 import time
 
 import torch
+import transformers
 
 from . import metrics
 from .canvas import Canvas
+from .defaults import PROMPT_LEN
 from .models import max_canvas_len
 from .sampler import generate_ar, generate_diffusion
 
@@ -153,8 +155,6 @@ def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: 
 
 
 def environment() -> dict:
-    import transformers
-
     device = "cpu"
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name()
@@ -163,7 +163,7 @@ def environment() -> dict:
 
 
 def evaluate(mlm, ar, tokenizer, heldout: dict[str, torch.Tensor], prompt_blocks: torch.Tensor, judge=None,
-             judge_name: str = "", prefix_len: int = 16, steps_list=(10, 32, 64, 128), policies=("seed-remask",),
+             judge_name: str = "", prefix_len: int = PROMPT_LEN, steps_list=(10, 32, 64, 128), policies=("seed-remask",),
              elbo_samples: int = 8, sampling: dict | None = None, batch_size: int = 16, seed: int = 0) -> dict:
     """Everything ``eval.json`` holds. ``heldout``: name -> blocks ``[N, L]``."""
     sampling = sampling or {"temperature": 1.0, "top_k": 50, "top_p": 0.95}

@@ -25,7 +25,7 @@ class StaticCacheGPT2:
     def __init__(self, model, batch: int, max_len: int):
         config = model.config
         if config.model_type != "gpt2":
-            raise ValueError(f"the static-cache decoder supports GPT-2 only, not {config.model_type}: drop --graph (graph=False)")
+            raise ValueError(f"the static-cache decoder supports GPT-2 only, not {config.model_type}: set graph=False")
         if (getattr(config, "scale_attn_by_inverse_layer_idx", False) or getattr(config, "reorder_and_upcast_attn", False)
                 or not getattr(config, "scale_attn_weights", True)):
             raise ValueError("this GPT-2 config scales attention unlike the static-cache decoder (1/sqrt(head dim)): "
@@ -124,7 +124,7 @@ def _decoder(model, batch, max_len, knobs, graph):
     first = next(model.parameters())
     key = ("ar", batch, max_len, first.dtype, first.data_ptr(), knobs, graph)
     if graph and max_len < 3:  # capture warms up on two decode steps, at slots 1 and 2
-        raise ValueError(f"max_len={max_len}: a graph-captured decoder needs at least 3 positions, drop --graph")
+        raise ValueError(f"max_len={max_len}: a graph-captured decoder needs at least 3 positions: set graph=False")
     cache = graphs.model_cache(model)
     if key not in cache:
         decoder = StaticCacheGPT2(model, batch, max_len)

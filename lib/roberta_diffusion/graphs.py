@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def capture(step, warmup: int = 2) -> torch.cuda.CUDAGraph:
@@ -51,7 +52,7 @@ def release(model, keep_compiled: bool = False) -> None:
 
 def check_graph_device(device) -> None:
     if device.type != "cuda":
-        raise ValueError(f"graph=True needs a CUDA device, the model is on {device.type}: drop --graph")
+        raise ValueError(f"graph=True needs a CUDA device, the model is on {device.type}: set graph=False")
 
 
 def repeatable_attention(device):
@@ -64,6 +65,5 @@ def repeatable_attention(device):
     """
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
+from matplotlib.font_manager import FontProperties
+from matplotlib.patches import Rectangle
+
 MASK_GLYPH = "░"  # how a still-masked position is shown (one glyph a position)
 FONT = "DejaVu Sans Mono"  # ships with matplotlib, so the measured layout is the same on every machine
 LINE = 1.5  # line height in ems
@@ -60,8 +64,6 @@ class Measure:
     """Pixel widths of strings in one font, from the figure's renderer (cached per string)."""
 
     def __init__(self, fig, size: float):
-        from matplotlib.font_manager import FontProperties
-
         self.renderer = fig.canvas.get_renderer()
         self.props = {w: FontProperties(family=FONT, size=size, weight=w) for w in ("normal", "bold")}
         self.cache: dict = {}
@@ -108,8 +110,6 @@ class Board:
     figure so that every frame's text fits; ``draw(contents, titles)`` draws one frame."""
 
     def __init__(self, n: int, panel_width: float = 9.0, font_size: float = 9.0, dpi: int = 90):
-        import matplotlib.pyplot as plt
-
         self.n, self.font_size = n, font_size
         self.fig = plt.figure(figsize=(panel_width * n, 2.0), dpi=dpi)
         self.measure = Measure(self.fig, font_size)
@@ -152,8 +152,6 @@ class Board:
 
     def draw(self, contents, titles) -> list:
         """Draw one frame (replacing the last); returns the text artists, titles first in each panel."""
-        from matplotlib.patches import Rectangle
-
         for artist in self.artists:
             artist.remove()
         self.artists = []

@@ -13,6 +13,7 @@ from collections import Counter
 import torch
 
 from .collator import diffusion_loss
+from .defaults import PROMPT_LEN
 
 
 def _batches(blocks: torch.Tensor, batch_size: int):
@@ -25,7 +26,7 @@ def _device(model):
 
 
 @torch.no_grad()
-def ar_nll(model, blocks: torch.Tensor, prefix_len: int = 16, batch_size: int = 16) -> dict:
+def ar_nll(model, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, batch_size: int = 16) -> dict:
     """Exact NLL per token of positions ``[prefix_len, L)`` under a causal LM. ``blocks [N, L]``."""
     device, total, count = _device(model), 0.0, 0
     for ids in _batches(blocks, batch_size):
@@ -40,7 +41,7 @@ def ar_nll(model, blocks: torch.Tensor, prefix_len: int = 16, batch_size: int = 
 
 
 @torch.no_grad()
-def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = 16, samples: int = 8, batch_size: int = 16,
+def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, samples: int = 8, batch_size: int = 16,
              seed: int = 0) -> dict:
     """Monte-Carlo negative ELBO per token of a masked diffusion LM (MDLM, linear schedule): an upper bound
     on its NLL. For ``t`` spread evenly over (0, 1] (one random shift per block), mask each scored token with
@@ -134,36 +135,3 @@ def timing(trace) -> dict:
     return {"latency_s": round(trace.total_time, 4), "forward_passes": trace.forward_passes,
             "new_tokens": trace.new_tokens, "tokens_per_s": round(trace.tokens_per_second, 1),
             "ms_per_step": round(1000 * trace.total_time / max(1, trace.steps), 3)}
-
-
-# -- FLOPs: what a step of training or sampling must compute (MFU and the FLOP-limited rate divide by these) --
-def matmul_weights(model) -> tuple[int, int]:
-    """``(encoder matmul weights, output head matmul weights)``. Embedding tables are lookups, not matmuls; the
-    vocabulary projection (tied to the input table or not) is a matmul wherever logits are computed."""
-    vocab = model.get_output_embeddings().weight
-    head_module = getattr(model, "lm_head", None) or getattr(model, "head", None)  # RoBERTa/GPT-2 | ModernBERT
-    head_params = [vocab] + [p for p in (head_module.parameters() if head_module is not None else []) if p is not vocab]
-    head_ids = {id(p) for p in head_params}
-    head = sum(p.numel() for p in head_params if p.ndim >= 2)
-    encoder = sum(p.numel() for name, p in model.named_parameters()
-                  if p.ndim >= 2 and id(p) not in head_ids and "embed" not in name and not name.endswith(("wte.weight", "wpe.weight")))
-    return encoder, head
-
-
-def attention_flops(model, seq_len: int) -> float:
-    """Forward FLOPs per token for the score and value products (2 x 2 x L x width per layer)."""
-    c = model.config
-    return 4 * c.num_hidden_layers * c.hidden_size * seq_len
-
-
-def training_flops_per_token(model, seq_len: int, predicted_share: float = 1.0) -> float:
-    """Forward + backward FLOPs per token: 6 x matmul weights, the head only on the predicted share of tokens,
-    and the attention products (3 x forward)."""
-    encoder, head = matmul_weights(model)
-    return 6 * encoder + 6 * head * predicted_share + 3 * attention_flops(model, seq_len)
-
-
-def diffusion_step_flops(model, batch: int, seq_len: int, candidates: int) -> float:
-    """FLOPs of one sampler step: the encoder on every position, the head on the candidate positions."""
-    encoder, head = matmul_weights(model)
-    return batch * (seq_len * (2 * encoder + attention_flops(model, seq_len)) + candidates * 2 * head)

@@ -11,13 +11,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+import transformers
+from safetensors import SafetensorError
+from tokenizers import AddedToken, ByteLevelBPETokenizer, processors
+from transformers.utils import logging as hf_logging
 
 from .data import load_lines
 from .paths import SAMPLE_TEXT, SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
 
-# Sizes for fresh models. "small" is what we ship (issue 4); "base" matches roberta-base / gpt2.
+# Sizes for fresh models: "small" is the shipped pair's, "base" matches roberta-base / gpt2.
 SIZES = {
     "tiny": dict(hidden=64, layers=2, heads=2, intermediate=128),
     "small": dict(hidden=384, layers=6, heads=6, intermediate=1536),
@@ -33,9 +37,9 @@ def pick_device(preference: str | torch.device | None = None) -> torch.device:
     if preference and preference != "auto":
         device = torch.device(preference)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {preference!r} asked for but CUDA is not available: use --device cpu")
+            raise ValueError(f"device {preference!r} asked for but CUDA is not available: use device='cpu'")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {preference!r} asked for but MPS is not available: use --device cpu")
+            raise ValueError(f"device {preference!r} asked for but MPS is not available: use device='cpu'")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -58,9 +62,6 @@ def _check_folder(name_or_path, what: str) -> None:
 
 
 def _load(loader, name_or_path, what: str, **kwargs):
-    from safetensors import SafetensorError
-    from transformers.utils import logging as hf_logging
-
     _check_folder(name_or_path, what)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # stderr is for errors: the CLI promises one line on failure
@@ -83,22 +84,18 @@ def _load(loader, name_or_path, what: str, **kwargs):
 
 
 def load_tokenizer(name_or_path):
-    from transformers import AutoTokenizer
-
-    return _load(AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
+    return _load(transformers.AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
 
 
 def load_mlm(name_or_path, device=None, dtype=torch.float32):
     """A masked LM for diffusion. A causal LM folder is refused with a line saying so."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
-    config = _load(AutoConfig.from_pretrained, name_or_path, "model")
+    config = _load(transformers.AutoConfig.from_pretrained, name_or_path, "model")
     if getattr(config, "is_decoder", False) or config.model_type in CAUSAL_ONLY_TYPES:
         raise ValueError(
             f"{name_or_path} is a causal LM ({config.model_type}), not a masked LM: use it with `ar`, "
             "and give the diffusion sampler a masked LM such as roberta-base"
         )
-    model = _load(AutoModelForMaskedLM.from_pretrained, name_or_path, "model", dtype=dtype)
+    model = _load(transformers.AutoModelForMaskedLM.from_pretrained, name_or_path, "model", dtype=dtype)
     return model.to(pick_device(device)).eval()
 
 
@@ -106,12 +103,10 @@ CAUSAL_ONLY_TYPES = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "opt", "qwen
 
 
 def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = _load(AutoConfig.from_pretrained, name_or_path, "model")
+    config = _load(transformers.AutoConfig.from_pretrained, name_or_path, "model")
     if not getattr(config, "is_decoder", False) and config.model_type not in CAUSAL_ONLY_TYPES:
         raise ValueError(f"{name_or_path} is not a causal LM ({config.model_type}): pass e.g. gpt2")
-    model = _load(AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
+    model = _load(transformers.AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
     return model.to(pick_device(device)).eval()
 
 
@@ -145,7 +140,7 @@ def gathered_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
 
 def flat_logits(model, input_ids, attention_mask, index) -> torch.Tensor:
     """Logits ``[K, V]`` at the positions ``index [K]`` of the flattened ``[B * L]`` canvas: the head runs on those
-    ``K`` rows only, with fixed shapes (``train.masked_lm_loss_fixed``)."""
+    ``K`` rows only, with fixed shapes (``losses.masked_lm_loss_fixed``)."""
     return _logits_at(model, input_ids, attention_mask, lambda t: t.flatten(0, 1)[index])
 
 
@@ -188,10 +183,9 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
 
     ``arch``: ``"roberta"`` (``RobertaForMaskedLM``, post-LN, learned absolute positions, as roberta-base);
     ``"roberta-prelayernorm"``; ``"modernbert"`` (rotary positions). From scratch, the absolute-position models
-    sit on the unigram plateau for thousands of updates (their attention must first discover locality); in a
-    CPU test at 2 layers x 128 the rotary model left it within 500 steps while RoBERTa had not after 2,500.
-    ``locality > 0`` starts RoBERTa with local attention instead (``locality_init`` with that amplitude);
-    ``plateau_escape_init`` is the start that lets RoBERTa learn at 6 x 384 with a 256-token canvas.
+    sit on the unigram plateau for thousands of updates (their attention must first discover locality);
+    ``locality > 0`` starts RoBERTa with local attention (``locality_init``), and ``plateau_escape_init`` is the
+    start that lets it learn at the shipped size.
     """
     if arch not in MLM_ARCHS:
         raise ValueError(f"unknown arch {arch!r}: choose one of {', '.join(MLM_ARCHS)}")
@@ -205,26 +199,20 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
                   eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
     if arch == "modernbert":
-        from transformers import ModernBertConfig, ModernBertForMaskedLM
-
         # its MLP is gated (GeGLU: two input projections), so 2/3 of the width keeps the parameter count of a
         # plain MLP of the preset width — the same count as the GPT-2 baseline of the same size
         if "intermediate" not in overrides:
             shared["intermediate_size"] = dims["intermediate"] * 2 // 3
-        config = ModernBertConfig(
+        config = transformers.ModernBertConfig(
             **shared, max_position_embeddings=max_len, cls_token_id=tokenizer.bos_token_id,
             sep_token_id=tokenizer.eos_token_id, layer_types=["full_attention"] * dims["layers"],
             local_attention=max_len, attention_dropout=dropout, mlp_dropout=dropout, embedding_dropout=dropout)
-        return ModernBertForMaskedLM(config).eval()
-    from transformers import (
-        RobertaConfig,
-        RobertaForMaskedLM,
-        RobertaPreLayerNormConfig,
-        RobertaPreLayerNormForMaskedLM,
-    )
+        return transformers.ModernBertForMaskedLM(config).eval()
 
-    config_class, model_class = {"roberta": (RobertaConfig, RobertaForMaskedLM),
-                                 "roberta-prelayernorm": (RobertaPreLayerNormConfig, RobertaPreLayerNormForMaskedLM)}[arch]
+    config_class, model_class = {
+        "roberta": (transformers.RobertaConfig, transformers.RobertaForMaskedLM),
+        "roberta-prelayernorm": (transformers.RobertaPreLayerNormConfig, transformers.RobertaPreLayerNormForMaskedLM),
+    }[arch]
     # RoBERTa numbers positions from pad_token_id + 1, so max_len tokens need that many more slots
     config = config_class(**shared, max_position_embeddings=max_len + tokenizer.pad_token_id + 1, type_vocab_size=1,
                           hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
@@ -235,19 +223,16 @@ def fresh_mlm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, 
 
 
 @torch.no_grad()
-def locality_init(model, amplitude: float = 0.1, qk_scale: float = 1.0, spread_heads: bool = False) -> None:
+def locality_init(model, amplitude: float = 0.1, spread_heads: bool = False) -> None:
     """Start a learned-absolute-position masked LM (RoBERTa, BERT) with attention that already prefers nearby
-    positions: sinusoidal position embeddings of ``amplitude`` and query = key = ``qk_scale`` x identity.
+    positions: sinusoidal position embeddings of ``amplitude`` and query = key = identity.
 
     Why: from a random init these models sit on the unigram plateau for thousands of updates, because a query-key
     product of two small random matrices carries no sense of distance and its gradient is tiny; a rotary model
     gets distance for free and leaves the plateau at once. Here ``q_i . k_j`` starts as ``h_i . h_j``, whose
     positional part ``p_i . p_j`` peaks at ``i = j`` and falls with distance, at a different width per head
     (each head sees its own band of frequencies; ``spread_heads`` gives every head the whole spectrum instead).
-    Training is free to move away from it.
-
-    On its own it helps a small model off the unigram plateau but not the shipped shape; ``plateau_escape_init``
-    combines it with three other changes.
+    On its own it helps a small model off the plateau, not the shipped shape (``plateau_escape_init`` does).
     """
     base = getattr(model, getattr(model, "base_model_prefix", ""), model)
     table = base.embeddings.position_embeddings.weight  # [P, H]
@@ -264,7 +249,7 @@ def locality_init(model, amplitude: float = 0.1, qk_scale: float = 1.0, spread_h
     for layer in base.encoder.layer:
         attention = layer.attention.self
         for projection in (attention.query, attention.key):
-            projection.weight.copy_(qk_scale * torch.eye(width))
+            projection.weight.copy_(torch.eye(width))
             projection.bias.zero_()
 
 
@@ -312,25 +297,15 @@ def plateau_escape_init(model, unigram_counts: torch.Tensor, amplitude: float = 
 
 def fresh_causal_lm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int = 0, **overrides):
     """A randomly initialised ``GPT2LMHeadModel`` of the same depth/width as ``fresh_mlm(size)``."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     dims = _dims(size, overrides)
-    config = GPT2Config(
-        vocab_size=_vocab_size(tokenizer),
-        n_embd=dims["hidden"],
-        n_layer=dims["layers"],
-        n_head=dims["heads"],
-        n_inner=dims["intermediate"],
-        n_positions=max_len,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        resid_pdrop=overrides.get("dropout", 0.1),
-        embd_pdrop=overrides.get("dropout", 0.1),
-        attn_pdrop=overrides.get("dropout", 0.1),
-    )
+    dropout = overrides.get("dropout", 0.1)
+    config = transformers.GPT2Config(
+        vocab_size=_vocab_size(tokenizer), n_embd=dims["hidden"], n_layer=dims["layers"], n_head=dims["heads"],
+        n_inner=dims["intermediate"], n_positions=max_len, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout,
+        embd_pdrop=dropout, attn_pdrop=dropout)
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(config).eval()
+    return transformers.GPT2LMHeadModel(config).eval()
 
 
 def _dims(size, overrides):
@@ -350,9 +325,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 16384, save_to=None,
     The result adds ``<s> … </s>`` like RoBERTa when asked for special tokens, and ``<mask>`` swallows the
     space before it (``lstrip``) so ``"a <mask> b"`` round-trips.
     """
-    from tokenizers import AddedToken, ByteLevelBPETokenizer, processors
-    from transformers import PreTrainedTokenizerFast
-
     if vocab_size % 64 or not 256 + len(SPECIAL_TOKENS) < vocab_size:
         raise ValueError(f"vocab_size={vocab_size}: use a multiple of 64 above 261, e.g. 16384")
     bpe = ByteLevelBPETokenizer()
@@ -362,7 +334,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 16384, save_to=None,
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
                             special_tokens=specials, show_progress=False)
     bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=bpe._tokenizer,
         bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
         pad_token="<pad>", mask_token=AddedToken("<mask>", lstrip=True, special=True),
@@ -382,14 +354,12 @@ def model_summary(model) -> str:
 
 def fallback_tokenizer():
     """A small BPE tokenizer trained on ``data/sample.txt`` in a second: for tests and the no-weights demo."""
-
     return train_tokenizer(load_lines(SAMPLE_TEXT), vocab_size=768, min_frequency=1)
 
 
 def default_models(kind: str = "mlm", say=print):
     """``(model, tokenizer)`` for ``kind`` in ``{"mlm", "ar"}``: the shipped weights when present, else a
     tiny random model (its output is noise) with a line saying so."""
-
     folder = SHIPPED_MLM if kind == "mlm" else SHIPPED_AR
     if (folder / "config.json").exists():
         loader = load_mlm if kind == "mlm" else load_causal_lm

@@ -10,6 +10,8 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 
 from __future__ import annotations
 
+import ipywidgets as widgets
+
 from . import defaults, viz
 from .sampler import POLICIES, generate_diffusion
 
@@ -19,8 +21,6 @@ COLOURINGS = {"commit step": "step", "confidence": "confidence"}
 def _steps_row(n_steps: int, interval_ms: int = 400):
     """A step slider with a play button driving it (linked in the browser, so playing needs no round trip
     to start; every value change still reaches the kernel, which re-renders)."""
-    import ipywidgets as widgets
-
     slider = widgets.IntSlider(value=n_steps, min=0, max=n_steps, step=1, description="step", continuous_update=True,
                                layout=widgets.Layout(width="70%"))
     slider.add_class("rd-step-slider")  # the browser test finds it by this class
@@ -31,8 +31,6 @@ def _steps_row(n_steps: int, interval_ms: int = 400):
 
 
 def _view(html: str):
-    import ipywidgets as widgets
-
     view = widgets.HTML(html)
     view.add_class("rd-canvas")
     return view
@@ -41,8 +39,6 @@ def _view(html: str):
 def step_scrubber(trace, tokenizer, sample: int = 0, color_by: str = "step"):
     """A slider over the steps of ``trace`` with the rendered canvas below. Returns the VBox;
     ``box.children[0]`` is the slider row (play button, slider), ``box.children[1]`` the HTML it drives."""
-    import ipywidgets as widgets
-
     slider, _, row = _steps_row(trace.steps)
     view = _view(viz.render_step(trace, trace.steps, tokenizer, sample, color_by))
     slider.observe(lambda change: setattr(view, "value", viz.render_step(trace, change["new"], tokenizer, sample,
@@ -60,8 +56,6 @@ class GenerationPanel:
                  steps: int = defaults.STEPS, schedule: str = defaults.SCHEDULE, temperature: float = defaults.TEMPERATURE,
                  top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, prefix_len: int | None = defaults.PREFIX_LEN,
                  max_len: int = 96, seed: int = 0, color_by: str = "step"):
-        import ipywidgets as widgets
-
 
         self.model, self.tokenizer = model, tokenizer
         self.fixed = dict(schedule=schedule, prefix_len=prefix_len, max_len=max_len, seed=seed)
@@ -133,8 +127,6 @@ class ClockPanel:
     """One wall-clock slider over several runs: each panel shows the step its run had reached by then."""
 
     def __init__(self, traces, tokenizers, labels=None, sample: int = 0, color_by: str = "step", ticks: int = 100):
-        import ipywidgets as widgets
-
         self.traces, self.tokenizers, self.labels = traces, tokenizers, labels
         self.sample, self.color_by = sample, color_by
         self.end = max(t.total_time for t in traces)

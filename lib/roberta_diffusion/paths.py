@@ -25,7 +25,7 @@ WIKI_TRAIN = DATA / "wikipedia-2018-extract" / "train.txt.gz"
 WIKI_VALID = DATA / "wikipedia-2018-extract" / "valid.txt"
 WIKITEXT2_VALID = DATA / "wikitext-2-raw" / "wiki.valid.raw"
 
-# Shipped models (issue 4). Until they exist, callers fall back to a tiny random model and say so.
+# Shipped models. Where they are missing, callers fall back to a tiny random model and say so.
 SHIPPED_TOKENIZER = WEIGHTS / "tokenizer"
 SHIPPED_MLM = WEIGHTS / "roberta-diffusion-small"
 SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"

@@ -3,8 +3,6 @@
 - ``run_pipeline(profile)``: papermill (kernel ``python3``, explicit timeout) on ``.ipynb`` files that jupytext
   makes from the py:percent sources; executed notebooks, GIFs, plots and ``metrics.json`` land in
   ``runs/<name>/``.
-- ``run_as_script(notebook, params)``: the same notebook executed cell by cell in this process, parameters
-  applied right after the ``parameters`` cell, as papermill does. For machines without Jupyter (the lent GPU).
 
 Profiles are checked whole (YAML, sections, every parameter's name, type and range) before anything runs; a
 run holds the lock of its name and is staged, then swapped into ``runs/<name>/`` only when every notebook
@@ -15,12 +13,14 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from . import checks, paths, runs
-from .checks import py_cells
 from .paths import NOTEBOOKS, PROFILES, ROOT
 from .runs import RunFailed, redirect_runs, staged_run
 
@@ -30,8 +30,6 @@ ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")
 def load_profile(profile: str | Path) -> dict:
     """A profile is ``profiles/<name>.yaml`` (or a path): ``name``, ``timeout``, ``common`` and one mapping of
     parameters per notebook (``02_finetune: {...}``); ``common`` is given to every notebook."""
-    import yaml
-
     path = Path(profile)
     if not path.exists():
         path = PROFILES / f"{profile}.yaml"
@@ -83,33 +81,8 @@ def notebook_params(profile: dict, notebook: str) -> dict:
 
 def notebook_defaults(notebook: str | Path) -> dict:
     """The values a notebook's ``parameters`` cell sets (its defaults, before any profile)."""
-    path = Path(notebook)
-    if not path.exists():
-        path = NOTEBOOKS / f"{notebook}.py"
-    namespace: dict = {}
-    for header, body in py_cells(path.read_text()):
-        if "parameters" in header:
-            exec(compile(body, str(path), "exec"), namespace)  # noqa: S102 - our own notebook source
-            return {k: v for k, v in namespace.items() if not k.startswith("__")}
-    raise ValueError(f"{path.name} has no parameters cell")
-
-
-def run_as_script(notebook: str | Path, params: dict, log=print) -> dict:
-    """Execute a py:percent notebook's code cells here; returns the namespace it leaves behind."""
-    path = Path(notebook)
-    if not path.exists():
-        path = NOTEBOOKS / f"{notebook}.py"
-    namespace: dict = {"__name__": "__main__", "__file__": str(path)}
-    for header, body in py_cells(path.read_text()):
-        if header == "markdown":
-            continue
-        start = time.time()
-        exec(compile(body, str(path), "exec"), namespace)  # noqa: S102 - our own notebook source
-        if "parameters" in header:
-            namespace.update(params)
-            log(f"[{path.stem}] parameters: {json.dumps(params, default=str)}")
-        log(f"[{path.stem}] cell done in {time.time() - start:.1f} s")
-    return namespace
+    path = Path(notebook) if Path(notebook).exists() else NOTEBOOKS / f"{notebook}.py"
+    return {name: default for name, (_, default) in checks.notebook_parameters(path).items()}
 
 
 def to_ipynb(py_path: Path, out_path: Path) -> Path:
@@ -119,21 +92,6 @@ def to_ipynb(py_path: Path, out_path: Path) -> Path:
     notebook = jupytext.read(py_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     jupytext.write(notebook, out_path, fmt="ipynb")
-    return out_path
-
-
-def parameterized(notebook: str | Path, params: dict, out_path: Path):
-    """Notebook ``notebook`` (a name in ``notebooks/`` or a py:percent path) as an ``.ipynb`` at ``out_path``
-    with papermill's injected-parameters cell after its ``parameters`` cell, as ``run_pipeline`` runs it; for
-    executing it another way (a browser, nbclient)."""
-    import nbformat
-    from papermill.iorw import load_notebook_node
-    from papermill.parameterize import parameterize_notebook
-
-    path = Path(notebook) if Path(notebook).exists() else NOTEBOOKS / f"{notebook}.py"
-    to_ipynb(path, out_path)
-    notebook = parameterize_notebook(load_notebook_node(str(out_path)), params)
-    nbformat.write(notebook, out_path)
     return out_path
 
 
@@ -147,7 +105,7 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
     config = load_profile(profile)
     bad = [name for name in only or () if name not in ORDER]
     if bad:
-        raise ValueError(f"--only {bad[0]!r} is not a notebook: use one of {', '.join(ORDER)}")
+        raise ValueError(f"notebook {bad[0]!r} is not one of the workbook's: use one of {', '.join(ORDER)}")
     name = config["name"]
     timeout = int(config.get("timeout", 1800))
     timings = {}
@@ -181,8 +139,6 @@ def ipc_kernel(kernel_name: str = "python3"):
     """A kernel manager whose kernel talks over unix sockets in a private temporary folder. Over TCP (Jupyter's
     default) ipykernel 7 warns on every start that the channel is unencrypted; these sockets only this user
     can reach, so there is nothing to warn about."""
-    import tempfile
-
     from jupyter_client.manager import KernelManager
 
     with tempfile.TemporaryDirectory(prefix="rd-kernel-") as folder:

@@ -182,7 +182,7 @@ def generate_diffusion(
         if prompts is None:
             raise ValueError("give prompts or a canvas")
         if max_len > max_canvas_len(model):
-            raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower --max-len")
+            raise ValueError(f"max_len={max_len} is longer than the model's {max_canvas_len(model)} positions: lower max_len")
         canvas = prompt_canvas(tokenizer, prompts, prefix_len, max_len)
         prefix_len = int(canvas.fixed.all(dim=0).sum())  # the pinned width: the whole prompt unless given
     elif canvas.ids.shape[1] > max_canvas_len(model):
@@ -192,9 +192,9 @@ def generate_diffusion(
         check_graph_device(device)
     if compile and device.type != "cuda":
         # inductor's CPU code for this step has committed nothing when rows differ (tests/test_fast_paths.py): CUDA only
-        raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: drop --compile")
+        raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: set compile=False")
     if graph and policy == "threshold":
-        raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: drop --graph (graph=False)")
+        raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: set graph=False")
     canvas = canvas.to(device)
     mask_id = tokenizer.mask_token_id
     free = ~canvas.fixed & canvas.attention.bool()

@@ -1,72 +1,71 @@
-"""Training: the masked LM as a diffusion model (with DiffusionCollator) or the causal baseline, on blocks.
+"""Training: the masked LM as a diffusion model (with DiffusionCollator) and the GPT-2 baseline, on blocks.
 
-One plain loop on ``accelerate`` (so ``accelerate launch`` spreads it over GPUs unchanged): bf16 autocast
-on GPU, fused AdamW, warm-up + cosine learning rate, a fixed held-out evaluation, a tqdm bar.
+``TrainConfig`` is a whole recipe (notebook 02's parameters cell, field for field; a profile's ``02_finetune``
+section); ``train(cfg)`` loads the tokenizer and the blocks and trains each of ``cfg.objectives`` into
+``runs/<run_name>/<objective>`` with ``fit``, one plain loop on ``accelerate`` (``accelerate launch`` spreads it
+over GPUs unchanged): bf16 autocast on GPU, fused AdamW, warm-up + cosine rate, a fixed held-out evaluation.
 
-Resumable: every ``save_every`` steps the full state (weights, optimiser, schedule, step, history, random
-states, config) goes to ``<out>/checkpoints/step-N``, written under a temporary name with a manifest of
-checksums last, then renamed, so a kill at any moment leaves the previous finished checkpoint intact; a rerun
-with the same config continues from the newest intact one (a damaged one is skipped) and refuses another
-config. The batch order and the noise of step N are functions of (seed, N), and the dropout noise comes from
-the saved random state, so a run killed and resumed on a CPU gives the losses and weights of an unbroken one.
+Resumable (``checkpoints``): a rerun with the same config continues from the newest intact checkpoint. The batch
+order and the noise of step N are functions of (seed, N) and the dropout noise comes from the saved random state,
+so a run killed and resumed on a CPU gives the losses and weights of an unbroken one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
-import shutil
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
 
-from .checkpoints import (  # noqa: F401 (the checkpoint API, importable from train as before)
-    RESUMABLE_CHANGES,
-    _load_weights,
-    checkpoint_problem,
-    checkpoints,
-    config_changes,
-    latest_checkpoint,
-    load_extra,
-    resume,
-    rng_state,
-    save_checkpoint,
-    seeded_rng_state,
-    set_rng_state,
-)
+from . import data, paths
+from .checkpoints import export_model, load_extra, resume, save_checkpoint, set_rng_state, write_model_card
 from .collator import DiffusionCollator
-from .losses import (  # noqa: F401 - the losses are part of training's interface
-    HeldOutScorer,
-    LossModule,
-    bounded_head_loss,
-    causal_lm_loss,
-    masked_lm_loss,
-    masked_lm_loss_dense,
-    masked_lm_loss_fixed,
-    noisy_batch,
+from .defaults import PROMPT_LEN
+from .losses import HeldOutScorer, LossModule, bounded_head_loss, causal_lm_loss, masked_lm_loss, noisy_batch
+from .models import (
+    fresh_causal_lm,
+    fresh_mlm,
+    load_causal_lm,
+    load_mlm,
+    load_tokenizer,
+    model_summary,
+    plateau_escape_init,
+    train_tokenizer,
 )
-from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, plateau_escape_init
-from .paths import atomic_path, atomic_write_text
+from .paths import atomic_write_text
+
+# fields that mean something for the masked LM only: the GPT-2 baseline keeps their defaults (a fresh start
+# included), unless `ar` sets them
+MLM_ONLY = ("init", "arch", "locality_init", "plateau_escape", "escape_lr", "escape_steps", "max_prefix_len",
+            "span_prob")
 
 
 @dataclass
 class TrainConfig:
-    out_dir: str  # run folder: checkpoints/, model/, history.json
-    objective: str = "mlm"  # "mlm" (diffusion) | "ar" (causal baseline)
+    run_name: str = "scratch"  # outputs go to runs/<run_name>/<objective>/
+    objectives: list = field(default_factory=lambda: ["mlm", "ar"])  # "mlm": the diffusion model, "ar": GPT-2
+    ar: dict = field(default_factory=dict)  # the GPT-2 baseline's own values, e.g. {"lr": 1e-3, "warmup_steps": 200}
     init: str | None = None  # hub name or folder to fine-tune; None = fresh weights of `size`
     size: str = "tiny"  # fresh model size (models.SIZES)
     arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
     locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (models.locality_init)
     plateau_escape: bool = False  # fresh RoBERTa started with models.plateau_escape_init (with escape_lr 2e-4)
-    tokenizer: str | None = None  # folder or hub name; default: the init model's
+    tokenizer_path: str = "weights/tokenizer"  # fresh models' tokenizer; fine-tuning uses the init model's
+    new_tokenizer_vocab: int = 0  # > 0: a fresh byte-level BPE of this size trained on train_data instead
+    train_data: str = "wikipedia-train"  # corpus alias, text file or folder, hub name, or a .pt of blocks
+    valid_data: str = "wikipedia-valid"
+    max_train_lines: int | None = None  # None: the whole corpus
     block_size: int = 256
-    prefix_len: int = 16  # the shortest prompt: never masked
+    prefix_len: int = PROMPT_LEN  # the shortest prompt: never masked
     max_prefix_len: int | None = None  # prompt length drawn per row in [prefix_len, max_prefix_len]; None: fixed
     span_prob: float = 0.0  # share of rows that also pin one random span (infilling in distribution)
     ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM) | "stratified"
@@ -90,33 +89,77 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
+    objective: str = "mlm"  # what `fit` trains: `train` sets it from `objectives`
+    out_dir: str | None = None  # where `fit` writes (checkpoints/, model/, history.json): `train` sets it
+
+    def for_objective(self, objective: str) -> TrainConfig:
+        """The config ``fit`` trains ``objective`` with, into ``runs/<run_name>/<objective>``: the baseline gets
+        the defaults of the masked-LM-only fields, then ``ar``'s values."""
+        if objective not in ("mlm", "ar"):
+            raise ValueError(f"objectives={self.objectives!r}: use a list of 'mlm' and/or 'ar'")
+        own = dict(self.ar) if objective == "ar" else {}
+        unknown = sorted(set(own) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"ar={self.ar!r}: {unknown} are not TrainConfig fields")
+        reset = {k: TrainConfig.__dataclass_fields__[k].default for k in MLM_ONLY} if objective == "ar" else {}
+        cfg = dataclasses.replace(self, objective=objective, objectives=[objective], ar={},
+                                  out_dir=str(paths.run_dir(self.run_name) / objective), **{**reset, **own})
+        return dataclasses.replace(cfg, init=paths.resolve(cfg.init))
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2))
 
 
-# -- data -----------------------------------------------------------------------------------------------
-def cached_blocks(source, tokenizer, block_size: int, cache_dir, max_lines=None, detokenize=False) -> torch.Tensor:
-    """``data.load_blocks`` with an on-disk cache keyed by file name+size, tokenizer vocabulary and block size."""
-    from .data import load_blocks, text_files
+# -- the recipe: tokenizer, blocks, every objective -----------------------------------------------------------
+def train(cfg: TrainConfig, progress: bool = True, say=print) -> dict[str, dict]:
+    """Train every objective of ``cfg`` into ``runs/<run_name>/<objective>``, each model with a card; returns the
+    histories. Under ``accelerate launch`` every process runs it; the main process alone writes."""
+    if not isinstance(cfg.objectives, list) or not cfg.objectives:
+        raise ValueError(f"objectives={cfg.objectives!r}: use a list of 'mlm' and/or 'ar'")
+    configs = {objective: cfg.for_objective(objective) for objective in cfg.objectives}  # checked before any work
+    tokenizer = recipe_tokenizer(cfg)
+    train_blocks = data.cached_blocks(paths.corpus(cfg.train_data), tokenizer, cfg.block_size, paths.CACHE,
+                                      cfg.max_train_lines)
+    valid_blocks = data.cached_blocks(paths.corpus(cfg.valid_data), tokenizer, cfg.block_size, paths.CACHE)
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        say(f"tokenizer: {len(tokenizer)} tokens; train: {tuple(train_blocks.shape)} = "
+            f"{train_blocks.numel() / 1e6:.2f}M tokens; valid: {tuple(valid_blocks.shape)}")
+    histories = {}
+    for objective, one in configs.items():
+        histories[objective] = history = fit(one, train_blocks, valid_blocks, tokenizer, progress)
+        if main:
+            write_training_card(one, history, train_blocks)
+            say(f"{objective}: best held-out bound {history['best_bound']} nats/token at step {history['best_step']}")
+    return histories
 
-    if str(source).endswith(".pt"):  # blocks tokenised ahead of time (e.g. carried to a machine without the corpus)
-        return torch.load(source).long()
-    try:
-        files = [(p.name, p.stat().st_size) for p in text_files(source)]
-    except FileNotFoundError:
-        files = [str(source)]  # a hub name
-    vocab = hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:10]
-    key = hashlib.sha1(json.dumps([files, vocab, block_size, max_lines, detokenize]).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"blocks-{key}.pt"
-    if path.exists():
-        return torch.load(path).long()
-    blocks = load_blocks(source, tokenizer, block_size, max_lines=max_lines, detokenize=detokenize)
-    with atomic_path(path) as tmp:  # unique per process: two trainings may fill the cache at once
-        torch.save(blocks.to(torch.int16 if len(tokenizer) < 2**15 else torch.int32), tmp)
-    return blocks
+
+def recipe_tokenizer(cfg: TrainConfig):
+    """The init model's tokenizer, ``tokenizer_path``'s, or a fresh BPE trained on the training lines."""
+    if cfg.new_tokenizer_vocab and not cfg.init:
+        lines = data.iter_lines(paths.corpus(cfg.train_data), max_lines=cfg.max_train_lines)
+        return train_tokenizer(lines, vocab_size=cfg.new_tokenizer_vocab,
+                               save_to=paths.run_dir(cfg.run_name) / "tokenizer")
+    return load_tokenizer(paths.resolve(cfg.init or cfg.tokenizer_path))
 
 
+def write_training_card(cfg: TrainConfig, history: dict, train_blocks: torch.Tensor) -> None:
+    """``<out>/model/README.md``: what the model is, its data and licence, how long it trained, how well it did."""
+    folder = Path(cfg.out_dir) / "model"
+    model = load_trained(cfg, folder)
+    facts = {"architecture": model_summary(model),
+             "objective": "masked diffusion (DiffusionCollator)" if cfg.objective == "mlm" else "next-token prediction",
+             "data": f"{cfg.train_data} ({train_blocks.numel() / 1e6:.1f}M tokens, blocks of {cfg.block_size})",
+             "licence of the data": "CC BY-SA (Wikipedia text)" if "wiki" in str(cfg.train_data) else "see the data source",
+             "tokens seen": f"{history['tokens'] / 1e6:.1f}M", "steps": history["step"][-1] if history["step"] else 0,
+             "wall time (s)": round(history["seconds"], 1),
+             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+             "final held-out loss": history["eval_loss"][-1],
+             "hyperparameters": json.dumps({k: v for k, v in vars(cfg).items() if k != "out_dir"})}
+    write_model_card(folder, f"{cfg.objective.upper()} · run {cfg.run_name}", "Trained by roberta_diffusion.train.", facts)
+
+
+# -- one objective: the loop --------------------------------------------------------------------------------
 def batch_indices(step: int, n_blocks: int, batch_size: int, seed: int) -> torch.Tensor:
     """Block indices of global ``step``: epoch-wise shuffles that depend only on (seed, epoch)."""
     per_epoch = max(1, n_blocks // batch_size)
@@ -125,7 +168,6 @@ def batch_indices(step: int, n_blocks: int, batch_size: int, seed: int) -> torch
     return order[offset * batch_size : (offset + 1) * batch_size]
 
 
-# -- model ----------------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None = None):
     """The model to train: ``cfg.init`` loaded, or fresh weights (``train_blocks`` gives plateau_escape's unigram)."""
     if cfg.plateau_escape and (cfg.init or cfg.objective != "mlm" or cfg.arch != "roberta" or train_blocks is None):
@@ -134,8 +176,7 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
     if cfg.plateau_escape and cfg.locality_init:
         raise ValueError("plateau_escape=True sets its own local attention: leave locality_init at 0")
     if cfg.init:
-        loader = load_mlm if cfg.objective == "mlm" else load_causal_lm
-        return loader(cfg.init, device="cpu")
+        return load_trained(cfg, cfg.init)
     if cfg.objective == "mlm":
         model = fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch,
                           dropout=cfg.dropout, locality=cfg.locality_init)
@@ -143,10 +184,6 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
             plateau_escape_init(model, torch.bincount(train_blocks.flatten().long(), minlength=model.config.vocab_size))
         return model
     return fresh_causal_lm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
-
-
-# -- checkpoints ------------------------------------------------------------------------------------------
-# (in checkpoints.py: writing, verifying and resuming; the names stay importable from here)
 
 
 def _lr_lambda(cfg: TrainConfig):
@@ -176,18 +213,17 @@ def _lr_lambda(cfg: TrainConfig):
     return factor
 
 
-# -- the loop -----------------------------------------------------------------------------------------------
-def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer=None,
-          progress: bool = True) -> dict:
-    """Train (or resume) and return the history; the model with the best held-out bound goes to ``<out>/model``.
+def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer=None,
+        progress: bool = True) -> dict:
+    """Train ``cfg.objective`` into ``cfg.out_dir`` (or resume) and return the history; the model with the best
+    held-out bound goes to ``<out>/model``.
 
     ``cfg.batch_size`` is the global batch: with ``accelerate launch --num_processes N`` every process draws the
     same blocks and noise for step k (from ``(seed, k)``) and keeps rows ``rank::N``, so a run is the same
     whatever N is, and a resumed run the same as one never stopped.
     """
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
-
+    if cfg.out_dir is None:
+        raise ValueError("out_dir=None: give fit the folder to write into (train sets runs/<run_name>/<objective>)")
     if cfg.objective not in ("mlm", "ar"):
         raise ValueError(f"objective={cfg.objective!r}: use 'mlm' or 'ar'")
     lr_factor = _lr_lambda(cfg)  # checks the schedule before anything is written
@@ -197,7 +233,7 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch: make it a multiple of the {world} processes")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer or load_tokenizer(cfg.tokenizer or cfg.init)
+    tokenizer = tokenizer or load_tokenizer(cfg.init or paths.resolve(cfg.tokenizer_path))
     model = build_model(cfg, tokenizer, train_blocks)
     fused = accelerator.device.type == "cuda"
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices decay; biases and norms do not
@@ -280,11 +316,8 @@ def train(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tens
             break
     bar.close()
     if accelerator.is_main_process:
-        best = out / "best"
-        if best.exists():  # the weights with the best held-out bound, not the last ones
-            export_model(out / "model", load_best(cfg, best), tokenizer)
-        else:
-            export_model(out / "model", model, tokenizer)
+        best = out / "best"  # the weights with the best held-out bound, not the last ones
+        export_model(out / "model", load_trained(cfg, best) if best.exists() else model, tokenizer)
         atomic_write_text(out / "history.json", json.dumps(history, indent=2))
     accelerator.wait_for_everyone()
     return history
@@ -319,8 +352,9 @@ def record_eval(history: dict, step: int, scorer, model, ema, out: Path, tokeniz
             export_model(out / "best", model, tokenizer)
 
 
-def load_best(cfg: TrainConfig, folder: Path):
-    return (load_mlm if cfg.objective == "mlm" else load_causal_lm)(folder, device="cpu")
+def load_trained(cfg: TrainConfig, name_or_path):
+    """The model of ``cfg.objective`` saved in a folder (or a hub name), on the CPU."""
+    return (load_mlm if cfg.objective == "mlm" else load_causal_lm)(name_or_path, device="cpu")
 
 
 class WeightAverage:
@@ -376,23 +410,3 @@ def _make_batch(cfg, collator, ids, seed, rows, device):
     if cfg.objective == "mlm":
         return noisy_batch(collator, ids, seed, device, rows)
     return {"input_ids": ids[rows].to(device, non_blocking=True)}
-
-
-def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:
-    """``save_pretrained`` model + tokenizer into ``folder`` atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    to_save = model
-    if dtype is not None:
-        import copy
-
-        to_save = copy.deepcopy(model).to(dtype)
-    to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-    tokenizer.save_pretrained(tmp)
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder

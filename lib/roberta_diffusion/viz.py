@@ -9,9 +9,13 @@ by ``layout`` so that every token shows.
 from __future__ import annotations
 
 import html as html_lib
+import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib import colormaps
+from matplotlib.animation import FuncAnimation, PillowWriter
 
 from .layout import MASK_GLYPH, Board
 from .paths import atomic_path
@@ -35,8 +39,6 @@ def token_pieces(tokenizer, ids: torch.Tensor, mask_id: int, cache: dict | None 
 
 def step_colours(trace: Trace, step: int, sample: int = 0, color_by: str = "step") -> list[tuple | None]:
     """RGBA colour of each position at ``step`` (None: pinned / plain). By commit step or by confidence."""
-    from matplotlib import colormaps
-
     if color_by not in ("step", "confidence"):
         raise ValueError(f"color_by={color_by!r}: use 'step' or 'confidence'")
     gen = trace.generated[sample]
@@ -105,8 +107,6 @@ def print_progress(tokenizer, mask_id: int, total_steps: int, every: int = 1, st
     ``generated``: ``[L]`` bool of the positions the sampler fills (or a function returning it, called at the
     first step, after the sampler has checked its arguments); the share printed is then ``Trace.masked_share``'s,
     the one the GIF and the slider show. Without it, the share is of the whole canvas, prompt included."""
-    import sys
-
     stream = stream or sys.stdout
     state = {"generated": generated}
 
@@ -141,9 +141,6 @@ def _panel_content(trace, tokenizer, step, sample, color_by, cache):
 
 
 def _save_gif(board: Board, update, n_frames: int, path, fps: float) -> Path:
-    import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation, PillowWriter
-
 
     try:
         with atomic_path(path) as tmp:  # no half-written GIF under the final name

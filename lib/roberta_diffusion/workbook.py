@@ -11,9 +11,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from . import metrics, paths
+from .data import cached_blocks
 from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality, spread_blocks  # noqa: F401 (notebook API)
 from .models import (
     default_models,
@@ -23,7 +25,6 @@ from .models import (
     model_summary,
     pick_device,
 )
-from .train import cached_blocks
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
@@ -152,8 +153,6 @@ def steps_sweep_figure(sweep: list[dict], samples: dict, policy: str, n_prompts:
     with the AR samples (dashed) and the real text (dotted) as lines. An axis whose values (lines included)
     span more than 10x is logarithmic: on a linear one the AR's gen-ppl of ~8 sat on the bottom edge under
     diffusion's hundreds. Returns the saved figure (the notebook shows and closes it)."""
-    import matplotlib.pyplot as plt
-
     steps = [row["steps"] for row in sweep]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     panels = (("gen_ppl", "generative perplexity (judge)"), ("unigram_entropy", "unigram entropy (nats)"),
