@@ -37,8 +37,8 @@
 # the plateau only at a low rate; at a high one from the start, or switched to one before step 1,000, it stays there.
 # Hence the two-phase rate of profile `full`: `escape_lr=2e-4` until `escape_steps=1000`, then `lr=1.5e-3`: held-out
 # loss 5.70 after 4,000 steps, where the rotary model reaches 5.52 and RoBERTa held at 2e-4 throughout 6.52
-# (`docs/experiments.md`). The shipped model continued that one for 64 more epochs (profile `converge`, on two
-# GPUs with `roberta-diffusion finetune --num-processes 2`); the last cell shows why so many.
+# (`docs/experiments.md`). The shipped model continued that one in two runs of profile `converge` (64 and 66 more
+# epochs, on two GPUs with `roberta-diffusion finetune --num-processes 2`); the last cell shows why so many.
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]
@@ -103,10 +103,11 @@ curves.plot_losses(histories, paths.run_dir(run_name) / "loss_curves.png")
 # %% [markdown]
 # ## The data-constrained regime
 # Held-out perplexity against epochs and against training compute (`6 N D`), for this run's models and for the
-# shipped pair (the masked LM continued the earlier shipped RoBERTa, so its curve starts after that model's
-# 65.5M tokens). With 12.9M unique training tokens, GPT-2 stops gaining after about 20 epochs while the masked
-# diffusion model is still improving after 70 (Prabhudesai et al. 2025; Ni et al. 2025): the bound it reaches
-# is a question of compute. The star marks each curve's best held-out point, the weights that were exported.
+# shipped pair (the shipped masked LM's history carries the runs behind it, so its curve is the whole path from
+# the first 65.5M tokens). With 12.9M unique training tokens, GPT-2 stops gaining after about 20 epochs while the
+# masked diffusion model kept improving for 135 (Prabhudesai et al. 2025; Ni et al. 2025), until its last run
+# diverged: the bound it reaches is a question of compute and stability. The star marks each curve's best held-out
+# point, the weights that were exported.
 
 # %%
 curves.shipped_and_run(paths.run_dir(run_name), objectives, paths.run_dir(run_name) / "data_constrained.png")
