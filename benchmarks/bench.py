@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from roberta_diffusion import checks, graphs, models
+from roberta_diffusion import checks, cli, graphs, models
 from roberta_diffusion.cli import Parser
 from roberta_diffusion.draws import reveal_counts
 from roberta_diffusion.evaluate import environment, prompt_canvas_from_blocks
@@ -35,7 +35,6 @@ from .common import (
     error_row,
     int_list,
     matmul_tflops,
-    run_main,
     spec_peak_tflops,
     timed_median,
 )
@@ -70,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), run_bench, argv)
+    return cli.run(build_parser(), run_bench, argv)
 
 
 def _strategy_list(text: str) -> list[str]:

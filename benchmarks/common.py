@@ -1,14 +1,13 @@
-"""What the benchmark tools share: timing, FLOP counts, the matmul ceiling, the models they time, and the command-line frame
-(one ``error:`` line and status 2 on bad input, as ``roberta-diffusion`` does)."""
+"""What the benchmark tools share: timing, FLOP counts, the matmul ceiling and the models they time. (Their command
+lines run in ``roberta_diffusion.cli.run``: one ``error:`` line and status 2 on bad input, as ``roberta-diffusion``.)"""
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 
 import torch
-from roberta_diffusion import cli, paths
+from roberta_diffusion import paths
 from roberta_diffusion.models import (
     fallback_tokenizer,
     fresh_causal_lm,
@@ -17,26 +16,6 @@ from roberta_diffusion.models import (
     load_mlm,
     load_tokenizer,
 )
-
-
-def run_main(parser, handler, argv: list[str] | None) -> int:
-    """Parse ``argv`` with ``parser`` (a ``cli.Parser``) and run ``handler(args)``; errors become the CLI's one line
-    (``--debug`` anywhere shows the traceback too)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    args = parser.parse_args([a for a in argv if a != "--debug"])
-    try:
-        return handler(args) or 0
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # noqa: BLE001 - every error becomes one line, as in the CLI
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        line, status = cli.error_line(err)
-        print(line, file=sys.stderr)
-        return status
 
 
 def timed_median(fn, device, repeats: int) -> float:

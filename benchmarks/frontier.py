@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from roberta_diffusion import evaluate, paths
+from roberta_diffusion import cli, evaluate, paths
 from roberta_diffusion.cli import Parser
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.defaults import READABLE
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
 from roberta_diffusion.sampler import POLICIES
 from roberta_diffusion.workbook import save_figure
-
-from .common import run_main
 
 # share of the real text's unigram entropy a readable setting keeps (the repetition guard): the GPT-2 baseline's
 # samples keep 0.88-0.93 of it on the shipped models, confidence's 0.36-0.46 (README's tables)
@@ -144,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), run, argv)
+    return cli.run(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

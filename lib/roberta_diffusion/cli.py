@@ -75,16 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="diffusion generation with a masked LM")
     _sampling_args(gen)
     _diffusion_args(gen)
+    gen.set_defaults(handler=_generator("mlm"))
     ar = sub.add_parser("ar", help="autoregressive baseline with a causal LM")
     _sampling_args(ar)
     ar.add_argument("--model", help="causal LM: folder or hub name (default: the shipped baseline)")
+    ar.set_defaults(handler=_generator("ar"))
     cmp = sub.add_parser("compare", help="both, side by side, with timings")
     _sampling_args(cmp)
     _diffusion_args(cmp)
     cmp.add_argument("--ar-model", help="causal LM for the baseline (default: the shipped baseline)")
+    cmp.set_defaults(handler=run_compare)
 
     commands.add_subcommands(sub)
     return parser
+
+
+def _generator(kind: str):
+    """The handler of ``generate`` (kind "mlm") or ``ar``: ``run_generate``, exit status 0."""
+    def handler(args) -> int:
+        run_generate(args, kind)
+        return 0
+    return handler
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -274,20 +285,15 @@ def error_line(err: BaseException) -> tuple[str, int]:
     return "error: " + (text if len(text) <= 500 else text[:500] + " ..."), status
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, handler, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` with ``parser`` and return ``handler(args)`` (or 0): every error becomes one ``error:`` line
+    and its status (``error_line``). ``--debug`` anywhere on the line (so it can be added to a failing command's
+    end) shows the traceback too. The benchmark tools run through this frame as well."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv  # anywhere on the line, so it can be added to a failing command's end
+    debug = "--debug" in argv
     args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
-        if args.command == "generate":
-            run_generate(args, "mlm")
-        elif args.command == "ar":
-            run_generate(args, "ar")
-        elif args.command == "compare":
-            run_compare(args)
-        else:
-            return args.handler(args) or 0
+        return handler(args) or 0
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
@@ -296,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         line, status = error_line(err)
         print(line, file=sys.stderr)
         return status
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser(), lambda args: args.handler(args), argv)
 
 
 if __name__ == "__main__":
