@@ -163,11 +163,8 @@ def test_console_entry_point_in_a_subprocess(tmp_path, tiny_dirs):
 
 
 def test_the_cpu_latency_script_runs_on_tiny_models(mlm, causal_lm, tokenizer):
-    """scripts/cpu_latency.py is what README's latency figures come from: it must keep up with the library's API."""
-    import runpy
+    """benchmarks/cpu_latency.py is what README's latency figures come from: it must keep up with the library's API."""
+    from benchmarks.cpu_latency import latencies
 
-    from roberta_diffusion.paths import ROOT
-
-    script = runpy.run_path(str(ROOT / "scripts" / "cpu_latency.py"))
-    out = script["latencies"](mlm, causal_lm, tokenizer, steps=2, max_len=24, repeats=1)
+    out = latencies(mlm, causal_lm, tokenizer, steps=2, max_len=24, repeats=1)
     assert len(out) == 5 and all(isinstance(v, float) and v >= 0 for v in out.values())

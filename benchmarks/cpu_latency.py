@@ -1,28 +1,22 @@
-"""Issue 4's CPU latency check: the shipped models, a 256-token canvas, 10 steps, 2 threads, median of 3 runs
-after a warm-up. Prints JSON; README.md's results section quotes it.
+"""CPU latency of the shipped models: a 256-token canvas, 10 steps, 2 threads, median of 3 runs after a warm-up.
+Prints JSON; README.md's results section quotes it.
 
-python scripts/cpu_latency.py
+python -m benchmarks.cpu_latency
 """
 
 import json
-import statistics
-import time
 
 import torch
 from roberta_diffusion import models
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
 
+from .common import timed_median
+
 PROMPT = "The history of the city"
 
 
 def median_seconds(run, repeats: int = 3) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times), 3)
+    return round(timed_median(run, torch.device("cpu"), repeats), 3)
 
 
 def latencies(mlm, ar, tok, steps: int = 10, max_len: int = 256, repeats: int = 3) -> dict:
