@@ -50,11 +50,18 @@ train)
 wait)
   until [ -e runs/logs/TRAINED ] || [ -e runs/logs/FAILED ] || [ "$SECONDS" -ge "${2:-540}" ]; do sleep 5; done
   ls runs/logs; tail -c 600 runs/logs/train_*.log
-  python3 - "runs/$RUN" <<'PY'
+  # a run in progress lives in its staging folder (runs.staged_run) until it finishes: read its newest checkpoint
+  python3 - "$RUN" <<'PY'
 import json, math, pathlib, sys
-for state in sorted(pathlib.Path(sys.argv[1]).glob("*/checkpoints/*/state.json")) or sorted(pathlib.Path(sys.argv[1]).glob("*/history.json")):
-    h = json.loads(state.read_text()); h = h.get("history", h)
-    print(state, [(s, e, round(math.exp(b), 2)) for s, e, b in zip(h["eval_step"], h["eval_epoch"], h["eval_bound"])], h["speed"][-3:])
+run = sys.argv[1]
+for objective in sorted({p.name for p in pathlib.Path("runs").glob(f"{run}/*")} | {p.name for p in pathlib.Path("runs").glob(f".staging/{run}/{run}/*")}):
+    states = sorted(pathlib.Path("runs").glob(f".staging/{run}/{run}/{objective}/checkpoints/step-*/state.json"),
+                    key=lambda p: int(p.parent.name.split("-")[1]))
+    done = pathlib.Path("runs") / run / objective / "history.json"
+    source = states[-1] if states else done if done.exists() else None
+    if source is not None:
+        h = json.loads(source.read_text()); h = h.get("history", h)
+        print(source, [(s, e, round(math.exp(b), 2)) for s, e, b in zip(h["eval_step"], h["eval_epoch"], h["eval_bound"])], h["speed"][-3:])
 PY
   cp runs/logs/train_*.log "$OUT"/ 2>/dev/null; [ -e runs/logs/FAILED ] && exit 1; true
   ;;

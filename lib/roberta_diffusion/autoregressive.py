@@ -84,7 +84,6 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
                     prefix_len=prefix_len, max_len=max_len, seed=seed, model=type(model).__name__,
                     static_cache=static_cache or graph, graph=graph)
     if static_cache or graph:
-
         out, conf, per_token = decode_static(model, start_canvas.ids.to(device), start_canvas.attention.to(device),
                                              max_len, uniforms, temperature, top_k, top_p, graph=graph,
                                              forced=teacher_forced)

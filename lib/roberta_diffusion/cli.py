@@ -99,7 +99,6 @@ def _generator(kind: str):
 
 
 def _read_prompt(prompt: str | None) -> str:
-
     if prompt is not None:
         if not prompt.strip():
             raise ValueError("the prompt is empty: give some text for the model to continue")
@@ -116,7 +115,6 @@ def _read_prompt(prompt: str | None) -> str:
 
 
 def _load(kind: str, name: str | None, device):
-
     if name is None:
         model, tokenizer = default_models(kind, say=lambda m: print(m, file=sys.stderr))
         return model.to(device), tokenizer
@@ -126,7 +124,6 @@ def _load(kind: str, name: str | None, device):
 
 def check_sampling(args, kind: str) -> None:
     """Every flag of generate / ar / compare, before a model is loaded (``kind``: "mlm", "ar" or "compare")."""
-
     checks.output_path("--animation", args.animation, ".gif")
     checks.output_path("--json", args.json, ".json")
     checks.device("--device", args.device)
@@ -161,7 +158,6 @@ def _check_steps(canvas, steps: int, what: str) -> None:
 
 
 def run_generate(args, kind: str):
-
     check_sampling(args, kind)
     prompt = _read_prompt(args.prompt)
     if kind == "mlm" and args.infill:
@@ -224,7 +220,6 @@ def _rate(per_second: float) -> str:
 
 
 def run_compare(args):
-
     check_sampling(args, "compare")
     prompt = _read_prompt(args.prompt)
     device = models.pick_device(args.device)  # through the module: tests stand in for it
@@ -268,7 +263,6 @@ AS_FLAGS = {"lower max_len": "lower --max-len", "set graph=False": "drop --graph
 def error_line(err: BaseException) -> tuple[str, int]:
     """The one ``error:`` line for ``err`` and the exit status: 2 for bad input and OS errors (a full disk, a
     read-only folder), 1 for anything the checks did not foresee."""
-
     if isinstance(err, RunFailed):
         text, status = str(err), EXIT_BUG
     elif isinstance(err, OSError) and err.strerror and err.filename:

@@ -53,7 +53,6 @@ def run_finetune(args) -> int:
     a staged copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
-
     if args.num_processes < 1:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
     profile = load_profile(args.profile)  # checked whole
@@ -121,7 +120,6 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 
 def check_eval(args) -> tuple[list[int], list[str]]:
-
     steps = _int_list("--steps", args.steps)
     policies = args.policies.split(",")
     bad = [p for p in policies if p not in POLICIES]
@@ -139,7 +137,6 @@ def check_eval(args) -> tuple[list[int], list[str]]:
 
 
 def run_eval(args) -> int:
-
     steps, policies = check_eval(args)
     device = models.pick_device(args.device)
     mlm = load_mlm(paths.resolve(args.mlm), device=device)
@@ -169,7 +166,6 @@ def run_eval(args) -> int:
 
 
 def run_pipeline_command(args) -> int:
-
     run = run_pipeline(args.profile, args.only)  # checks the run before swapping it in; raises RunFailed if not
     print(f"pipeline outputs: {run}")
     return 0

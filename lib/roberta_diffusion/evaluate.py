@@ -18,7 +18,7 @@ import transformers
 
 from . import metrics
 from .canvas import Canvas
-from .defaults import PROMPT_LEN
+from .defaults import PROMPT_LEN, TEMPERATURE, TOP_K, TOP_P
 from .models import max_canvas_len
 from .sampler import generate_ar, generate_diffusion
 
@@ -166,7 +166,7 @@ def evaluate(mlm, ar, tokenizer, heldout: dict[str, torch.Tensor], prompt_blocks
              judge_name: str = "", prefix_len: int = PROMPT_LEN, steps_list=(10, 32, 64, 128), policies=("seed-remask",),
              elbo_samples: int = 8, sampling: dict | None = None, batch_size: int = 16, seed: int = 0) -> dict:
     """Everything ``eval.json`` holds. ``heldout``: name -> blocks ``[N, L]``."""
-    sampling = sampling or {"temperature": 1.0, "top_k": 50, "top_p": 0.95}
+    sampling = sampling or {"temperature": TEMPERATURE, "top_k": TOP_K, "top_p": TOP_P}
     start = time.time()
     result = {"environment": environment(), "prefix_len": prefix_len,
               "heldout": {name: heldout_scores(mlm, ar, tokenizer, blocks, prefix_len, elbo_samples, batch_size)

@@ -116,7 +116,6 @@ def text_quality(sequences: torch.Tensor, prefix_len: int, judge=None) -> dict:
 def loss_by_ratio(model, collator, blocks: torch.Tensor, ratios=(0.1, 0.3, 0.5, 0.7, 0.9, 1.0), batch_size=16,
                   seed: int = 0) -> dict[float, float]:
     """Masked-token cross-entropy of a masked LM at each fixed mask ratio (how hard each noise level is)."""
-
     device, out = _device(model), {}
     for ratio in ratios:
         collator.generator = torch.Generator().manual_seed(seed)

@@ -56,7 +56,6 @@ class GenerationPanel:
                  steps: int = defaults.STEPS, schedule: str = defaults.SCHEDULE, temperature: float = defaults.TEMPERATURE,
                  top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, prefix_len: int | None = defaults.PREFIX_LEN,
                  max_len: int = 96, seed: int = 0, color_by: str = "step"):
-
         self.model, self.tokenizer = model, tokenizer
         self.fixed = dict(schedule=schedule, prefix_len=prefix_len, max_len=max_len, seed=seed)
         short = dict(style={"description_width": "initial"})
@@ -91,7 +90,6 @@ class GenerationPanel:
                     top_k=int(self.top_k.value), top_p=float(self.top_p.value), **self.fixed)
 
     def generate(self, _button=None) -> None:
-
         self.status.value = "generating ..."
         try:
             trace = generate_diffusion(self.model, self.tokenizer, self.prompt.value, **self.settings())

@@ -33,7 +33,6 @@ SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
 
 def run_dir(name: str) -> Path:
     """``runs/<name>``, created on demand; ``name`` must be a plain folder name (the run stays inside runs/)."""
-
     path = RUNS / run_name(name)
     path.mkdir(parents=True, exist_ok=True)
     return path

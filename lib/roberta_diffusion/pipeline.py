@@ -54,7 +54,6 @@ def load_profile(profile: str | Path) -> dict:
 
 def check_profile(data: dict, where: str) -> None:
     """Every section a mapping, every parameter known to its notebook with the right type and range."""
-
     checks.run_name(data["name"], f"profile {where}: name")
     timeout = data.get("timeout", 1800)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
@@ -99,8 +98,7 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
     """Execute the notebooks of ``ORDER`` (or ``only``) with papermill into a staged copy of ``runs/<name>``, and
     swap it in when all succeeded (and, with ``check`` and no ``only``, ``check_run`` finds no problem); returns
     ``runs/<name>``. A failure raises ``runs.RunFailed`` and leaves the previous results as they were."""
-    import papermill
-
+    import papermill  # the dev extra: only the pipeline needs it
 
     config = load_profile(profile)
     bad = [name for name in only or () if name not in ORDER]

@@ -141,7 +141,6 @@ def _panel_content(trace, tokenizer, step, sample, color_by, cache):
 
 
 def _save_gif(board: Board, update, n_frames: int, path, fps: float) -> Path:
-
     try:
         with atomic_path(path) as tmp:  # no half-written GIF under the final name
             FuncAnimation(board.fig, update, frames=n_frames, blit=False).save(tmp, writer=PillowWriter(fps=fps))

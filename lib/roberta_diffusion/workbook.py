@@ -117,7 +117,6 @@ def finite(obj):
 # -- held-out blocks and scores in any tokenizer ----------------------------------------------------------
 def heldout_blocks(tokenizer, corpus: str, block_size: int, n: int) -> torch.Tensor:
     """``n`` blocks of ``block_size`` tokens spread through ``corpus`` (an alias or path), cached by tokenizer."""
-
     blocks = cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
     return spread_blocks(blocks, min(n, len(blocks)))
 
