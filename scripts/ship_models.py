@@ -49,8 +49,7 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     target, loader = SHIP[objective]
     source = run / objective
     model = loader(source / "model", device="cpu")
-    config = json.loads((source / "config.json").read_text())  # paths relative to the project root, not this machine's
-    config = {k: paths.portable(v) if isinstance(v, str) else v for k, v in config.items()}
+    config = portable(json.loads((source / "config.json").read_text()))
     history = {**json.loads((source / "history.json").read_text()), **lineage(config, target)}  # before the export
     export_model(target, model, load_tokenizer(source / "model"), dtype=torch.bfloat16, max_shard_size="15MB")
     (target / "history.json").write_text(json.dumps(history, indent=2))
@@ -63,6 +62,11 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     (target / "provenance.json").write_text(json.dumps({"training hardware": device, "run": paths.portable(str(run.resolve()))}))
     write_card(objective)
     print(f"shipped {objective} -> {target}")
+
+
+def portable(config: dict) -> dict:
+    """A run's config with its paths relative to the project root, not the training machine's."""
+    return {k: paths.portable(v) if isinstance(v, str) else v for k, v in config.items()}
 
 
 def lineage(config: dict, target: Path) -> dict:
@@ -130,8 +134,7 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--cards"]:
         for objective in SHIP:
             target = SHIP[objective][0]
-            config = json.loads((target / "train_config.json").read_text())
-            config = {k: paths.portable(v) if isinstance(v, str) else v for k, v in config.items()}
+            config = portable(json.loads((target / "train_config.json").read_text()))
             (target / "train_config.json").write_text(json.dumps(config, indent=2))
             write_card(objective)
             print(f"wrote {SHIP[objective][0] / 'README.md'}")
