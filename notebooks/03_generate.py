@@ -131,10 +131,10 @@ for name, start in infills.items():
 
 # %%
 policy_rows = []
-for policy in POLICIES:
-    t = generate_diffusion(model, tokenizer, prompt, steps=policy_steps, policy=policy, schedule=schedule,
+for each in POLICIES:  # not `policy`: that is the parameter the cells above read
+    t = generate_diffusion(model, tokenizer, prompt, steps=policy_steps, policy=each, schedule=schedule,
                            max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
-    policy_rows.append({"policy": policy, "steps": t.steps, "forward passes": t.forward_passes,
+    policy_rows.append({"policy": each, "steps": t.steps, "forward passes": t.forward_passes,
                         "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})
 display(workbook.table(policy_rows))
 
