@@ -5,6 +5,8 @@
 #                                     # MLM_MINUTES (max_steps from the probe's speed), then GPT-2 for AR_STEPS
 #   bash scripts/gpu_train.sh wait S  # up to S seconds for `train` (started in the background) to end; the held-out
 #                                     # scores so far, and the run's logs into $OUT
+#   bash scripts/gpu_train.sh ablate NAME...  # variants of benchmarks/ablations.txt, one per GPU at a time, EXTRA
+#                                     # settings for all -> $OUT/ablations-<names>.json and their histories
 #   bash scripts/gpu_train.sh ship    # the best checkpoints of OBJECTIVES into weights/, eval.json, packed into $OUT
 # AR_STEPS: GPT-2's steps (6,000 x 256 blocks: about 30 epochs, past where its held-out loss stops falling);
 # GPUS: processes (default: every GPU); OBJECTIVES: "mlm ar" (default) or one of them; RUN: the run name (default
@@ -65,6 +67,13 @@ for objective in sorted({p.name for p in pathlib.Path("runs").glob(f"{run}/*")} 
 PY
   cp runs/logs/train_*.log "$OUT"/ 2>/dev/null; [ -e runs/logs/FAILED ] && exit 1; true
   ;;
+ablate)
+  shift; names=$(IFS=-; echo "$*")
+  python3 -m benchmarks.ablate "$@" --gpus "$GPUS" --out "$OUT/ablations-$names.json" --set "${TRAIN[@]}" "${EXTRA[@]}"
+  status=$?
+  tar czf "$OUT/ablate-$names.tgz" runs/ablate-*/mlm/history.json runs/ablate-*/mlm/config.json runs/logs/ablate-*.log
+  exit $status
+  ;;
 ship)
   for objective in $OBJECTIVES; do cp "runs/logs/train_$objective.log" "runs/$RUN/"; done
   python3 scripts/ship_models.py "runs/$RUN" "runs/$RUN" $OBJECTIVES || exit 1
@@ -76,5 +85,5 @@ ship)
   tar czf "$OUT/runs.tgz" "runs/$RUN"/*/history.json "runs/$RUN"/*/config.json "runs/$RUN"/*.log runs/probe-*/*/history.json runs/probe-*/*/config.json
   ls -la "$OUT"
   ;;
-*) echo "usage: bash scripts/gpu_train.sh probe|train|ship" >&2; exit 2 ;;
+*) echo "usage: bash scripts/gpu_train.sh probe|train|wait|ablate|ship" >&2; exit 2 ;;
 esac

@@ -198,6 +198,32 @@ def test_the_exported_model_is_the_best_held_out_checkpoint(tokenizer, blocks, t
         assert torch.allclose(value, snapshots[0][key]), key
 
 
+def test_with_an_average_the_weights_themselves_are_scored_too(tokenizer, blocks, tmp_path, monkeypatch):
+    """Each evaluation scores the raw weights, then their average; the best (and exported) model is the average's."""
+    snapshots = []
+
+    def fake_score(self, model):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return 1.0, float(len(snapshots))
+
+    monkeypatch.setattr(losses.HeldOutScorer, "score", fake_score)
+    cfg = train.TrainConfig(out_dir=str(tmp_path), size="tiny", block_size=32, prefix_len=4, batch_size=4,
+                            max_steps=4, eval_every=2, save_every=2, lr=1e-2, warmup_steps=1, ema_decay=0.5)
+    history = train.fit(cfg, blocks, blocks, tokenizer, progress=False)
+    assert history["eval_bound_raw"] == [1.0, 3.0] and history["eval_bound"] == [2.0, 4.0]
+    raw, average = snapshots[0], snapshots[1]
+    assert any(not torch.equal(raw[k], average[k]) for k in raw)
+    exported = checkpoints._load_weights(tmp_path / "model")
+    assert all(torch.allclose(exported[k], average[k]) for k in exported)
+
+
+def test_without_an_average_only_the_weights_are_scored(tokenizer, blocks, tmp_path):
+    cfg = train.TrainConfig(out_dir=str(tmp_path), size="tiny", block_size=32, prefix_len=4, batch_size=4,
+                            max_steps=2, eval_every=2, save_every=2)
+    history = train.fit(cfg, blocks, blocks, tokenizer, progress=False)
+    assert len(history["eval_bound"]) == 1 and history["eval_bound_raw"] == []
+
+
 # -- the data-constrained figure ------------------------------------------------------------------------------
 def test_curves_read_a_run_and_find_the_crossover(tokenizer, blocks, tmp_path):
     from roberta_diffusion import curves

@@ -334,13 +334,20 @@ def any_process(flag: bool, device) -> bool:
 
 
 def new_history() -> dict:
-    """What a run records: train loss by step, held-out objective and bound by step, tokens/s by interval."""
-    return {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "eval_bound": [], "eval_epoch": [],
-            "speed_step": [], "speed": [], "tokens": 0, "seconds": 0.0, "best_step": None, "best_bound": None}
+    """What a run records: train loss by step, held-out objective and bound by step (``eval_bound_raw``: of the
+    weights themselves, when ``eval_bound`` is of their average), tokens/s by interval."""
+    return {"step": [], "train_loss": [], "eval_step": [], "eval_loss": [], "eval_bound": [], "eval_bound_raw": [],
+            "eval_epoch": [], "speed_step": [], "speed": [], "tokens": 0, "seconds": 0.0, "best_step": None,
+            "best_bound": None}
 
 
 def record_eval(history: dict, step: int, scorer, model, ema, out: Path, tokenizer) -> None:
-    """Score the held-out blocks (with the averaged weights when there are some) and keep the best weights."""
+    """Score the held-out blocks (with the averaged weights when there are some) and keep the best weights.
+
+    With an average, the weights themselves are scored too, on the same noise: the run measures what the average
+    gains without a second run."""
+    if ema is not None:
+        history["eval_bound_raw"].append(round(scorer.score(model)[1], 5))
     with (ema.swapped_in(model) if ema is not None else contextlib.nullcontext()):
         loss, bound = scorer.score(model)
         history["eval_step"].append(step)
