@@ -1,7 +1,7 @@
 """Copy a training run's models into weights/ as bf16 safetensors (loaded as fp32 on CPU) and write model cards.
 
 python scripts/ship_models.py runs/full [train logs folder] [mlm|ar ...]   # ship (on the GPU machine)
-python scripts/ship_models.py --cards                                      # rewrite both cards from their folders
+python scripts/ship_models.py --cards          # rewrite both cards and docs/data_constrained.png from their folders
 
 A card is built only from files in its folder (train_config.json, history.json, provenance.json, eval.json), so
 it can be rewritten after `roberta-diffusion eval` without the run.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from results_table import results_markdown  # beside this script
-from roberta_diffusion import paths
+from roberta_diffusion import curves, paths
 from roberta_diffusion.checkpoints import export_model, write_model_card
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
 
@@ -24,13 +24,13 @@ MLM_ONLY = {"arch", "locality_init", "plateau_escape", "escape_lr", "escape_step
 SUMMARY = {
     "mlm": "The workbook's offline diffusion model: a `RobertaForMaskedLM` trained with `DiffusionCollator` to denoise "
            "256-token canvases, with a pinned prompt of 1 to 64 tokens drawn per row and a pinned span in 10 % of rows, "
-           "so prompts of any length and infilling are in distribution. Three runs on the Wikipedia extract made it: "
+           "so prompts of any length and infilling are in distribution. Four runs on the Wikipedia extract made it: "
            "`plateau_escape_init` for 65.5M tokens (about 5 epochs), then profile `converge` for 64 epochs (lr 1e-3), "
-           "then `converge` again from there at lr 8e-4 (this run). In this run the held-out bound fell for 66 epochs "
-           "(step 13,000), crept up for 30 more and then diverged (about step 20,000); the exported weights are the "
-           "average of the weights (EMA, 0.999) at the evaluation with the best bound on Wikipedia valid, step 13,000. "
-           "The curve of all three runs is in history.json (`earlier` holds the runs before this one). Online, "
-           "fine-tune roberta-base instead with `--set 'init=\"roberta-base\"'`.",
+           "then `converge` again at lr 8e-4 for 66 epochs (to its best held-out point; it diverged later), then "
+           "(this run) the winner of the recipe ablations (docs/experiments.md): 24 more epochs at lr 3e-4 with "
+           "weight decay 0.1. The exported weights are the average of the weights (EMA, 0.999) at the evaluation with "
+           "the best bound on Wikipedia valid. The curve of all four runs is in history.json (`earlier` holds the runs "
+           "before this one). Online, fine-tune roberta-base instead with `--set 'init=\"roberta-base\"'`.",
     "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on the "
           "same blocks, tokenizer, optimiser and regularisation (profile `converge`) for 30 epochs, past the point where its "
           "held-out loss stops falling (about 20 epochs); the exported weights are those with the best held-out loss.",
@@ -59,7 +59,10 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     if (run / "device.txt").exists():  # shipped on another machine than the one that trained (gpu_train.sh probe)
         device = (run / "device.txt").read_text().split(",")[0].strip()
-    (target / "provenance.json").write_text(json.dumps({"training hardware": device, "run": paths.portable(str(run.resolve()))}))
+    provenance = {"training hardware": device, "run": paths.portable(str(run.resolve()))}
+    if (run / "command.txt").exists():  # the command that trained it, for the card
+        provenance["command"] = (run / "command.txt").read_text().strip()
+    (target / "provenance.json").write_text(json.dumps(provenance))
     write_card(objective)
     print(f"shipped {objective} -> {target}")
 
@@ -70,20 +73,13 @@ def portable(config: dict) -> dict:
 
 
 def lineage(config: dict, target: Path) -> dict:
-    """For a run that continued the model shipped in ``target``: the tokens its starting weights had seen
-    (``prior_tokens``) and the held-out points of the runs behind them (``earlier``, absolute tokens), which
-    ``curves.load_curve`` draws as one path."""
+    """For a run that continued the model shipped in ``target``: its path so far (``curves.continued``), which
+    ``curves.load_curve`` draws as one curve."""
     init = config.get("init")
     if not init or Path(paths.resolve(init)).resolve() != target.resolve():
         return {}
-    before = json.loads((target / "history.json").read_text())
-    before_config = json.loads((target / "train_config.json").read_text())
-    prior = before.get("prior_tokens", 0)
-    earlier = before.get("earlier", {"tokens": [], "eval_bound": []})
-    step_tokens = before_config["batch_size"] * before_config["block_size"]
-    return {"prior_tokens": prior + before["tokens"],
-            "earlier": {"tokens": earlier["tokens"] + [prior + step * step_tokens for step in before["eval_step"]],
-                        "eval_bound": earlier["eval_bound"] + before["eval_bound"]}}
+    return curves.continued(json.loads((target / "history.json").read_text()),
+                     json.loads((target / "train_config.json").read_text()))
 
 
 def write_card(objective: str) -> None:
@@ -94,6 +90,8 @@ def write_card(objective: str) -> None:
     provenance = json.loads((target / "provenance.json").read_text())
     block_tokens = history["train_blocks"] * config["block_size"]
     prior = history.get("prior_tokens", 0)
+    kept_tokens = history["best_step"] * config["batch_size"] * config["block_size"]
+    discarded = history.get("discarded_tokens", 0)
     hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective == "mlm" or k not in MLM_ONLY)}
     facts = {
         "class": type(model).__name__,
@@ -110,7 +108,9 @@ def write_card(objective: str) -> None:
         "tokens seen": f"{history['tokens'] / 1e6:.1f}M in this training ({history['step'][-1]} steps of "
                        f"{config['batch_size']} x {config['block_size']}, {history['tokens'] / block_tokens:.1f} epochs)"
                        + (f", after {prior / 1e6:.1f}M before it" if prior else ""),
-        "training compute (6 N D)": f"{6 * history['parameters'] * (history['tokens'] + prior):.2e} FLOPs in all",
+        "training compute (6 N D)": f"{6 * history['parameters'] * (prior + kept_tokens):.2e} FLOPs to the exported "
+                                    f"weights, {6 * history['parameters'] * (prior + history['tokens'] + discarded):.2e} "
+                                    "in all (with the training after them and the branches not carried forward)",
         "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']} (DDP)",
         "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e6:.2f}M tokens/s)",
         "exported weights": f"step {history['best_step']} of {history['step'][-1]}: the best held-out bound, "
@@ -118,11 +118,10 @@ def write_card(objective: str) -> None:
                             "Wikipedia valid",
         "hyperparameters": json.dumps(hyper),
         "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",
-        "recipe": "`bash scripts/gpu_train.sh probe|train|ship` on two GPUs: `roberta-diffusion finetune --profile "
-                  "converge --num-processes 2` per model (notebook 02's calls), then `scripts/ship_models.py`; the "
-                  "training log is training_log.txt, the held-out curve history.json"
-                  + ("; this run: `OBJECTIVES=mlm RUN=converge2 MLM_MINUTES=16 EXTRA=\"lr=0.0008 max_minutes=17\" bash "
-                     "scripts/gpu_train.sh train`" if objective == "mlm" else ""),
+        "recipe": "`roberta-diffusion finetune --profile converge` per model (notebook 02's calls; on lent GPUs "
+                  "`scripts/gpu_train.sh` drives it), then `scripts/ship_models.py`; the training log is "
+                  "training_log.txt, the held-out curve history.json"
+                  + (f"; this run: `{provenance['command']}`" if provenance.get("command") else ""),
     }
     eval_path = target / "eval.json"
     metrics = results_markdown(json.loads(eval_path.read_text())) if eval_path.exists() else None
@@ -138,6 +137,12 @@ if __name__ == "__main__":
             (target / "train_config.json").write_text(json.dumps(config, indent=2))
             write_card(objective)
             print(f"wrote {SHIP[objective][0] / 'README.md'}")
+        figure = paths.ROOT / "docs" / "data_constrained.png"
+        curves.plot_data_constrained([curves.load_curve(paths.SHIPPED_MLM, "masked LM (diffusion RoBERTa)"),
+                                      curves.load_curve(paths.SHIPPED_AR, "GPT-2 twin")], figure,
+                                     title="Held-out perplexity on Wikipedia valid: the masked LM keeps gaining from "
+                                           "repeated data long after GPT-2 stops")
+        print(f"wrote {figure}")
         sys.exit(0)
     run = Path(sys.argv[1])
     logs = Path(sys.argv[2]) if len(sys.argv) > 2 else None

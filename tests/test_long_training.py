@@ -257,6 +257,32 @@ def test_curves_read_a_run_and_find_the_crossover(tokenizer, blocks, tmp_path):
     assert any(f"up to {math.exp(20):,.0f}" in text.get_text() for text in figure.axes[0].texts)
 
 
+def test_a_continued_run_carries_the_path_of_the_weights_it_started_from(tokenizer, blocks, tmp_path):
+    """The weights a run continues are its predecessor's best evaluation: the path runs up to there, the
+    evaluations after it are a branch, and the curve draws both."""
+    from roberta_diffusion import curves
+
+    before = {"eval_step": [10, 20, 30, 40], "eval_bound": [5.0, 4.0, 4.5, 9.0], "best_step": 20, "tokens": 40 * 100,
+              "prior_tokens": 500, "earlier": {"tokens": [100, 300], "eval_bound": [7.0, 6.0]}}
+    lineage = curves.continued(before, {"batch_size": 10, "block_size": 10})
+    assert lineage["prior_tokens"] == 500 + 20 * 100
+    assert lineage["earlier"] == {"tokens": [100, 300, 1500, 2500], "eval_bound": [7.0, 6.0, 5.0, 4.0]}
+    assert lineage["branches"] == [{"tokens": [2500, 3500, 4500], "eval_bound": [4.0, 4.5, 9.0]}]
+    assert lineage["discarded_tokens"] == 20 * 100
+    again = curves.continued({**before, **lineage, "best_step": 40}, {"batch_size": 10, "block_size": 10})
+    assert again["branches"] == lineage["branches"] and again["discarded_tokens"] == 20 * 100  # ended at its best
+
+    cfg = train.TrainConfig(out_dir=str(tmp_path / "mlm"), size="tiny", block_size=32, prefix_len=4, batch_size=4,
+                            max_steps=2, eval_every=2, save_every=2)
+    train.fit(cfg, blocks, blocks, tokenizer, progress=False)
+    saved = json.loads((tmp_path / "mlm" / "history.json").read_text())
+    (tmp_path / "mlm" / "history.json").write_text(json.dumps({**saved, **lineage}))
+    curve = curves.load_curve(tmp_path / "mlm")
+    assert len(curve["ppl"]) == 4 + 1 and curve["branches"][0]["ppl"] == pytest.approx([math.exp(b) for b in (4.0, 4.5, 9.0)])
+    figure = curves.plot_data_constrained([curve], ymax=3 * math.exp(4.0))
+    assert any(f"up to {math.exp(9.0):,.0f}" in text.get_text() for text in figure.axes[0].texts)
+
+
 def _vote(rank: int, world: int, init_file: str, results) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:

@@ -5,7 +5,8 @@ of a shipped model, or ``config.json`` of a run folder).
 Compute is the usual ``6 N D`` (N parameters, D training tokens) for both models, so that the two axes differ only
 by a constant per model. A model that continued another (``init``) also gets the tokens its starting weights had
 seen (``prior_tokens`` in its history), so a curve starts where its weights really were; the held-out points of
-the runs before it (``earlier``: absolute tokens and bounds) are drawn too, so the curve is the whole path.
+the runs before it (``earlier``: absolute tokens and bounds) are drawn too, so the curve is the whole path, and the
+evaluations of earlier runs after the weights that were carried on (``branches``) are drawn dashed from there.
 """
 
 from __future__ import annotations
@@ -38,10 +39,36 @@ def load_curve(folder: Path, label: str | None = None, prior_tokens: int | None 
     tokens = earlier["tokens"] + [prior_tokens + step * tokens_per_step for step in history["eval_step"]]
     ppl = [math.exp(b) for b in earlier["eval_bound"] + history["eval_bound"]]
     best = min(range(len(ppl)), key=ppl.__getitem__)
-    return {"label": label or config["objective"], "objective": config["objective"],
-            "epochs": [t / block_tokens for t in tokens], "flops": [6 * history["parameters"] * t for t in tokens],
-            "ppl": ppl, "best": {"epochs": tokens[best] / block_tokens, "ppl": ppl[best],
-                                 "flops": 6 * history["parameters"] * tokens[best]}}
+
+    def axes(points: list[int]) -> dict:
+        return {"epochs": [t / block_tokens for t in points], "flops": [6 * history["parameters"] * t for t in points]}
+
+    return {"label": label or config["objective"], "objective": config["objective"], **axes(tokens), "ppl": ppl,
+            "best": {"epochs": tokens[best] / block_tokens, "ppl": ppl[best],
+                     "flops": 6 * history["parameters"] * tokens[best]},
+            "branches": [{**axes(b["tokens"]), "ppl": [math.exp(x) for x in b["eval_bound"]]}
+                         for b in history.get("branches", [])]}
+
+
+def continued(before: dict, before_config: dict) -> dict:
+    """The lineage fields of a run that continued the weights another run exported (its best evaluation),
+    from that run's history and config: ``prior_tokens``, the tokens those weights had seen; ``earlier``, the
+    held-out points on their path (absolute tokens); ``branches``, the points of evaluations after the exported
+    one (training that went on and was not carried forward), each from its branch point; ``discarded_tokens``, the
+    training those branches cost."""
+    step_tokens = before_config["batch_size"] * before_config["block_size"]
+    prior, best = before.get("prior_tokens", 0), before["best_step"]
+    earlier = before.get("earlier", {"tokens": [], "eval_bound": []})
+    points = [(step, prior + step * step_tokens, bound) for step, bound in zip(before["eval_step"], before["eval_bound"],
+                                                                                strict=True)]
+    kept = [(t, b) for step, t, b in points if step <= best]
+    tail = [(t, b) for step, t, b in points if step >= best]
+    branch = [{"tokens": [t for t, _ in tail], "eval_bound": [b for _, b in tail]}] if len(tail) > 1 else []
+    return {"prior_tokens": prior + best * step_tokens,
+            "earlier": {"tokens": earlier["tokens"] + [t for t, _ in kept],
+                        "eval_bound": earlier["eval_bound"] + [b for _, b in kept]},
+            "branches": before.get("branches", []) + branch,
+            "discarded_tokens": before.get("discarded_tokens", 0) + before["tokens"] - best * step_tokens}
 
 
 def crossover(mlm: dict, ar: dict, axis: str = "flops") -> float | None:
@@ -71,8 +98,12 @@ def plot_data_constrained(curves: list[dict], path: Path | None = None, title: s
             line, = ax.plot(curve[axis], curve["ppl"], style, ms=3, label=curve["label"])
             ax.plot([curve["best"][axis]], [curve["best"]["ppl"]], "*", ms=12, color=line.get_color())
             if above:
-                ax.annotate(f"off the scale from here: up to {max(curve['ppl']):,.0f}", (curve[axis][above[0]], ymax),
-                            xytext=(-8, -14), textcoords="offset points", ha="right", fontsize=8, color=line.get_color())
+                off_scale(ax, curve[axis][above[0]], max(curve["ppl"]), ymax, line.get_color())
+            for branch in curve.get("branches", []):  # training after the weights carried forward: dashed
+                ax.plot(branch[axis], branch["ppl"], "--", lw=1, color=line.get_color())
+                high = [i for i, p in enumerate(branch["ppl"]) if p > ymax]
+                if high:
+                    off_scale(ax, branch[axis][high[0]], max(branch["ppl"]), ymax, line.get_color())
     for ax, xlabel in zip(axes, ("epochs of the training text", "training compute, 6 N D (FLOPs)"), strict=True):
         ax.set(xlabel=xlabel, ylabel="held-out perplexity (MLM: ELBO bound)", yscale="log", ylim=(None, ymax))
         ax.yaxis.set_major_formatter(plain)
@@ -86,6 +117,11 @@ def plot_data_constrained(curves: list[dict], path: Path | None = None, title: s
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def off_scale(ax, x: float, highest: float, ymax: float, color) -> None:
+    ax.annotate(f"off the scale from here: up to {highest:,.0f}", (x, ymax), xytext=(-8, -14),
+                textcoords="offset points", ha="right", fontsize=8, color=color)
 
 
 def shipped_and_run(run_dir: Path, objectives: list[str], path: Path):
