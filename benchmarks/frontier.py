@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 from roberta_diffusion import cli, evaluate, paths
 from roberta_diffusion.cli import Parser
 from roberta_diffusion.data import cached_blocks
@@ -86,6 +87,13 @@ def plot(result: dict, path) -> Path:
         plt.close(fig)
 
 
+def shifted(blocks: torch.Tensor, n: int, shift: int = 0) -> torch.Tensor:
+    """``eval``'s ``n`` prompt blocks (``evaluate.spread_blocks``), or with ``shift`` > 0 the blocks that many places
+    after each of them (before, for one that would run off the end): a second prompt set sharing no block."""
+    spread = torch.linspace(0, len(blocks) - 1, n).round().long()
+    return blocks[torch.where(spread + shift < len(blocks), spread + shift, spread - shift)]
+
+
 def run(args) -> int:
     """``python -m benchmarks.frontier``: measure, write JSON (and a PNG beside it), print the table and the pick."""
     policies, steps = args.policies.split(","), [int(s) for s in args.steps.split(",")]
@@ -102,8 +110,10 @@ def run(args) -> int:
     judge = load_causal_lm(paths.resolve(args.judge), device=device) if args.judge else ar
     block = min(max_canvas_len(mlm), args.max_len)
     blocks = cached_blocks(paths.corpus(args.corpus), tokenizer, block, paths.RUNS / "cache")
-    prompts = evaluate.spread_blocks(blocks, min(args.prompts, len(blocks)))
-    result = measure(mlm, ar, tokenizer, prompts, judge, policies, steps, args.prefix_len, seed=args.seed)
+    prompts = shifted(blocks, min(args.prompts, len(blocks)), args.shift)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    result = measure(mlm, ar, tokenizer, prompts, judge, policies, steps, args.prefix_len, sampling, args.seed)
+    result["shift"] = args.shift
     result["judge"] = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples)"
     result["models"] = {"mlm": args.mlm, "ar": args.ar, "corpus": args.corpus}
     paths.atomic_write_text(args.out, json.dumps(result, indent=2, ensure_ascii=False))
@@ -136,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--max-len", type=int, default=256)
     fr.add_argument("--prefix-len", type=int, default=16)
     fr.add_argument("--seed", type=int, default=0)
+    fr.add_argument("--temperature", type=float, default=READABLE["temperature"])
+    fr.add_argument("--top-k", type=int, default=READABLE["top_k"], help="0: no top-k")
+    fr.add_argument("--top-p", type=float, default=READABLE["top_p"], help="1: no top-p")
+    fr.add_argument("--shift", type=int, default=0,
+                    help="prompts: the blocks this many places after eval's (a second set sharing none)")
     fr.add_argument("--device", default="auto")
     fr.add_argument("--out", type=Path, required=True, help="frontier.json to write (the plot goes beside it)")
     return fr

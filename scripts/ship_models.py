@@ -111,7 +111,8 @@ def write_card(objective: str) -> None:
         "training compute (6 N D)": f"{6 * history['parameters'] * (prior + kept_tokens):.2e} FLOPs to the exported "
                                     f"weights, {6 * history['parameters'] * (prior + history['tokens'] + discarded):.2e} "
                                     "in all (with the training after them and the branches not carried forward)",
-        "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']} (DDP)",
+        "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']}"
+                             + (" (DDP)" if history.get("world_size", 1) > 1 else ""),
         "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e6:.2f}M tokens/s)",
         "exported weights": f"step {history['best_step']} of {history['step'][-1]}: the best held-out bound, "
                             f"{history['best_bound']:.4f} nats/token (perplexity {math.exp(history['best_bound']):.1f}) on "

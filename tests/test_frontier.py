@@ -2,7 +2,9 @@
 
 import json
 
+import torch
 from benchmarks import frontier
+from roberta_diffusion import evaluate
 
 
 def test_pick_takes_the_lowest_perplexity_that_keeps_the_entropy():
@@ -32,3 +34,20 @@ def test_frontier_command_writes_points_for_every_setting(tmp_path, tiny_dirs, c
 def test_frontier_refuses_an_unknown_policy(tmp_path, capsys):
     assert frontier.main(["--policies", "loudest", "--out", str(tmp_path / "f.json")]) == 2
     assert "loudest" in capsys.readouterr().err and not (tmp_path / "f.json").exists()
+
+
+def test_a_shifted_prompt_set_shares_no_block_with_evals():
+    blocks = torch.arange(100).unsqueeze(1)
+    first = frontier.shifted(blocks, 10).flatten().tolist()
+    assert first == evaluate.spread_blocks(blocks, 10).flatten().tolist()
+    second = frontier.shifted(blocks, 10, shift=1).flatten().tolist()
+    assert len(set(second)) == 10 and not set(first) & set(second) and max(second) < 100
+
+
+def test_frontier_samples_with_the_filters_it_is_given(tmp_path, tiny_dirs):
+    out = tmp_path / "frontier.json"
+    assert frontier.main(["--mlm", str(tiny_dirs / "mlm"), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample",
+                          "--prompts", "2", "--steps", "2", "--policies", "random", "--max-len", "32", "--prefix-len",
+                          "8", "--device", "cpu", "--top-k", "7", "--top-p", "1", "--shift", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["sampling"] == {"temperature": 1.0, "top_k": 7, "top_p": 1.0} and result["shift"] == 1
