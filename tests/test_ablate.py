@@ -2,9 +2,9 @@
 
 import json
 
-import pytest
-from benchmarks import ablate
 from roberta_diffusion import paths
+
+from benchmarks import ablate
 
 
 def test_variants_file_parses_and_names_every_setting(tmp_path):

@@ -3,8 +3,9 @@
 import json
 
 import torch
-from benchmarks import frontier
 from roberta_diffusion import evaluate
+
+from benchmarks import frontier
 
 
 def test_pick_takes_the_lowest_perplexity_that_keeps_the_entropy():
