@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .paths import run_name
+from roberta_diffusion.paths import run_name
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
