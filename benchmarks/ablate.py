@@ -21,7 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
-from roberta_diffusion import cli, paths
+from roberta_diffusion import paths
+from workbench import cli
 
 from .scaling import describe
 
@@ -43,7 +44,7 @@ def commands(names: list[str], variants: dict, profile: str, common: list[str]) 
     unknown = [n for n in names if n not in variants]
     if unknown:
         raise ValueError(f"unknown variants {unknown}: choose from {', '.join(variants)} (benchmarks/ablations.txt)")
-    return {name: [sys.executable, "-m", "roberta_diffusion.cli", "finetune", "--profile", profile, "--set",
+    return {name: [sys.executable, "-m", "workbench.cli", "finetune", "--profile", profile, "--set",
                    f'run_name="ablate-{name}"', 'objectives=["mlm"]', *common, *variants[name]] for name in names}
 
 

@@ -19,12 +19,13 @@ import statistics
 from pathlib import Path
 
 import torch
-from roberta_diffusion import checks, cli, graphs, models
-from roberta_diffusion.cli import Parser
+from roberta_diffusion import graphs, models
 from roberta_diffusion.draws import reveal_counts
 from roberta_diffusion.evaluate import environment, prompt_canvas_from_blocks
 from roberta_diffusion.paths import atomic_path
 from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
+from workbench import checks, cli
+from workbench.cli import Parser
 
 from .agreement import ar_teacher_forced_all, fast_step, step_tolerance
 from .bench_training import TRAIN_VARIANTS, bench_training, train_variants

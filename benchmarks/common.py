@@ -1,5 +1,5 @@
 """What the benchmark tools share: timing, FLOP counts, the matmul ceiling and the models they time. (Their command
-lines run in ``roberta_diffusion.cli.run``: one ``error:`` line and status 2 on bad input, as ``roberta-diffusion``.)"""
+lines run in ``workbench.cli.run``: one ``error:`` line and status 2 on bad input, as ``roberta-diffusion``.)"""
 
 from __future__ import annotations
 

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from roberta_diffusion import cli, evaluate, paths
-from roberta_diffusion.cli import Parser
+from roberta_diffusion import evaluate, paths
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.defaults import READABLE
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
 from roberta_diffusion.sampler import POLICIES
-from roberta_diffusion.workbook import save_figure
+from workbench import cli
+from workbench.cells import save_figure
+from workbench.cli import Parser
 
 # share of the real text's unigram entropy a readable setting keeps (the repetition guard): the GPT-2 baseline's
 # samples keep 0.88-0.93 of it on the shipped models, confidence's 0.36-0.46 (README's tables)

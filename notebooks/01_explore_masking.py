@@ -43,10 +43,10 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
-
-from roberta_diffusion import data, metrics, paths, viz, workbook
+from roberta_diffusion import data, metrics, paths, viz
 from roberta_diffusion.collator import DiffusionCollator
 from roberta_diffusion.models import load_tokenizer
+from workbench import cells
 
 try:
     from IPython.display import display
@@ -117,7 +117,7 @@ for ax, (mode, values) in zip(axes, drawn.items(), strict=True):
     ax.hist(values.numpy(), bins=50, range=(0, 1), color="tab:blue" if mode == "levels" else "tab:orange")
     ax.set(title=f"{mode}: mean {values.mean():.3f}, std {values.std():.3f}", xlabel="mask ratio t",
            ylabel="examples")
-workbook.save_figure(fig, run_dir / "ratio_histogram.png")
+cells.save_figure(fig, run_dir / "ratio_histogram.png")
 plt.show()
 plt.close(fig)
 
@@ -132,12 +132,12 @@ plt.close(fig)
 # or notebook 02 has trained one for this run, since a random model's curve says nothing.
 
 # %%
-trained = workbook.has_model(workbook.trained_model_dir("mlm", run_name))
+trained = cells.has_model(cells.trained_model_dir("mlm", run_name))
 loss_curve = None
 if model_path is not None or trained:
-    model, model_tokenizer, description = workbook.resolve_model("mlm", run_name, model_path)
+    model, model_tokenizer, description = cells.resolve_model("mlm", run_name, model_path)
     print(description)
-    model_blocks = workbook.heldout_blocks(model_tokenizer, corpus, block_size, loss_blocks)
+    model_blocks = cells.heldout_blocks(model_tokenizer, corpus, block_size, loss_blocks)
     model_collator = DiffusionCollator(model_tokenizer, prefix_len=prefix_len)
     levels = [round(k / n_levels, 3) for k in range(1, n_levels + 1)]
     loss_curve = metrics.loss_by_ratio(model, model_collator, model_blocks, ratios=levels, seed=seed)
@@ -145,10 +145,10 @@ if model_path is not None or trained:
     ax.plot(list(loss_curve), list(loss_curve.values()), "o-")
     ax.set(title=f"masked-token loss vs mask ratio ({len(model_blocks)} blocks)", xlabel="mask ratio t",
            ylabel="cross-entropy (nats)")
-    workbook.save_figure(fig, run_dir / "loss_by_ratio.png")
+    cells.save_figure(fig, run_dir / "loss_by_ratio.png")
     plt.show()
     plt.close(fig)
-    display(workbook.table([{"ratio": r, "loss (nats)": v} for r, v in loss_curve.items()]))
+    display(cells.table([{"ratio": r, "loss (nats)": v} for r, v in loss_curve.items()]))
     area = sum(loss_curve.values()) / len(loss_curve)
     print(f"area under the curve ≈ {area:.3f} nats/token: perplexity bound ≈ {math.exp(area):.1f}")
 else:
@@ -160,5 +160,5 @@ summary = {"corpus": corpus, "block_size": block_size, "prefix_len": prefix_len,
                            for mode, v in drawn.items()},
            "loss_by_ratio": loss_curve,
            "elbo_from_curve_nats": round(sum(loss_curve.values()) / len(loss_curve), 5) if loss_curve else None}
-(run_dir / "masking.json").write_text(json.dumps(workbook.finite(summary), indent=2))
+(run_dir / "masking.json").write_text(json.dumps(cells.finite(summary), indent=2))
 print(f"wrote {run_dir / 'masking.json'}")

@@ -45,8 +45,9 @@ panel_max_len: int = 96  # canvas length of the interactive panel's own generati
 # %%
 import json
 
-from roberta_diffusion import canvas, panel, paths, viz, workbook
+from roberta_diffusion import canvas, paths, viz
 from roberta_diffusion.sampler import POLICIES, generate_diffusion
+from workbench import cells, panel
 
 try:
     from IPython.display import Image, display
@@ -55,8 +56,8 @@ except ImportError:
     Image = lambda x, **k: x  # noqa: E731
 
 run_dir = paths.run_dir(run_name)
-threads = workbook.set_cpu_threads(cpu_threads)
-model, tokenizer, description = workbook.resolve_model("mlm", run_name, mlm_path)
+threads = cells.set_cpu_threads(cpu_threads)
+model, tokenizer, description = cells.resolve_model("mlm", run_name, mlm_path)
 sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
 print(f"run folder: {run_dir} · torch threads: {threads}\nmodel: {description}")
 
@@ -136,7 +137,7 @@ for each in POLICIES:  # not `policy`: that is the parameter the cells above rea
                            max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
     policy_rows.append({"policy": each, "steps": t.steps, "forward passes": t.forward_passes,
                         "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})
-display(workbook.table(policy_rows))
+display(cells.table(policy_rows))
 
 # %% [markdown]
 # ## Saved
@@ -146,5 +147,5 @@ display(workbook.table(policy_rows))
 # %%
 record = {**trace.summary(), "model": description, "prompt": prompt, "text": trace.texts[0],
           "completion": trace.completions[0], "torch_threads": threads, "infill": infill_results, "policies": policy_rows}
-(run_dir / "generation.json").write_text(json.dumps(workbook.finite(record), indent=2, ensure_ascii=False))
+(run_dir / "generation.json").write_text(json.dumps(cells.finite(record), indent=2, ensure_ascii=False))
 print(json.dumps(trace.summary(), indent=2))

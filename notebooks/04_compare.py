@@ -52,9 +52,9 @@ cpu_threads: "Optional[int]" = 1  # torch threads; 1 means steady timings on a s
 import json
 
 import matplotlib.pyplot as plt
-
-from roberta_diffusion import metrics, panel, paths, viz, workbook
+from roberta_diffusion import metrics, paths, viz
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
+from workbench import cells, panel
 
 try:
     from IPython.display import Image, display
@@ -63,15 +63,15 @@ except ImportError:
     Image = lambda x, **k: x  # noqa: E731
 
 run_dir = paths.run_dir(run_name)
-threads = workbook.set_cpu_threads(cpu_threads)
-mlm, mlm_tok, mlm_desc = workbook.resolve_model("mlm", run_name, mlm_path)
-ar, ar_tok, ar_desc = workbook.resolve_model("ar", run_name, ar_path)
+threads = cells.set_cpu_threads(cpu_threads)
+mlm, mlm_tok, mlm_desc = cells.resolve_model("mlm", run_name, mlm_path)
+ar, ar_tok, ar_desc = cells.resolve_model("ar", run_name, ar_path)
 if judge_path is None:
     judge, judge_tok = ar, ar_tok
     judge_desc = f"the AR baseline itself ({ar_desc}): it favours its own samples, so AR gen-ppl is optimistic"
 else:
-    judge, judge_tok, judge_desc = workbook.resolve_model("ar", run_name, judge_path)
-shared = workbook.same_vocab(mlm_tok, ar_tok)
+    judge, judge_tok, judge_desc = cells.resolve_model("ar", run_name, judge_path)
+shared = cells.same_vocab(mlm_tok, ar_tok)
 sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
 print(f"run folder: {run_dir} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}\njudge: {judge_desc}\n"
       f"tokenizers: {'shared' if shared else 'DIFFERENT — per-token numbers are not comparable; see bits per byte'}")
@@ -88,7 +88,7 @@ generate_ar(ar, ar_tok, prompts[:1], max_len=max_len)
 diff_trace = generate_diffusion(mlm, mlm_tok, prompts, steps=steps, policy=policy, max_len=max_len, seed=seed,
                                 **sampling)
 ar_trace = generate_ar(ar, ar_tok, prompts, max_len=max_len, seed=seed, **sampling)
-display(workbook.table([{"prompt": p, "diffusion": d[:120], "autoregressive": a[:120]}
+display(cells.table([{"prompt": p, "diffusion": d[:120], "autoregressive": a[:120]}
                         for p, d, a in zip(prompts, diff_trace.completions, ar_trace.completions, strict=True)]))
 
 # %% [markdown]
@@ -117,7 +117,7 @@ display(panel.clock_panel([diff_trace, ar_trace], [mlm_tok, ar_tok], labels))
 
 # %%
 timings = {"diffusion": metrics.timing(diff_trace), "ar": metrics.timing(ar_trace)}
-display(workbook.table([{"model": k, **v} for k, v in timings.items()]))
+display(cells.table([{"model": k, **v} for k, v in timings.items()]))
 
 # %% [markdown]
 # ## Held-out likelihood
@@ -127,8 +127,8 @@ display(workbook.table([{"model": k, **v} for k, v in timings.items()]))
 # byte divide the total NLL by the UTF-8 bytes of the scored text, which stays comparable if the tokenizers differ.
 
 # %%
-heldout = workbook.heldout_quality(mlm, mlm_tok, ar, ar_tok, corpus, n_heldout, max_len, prefix_len, elbo_samples)
-display(workbook.table([{"model": "ar (exact)", **heldout["ar"]}, {"model": "mlm (ELBO bound)", **heldout["mlm_elbo"]}]))
+heldout = cells.heldout_quality(mlm, mlm_tok, ar, ar_tok, corpus, n_heldout, max_len, prefix_len, elbo_samples)
+display(cells.table([{"model": "ar (exact)", **heldout["ar"]}, {"model": "mlm (ELBO bound)", **heldout["mlm_elbo"]}]))
 
 # %% [markdown]
 # ## Sample quality
@@ -145,8 +145,8 @@ display(workbook.table([{"model": "ar (exact)", **heldout["ar"]}, {"model": "mlm
 
 # %%
 sweep_steps = sorted({int(s) for s in steps_sweep} | {steps})
-prompt_blocks = workbook.heldout_blocks(judge_tok, corpus, max_len, n_prompts)
-samples = workbook.sample_quality(mlm, mlm_tok, ar, ar_tok, judge, judge_tok, prompt_blocks, prefix_len,
+prompt_blocks = cells.heldout_blocks(judge_tok, corpus, max_len, n_prompts)
+samples = cells.sample_quality(mlm, mlm_tok, ar, ar_tok, judge, judge_tok, prompt_blocks, prefix_len,
                                   sweep_steps, policy, sampling, seed)
 samples["judge"] = judge_desc
 print(f"judge: {judge_desc}")
@@ -154,7 +154,7 @@ keys = ("gen_ppl", "unigram_entropy", "distinct_2", "seconds")
 rows = [{"text": "real continuation", **{k: samples["real"].get(k) for k in keys}},
         {"text": "autoregressive", **{k: samples["ar"][k] for k in keys}},
         {"text": f"diffusion ({policy}, {steps} steps)", **{k: samples["diffusion"][steps][k] for k in keys}}]
-display(workbook.table(rows))
+display(cells.table(rows))
 print(f"\nexample prompt block (real):\n{samples['real']['text']}\n\nAR:\n{samples['ar']['text']}\n\n"
       f"diffusion:\n{samples['diffusion'][steps]['text']}")
 
@@ -168,10 +168,10 @@ print(f"\nexample prompt block (real):\n{samples['real']['text']}\n\nAR:\n{sampl
 # %%
 sweep = [{"steps": s, **{k: samples["diffusion"][s][k] for k in ("gen_ppl", "unigram_entropy", "distinct_2", "seconds")}}
          for s in sweep_steps]
-fig = workbook.steps_sweep_figure(sweep, samples, policy, n_prompts, run_dir / "steps_sweep.png")
+fig = cells.steps_sweep_figure(sweep, samples, policy, n_prompts, run_dir / "steps_sweep.png")
 plt.show()
 plt.close(fig)
-display(workbook.table(sweep))
+display(cells.table(sweep))
 
 # %% [markdown]
 # ## Saved
@@ -190,5 +190,5 @@ result = {
     "samples": {**samples, "diffusion": {str(k): v for k, v in samples["diffusion"].items()}},
     "sweep": sweep,
 }
-(run_dir / "metrics.json").write_text(json.dumps(workbook.finite(result), indent=2, ensure_ascii=False))
+(run_dir / "metrics.json").write_text(json.dumps(cells.finite(result), indent=2, ensure_ascii=False))
 print(f"wrote {run_dir / 'metrics.json'}")

@@ -17,7 +17,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" runs/logs
 PROFILE=${PROFILE:-converge}; GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}; RUN=${RUN:-$PROFILE}; OBJECTIVES=${OBJECTIVES:-mlm ar}
 read -r -a EXTRA <<< "${EXTRA:-}"
 TRAIN=(train_data=\"$PWD/.gpu/train_blocks.pt\")
-finetune() { python3 -m roberta_diffusion.cli finetune --profile "$PROFILE" "$@"; }
+finetune() { python3 -m workbench.cli finetune --profile "$PROFILE" "$@"; }
 
 steps_for() {  # steps_for HISTORY MINUTES: steps that fill MINUTES at the probe's steady speed
   python3 - "$1" "$2" <<'PY'
@@ -77,7 +77,7 @@ ablate)
 ship)
   for objective in $OBJECTIVES; do cp "runs/logs/train_$objective.log" "runs/$RUN/"; done
   python3 scripts/ship_models.py "runs/$RUN" "runs/$RUN" $OBJECTIVES || exit 1
-  python3 -m roberta_diffusion.cli eval --out weights/roberta-diffusion-small/eval.json --elbo-samples 8 \
+  python3 -m workbench.cli eval --out weights/roberta-diffusion-small/eval.json --elbo-samples 8 \
     --policies "${POLICIES:-random,confidence,entropy,margin,seed-remask}" --steps 10,32,64 2>&1 | tail -n 40
   cp weights/roberta-diffusion-small/eval.json weights/gpt2-small-baseline/eval.json
   tar czf "$OUT/weights.tgz" weights/roberta-diffusion-small weights/gpt2-small-baseline

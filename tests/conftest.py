@@ -56,7 +56,7 @@ def parameterized(notebook: str | Path, params: dict, out_path: Path):
     import nbformat
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
-    from roberta_diffusion import pipeline
+    from workbench import pipeline
 
     path = Path(notebook) if Path(notebook).exists() else pipeline.NOTEBOOKS / f"{notebook}.py"
     pipeline.to_ipynb(path, out_path)
@@ -110,8 +110,8 @@ class NotebookItem(pytest.Item):
         from pathlib import Path
 
         from nbclient import NotebookClient
-        from roberta_diffusion import pipeline
         from roberta_diffusion.paths import ROOT
+        from workbench import pipeline
 
         tiny = _tiny_models(self.config)
         params = {k: v.replace("{tiny}", tiny) if isinstance(v, str) else v for k, v in self.params.items()}

@@ -10,8 +10,8 @@ import pytest
 from roberta_diffusion import models
 from roberta_diffusion.autoregressive import generate_ar
 from roberta_diffusion.canvas import infill_canvas
-from roberta_diffusion.cli import EXIT_USAGE, main
 from roberta_diffusion.sampler import generate_diffusion
+from workbench.cli import EXIT_USAGE, main
 
 # ---------------------------------------------------------------------------------------------------------
 # folders: broken copies of the saved tiny MLM

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from roberta_diffusion.cli import EXIT_USAGE, main
+from workbench.cli import EXIT_USAGE, main
 
 SMALL = ["--max-len", "48", "--steps", "4", "--device", "cpu"]
 PROMPT = "The cat sat"
@@ -148,12 +148,12 @@ def test_empty_stdin_is_an_error(capsys, tmp_path, tiny_dirs, monkeypatch):
 
 
 def test_console_entry_point_in_a_subprocess(tmp_path, tiny_dirs):
-    """``python -m roberta_diffusion.cli`` (what the roberta-diffusion script runs), prompt on stdin."""
+    """``python -m workbench.cli`` (what the roberta-diffusion script runs), prompt on stdin."""
     js = tmp_path / "sub.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
            "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "roberta_diffusion.cli", "generate", "--model", str(tiny_dirs / "mlm"), *SMALL,
+        [sys.executable, "-m", "workbench.cli", "generate", "--model", str(tiny_dirs / "mlm"), *SMALL,
          "--json", str(js)],
         input=PROMPT, capture_output=True, text=True, env=env, timeout=300,
     )

@@ -3,7 +3,7 @@
 import json
 import math
 
-from roberta_diffusion import cli, pipeline
+from workbench import cli, pipeline
 
 
 def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):

@@ -8,8 +8,9 @@ import errno
 import json
 
 import pytest
-from roberta_diffusion import cli, paths
-from roberta_diffusion.cli import EXIT_USAGE, main
+from roberta_diffusion import paths
+from workbench import cli
+from workbench.cli import EXIT_USAGE, main
 
 from benchmarks import bench
 
@@ -150,7 +151,7 @@ def test_debug_shows_the_traceback(capsys, sandbox):
 
 def test_the_read_only_check_names_the_folder(sandbox, monkeypatch):
     """(As root every folder is writable, so the permission answer is simulated.)"""
-    from roberta_diffusion import checks
+    from workbench import checks
 
     monkeypatch.setattr(checks.os, "access", lambda path, mode: False)
     with pytest.raises(ValueError, match="no permission to write in"):

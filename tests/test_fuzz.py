@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from roberta_diffusion import checks, cli, models, paths, runs
+from roberta_diffusion import models, paths
+from workbench import checks, cli, runs
 
 from benchmarks import bench
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from roberta_diffusion import checkpoints, data, losses, train
 from roberta_diffusion.canvas import prompt_canvas
-from roberta_diffusion.cli import main
 from roberta_diffusion.collator import DiffusionCollator
 from roberta_diffusion.paths import ROOT, SAMPLE_TEXT
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
+from workbench.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_process_batches_partition_the_one_process_batch(tokenizer, blocks):
 
 def _finetune(run_name: str, runs, processes: int) -> dict:
     env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "roberta_diffusion.cli", "finetune", "--profile", "smoke",
+    command = [sys.executable, "-m", "workbench.cli", "finetune", "--profile", "smoke",
                "--num-processes", str(processes), "--set", f'run_name="{run_name}"', 'objectives=["mlm"]',
                "max_steps=4", "eval_every=2", "save_every=2", "batch_size=4", "max_train_lines=200",
                "max_prefix_len=20", "span_prob=0.2", "ema_decay=0.9"]

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from PIL import Image
-from roberta_diffusion import pipeline
+from workbench import pipeline
 
 pytestmark = pytest.mark.notebooks
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.notebooks
 def smoke_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(runs), "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "roberta_diffusion.cli", "pipeline", "--profile", "smoke"],
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "pipeline", "--profile", "smoke"],
                           env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return runs / "smoke"

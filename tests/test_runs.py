@@ -14,8 +14,9 @@ import textwrap
 import time
 
 import pytest
-from roberta_diffusion import paths, runs
-from roberta_diffusion.cli import EXIT_USAGE, main
+from roberta_diffusion import paths
+from workbench import runs
+from workbench.cli import EXIT_USAGE, main
 
 
 def digest(folder):
@@ -91,7 +92,7 @@ def test_a_locked_name_refuses_and_a_free_one_does_not(tmp_path):
 HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from roberta_diffusion import runs
+    from workbench import runs
     with runs.lock(sys.argv[2], Path(sys.argv[1])):
         print("locked", flush=True)
         sys.stdin.readline()  # held until the test says so (or kills this process)
@@ -171,7 +172,7 @@ def test_two_finetunes_on_one_name_one_runs_one_refuses(tmp_path, monkeypatch, c
     assert main([*base, "max_steps=4"]) == 0
     previous = digest(tmp_path / "runs" / "race")
     env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "roberta_diffusion.cli", *base, "max_steps=1000000"], env=env,
+    first = subprocess.Popen([sys.executable, "-m", "workbench.cli", *base, "max_steps=1000000"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staged = tmp_path / "runs" / ".staging" / "race" / "race" / "mlm" / "checkpoints"
     try:

@@ -196,7 +196,7 @@ def test_stratified_training_runs_the_head_on_the_bounded_rows(blocks, tokenizer
 def test_notebook_02_parameters_are_train_config_fields(tmp_path, monkeypatch):
     """Notebook 02's parameters cell maps 1:1 onto TrainConfig: ``TrainConfig(**params)`` is the whole recipe."""
     from roberta_diffusion import paths
-    from roberta_diffusion.checks import notebook_parameters
+    from workbench.checks import notebook_parameters
 
     monkeypatch.setattr(paths, "RUNS", tmp_path)
     params = {k: default for k, (_, default) in notebook_parameters(paths.NOTEBOOKS / "02_finetune.py").items()}

@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from roberta_diffusion import generate_ar, generate_diffusion, layout, viz
 from roberta_diffusion.canvas import prompt_canvas
-from roberta_diffusion.panel import clock_panel, generation_panel, step_scrubber
 from roberta_diffusion.paths import SAMPLE_TEXT
 from roberta_diffusion.trace import Trace
+from workbench.panel import clock_panel, generation_panel, step_scrubber
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ Override with environment variables when the repository is installed elsewhere:
 """
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
-
-from .checks import run_name
 
 ROOT = Path(os.environ.get("ROBERTA_DIFFUSION_ROOT", Path(__file__).resolve().parents[2]))
 DATA = Path(os.environ.get("ROBERTA_DIFFUSION_DATA", ROOT.parent / "shared" / "data"))
@@ -21,6 +20,8 @@ CACHE = Path(os.environ.get("ROBERTA_DIFFUSION_CACHE", RUNS / "cache"))
 NOTEBOOKS = ROOT / "notebooks"
 PROFILES = ROOT / "profiles"
 
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
 WIKI_TRAIN = DATA / "wikipedia-2018-extract" / "train.txt.gz"
 WIKI_VALID = DATA / "wikipedia-2018-extract" / "valid.txt"
 WIKITEXT2_VALID = DATA / "wikitext-2-raw" / "wiki.valid.raw"
@@ -29,6 +30,15 @@ WIKITEXT2_VALID = DATA / "wikitext-2-raw" / "wiki.valid.raw"
 SHIPPED_TOKENIZER = WEIGHTS / "tokenizer"
 SHIPPED_MLM = WEIGHTS / "roberta-diffusion-small"
 SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
+
+
+def run_name(value, where: str = "run_name") -> str:
+    """A plain folder name under ``runs/``: no separators, no ``..``, no leading dot (hidden staging/lock
+    folders start with one)."""
+    if not isinstance(value, str) or not _RUN_NAME.match(value) or ".." in value:
+        raise ValueError(f"{where} {value!r}: use letters, digits, '.', '_' or '-' (no '/' or '..'), "
+                         "starting with a letter or digit, so the run stays inside runs/")
+    return value
 
 
 def run_dir(name: str) -> Path:

@@ -3,7 +3,7 @@ terminal printer, and GIFs (one run, or diffusion vs autoregressive side by side
 by ``layout`` so that every token shows.
 
 ``render_step`` / ``render_clock`` are pure and are what the tests and the widgets call; the widgets
-(``panel.step_scrubber``, ``panel.generation_panel``, ``panel.clock_panel``) only wire controls to them.
+(``workbench.panel``: ``step_scrubber``, ``generation_panel``, ``clock_panel``) only wire controls to them.
 """
 
 from __future__ import annotations

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from roberta_diffusion import defaults, models, viz
+from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
+from roberta_diffusion.defaults import READABLE
+from roberta_diffusion.models import default_models, load_causal_lm, load_mlm, load_tokenizer
+from roberta_diffusion.sampler import generate_ar, generate_diffusion
 
-from . import checks, commands, defaults, models, viz
-from .canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
+from . import checks, commands
 from .checks import prompt_text
-from .defaults import READABLE
-from .models import default_models, load_causal_lm, load_mlm, load_tokenizer
 from .runs import RunFailed, staged_files
-from .sampler import generate_ar, generate_diffusion
 
 EXIT_USAGE = 2
 EXIT_BUG = 1  # an error the checks did not foresee: still one line, but not the user's fault

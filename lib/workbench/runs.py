@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import paths
+from roberta_diffusion import paths
 
 
 class RunLocked(ValueError):

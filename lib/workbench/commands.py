@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import torch
+from roberta_diffusion import data, defaults, evaluate, models, paths, train
+from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
+from roberta_diffusion.sampler import POLICIES
 
-from . import checks, data, defaults, evaluate, models, paths, runs, train
-from .models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
+from . import checks, runs
 from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
 from .runs import redirect_runs, staged_run
-from .sampler import POLICIES
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
@@ -105,7 +106,7 @@ def _launch(args) -> int:
         env["ACCELERATE_USE_CPU"] = "true"
         env.setdefault("OMP_NUM_THREADS", "1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.num_processes),
-               "-m", "roberta_diffusion.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
+               "-m", "workbench.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
     return subprocess.call(command, env=env)
 
 

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from roberta_diffusion import paths
+from roberta_diffusion.paths import NOTEBOOKS, PROFILES, ROOT
 
-from . import checks, paths, runs
-from .paths import NOTEBOOKS, PROFILES, ROOT
+from . import checks, runs
 from .runs import RunFailed, redirect_runs, staged_run
 
 ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")

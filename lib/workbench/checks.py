@@ -13,10 +13,11 @@ import os
 import re
 from pathlib import Path
 
+from roberta_diffusion.paths import run_name
+
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _MASK_RUN = re.compile(r"<mask\*(\d+)>")
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def finite_positive(flag: str, value: float) -> float:
@@ -95,15 +96,6 @@ def output_path(flag: str, path: Path | None, suffix: str) -> None:
         raise ValueError(f"{flag} {path} lies under {parent}, which is a file: choose a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: no permission to write in {parent}: choose a writable folder")
-
-
-def run_name(value, where: str = "run_name") -> str:
-    """A plain folder name under ``runs/``: no separators, no ``..``, no leading dot (hidden staging/lock
-    folders start with one)."""
-    if not isinstance(value, str) or not _RUN_NAME.match(value) or ".." in value:
-        raise ValueError(f"{where} {value!r}: use letters, digits, '.', '_' or '-' (no '/' or '..'), "
-                         "starting with a letter or digit, so the run stays inside runs/")
-    return value
 
 
 # -- notebook parameters ------------------------------------------------------------------------------------

@@ -11,9 +11,8 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 from __future__ import annotations
 
 import ipywidgets as widgets
-
-from . import defaults, viz
-from .sampler import POLICIES, generate_diffusion
+from roberta_diffusion import defaults, viz
+from roberta_diffusion.sampler import POLICIES, generate_diffusion
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
 

@@ -13,11 +13,16 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-
-from . import metrics, paths
-from .data import cached_blocks
-from .evaluate import prompts_for, quality_in_judge_vocab, same_vocab, sample_quality, spread_blocks  # noqa: F401 (notebook API)
-from .models import (
+from roberta_diffusion import metrics, paths
+from roberta_diffusion.data import cached_blocks
+from roberta_diffusion.evaluate import (  # noqa: F401 (notebook API)
+    prompts_for,
+    quality_in_judge_vocab,
+    same_vocab,
+    sample_quality,
+    spread_blocks,
+)
+from roberta_diffusion.models import (
     default_models,
     load_causal_lm,
     load_mlm,
