@@ -92,6 +92,10 @@ def shifted(blocks: torch.Tensor, n: int, shift: int = 0) -> torch.Tensor:
     """``eval``'s ``n`` prompt blocks (``evaluate.spread_blocks``), or with ``shift`` > 0 the blocks that many places
     after each of them (before, for one that would run off the end): a second prompt set sharing no block."""
     spread = torch.linspace(0, len(blocks) - 1, n).round().long()
+    gap = int((spread[1:] - spread[:-1]).min()) if n > 1 else len(blocks)
+    if not 0 <= shift < gap:
+        raise ValueError(f"--shift {shift}: use 0 (eval's prompts) up to {gap - 1}, so the set shares no block with "
+                         f"eval's {n}")
     return blocks[torch.where(spread + shift < len(blocks), spread + shift, spread - shift)]
 
 

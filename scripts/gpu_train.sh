@@ -69,9 +69,12 @@ PY
   ;;
 ablate)
   shift; names=$(IFS=-; echo "$*")
-  python3 -m benchmarks.ablate "$@" --gpus "$GPUS" --out "$OUT/ablations-$names.json" --set "${TRAIN[@]}" "${EXTRA[@]}"
+  python3 -m benchmarks.ablate "$@" --gpus "$GPUS" --profile "$PROFILE" --out "$OUT/ablations-$names.json" \
+    --set "${TRAIN[@]}" "${EXTRA[@]}"
   status=$?
-  tar czf "$OUT/ablate-$names.tgz" runs/ablate-*/mlm/history.json runs/ablate-*/mlm/config.json runs/logs/ablate-*.log
+  files=(); for name in "$@"; do files+=(runs/ablate-$name/mlm/history.json runs/ablate-$name/mlm/config.json
+                                         runs/ablate-$name/command.txt runs/logs/ablate-$name.log); done
+  tar czf "$OUT/ablate-$names.tgz" --ignore-failed-read "${files[@]}"
   exit $status
   ;;
 ship)

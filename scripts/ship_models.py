@@ -110,7 +110,8 @@ def write_card(objective: str) -> None:
                        + (f", after {prior / 1e6:.1f}M before it" if prior else ""),
         "training compute (6 N D)": f"{6 * history['parameters'] * (prior + kept_tokens):.2e} FLOPs to the exported "
                                     f"weights, {6 * history['parameters'] * (prior + history['tokens'] + discarded):.2e} "
-                                    "in all (with the training after them and the branches not carried forward)",
+                                    "on this model's path (with the training after them and the branches not carried forward; other runs, "
+                                    "e.g. ablations, not counted)",
         "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']}"
                              + (" (DDP)" if history.get("world_size", 1) > 1 else ""),
         "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e6:.2f}M tokens/s)",

@@ -1,4 +1,4 @@
-"""benchmarks.ablate: named recipe variants trained one after another, ranked by their held-out bound."""
+"""benchmarks.ablate: named recipe variants trained one after another, compared at equal training tokens."""
 
 import json
 
@@ -15,32 +15,59 @@ def test_variants_file_parses_and_names_every_setting(tmp_path):
     assert "base" in shipped and all(all("=" in s for s in v) for v in shipped.values())
 
 
-def test_pick_adds_the_winners_changes_to_base_and_skips_clashes_and_fresh_starts():
-    row = lambda name, ppl, *settings: {"name": name, "best_ppl": ppl, "settings": list(settings)}  # noqa: E731
-    rows = [row("fresh", 40, "init=null", "lr=0.001"), row("low-lr", 45, "lr=0.0001"),
-            row("lr-and-batch", 46, "lr=0.0002", "batch_size=512"), row("no-dropout", 47, "lr=0.0003", "dropout=0.0"),
-            row("base", 50, "lr=0.0003"), row("worse", 55, "lr=0.0003", "weight_decay=0.1")]
-    assert ablate.pick(rows, "base") == ["lr=0.0001", "dropout=0.0"]
-    assert ablate.pick(rows, "missing") == []
+def test_each_gpu_takes_every_nth_variant_in_order():
+    assert ablate.queues(["a", "b", "c", "d", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
+    assert ablate.queues(["a", "b"], 0) == [["a", "b"]]  # the CPU: one after another
 
 
-def test_ablate_trains_each_variant_and_ranks_them(tmp_path, monkeypatch, capsys):
+def _row(name, steps, ppl, *settings, batch=4):
+    return {"name": name, "settings": list(settings), "eval_step": steps, "ppl": ppl, "global_batch": batch,
+            "block": 8}
+
+
+def test_variants_are_ranked_at_the_tokens_all_of_them_reached():
+    """A run that went further down its rate decay looks better at its end for that alone: the ranking compares
+    every run at the largest token count all of them were evaluated at."""
+    rows = [_row("base", [1, 2, 3], [60, 50, 49], "lr=0.0003"),
+            _row("longer", [1, 2, 3, 4], [60, 51, 50, 40], "lr=0.0003", "dropout=0.0"),  # best only by running on
+            _row("wide", [1], [55], "lr=0.0003", "batch_size=8", batch=8),  # step 1 at batch 8 = step 2 at batch 4
+            {"name": "broken", "settings": [], "error": "its training failed"}]
+    result = ablate.rank(rows, "base", margin=0.0)
+    assert result["common_tokens"] == 2 * 4 * 8
+    assert [r["name"] for r in result["rows"]] == ["base", "longer", "wide", "broken"]
+    assert [r["ppl_at_common"] for r in result["rows"][:3]] == [50, 51, 55]
+    assert result["pick"] == ["lr=0.0003"]  # nothing beat base at equal tokens
+
+
+def test_pick_adds_the_winners_changes_to_base_and_skips_clashes_small_gains_and_fresh_starts():
+    rows = [_row("fresh", [1], [40], "init=null", "lr=0.001"), _row("low-lr", [1], [45], "lr=0.0001"),
+            _row("lr-and-batch", [1], [46], "lr=0.0002", "batch_size=512"),
+            _row("no-dropout", [1], [47], "lr=0.0003", "dropout=0.0"),
+            _row("tiny-gain", [1], [49.9], "lr=0.0003", "weight_decay=0.1"), _row("base", [1], [50], "lr=0.0003")]
+    assert ablate.rank(rows, "base", margin=0.01)["pick"] == ["lr=0.0001", "dropout=0.0"]
+    assert ablate.rank(rows, "missing")["pick"] == []
+
+
+def test_ablate_trains_each_variant_and_reports_a_failed_one(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "RUNS", tmp_path / "runs")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    variants = tmp_path / "v.txt"
+    variants.write_text("base lr=0.0003\ndropout-0 lr=0.0003 dropout=0.0\nbroken lr=0.0003 size=huge\n")
     out = tmp_path / "ablations.json"
-    status = ablate.main(["base", "dropout-0", "--gpus", "0", "--profile", "smoke", "--set", "max_steps=4",
-                          "eval_every=2", "batch_size=4", "max_train_lines=200", "ema_decay=0.9", "--out", str(out)])
-    assert status == 0
+    common = ["--gpus", "0", "--profile", "smoke", "--variants", str(variants), "--out", str(out), "--set",
+              "max_steps=4", "eval_every=2", "batch_size=4", "max_train_lines=200", "ema_decay=0.9"]
+    assert ablate.main(["base", "dropout-0", "broken", *common]) == 1  # the failed variant fails the command
     result = json.loads(out.read_text())
     rows = {r["name"]: r for r in result["rows"]}
-    assert set(rows) == {"base", "dropout-0"}
-    assert [r["best_ppl"] for r in result["rows"]] == sorted(r["best_ppl"] for r in result["rows"])
-    for row in rows.values():
+    assert "error" in rows["broken"] and (paths.RUNS / "logs" / "ablate-broken.log").exists()
+    assert result["common_tokens"] == 4 * 4 * 128
+    for name in ("base", "dropout-0"):
+        row = rows[name]
         assert row["eval_step"] == [2, 4] and len(row["ppl_raw"]) == 2 and row["tokens"] == 4 * 4 * 128
-        assert row["best_ppl"] == min(row["ppl"])
+        assert row["ppl_at_common"] == row["ppl"][-1] and row["best_ppl"] == min(row["ppl"])
+        assert "finetune --profile smoke" in (paths.RUNS / f"ablate-{name}" / "command.txt").read_text()
     assert rows["dropout-0"]["settings"] == ["lr=0.0003", "dropout=0.0"]
-    assert (paths.RUNS / "logs" / "ablate-base.log").exists()
 
 
 def test_an_unknown_variant_is_one_error_line(capsys):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from roberta_diffusion import evaluate
 
@@ -43,6 +44,9 @@ def test_a_shifted_prompt_set_shares_no_block_with_evals():
     assert first == evaluate.spread_blocks(blocks, 10).flatten().tolist()
     second = frontier.shifted(blocks, 10, shift=1).flatten().tolist()
     assert len(set(second)) == 10 and not set(first) & set(second) and max(second) < 100
+    for bad in (-1, 11):  # backwards, or past the next of eval's blocks
+        with pytest.raises(ValueError, match="--shift"):
+            frontier.shifted(blocks, 10, shift=bad)
 
 
 def test_frontier_samples_with_the_filters_it_is_given(tmp_path, tiny_dirs):

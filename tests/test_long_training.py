@@ -215,6 +215,10 @@ def test_with_an_average_the_weights_themselves_are_scored_too(tokenizer, blocks
     assert any(not torch.equal(raw[k], average[k]) for k in raw)
     exported = checkpoints._load_weights(tmp_path / "model")
     assert all(torch.allclose(exported[k], average[k]) for k in exported)
+    # training goes on from the weights themselves: the last checkpoint holds the raw weights of the last evaluation
+    last = checkpoints._load_weights(tmp_path / "checkpoints" / "step-4")
+    assert all(torch.equal(last[k], snapshots[2][k]) for k in last)
+    assert any(not torch.equal(last[k], snapshots[3][k]) for k in last)
 
 
 def test_without_an_average_only_the_weights_are_scored(tokenizer, blocks, tmp_path):

@@ -56,6 +56,9 @@ def continued(before: dict, before_config: dict) -> dict:
     held-out points on their path (absolute tokens); ``branches``, the points of evaluations after the exported
     one (training that went on and was not carried forward), each from its branch point; ``discarded_tokens``, the
     training those branches cost."""
+    if before.get("best_step") is None:
+        raise ValueError("the run to continue has no held-out evaluation (best_step is None): its weights have no "
+                         "place on a curve; evaluate it (eval_every <= max_steps) or start the curve here")
     step_tokens = before_config["batch_size"] * before_config["block_size"]
     prior, best = before.get("prior_tokens", 0), before["best_step"]
     earlier = before.get("earlier", {"tokens": [], "eval_bound": []})

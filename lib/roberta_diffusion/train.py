@@ -247,6 +247,9 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     if resumed is not None:
         accelerator.print(f"resuming from {resumed} (step {step})")
     history = {**new_history(), **(history or {})}
+    if cfg.ema_decay:  # a checkpoint from before raw scores were kept: its evaluations have none
+        history["eval_bound_raw"] = [None] * (len(history["eval_step"]) - len(history["eval_bound_raw"])) \
+            + history["eval_bound_raw"]
     if accelerator.is_main_process:
         cfg.save(out / "config.json")
 
