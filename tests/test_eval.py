@@ -2,6 +2,7 @@
 
 import json
 import math
+import shlex
 
 from workbench import cli, pipeline
 
@@ -19,6 +20,8 @@ def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
     samples = result["samples"]
     assert set(samples["diffusion"]) == {"confidence@2", "confidence@3", "seed-remask@2", "seed-remask@3"}
     assert "AR baseline itself" in samples["judge"]
+    assert result["command"].startswith("roberta-diffusion eval --mlm ") and "--debug" not in result["command"]
+    assert cli.build_parser().parse_args(shlex.split(result["command"])[1:]).out == out  # it runs as written
     for _, value in pipeline._flatten(result):
         assert not isinstance(value, float) or math.isfinite(value)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -158,12 +159,21 @@ def run_eval(args) -> int:
     prompts = evaluate.spread_blocks(heldout["wikipedia-valid"], args.prompts)
     result = evaluate.evaluate(mlm, ar, tokenizer, heldout, prompts, judge, judge_name, steps_list=steps,
                                policies=policies, elbo_samples=args.elbo_samples)
-    result["command"] = "roberta-diffusion eval " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("handler", "command") and v is not None)
+    result["command"] = command_line("eval", args)
     paths.atomic_write_text(args.out, json.dumps(result, indent=2))  # one rename: the old file or the new
     print(json.dumps(result["heldout"], indent=2))
     print(f"wrote {args.out}")
     return 0
+
+
+def command_line(name: str, args) -> str:
+    """The ``roberta-diffusion`` line that reproduces ``args``: flags set to True alone, False and None left out."""
+    words = ["roberta-diffusion", name]
+    for key, value in vars(args).items():
+        if key in ("handler", "command", "debug") or value is None or value is False:
+            continue
+        words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return shlex.join(words)
 
 
 def run_pipeline_command(args) -> int:
