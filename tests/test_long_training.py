@@ -184,7 +184,7 @@ def test_the_exported_model_is_the_best_held_out_checkpoint(tokenizer, blocks, t
     bounds = iter([2.0, 3.0, 4.0])
     snapshots = {}
 
-    def fake_score(self, model):
+    def fake_score(self, model, objective=True):
         snapshots[len(snapshots)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return 1.0, next(bounds)
 
@@ -202,7 +202,7 @@ def test_with_an_average_the_weights_themselves_are_scored_too(tokenizer, blocks
     """Each evaluation scores the raw weights, then their average; the best (and exported) model is the average's."""
     snapshots = []
 
-    def fake_score(self, model):
+    def fake_score(self, model, objective=True):
         snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return 1.0, float(len(snapshots))
 

@@ -97,29 +97,33 @@ class HeldOutScorer:
     def __init__(self, cfg, collator: DiffusionCollator, valid_blocks: torch.Tensor, device):
         self.cfg, self.device, self.block_size = cfg, device, cfg.block_size
         self.blocks = valid_blocks[: cfg.eval_batches * cfg.batch_size]
-        self.objective = collator  # the training noise
         self.prompt = min(self.PROMPT, cfg.block_size // 2)
-        self.elbo = DiffusionCollator(collator.tokenizer, self.prompt, "stratified", weighting="elbo")
+        elbo = DiffusionCollator(collator.tokenizer, self.prompt, "stratified", weighting="elbo")
+        self.batches = []  # (objective batch, bound batch, rows): fixed noise, drawn once for every evaluation
+        for i in range(0, len(self.blocks), cfg.batch_size):
+            ids = self.blocks[i : i + cfg.batch_size]
+            if cfg.objective == "mlm":  # CPU noise: the same held-out score on any device, comparable across runs
+                self.batches.append((noisy_batch(collator, ids, 10_000 + i, device, noise_device="cpu"),
+                                     noisy_batch(elbo, ids, 10_000 + i, device, noise_device="cpu"), len(ids)))
+            else:
+                self.batches.append((ids.to(device), None, len(ids)))
 
     @torch.no_grad()
-    def score(self, model) -> tuple[float, float]:
+    def score(self, model, objective: bool = True) -> tuple[float | None, float]:
+        """``(objective loss, bound)``; with ``objective=False`` the loss is skipped (None) for the masked LM."""
         model.eval()
         losses, bound_sum, rows = [], 0.0, 0
-        for i in range(0, len(self.blocks), self.cfg.batch_size):
-            ids = self.blocks[i : i + self.cfg.batch_size]
-            seed = 10_000 + i
+        for batch, bound, n in self.batches:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
                 if self.cfg.objective == "mlm":
-                    # CPU noise: the same held-out score on any device, comparable across runs
-                    batch = noisy_batch(self.objective, ids, seed, self.device, noise_device="cpu")
-                    losses.append(masked_lm_loss(model, batch).float().item())
-                    bound = noisy_batch(self.elbo, ids, seed, self.device, noise_device="cpu")
-                    bound_sum += masked_lm_loss(model, bound).float().item() * len(ids)
+                    if objective:
+                        losses.append(masked_lm_loss(model, batch).float().item())
+                    bound_sum += masked_lm_loss(model, bound).float().item() * n
                 else:
-                    logits = model(input_ids=ids.to(self.device)).logits.float()
-                    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(self.device),
+                    logits = model(input_ids=batch).logits.float()
+                    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:],
                                                             reduction="none")
                     losses.append(nll.mean().item())
                     bound_sum += nll[:, self.prompt - 1 :].mean(dim=1).sum().item()
-            rows += len(ids)
-        return sum(losses) / max(1, len(losses)), bound_sum / max(1, rows)
+            rows += n
+        return (sum(losses) / len(losses) if losses else None), bound_sum / max(1, rows)

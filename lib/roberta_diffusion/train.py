@@ -350,7 +350,7 @@ def record_eval(history: dict, step: int, scorer, model, ema, out: Path, tokeniz
     With an average, the weights themselves are scored too, on the same noise: the run measures what the average
     gains without a second run."""
     if ema is not None:
-        history["eval_bound_raw"].append(round(scorer.score(model)[1], 5))
+        history["eval_bound_raw"].append(round(scorer.score(model, objective=False)[1], 5))
     with (ema.swapped_in(model) if ema is not None else contextlib.nullcontext()):
         loss, bound = scorer.score(model)
         history["eval_step"].append(step)
