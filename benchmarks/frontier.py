@@ -91,7 +91,7 @@ def plot(result: dict, path) -> Path:
 def shifted(blocks: torch.Tensor, n: int, shift: int = 0) -> torch.Tensor:
     """``eval``'s ``n`` prompt blocks (``evaluate.spread_blocks``), or with ``shift`` > 0 the blocks that many places
     after each of them (before, for one that would run off the end): a second prompt set sharing no block."""
-    spread = torch.linspace(0, len(blocks) - 1, n).round().long()
+    spread = evaluate.spread_indices(len(blocks), n)
     gap = int((spread[1:] - spread[:-1]).min()) if n > 1 else len(blocks)
     if not 0 <= shift < gap:
         raise ValueError(f"--shift {shift}: use 0 (eval's prompts) up to {gap - 1}, so the set shares no block with "

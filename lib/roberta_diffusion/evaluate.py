@@ -23,11 +23,16 @@ from .models import max_canvas_len
 from .sampler import generate_ar, generate_diffusion
 
 
+def spread_indices(n_blocks: int, n: int) -> torch.Tensor:
+    """Indices of ``n`` blocks evenly spaced through ``n_blocks`` (many articles, not the first few)."""
+    if n > n_blocks:
+        raise ValueError(f"asked for {n} held-out blocks but the text gives {n_blocks}: lower the count")
+    return torch.linspace(0, n_blocks - 1, n).round().long()
+
+
 def spread_blocks(blocks: torch.Tensor, n: int) -> torch.Tensor:
-    """``n`` blocks evenly spaced through ``blocks`` (many articles, not the first few)."""
-    if n > len(blocks):
-        raise ValueError(f"asked for {n} held-out blocks but the text gives {len(blocks)}: lower the count")
-    return blocks[torch.linspace(0, len(blocks) - 1, n).round().long()]
+    """``n`` blocks evenly spaced through ``blocks`` (``spread_indices``)."""
+    return blocks[spread_indices(len(blocks), n)]
 
 
 def prompt_canvas_from_blocks(blocks: torch.Tensor, prefix_len: int, mask_id: int) -> Canvas:
