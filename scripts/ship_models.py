@@ -79,7 +79,7 @@ def lineage(config: dict, target: Path) -> dict:
     if not init or Path(paths.resolve(init)).resolve() != target.resolve():
         return {}
     return curves.continued(json.loads((target / "history.json").read_text()),
-                     json.loads((target / "train_config.json").read_text()))
+                            json.loads((target / "train_config.json").read_text()))
 
 
 def write_card(objective: str) -> None:
@@ -90,8 +90,8 @@ def write_card(objective: str) -> None:
     provenance = json.loads((target / "provenance.json").read_text())
     block_tokens = history["train_blocks"] * config["block_size"]
     prior = history.get("prior_tokens", 0)
-    kept_tokens = history["best_step"] * config["batch_size"] * config["block_size"]
-    discarded = history.get("discarded_tokens", 0)
+    path = curves.continued(history, config)  # what a run continuing these weights would count before it
+    spent = path["prior_tokens"] + path["discarded_tokens"]  # with the training after them and discarded branches
     hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective == "mlm" or k not in MLM_ONLY)}
     facts = {
         "class": type(model).__name__,
@@ -108,8 +108,8 @@ def write_card(objective: str) -> None:
         "tokens seen": f"{history['tokens'] / 1e6:.1f}M in this training ({history['step'][-1]} steps of "
                        f"{config['batch_size']} x {config['block_size']}, {history['tokens'] / block_tokens:.1f} epochs)"
                        + (f", after {prior / 1e6:.1f}M before it" if prior else ""),
-        "training compute (6 N D)": f"{6 * history['parameters'] * (prior + kept_tokens):.2e} FLOPs to the exported "
-                                    f"weights, {6 * history['parameters'] * (prior + history['tokens'] + discarded):.2e} "
+        "training compute (6 N D)": f"{6 * history['parameters'] * path['prior_tokens']:.2e} FLOPs to the exported "
+                                    f"weights, {6 * history['parameters'] * spent:.2e} "
                                     "on this model's path (with the training after them and the branches not carried forward; other runs, "
                                     "e.g. ablations, not counted)",
         "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']}"

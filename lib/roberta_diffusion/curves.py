@@ -96,17 +96,13 @@ def plot_data_constrained(curves: list[dict], path: Path | None = None, title: s
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for curve in curves:
         style = "o-" if curve["objective"] == "mlm" else "s-"
-        above = [i for i, p in enumerate(curve["ppl"]) if p > ymax]
         for ax, axis in zip(axes, ("epochs", "flops"), strict=True):
             line, = ax.plot(curve[axis], curve["ppl"], style, ms=3, label=curve["label"])
             ax.plot([curve["best"][axis]], [curve["best"]["ppl"]], "*", ms=12, color=line.get_color())
-            if above:
-                off_scale(ax, curve[axis][above[0]], max(curve["ppl"]), ymax, line.get_color())
             for branch in curve.get("branches", []):  # training after the weights carried forward: dashed
                 ax.plot(branch[axis], branch["ppl"], "--", lw=1, color=line.get_color())
-                high = [i for i, p in enumerate(branch["ppl"]) if p > ymax]
-                if high:
-                    off_scale(ax, branch[axis][high[0]], max(branch["ppl"]), ymax, line.get_color())
+            for points in [curve, *curve.get("branches", [])]:
+                off_scale(ax, points[axis], points["ppl"], ymax, line.get_color())
     for ax, xlabel in zip(axes, ("epochs of the training text", "training compute, 6 N D (FLOPs)"), strict=True):
         ax.set(xlabel=xlabel, ylabel="held-out perplexity (MLM: ELBO bound)", yscale="log", ylim=(None, ymax))
         ax.yaxis.set_major_formatter(plain)
@@ -122,9 +118,12 @@ def plot_data_constrained(curves: list[dict], path: Path | None = None, title: s
     return fig
 
 
-def off_scale(ax, x: float, highest: float, ymax: float, color) -> None:
-    ax.annotate(f"off the scale from here: up to {highest:,.0f}", (x, ymax), xytext=(-8, -14),
-                textcoords="offset points", ha="right", fontsize=8, color=color)
+def off_scale(ax, xs: list[float], ppl: list[float], ymax: float, color) -> None:
+    """Where a line first leaves the frame, say how high it went."""
+    above = [x for x, p in zip(xs, ppl, strict=True) if p > ymax]
+    if above:
+        ax.annotate(f"off the scale from here: up to {max(ppl):,.0f}", (above[0], ymax), xytext=(-8, -14),
+                    textcoords="offset points", ha="right", fontsize=8, color=color)
 
 
 def shipped_and_run(run_dir: Path, objectives: list[str], path: Path):
