@@ -7,6 +7,8 @@
 #                                     # scores so far, and the run's logs into $OUT
 #   bash scripts/gpu_train.sh ablate NAME...  # variants of benchmarks/ablations.txt, one per GPU at a time, EXTRA
 #                                     # settings for all -> $OUT/ablations-<names>.json and their histories
+#   bash scripts/gpu_train.sh judge   # the independent judge (profile judge) on one GPU, shipped into .gpu/judge and
+#                                     # packed into $OUT (weights/ stays as it came: the pair's folders may be absent)
 #   bash scripts/gpu_train.sh ship    # the best checkpoints of OBJECTIVES into weights/, eval.json, packed into $OUT
 # AR_STEPS: GPT-2's steps (6,000 x 256 blocks: about 30 epochs, past where its held-out loss stops falling);
 # GPUS: processes (default: every GPU); OBJECTIVES: "mlm ar" (default) or one of them; RUN: the run name (default
@@ -76,6 +78,19 @@ ablate)
                                          runs/ablate-$name/command.txt runs/logs/ablate-$name.log); done
   tar czf "$OUT/ablate-$names.tgz" --ignore-failed-read "${files[@]}"
   exit $status
+  ;;
+judge)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+  finetune --num-processes 1 --set run_name=\"judge\" "${TRAIN[@]}" "${EXTRA[@]}" > runs/logs/train_judge.log 2>&1 \
+    || { tail -n 30 runs/logs/train_judge.log; exit 1; }
+  tail -n 4 runs/logs/train_judge.log
+  cp "$OUT/device.txt" runs/judge/ && echo "roberta-diffusion finetune --profile judge --num-processes 1" > runs/judge/command.txt
+  python3 scripts/ship_models.py runs/judge runs/logs judge || exit 1
+  mkdir -p .gpu/judge && cp -r weights/judge/. .gpu/judge/
+  tar czf "$OUT/judge.tgz" weights/judge runs/judge/ar/history.json runs/judge/ar/config.json
+  split -b 15M "$OUT/judge.tgz" "$OUT/judge.tgz.part-" && rm "$OUT/judge.tgz"
+  cp runs/logs/train_judge.log "$OUT/"; ls -la "$OUT"
   ;;
 ship)
   for objective in $OBJECTIVES; do cp "runs/logs/train_$objective.log" "runs/$RUN/"; done

@@ -18,7 +18,9 @@ from roberta_diffusion import curves, paths
 from roberta_diffusion.checkpoints import export_model, write_model_card
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
 
-SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm), "ar": (paths.SHIPPED_AR, load_causal_lm)}
+# name -> (folder in weights/, loader, the run's objective folder)
+SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm, "mlm"), "ar": (paths.SHIPPED_AR, load_causal_lm, "ar"),
+        "judge": (paths.SHIPPED_JUDGE, load_causal_lm, "ar")}
 MLM_ONLY = {"arch", "locality_init", "plateau_escape", "escape_lr", "escape_steps", "ratio_mode", "n_levels",
             "weighting", "prefix_len", "max_prefix_len", "span_prob", "init"}
 SUMMARY = {
@@ -34,6 +36,10 @@ SUMMARY = {
     "ar": "The autoregressive baseline: a GPT-2 of the diffusion model's depth and width, trained from scratch on the "
           "same blocks, tokenizer, optimiser and regularisation (profile `converge`) for 30 epochs, past the point where its "
           "held-out loss stops falling (about 20 epochs); the exported weights are those with the best held-out loss.",
+    "judge": "The independent judge: a third GPT-2, wider and deeper than the shipped pair, trained from scratch with its "
+             "own seed on the same Wikipedia blocks and tokenizer (profile `judge`). It shares no weights with either "
+             "shipped model, so it scores the samples of both (generative perplexity, `eval` and `benchmarks.frontier`) "
+             "without favouring the twin's own samples. The exported weights are those with the best held-out loss.",
 }
 USAGE = {
     "mlm": 'from roberta_diffusion import models, generate_diffusion\n'
@@ -42,12 +48,15 @@ USAGE = {
     "ar": 'from roberta_diffusion import models, generate_ar\n'
           'ar, tok = models.load_causal_lm("weights/gpt2-small-baseline"), models.load_tokenizer("weights/gpt2-small-baseline")\n'
           'print(generate_ar(ar, tok, "The history of the city").texts[0])',
+    "judge": 'from roberta_diffusion import metrics, models\n'
+             'judge = models.load_causal_lm("weights/judge")\n'
+             'print(metrics.generative_ppl(judge, ids, prefix_len=16))  # ids [N, L] in the shared tokenizer',
 }
 
 
 def ship(run: Path, objective: str, logs: Path | None) -> None:
-    target, loader = SHIP[objective]
-    source = run / objective
+    target, loader, folder = SHIP[objective]
+    source = run / folder
     model = loader(source / "model", device="cpu")
     config = portable(json.loads((source / "config.json").read_text()))
     history = {**json.loads((source / "history.json").read_text()), **lineage(config, target)}  # before the export
@@ -83,7 +92,7 @@ def lineage(config: dict, target: Path) -> dict:
 
 
 def write_card(objective: str) -> None:
-    target, loader = SHIP[objective]
+    target, loader, _ = SHIP[objective]
     model = loader(target, device="cpu")
     history = json.loads((target / "history.json").read_text())
     config = json.loads((target / "train_config.json").read_text())
@@ -120,20 +129,21 @@ def write_card(objective: str) -> None:
                             "Wikipedia valid",
         "hyperparameters": json.dumps(hyper),
         "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",
-        "recipe": "`roberta-diffusion finetune --profile converge` per model (notebook 02's calls; on lent GPUs "
+        "recipe": f"`roberta-diffusion finetune --profile {'judge' if objective == 'judge' else 'converge'}` per model (notebook 02's calls; on lent GPUs "
                   "`scripts/gpu_train.sh` drives it), then `scripts/ship_models.py`; the training log is "
                   "training_log.txt, the held-out curve history.json"
                   + (f"; this run: `{provenance['command']}`" if provenance.get("command") else ""),
     }
     eval_path = target / "eval.json"
     metrics = results_markdown(json.loads(eval_path.read_text())) if eval_path.exists() else None
-    title = ("Diffusion masked LM, small" if objective == "mlm" else "GPT-2 baseline, small") + f" ({type(model).__name__})"
+    titles = {"mlm": "Diffusion masked LM, small", "ar": "GPT-2 baseline, small", "judge": "Independent judge (GPT-2)"}
+    title = titles[objective] + f" ({type(model).__name__})"
     write_model_card(target, title, SUMMARY[objective], facts, metrics=metrics, usage=USAGE[objective])
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--cards"]:
-        for objective in SHIP:
+        for objective in (name for name in SHIP if SHIP[name][0].exists()):
             target = SHIP[objective][0]
             config = portable(json.loads((target / "train_config.json").read_text()))
             (target / "train_config.json").write_text(json.dumps(config, indent=2))

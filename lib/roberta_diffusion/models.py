@@ -21,10 +21,12 @@ from .paths import SAMPLE_TEXT, SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
 
-# Sizes for fresh models: "small" is the shipped pair's, "base" matches roberta-base / gpt2.
+# Sizes for fresh models: "small" is the shipped pair's, "judge" the third GPT-2 that scores samples, "base"
+# matches roberta-base / gpt2.
 SIZES = {
     "tiny": dict(hidden=64, layers=2, heads=2, intermediate=128),
     "small": dict(hidden=384, layers=6, heads=6, intermediate=1536),
+    "judge": dict(hidden=512, layers=8, heads=8, intermediate=2048),  # the independent judge: larger than the pair
     "base": dict(hidden=768, layers=12, heads=12, intermediate=3072),
 }
 
