@@ -10,12 +10,12 @@ from roberta_diffusion.draws import (
     check_sampling_args,
     chosen_probability,
     filter_logits,
-    policy_scores,
     reveal_counts,
     sample_tokens,
     still_masked_fraction,
     top_count_mask,
 )
+from roberta_diffusion.policies import score_rows
 
 
 def reference_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -182,6 +182,10 @@ def test_top_count_mask_with_tied_and_infinite_scores():
 def test_check_sampling_args_refuses(temperature, top_k, top_p):
     with pytest.raises(ValueError):
         check_sampling_args(temperature, top_k, top_p)
+
+
+def policy_scores(policy, scaled, tokens, uniforms=None):
+    return score_rows(policy, scaled, tokens, uniforms=uniforms)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

@@ -9,16 +9,27 @@ import pytest
 import torch
 from roberta_diffusion.canvas import infill_canvas, prefix_suffix_canvas, prompt_canvas, prompt_prefixes
 from roberta_diffusion.draws import reveal_counts
-from roberta_diffusion.sampler import POLICIES, generate_diffusion
+from roberta_diffusion.policies import POLICIES
+from roberta_diffusion.sampler import generate_diffusion
 from roberta_diffusion.trace import Trace
 
 PROMPTS = ["The cat sat on the mat and", "A"]  # different lengths: the second is left-padded
 PREFIX, MAX_LEN, STEPS = 12, 40, 4
-COUNTED = [s for s in POLICIES if s != "threshold"]  # those that commit the scheduled number per step
+COUNTED = [name for name, p in POLICIES.items() if p.counted]  # those that commit the scheduled number per step
+FINAL = [name for name, p in POLICIES.items() if p.remask is None]  # a committed token is never touched again
+
+
+def knobs_of(policy: str | None, tokenizer) -> dict:
+    """What a policy needs beyond the defaults to do its own thing: a corpus, a re-mask share."""
+    rule = POLICIES.get(policy)
+    out = {"salience": torch.rand(len(tokenizer), generator=torch.Generator().manual_seed(0)) * 12} \
+        if rule and rule.reads_corpus else {}
+    return out | ({"remask": 0.25} if rule and rule.remask == "lowest" else {})
 
 
 def run(model, tokenizer, prompts=PROMPTS, **kwargs):
-    kwargs = {"steps": STEPS, "prefix_len": PREFIX, "max_len": MAX_LEN, **kwargs}
+    kwargs = {"steps": STEPS, "prefix_len": PREFIX, "max_len": MAX_LEN, **knobs_of(kwargs.get("policy"), tokenizer),
+              **kwargs}
     return generate_diffusion(model, tokenizer, prompts, **kwargs)
 
 
@@ -86,12 +97,12 @@ def test_mask_is_never_drawn_even_when_the_model_prefers_it(mask_loving_mlm, tok
     assert (probe.argmax(dim=-1) == tokenizer.mask_token_id).float().mean() > 0.9, "the probe model does prefer it"
     trace = run(mask_loving_mlm, tokenizer, policy=policy, top_k=top_k, top_p=top_p)
     assert not (trace.final == tokenizer.mask_token_id).any()
-    if policy != "threshold":
+    if POLICIES[policy].counted:
         assert torch.equal(masked_counts(trace)[:-1] - masked_counts(trace)[1:],
                            reveal_counts(trace.generated.sum(dim=1), STEPS, "linear"))
 
 
-@pytest.mark.parametrize("policy", [s for s in COUNTED if s != "seed-remask"] + ["threshold"])
+@pytest.mark.parametrize("policy", FINAL)
 def test_committed_tokens_are_final(mlm, tokenizer, policy):
     """Every policy but seed-remask commits once: a position that is not <mask> never changes again."""
     trace = run(mlm, tokenizer, policy=policy, steps=6)
@@ -105,7 +116,7 @@ def test_committed_tokens_are_final(mlm, tokenizer, policy):
 def test_each_step_commits_the_scheduled_count(mlm, tokenizer, policy, schedule):
     steps = 5
     trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=steps, policy=policy,
-                               schedule=schedule)
+                               schedule=schedule, **knobs_of(policy, tokenizer))
     left = masked_counts(trace)
     n_free = trace.generated.sum(dim=1)
     assert torch.equal(left[0], n_free) and n_free[0] != n_free[1]
@@ -323,3 +334,51 @@ def test_batch_decoding_gives_the_tokenizers_own_strings(tokenizer, which):
     rows = [torch.randint(0, len(tok), (n,), generator=generator).tolist() for n in (0, 1, 7, 40)]
     rows.append([tok.bos_token_id, *tok.encode(" naïve café — 東京", add_special_tokens=False), tok.mask_token_id])
     assert decode_rows(tok, rows) == [tok.decode(row, skip_special_tokens=True) for row in rows]
+
+
+def test_remdm_sends_back_the_scheduled_share_and_still_ends_committed(mlm, tokenizer):
+    steps, remask = 6, 0.4
+    trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=steps, policy="remdm",
+                               remask=remask)
+    left = masked_counts(trace)
+    n_free = trace.generated.sum(dim=1)
+    scheduled = n_free - reveal_counts(n_free, steps, "linear").cumsum(dim=0)  # [S, B] still masked, no revision
+    masked_before = n_free.clone()
+    for j in range(steps):
+        revised = torch.zeros_like(n_free) if j == steps - 1 else torch.floor(remask * (n_free - masked_before)).long()
+        assert torch.equal(left[j + 1], scheduled[j] + revised), f"step {j + 1}"
+        masked_before = left[j + 1]
+    assert (left[2:-1] > scheduled[1:-1]).any(), "some committed tokens went back to <mask>"
+    assert not (trace.final == tokenizer.mask_token_id).any()
+
+
+def test_remdm_without_remask_is_the_ancestral_order_with_fresh_noise(mlm, tokenizer):
+    trace = run(mlm, tokenizer, policy="remdm", remask=0.0)
+    left = masked_counts(trace)
+    assert torch.equal(left[:-1] - left[1:], reveal_counts(trace.generated.sum(dim=1), STEPS, "linear"))
+
+
+def test_calibrated_with_a_strong_pull_commits_left_to_right(mlm, tokenizer):
+    canvas = prompt_canvas(tokenizer, ["The cat sat"], None, 16)
+    n_free = int((~canvas.fixed & canvas.attention.bool()).sum())
+    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=n_free, policy="calibrated", position_decay=50.0,
+                               **knobs_of("calibrated", tokenizer))
+    order = trace.committed_at[0][trace.generated[0]]
+    assert order.tolist() == list(range(1, n_free + 1))
+
+
+def test_calibrated_needs_corpus_frequencies(mlm, tokenizer, tmp_path):
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.name_or_path = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="token_counts.json"):
+        generate_diffusion(mlm, tokenizer, PROMPTS, steps=STEPS, max_len=MAX_LEN, policy="calibrated")
+
+
+@pytest.mark.parametrize("bad,match", [({"policy": "random", "remask": 0.2}, "remdm"),
+                                       ({"policy": "remdm", "remask": 1.0}, r"\[0, 1\)"),
+                                       ({"policy": "remdm", "remask": -0.1}, r"\[0, 1\)"),
+                                       ({"policy": "calibrated", "position_decay": -1.0}, "position_decay"),
+                                       ({"policy": "greedy"}, "unknown policy")])
+def test_new_knobs_refuse_bad_values(mlm, tokenizer, bad, match):
+    with pytest.raises(ValueError, match=match):
+        run(mlm, tokenizer, **bad)

@@ -59,7 +59,7 @@ def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, gen
     The draw is inverse-CDF: one uniform per row, from ``uniforms [N]`` (float64) when given, else from
     ``generator``. Drawing the uniforms up front is what lets a CUDA graph replay the loop with no RNG
     inside it and still give the same tokens as the eager loop. ``scaled`` is what the decoding policies
-    read their confidences from (``chosen_probability``, ``policy_scores``); no full softmax is kept.
+    read their confidences from (``chosen_probability``, ``policies.py``); no full softmax is kept.
     """
     scaled = logits.float() / temperature
     values, ids = candidate_set(scaled, top_k, top_p)
@@ -77,28 +77,6 @@ def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, gen
 def chosen_probability(scaled: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``scaled [N, V]`` (tempered logits), ``tokens [N]`` -> the probability each drawn token had, ``[N]``."""
     return (scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - scaled.logsumexp(dim=-1)).exp()
-
-
-def policy_scores(policy: str, scaled: torch.Tensor, tokens: torch.Tensor, generator=None, uniforms=None) -> torch.Tensor:
-    """Priority of each row for being committed now (higher first). ``scaled [N, V]``, ``tokens [N]``.
-
-    ``random`` reads ``uniforms [N]`` when given (drawn before the loop), else draws from ``generator``.
-    """
-    if policy == "random":
-        if uniforms is not None:
-            return uniforms.float()
-        return torch.rand(tokens.shape, device=tokens.device, generator=generator)
-    if policy in ("confidence", "threshold"):
-        return chosen_probability(scaled, tokens)
-    if policy == "margin":
-        top2 = (scaled.topk(2, dim=-1).values - scaled.logsumexp(dim=-1, keepdim=True)).exp()
-        return top2[:, 0] - top2[:, 1]
-    if policy == "entropy":
-        probs = scaled.softmax(dim=-1)
-        # xlogy: 0 log 0 = 0 where a token is ruled out (<mask>, or cut by top-k/top-p); p * log p gave NaN there,
-        # every position tied and the policy committed left to right
-        return torch.xlogy(probs, probs).sum(dim=-1)  # = -entropy
-    raise ValueError(f"no score for policy {policy!r}")
 
 
 def still_masked_fraction(schedule: str, progress: float) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from .draws import still_masked_counts
+from .policies import POLICIES
 
 
 def _block_ids(free: torch.Tensor, block_size: int | None) -> torch.Tensor:
@@ -27,8 +28,8 @@ class Plan:
     shapes (what lets a CUDA graph replay it). ``S`` steps, ``B`` rows, ``L`` positions, ``F`` candidates.
 
     in_block [S, B, L] bool    positions of the block being filled at each step
-    counts [S, B] long         how many to commit at each step (unmasking policies)
-    n_remask [S, B] long       how many to re-mask after each step (seed-remask)
+    counts [S, B] long         how many to commit at each step (unmasking policies; remdm: with what it re-masked)
+    n_remask [S, B] long       how many to re-mask after each step (seed-remask: still masked; remdm: revised)
     last [S] bool              the last step of its block: commit everything still masked
     candidates [B, F] long     the free positions, where tokens are drawn (padded rows repeat a fixed one)
     valid [B, F] bool          False on that padding
@@ -39,6 +40,7 @@ class Plan:
                                positions the step leaves alone
     commit_ok [S, B, C] bool   False on that padding
     commit_draw [S, B * C]     the uniforms of ``draw`` that belong to those positions (float64)
+    salience [V] float32       ``calibrated`` only (empty otherwise): each token's ``-log`` corpus frequency
     """
 
     in_block: torch.Tensor
@@ -52,12 +54,13 @@ class Plan:
     commit_pos: torch.Tensor
     commit_ok: torch.Tensor
     commit_draw: torch.Tensor
+    salience: torch.Tensor
 
     def tensors(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def make_plan(free, steps, policy, schedule, block_size, generator) -> Plan:
+def make_plan(free, steps, policy, schedule, block_size, generator, remask: float = 0.0, salience=None) -> Plan:
     """The schedule, blocks and every random number of a run. ``free [B, L]`` bool: positions to generate.
 
     Everything that depends on ``free`` alone (schedule, blocks, candidates) is worked out on the host and copied
@@ -77,6 +80,8 @@ def make_plan(free, steps, policy, schedule, block_size, generator) -> Plan:
         in_block, counts, n_remask, last = _block_schedule(blocks, n_blocks, steps, schedule)
     else:  # nothing to generate: one no-op step keeps the shapes valid
         in_block, counts, n_remask, last = free.unsqueeze(0), n_free.unsqueeze(0), n_free.unsqueeze(0), torch.ones(1, dtype=torch.bool)
+    if POLICIES[policy].remask == "lowest":  # n_remask then counts revisions, not what is still masked
+        counts, n_remask = _revision_schedule(in_block, counts, n_remask, last, remask)
     width = max(int(n_free.max()), 1)
     # stable sort puts each row's free positions first, in order; the rest pad the row
     order = (~free).long().argsort(dim=1, stable=True)
@@ -87,10 +92,11 @@ def make_plan(free, steps, policy, schedule, block_size, generator) -> Plan:
     n_steps = in_block.shape[0]
     draw = torch.rand((n_steps, batch * width), dtype=torch.float64, device=device, generator=generator)
     noise = torch.rand((n_steps, batch, length), device=device, generator=generator)
-    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if policy == "random" \
+    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if POLICIES[policy].planned \
         else _no_commits(n_steps, batch, device)
     on_device = [t.to(device) for t in (in_block, counts, n_remask, last, candidates, valid)]
-    return Plan(*on_device, draw, noise, *commits)
+    salience = torch.zeros(0, device=device) if salience is None else salience.float().to(device)
+    return Plan(*on_device, draw, noise, *commits, salience)
 
 
 def _block_schedule(blocks, n_blocks, steps, schedule):
@@ -107,6 +113,22 @@ def _block_schedule(blocks, n_blocks, steps, schedule):
         n_remask.append(left[1:])
         last.append(torch.arange(block_steps) == block_steps - 1)
     return torch.cat(in_block), torch.cat(counts), torch.cat(n_remask), torch.cat(last)
+
+
+def _revision_schedule(in_block, counts, still_masked, last, remask: float):
+    """remdm's counts: after each step but a block's last, ``floor(remask x`` the tokens committed before it``)``
+    go back to ``<mask>``, and the next step commits those on top of its scheduled count, so the block still ends
+    fully committed. -> ``counts [S, B]`` (commits per step), ``n_remask [S, B]`` (re-masked after each step)."""
+    size = in_block.sum(dim=2)  # [S, B]: the block's free positions
+    commits, revised = counts.clone(), torch.zeros_like(counts)
+    for j in range(len(counts)):
+        start = j == 0 or bool(last[j - 1])
+        carried = 0 if start else revised[j - 1]
+        masked_before = size[j] if start else still_masked[j - 1] + carried  # masked when step j starts
+        commits[j] = counts[j] + carried
+        if not bool(last[j]):
+            revised[j] = torch.floor(remask * (size[j] - masked_before).double()).long()
+    return commits, revised
 
 
 def _no_commits(n_steps, batch, device):

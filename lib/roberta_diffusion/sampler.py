@@ -1,14 +1,9 @@
 """The diffusion sampler (one loop, many policies) and the autoregressive baseline; both return a Trace.
 
 Diffusion step: one forward pass -> sample a token for every candidate position -> commit some of them
-(which ones: the policy; how many: the schedule) -> the rest stay ``<mask>``. Policies:
-
-- ``seed-remask``: the seed's decoder. Resample every generated position, then re-mask a random share
-  that falls with the schedule ((N-1)/N, ..., 1/N, 0 for ``linear``).
-- ``random`` (MDLM ancestral), ``confidence`` (MaskGIT/LLaDA), ``margin`` (top1 - top2), ``entropy``
-  (lowest first): commit the scheduled number per step, best-scored first.
-- ``threshold``: commit every position whose probability is >= ``threshold``, at least the best one;
-  a block's last step commits all that is left, and the loop stops early once nothing is masked.
+(which ones: the policy; how many: the schedule) -> the rest stay ``<mask>``. The policies are registered in
+``policies.py`` (one small scoring function each, with flags for the ones that re-mask or stop early); the readable
+spec of the whole loop is ``reference.py``, which this sampler equals token for token.
 
 ``block_size`` fills the canvas block by block (semi-autoregressive, as in LLaDA), splitting the steps
 evenly between blocks.
@@ -20,7 +15,7 @@ import time
 
 import torch
 
-from . import defaults, graphs
+from . import corpus, defaults, graphs, policies
 from .autoregressive import generate_ar  # re-exported: one import for both samplers
 from .canvas import Canvas, prompt_canvas
 from .draws import (
@@ -28,7 +23,6 @@ from .draws import (
     check_sampling_args,
     chosen_probability,
     make_generator,
-    policy_scores,
     sample_tokens,
     sync,
     top_count_mask,
@@ -38,7 +32,7 @@ from .models import gathered_logits, is_masked_lm, max_canvas_len
 from .plan import Plan, make_plan, random_order_key
 from .trace import Trace
 
-POLICIES = ("seed-remask", "random", "confidence", "margin", "entropy", "threshold")
+POLICIES = tuple(policies.POLICIES)  # the registry's names, in its order
 
 
 def check_diffusion_model(model, tokenizer) -> None:
@@ -48,16 +42,21 @@ def check_diffusion_model(model, tokenizer) -> None:
         raise ValueError(f"{type(model).__name__} is not a masked LM: pass e.g. RobertaForMaskedLM (a causal LM goes to `ar`)")
 
 
-def _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold):
-    if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}: choose one of {', '.join(POLICIES)}")
+def _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold, remask, position_decay):
+    rule = policies.get(policy)
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size={block_size} must be >= 1 (or None for the whole canvas)")
-    if block_size is not None and policy == "seed-remask":
+    if not 0 <= remask < 1:
+        raise ValueError(f"remask={remask} must be in [0, 1) (the share of committed tokens re-masked per step)")
+    if remask and rule.remask != "lowest":
+        raise ValueError(f"remask={remask} is for policy remdm, not {policy!r}: set remask=0 or policy='remdm'")
+    if not position_decay >= 0:
+        raise ValueError(f"position_decay={position_decay} must be >= 0 (0: no left-to-right pull)")
+    if block_size is not None and rule.remask == "resample":
         raise ValueError("seed-remask resamples the whole canvas each step: drop block_size or pick another policy")
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold} must be in (0, 1]")
@@ -93,10 +92,11 @@ def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
 
 
 def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, policy, mask_id, temperature, top_k, top_p,
-                   threshold):
+                   threshold, position_decay=0.0):
     """One step, fixed shapes throughout. ``x [B, L]`` ids, ``confidence [B, L]``, ``j [1]`` long (the step,
     as a tensor so a captured graph can read it) -> new ``(x, confidence)``."""
-    if plan.commit_pos.shape[-1]:
+    rule = policies.get(policy)
+    if rule.planned:
         return _planned_step(model, x, confidence, attention, plan, j, mask_id=mask_id, temperature=temperature,
                              top_k=top_k, top_p=top_p)
     in_block = plan.in_block.index_select(0, j)[0]
@@ -110,25 +110,31 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, policy, ma
     drawn = x.scatter(1, index, torch.where(valid, tokens.view(shape), x.gather(1, index)))
     chosen = chosen_probability(scaled, tokens).view(shape)
     chosen_conf = torch.zeros_like(confidence).scatter(1, index, torch.where(valid, chosen, 0.0))
-    if policy == "seed-remask":
+    noise = plan.noise.index_select(0, j)[0]
+    if rule.remask == "resample":
         # write every drawn token, then re-mask the scheduled share of the free positions at random
-        remask = top_count_mask(plan.noise.index_select(0, j)[0], in_block, plan.n_remask.index_select(0, j)[0])
+        remask = top_count_mask(noise, in_block, plan.n_remask.index_select(0, j)[0])
         confidence = torch.where(in_block, chosen_conf, confidence)
         return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
     masked = (x == mask_id) & in_block
-    if policy in ("confidence", "threshold"):
-        picked = chosen  # the same score: one pass over the vocabulary, not two
-    else:
-        noise = random_order_key(plan.noise).gather(1, index).view(-1) if policy == "random" else None
-        picked = policy_scores(policy, scaled, tokens, uniforms=noise).float().view(shape)
+    offset = (index - index[:, :1]).float().view(-1)  # candidates are each row's free positions, in order
+    picked = rule.score(policies.Drawn(scaled, tokens, chosen.view(-1), noise.gather(1, index).view(-1),
+                                       random_order_key(plan.noise).gather(1, index).view(-1), offset,
+                                       plan.salience, position_decay)).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
-    if policy == "threshold":
+    if rule.adaptive:
         commit = masked & (score >= threshold)
         commit |= top_count_mask(score, masked, masked.any(dim=1).long())
     else:
         commit = top_count_mask(score, masked, plan.counts.index_select(0, j)[0])
     commit = torch.where(plan.last.index_select(0, j), masked, commit)
-    return torch.where(commit, drawn, x), torch.where(commit, chosen_conf, confidence)
+    x, confidence = torch.where(commit, drawn, x), torch.where(commit, chosen_conf, confidence)
+    if rule.remask == "lowest":
+        # tokens committed before this step, least confident first, go back to <mask> for a later step to redraw
+        # with more context (never the ones just drawn: their logits saw nothing new)
+        earlier = in_block & ~masked & ~commit
+        x = x.masked_fill(top_count_mask(-confidence, earlier, plan.n_remask.index_select(0, j)[0]), mask_id)
+    return x, confidence
 
 
 def _planned_step(model, x, confidence, attention, plan: Plan, j, *, mask_id, temperature, top_k, top_p):
@@ -160,6 +166,9 @@ def generate_diffusion(
     max_len: int = defaults.MAX_LEN,
     block_size: int | None = None,
     threshold: float = defaults.THRESHOLD,
+    remask: float = 0.0,
+    position_decay: float = 0.0,
+    salience: torch.Tensor | None = None,
     seed: int | None = 0,
     graph: bool = False,
     compile: bool | str = False,
@@ -175,9 +184,14 @@ def generate_diffusion(
     differ from the plain step's in the last bits (``benchmarks/bench.py`` reports the token agreement). A string is taken as
     the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"`` (slower to compile, tuned matmuls).
     ``on_step(step, ids_cpu [B, L])`` is called after every step.
+
+    ``remask`` (policy ``remdm``): the share of the tokens committed so far that each step sends back to ``<mask>``,
+    least confident first. ``position_decay`` and ``salience [V]`` (policy ``calibrated``): the left-to-right pull and
+    each token's ``-log`` corpus frequency (default: ``token_counts.json`` beside the tokenizer, ``corpus.salience``).
     """
     check_diffusion_model(model, tokenizer)
-    _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold)
+    _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold, remask, position_decay)
+    rule = policies.get(policy)
     if canvas is None:
         if prompts is None:
             raise ValueError("give prompts or a canvas")
@@ -193,16 +207,19 @@ def generate_diffusion(
     if compile and device.type != "cuda":
         # inductor's CPU code for this step has committed nothing when rows differ (tests/test_fast_paths.py): CUDA only
         raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: set compile=False")
-    if graph and policy == "threshold":
-        raise ValueError("threshold stops when nothing is masked, which a fixed graph cannot: set graph=False")
+    if graph and rule.adaptive:
+        raise ValueError(f"{policy} stops when nothing is masked, which a fixed graph cannot: set graph=False")
+    if rule.reads_corpus and salience is None:
+        salience = corpus.salience_beside(tokenizer)
     canvas = canvas.to(device)
     mask_id = tokenizer.mask_token_id
     free = ~canvas.fixed & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, mask_id)
-    plan = make_plan(free, steps, policy, schedule, block_size, make_generator(seed, device))
+    plan = make_plan(free, steps, policy, schedule, block_size, make_generator(seed, device), remask=remask,
+                     salience=salience)
     attention = model_attention_mask(model, canvas.attention)
     knobs = dict(policy=policy, mask_id=mask_id, temperature=temperature, top_k=top_k, top_p=top_p,
-                 threshold=threshold)
+                 threshold=threshold, position_decay=position_decay)
     confidence = torch.full(x.shape, float("nan"), device=device)
     step_fn = compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
     if graph:
@@ -211,7 +228,7 @@ def generate_diffusion(
         history, step_times = [x.cpu()], []
         step = torch.zeros(1, dtype=torch.long, device=device)
         for j in range(plan.in_block.shape[0]):
-            if policy == "threshold" and not bool(((x == mask_id) & plan.in_block[j]).any()):
+            if rule.adaptive and not bool(((x == mask_id) & plan.in_block[j]).any()):
                 continue  # this block is done early: skip its remaining steps
             start = time.perf_counter()
             step.fill_(j)
@@ -223,7 +240,8 @@ def generate_diffusion(
                 on_step(len(history) - 1, history[-1])
     settings = dict(steps=steps, policy=policy, schedule=schedule, temperature=temperature, top_k=top_k,
                     top_p=top_p, prefix_len=prefix_len, max_len=int(x.shape[1]), block_size=block_size,
-                    threshold=threshold, seed=seed, graph=graph, compile=compile)
+                    threshold=threshold, remask=remask, position_decay=position_decay, seed=seed, graph=graph,
+                    compile=compile)
     trace = Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
     if graph and on_step is not None:
         for i in range(1, len(history)):

@@ -1,0 +1,48 @@
+"""How often each token occurs in the training corpus: the background that ``calibrated`` (PC-Sampler) divides out.
+
+``token_counts.json`` (one count per token id, counted on the training blocks) lives beside the shipped tokenizer
+and model; ``salience`` turns counts into each token's surprise, ``-log p``, with add-one smoothing so that a token
+never seen is the most surprising, not infinite.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+COUNTS_FILE = "token_counts.json"
+
+
+def count_tokens(blocks: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``blocks [N, L]`` token ids -> ``[V]`` counts."""
+    return torch.bincount(blocks.reshape(-1).long(), minlength=vocab_size)[:vocab_size]
+
+
+def salience(counts: torch.Tensor) -> torch.Tensor:
+    """``[V]`` counts -> ``[V]`` float32 ``-log p`` of each token (add-one smoothed)."""
+    counts = counts.double() + 1
+    return (counts.sum().log() - counts.log()).float()
+
+
+def save_counts(folder, counts: torch.Tensor, source: str) -> Path:
+    path = Path(folder) / COUNTS_FILE
+    path.write_text(json.dumps({"source": source, "tokens": int(counts.sum()), "counts": counts.tolist()}))
+    return path
+
+
+def load_counts(folder) -> torch.Tensor:
+    return torch.tensor(json.loads((Path(folder) / COUNTS_FILE).read_text())["counts"], dtype=torch.long)
+
+
+def salience_beside(tokenizer) -> torch.Tensor:
+    """The salience stored beside ``tokenizer`` (the folder it was loaded from); a clear error where there is none."""
+    folder = Path(getattr(tokenizer, "name_or_path", "") or ".")
+    if not (folder / COUNTS_FILE).is_file():
+        raise FileNotFoundError(f"policy calibrated needs the corpus token frequencies: no {COUNTS_FILE} in {folder} "
+                                "(pass salience=corpus.salience(counts), or use the shipped model, which has it)")
+    counts = load_counts(folder)
+    if len(counts) != len(tokenizer):
+        raise ValueError(f"{folder / COUNTS_FILE} counts {len(counts)} tokens, the tokenizer has {len(tokenizer)}")
+    return salience(counts)

@@ -1,0 +1,88 @@
+"""Twin-guided selection: draw several diffusion candidates per prompt in one batch, keep the one the AR twin likes.
+
+Few diffusion steps give a text whose tokens were each drawn with too little context; a left-to-right model reads the
+whole candidate in one parallel pass (no decoding) and tells the fluent ones from the rest. Two rules:
+
+- ``likelihood``: keep the candidate with the highest log-likelihood under the twin (a best-of-N: it lowers
+  perplexity and, like any best-of, some entropy).
+- ``importance``: draw one candidate with probability proportional to ``p_twin(x) / q(x)``, with ``q`` the product
+  of the probabilities the sampler drew the tokens with (``Trace.confidence``; the order's probability is the same
+  for every candidate under ``random``). Sampling-importance-resampling moves the samples towards the twin's
+  distribution instead of its mode, so entropy holds better.
+
+The result is an ordinary ``Trace`` of the kept rows: every viewer and metric works on it. Its ``settings`` name the
+guide, the rule and the candidates, and ``guide_seconds`` is the scoring pass's time (its steps' times do not hold it).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .canvas import Canvas, prompt_canvas
+from .draws import make_generator, sync
+from .models import max_canvas_len
+from .sampler import generate_diffusion
+from .trace import Trace
+
+PICKS = ("likelihood", "importance")
+
+
+@torch.no_grad()
+def sequence_logprob(model, ids: torch.Tensor, attention: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    """``[B]`` log-probability under causal ``model`` of the tokens at ``scored [B, L]`` (bool) given all before
+    them. Positions count from each row's first real token, so a left-padded row scores as if unpadded."""
+    positions = (attention.long().cumsum(dim=1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, :-1].float()
+    logp = logits.log_softmax(dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (logp * scored[:, 1:]).double().sum(dim=1)
+
+
+def repeat_rows(canvas: Canvas, n: int) -> Canvas:
+    return Canvas(*(t.repeat_interleave(n, dim=0) for t in (canvas.ids, canvas.fixed, canvas.attention)))
+
+
+def select_rows(trace: Trace, rows: torch.Tensor, settings: dict) -> Trace:
+    return Trace(ids=trace.ids[:, rows], fixed=trace.fixed[rows], attention=trace.attention[rows],
+                 confidence=trace.confidence[rows], step_times=trace.step_times, mask_token_id=trace.mask_token_id,
+                 kind=trace.kind, forward_passes=trace.forward_passes, settings=settings, tokenizer=trace.tokenizer)
+
+
+@torch.no_grad()
+def generate_guided(mlm, guide, tokenizer, prompts=None, *, canvas: Canvas | None = None, candidates: int = 8,
+                    pick: str = "likelihood", prefix_len=None, max_len: int = 256, seed: int | None = 0,
+                    **sampling) -> Trace:
+    """``generate_diffusion`` with ``candidates`` rows per prompt in one batch, one kept per prompt by ``guide`` (a
+    causal LM sharing ``tokenizer``'s vocabulary). ``sampling``: any other ``generate_diffusion`` setting."""
+    if candidates < 1:
+        raise ValueError(f"candidates={candidates} must be >= 1")
+    if pick not in PICKS:
+        raise ValueError(f"unknown pick {pick!r}: choose one of {', '.join(PICKS)}")
+    if guide.config.vocab_size != mlm.config.vocab_size:
+        raise ValueError(f"the guide's vocabulary ({guide.config.vocab_size}) is not the masked LM's "
+                         f"({mlm.config.vocab_size}): guide with the twin trained on the same tokenizer")
+    if canvas is None:
+        if prompts is None:
+            raise ValueError("give prompts or a canvas")
+        canvas = prompt_canvas(tokenizer, prompts, prefix_len, min(max_len, max_canvas_len(mlm)))
+    n_prompts = canvas.ids.shape[0]
+    trace = generate_diffusion(mlm, tokenizer, canvas=repeat_rows(canvas, candidates), seed=seed, **sampling)
+    device = next(guide.parameters()).device
+    start = time.perf_counter()
+    final, generated = trace.final.to(device), trace.generated.to(device)
+    score = sequence_logprob(guide, final, trace.attention.to(device), generated).view(n_prompts, candidates)
+    if pick == "importance":
+        drawn = trace.confidence.to(device).double().clamp(min=1e-30).log()  # NaN where pinned: left out
+        proposal = torch.where(generated, drawn, 0.0).sum(dim=1)
+        weights = (score - proposal.view(n_prompts, candidates)).softmax(dim=1)
+        generator = make_generator(None if seed is None else seed + 1, device)  # not the sampler's own stream
+        kept = torch.multinomial(weights.float(), 1, generator=generator).squeeze(1)
+    else:
+        kept = score.argmax(dim=1)
+    sync(device)
+    rows = (torch.arange(n_prompts, device=device) * candidates + kept).cpu()
+    settings = {**trace.settings, "candidates": candidates, "pick": pick,
+                "guide": getattr(guide.config, "name_or_path", "") or type(guide).__name__,
+                "guide_seconds": round(time.perf_counter() - start, 6)}
+    return select_rows(trace, rows, settings)

@@ -1,0 +1,131 @@
+"""The unmasking policies, one small function each, registered once in ``POLICIES``.
+
+A policy answers one question per step: of the masked positions, which to commit first. Its ``score`` reads what
+the step drew (``Drawn``) and returns a priority per candidate row, higher first; the schedule says how many are
+committed. Three flags say how a policy deviates from "commit the scheduled count, keep it for good":
+
+- ``planned``: the order reads the plan's noise alone, never the model, so every step's positions are known before
+  the loop and a step computes logits only there (``random``).
+- ``remask``: how committed tokens go back to ``<mask>``: ``"resample"`` redraws every free position and re-masks a
+  random share (the seed's decoder); ``"lowest"`` re-masks the least confident committed tokens, so a later step
+  redraws them with more context (ReMDM's inference-time revision).
+- ``adaptive``: commits every position above a bar, so a run may end early (``threshold``; no CUDA graph).
+
+CLI choices, the generation panel, benchmarks and parametrised tests read ``POLICIES``; the readable spec of every
+policy is ``reference.py``. Adding a policy is one function here, one registry line, and its branch there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .draws import chosen_probability
+
+
+@dataclass
+class Drawn:
+    """What a step drew at its ``N`` candidate rows (batch x candidate position), for the scores to read.
+
+    scaled [N, V]     tempered logits (unfiltered)
+    tokens [N]        the drawn tokens
+    chosen [N]        the probability each drawn token had (``chosen_probability``)
+    noise [N]         this step's uniform noise at the candidate's position
+    order [N]         the run's fixed order key at the candidate's position (``plan.random_order_key``)
+    offset [N]        the candidate's distance from its row's first free position (0, 1, ...)
+    salience [V]      ``-log`` of each token's corpus frequency (``calibrated`` only; empty otherwise)
+    position_decay    ``calibrated``'s left-to-right pull (weight ``exp(-decay * offset)``)
+    """
+
+    scaled: torch.Tensor
+    tokens: torch.Tensor
+    chosen: torch.Tensor
+    noise: torch.Tensor
+    order: torch.Tensor
+    offset: torch.Tensor
+    salience: torch.Tensor
+    position_decay: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    score: Callable[[Drawn], torch.Tensor]
+    summary: str
+    planned: bool = False
+    remask: str | None = None  # None | "resample" | "lowest"
+    adaptive: bool = False
+    reads_corpus: bool = False  # needs the tokens' corpus frequencies (``salience``)
+
+    @property
+    def counted(self) -> bool:
+        """Commits exactly the scheduled count at every step (the masked share follows the schedule)."""
+        return not self.adaptive and self.remask != "lowest"
+
+
+# the clip on calibrated confidence (PC-Sampler's alpha): a rare token's salience stops growing past it
+SALIENCE_CLIP = 10.0
+
+
+def random_order(d: Drawn) -> torch.Tensor:
+    return d.order
+
+
+def confidence(d: Drawn) -> torch.Tensor:
+    return d.chosen
+
+
+def margin(d: Drawn) -> torch.Tensor:
+    top2 = (d.scaled.topk(2, dim=-1).values - d.scaled.logsumexp(dim=-1, keepdim=True)).exp()
+    return top2[:, 0] - top2[:, 1]
+
+
+def entropy(d: Drawn) -> torch.Tensor:
+    probs = d.scaled.softmax(dim=-1)
+    # xlogy: 0 log 0 = 0 where a token is ruled out (<mask>, or cut by top-k/top-p); p * log p gave NaN there,
+    # every position tied and the policy committed left to right
+    return torch.xlogy(probs, probs).sum(dim=-1)  # = -entropy
+
+
+def fresh_noise(d: Drawn) -> torch.Tensor:
+    return d.noise
+
+
+def calibrated(d: Drawn) -> torch.Tensor:
+    """PC-Sampler's score: confidence times the token's surprise in the corpus (clipped), so frequent filler
+    ("the", ",", "of") is not committed early everywhere, which is how ``confidence`` builds its loops; times a
+    weight that decays with the distance from the row's first free position (a soft left-to-right order)."""
+    salience = (d.chosen * d.salience.index_select(0, d.tokens)).clamp(max=SALIENCE_CLIP)
+    return torch.exp(-d.position_decay * d.offset) * salience
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in (
+    Policy("seed-remask", fresh_noise, "the seed's decoder: redraw every free position, re-mask a falling random share",
+           remask="resample"),
+    Policy("random", random_order, "MDLM's ancestral order: positions in a uniformly random order", planned=True),
+    Policy("confidence", confidence, "MaskGIT / LLaDA: the most probable drawn tokens first"),
+    Policy("margin", margin, "the largest gap between the two most probable tokens first"),
+    Policy("entropy", entropy, "the lowest-entropy positions first"),
+    Policy("threshold", confidence, "every drawn token with probability >= threshold, at least one", adaptive=True),
+    Policy("remdm", fresh_noise, "ReMDM: ancestral order, and each step re-masks the least confident committed "
+           "tokens (share `remask`) for a later step to redraw", remask="lowest"),
+    Policy("calibrated", calibrated, "PC-Sampler: confidence x corpus surprise of the token, weighted towards the "
+           "left (`position_decay`)", reads_corpus=True),
+)}
+
+
+def get(name: str) -> Policy:
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
+    return POLICIES[name]
+
+
+def score_rows(policy: str, scaled: torch.Tensor, tokens: torch.Tensor, uniforms=None) -> torch.Tensor:
+    """A policy's priority for rows drawn outside a plan (``uniforms [N]``: the order / noise key)."""
+    n = tokens.shape[0]
+    key = uniforms.float() if uniforms is not None else torch.rand(n, device=tokens.device)
+    drawn = Drawn(scaled, tokens, chosen_probability(scaled, tokens), key, key, torch.zeros(n, device=tokens.device),
+                  torch.zeros(scaled.shape[-1], device=tokens.device), 0.0)
+    return get(policy).score(drawn)

@@ -1,0 +1,67 @@
+"""Twin-guided selection: N diffusion candidates per prompt in one batch, one kept by the AR twin."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from roberta_diffusion.canvas import prompt_canvas
+from roberta_diffusion.guided import generate_guided, repeat_rows, sequence_logprob
+from roberta_diffusion.sampler import generate_diffusion
+
+PROMPTS = ["The cat sat on the mat and", "A"]
+SETTINGS = {"steps": 4, "policy": "random", "top_k": 0, "top_p": 1.0}
+
+
+def test_one_candidate_is_plain_diffusion(mlm, causal_lm, tokenizer):
+    canvas = prompt_canvas(tokenizer, PROMPTS, None, 24)
+    guided = generate_guided(mlm, causal_lm, tokenizer, canvas=canvas, candidates=1, seed=3, **SETTINGS)
+    plain = generate_diffusion(mlm, tokenizer, canvas=canvas, seed=3, **SETTINGS)
+    assert torch.equal(guided.final, plain.final) and guided.settings["candidates"] == 1
+
+
+def test_likelihood_keeps_the_candidate_the_twin_scores_highest(mlm, causal_lm, tokenizer):
+    canvas, n = prompt_canvas(tokenizer, PROMPTS, None, 24), 5
+    guided = generate_guided(mlm, causal_lm, tokenizer, canvas=canvas, candidates=n, seed=1, **SETTINGS)
+    every = generate_diffusion(mlm, tokenizer, canvas=repeat_rows(canvas, n), seed=1, **SETTINGS)
+    scores = sequence_logprob(causal_lm, every.final, every.attention, every.generated).view(len(PROMPTS), n)
+    best = every.final.view(len(PROMPTS), n, -1)[torch.arange(len(PROMPTS)), scores.argmax(dim=1)]
+    assert torch.equal(guided.final, best)
+    assert len(set(map(tuple, every.final.tolist()))) > 2, "the candidates differ"
+    assert guided.ids.shape == (SETTINGS["steps"] + 1, len(PROMPTS), 24) and len(guided.texts) == len(PROMPTS)
+
+
+def test_importance_resampling_is_repeatable_and_picks_a_candidate(mlm, causal_lm, tokenizer):
+    canvas, n = prompt_canvas(tokenizer, PROMPTS, None, 24), 4
+    a = generate_guided(mlm, causal_lm, tokenizer, canvas=canvas, candidates=n, pick="importance", seed=2, **SETTINGS)
+    b = generate_guided(mlm, causal_lm, tokenizer, canvas=canvas, candidates=n, pick="importance", seed=2, **SETTINGS)
+    every = generate_diffusion(mlm, tokenizer, canvas=repeat_rows(canvas, n), seed=2, **SETTINGS).final
+    assert torch.equal(a.final, b.final)
+    for row in range(len(PROMPTS)):
+        assert any(torch.equal(a.final[row], every[row * n + i]) for i in range(n))
+
+
+def test_a_left_padded_row_scores_as_unpadded(causal_lm, tokenizer):
+    padded = prompt_canvas(tokenizer, ["The cat sat on the mat and", "A dog"], None, 16)
+    alone = prompt_canvas(tokenizer, ["A dog"], None, 16 - int((padded.attention[1] == 0).sum()))
+    ids = torch.randint(10, 200, padded.ids.shape, generator=torch.Generator().manual_seed(0))
+    ids = torch.where(padded.attention.bool(), ids, padded.ids)
+    ids_alone = ids[1:, padded.attention[1].bool()]
+    scored = padded.attention.bool() & ~padded.fixed
+    both = sequence_logprob(causal_lm, ids, padded.attention, scored)
+    one = sequence_logprob(causal_lm, ids_alone, alone.attention, scored[1:, padded.attention[1].bool()])
+    torch.testing.assert_close(both[1], one[0])
+
+
+@pytest.mark.parametrize("bad,match", [({"candidates": 0}, "candidates"), ({"pick": "loudest"}, "pick")])
+def test_bad_settings_are_refused(mlm, causal_lm, tokenizer, bad, match):
+    with pytest.raises(ValueError, match=match):
+        generate_guided(mlm, causal_lm, tokenizer, PROMPTS, max_len=24, **{**SETTINGS, **bad})
+
+
+def test_a_guide_with_another_vocabulary_is_refused(mlm, causal_lm, tokenizer):
+    other = copy.deepcopy(causal_lm)
+    other.config.vocab_size += 1
+    with pytest.raises(ValueError, match="vocabulary"):
+        generate_guided(mlm, other, tokenizer, PROMPTS, max_len=24, **SETTINGS)
