@@ -88,7 +88,8 @@ def quality_in_judge_vocab(seqs: torch.Tensor, tokenizer, prefix: torch.Tensor, 
     texts = [tokenizer.decode(row[prefix_len:][row[prefix_len:] >= 0], skip_special_tokens=True) for row in seqs]
     nll, judge_seqs = _judge_rows(judge, judge_tokenizer, prefix, texts)
     return {"unigram_entropy": round(metrics.unigram_entropy(judge_seqs), 4),
-            "distinct_2": round(metrics.distinct_n(judge_seqs, 2), 4), "gen_ppl": nll["ppl"], "retokenised": True}
+            "distinct_2": round(metrics.distinct_n(judge_seqs, 2), 4), "rep_4": round(metrics.repetition(judge_seqs, 4), 4),
+            "gen_ppl": nll["ppl"], "retokenised": True}
 
 
 def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_len: int):

@@ -103,10 +103,17 @@ def distinct_n(sequences: list[list[int]], n: int = 2) -> float:
     return sum(values) / max(1, len(values))
 
 
+def repetition(sequences: list[list[int]], n: int = 4) -> float:
+    """Mean over samples of the share of n-grams that repeat an earlier one (1 - distinct-n): loops show here."""
+    return 1.0 - distinct_n(sequences, n) if any(len(seq) >= n for seq in sequences) else 0.0
+
+
 def text_quality(sequences: torch.Tensor, prefix_len: int, judge=None) -> dict:
-    """Entropy, distinct-2 and (with a judge) generative perplexity of the generated part of ``[N, L]``."""
+    """Entropy, distinct-2, 4-gram repetition and (with a judge) generative perplexity of the generated part of
+    ``[N, L]``."""
     generated = [row[prefix_len:].tolist() for row in sequences]
-    out = {"unigram_entropy": round(unigram_entropy(generated), 4), "distinct_2": round(distinct_n(generated, 2), 4)}
+    out = {"unigram_entropy": round(unigram_entropy(generated), 4), "distinct_2": round(distinct_n(generated, 2), 4),
+           "rep_4": round(repetition(generated, 4), 4)}
     if judge is not None:
         out["gen_ppl"] = generative_ppl(judge, sequences, prefix_len)["ppl"]
     return out

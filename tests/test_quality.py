@@ -1,0 +1,85 @@
+"""The matched-entropy protocol: the grid, the picks made on tuning prompts and reported on others, the speed at equal
+quality, and the two phases end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from roberta_diffusion import corpus
+
+from benchmarks import quality
+
+
+def row(ppl, entropy):
+    return {"gen_ppl": ppl, "unigram_entropy": entropy, "distinct_2": 0.9, "rep_4": 0.01}
+
+
+def test_grid_keeps_guidance_to_few_steps_and_names_every_setting():
+    settings = quality.grid(["random", "guided-8"], [8, 64], temperatures=(0.8, 1.0), filters=("plain",))
+    names = [s["name"] for s in settings]
+    assert names == ["random@8/t0.8/plain", "random@8/t1/plain", "random@64/t0.8/plain", "random@64/t1/plain",
+                     "guided-8@8/t0.8/plain", "guided-8@8/t1/plain"]
+    assert settings[-1]["candidates"] == 8 and settings[0]["top_k"] == 0
+
+
+def test_matched_picks_on_tuning_prompts_and_reports_the_others():
+    rows = {"real": {"tune": row(60, 4.70), "report": row(61, 4.71)},
+            "ar/t1/plain": {"tune": row(50, 4.75), "report": row(52, 4.74)},
+            "ar/t0.7/plain": {"tune": row(20, 4.20), "report": row(21, 4.2)},  # too little entropy: never picked
+            "random@8/t1/plain": {"tune": row(150, 4.80), "report": row(155, 4.80)},
+            "random@8/t0.8/plain": {"tune": row(100, 4.60), "report": row(120, 4.6)},
+            "random@8/t0.7/plain": {"tune": row(40, 4.00), "report": row(41, 4.0)}}
+    settings = [{"name": n, "family": "random", "steps": 8} for n in rows if n.startswith("random")]
+    result = {"rows": rows, "settings": settings, "latency": {"random@8": 0.005, "ar": 0.1}}
+    picks = quality.matched(result)
+    assert picks["ar"]["setting"] == "ar/t1/plain" and picks["ar"]["gen_ppl"] == 52  # the report prompts' score
+    assert picks["random@8"]["setting"] == "random@8/t0.8/plain" and picks["random@8"]["gen_ppl"] == 120
+    assert picks["random@8"]["latency_s"] == 0.005
+    result["matched"] = picks
+    assert not quality.speed_at_equal_quality(result)["found"]  # 120 is not within 10 % of 52
+    picks["random@8"] |= {"gen_ppl": 55.0, "unigram_entropy": 4.7}
+    found = quality.speed_at_equal_quality(result)
+    assert found["found"] and found["setting"] == "random@8" and found["speedup"] == 20.0
+
+
+def test_sample_then_score_on_tiny_models(tmp_path, tiny_dirs, tokenizer, capsys):
+    model = tmp_path / "mlm"
+    model.mkdir()
+    for f in (tiny_dirs / "mlm").iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    corpus.save_counts(model, torch.randint(1, 50, (len(tokenizer),), generator=torch.Generator().manual_seed(0)),
+                       "made up")
+    common = ["--mlm", str(model), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample", "--prompts", "2",
+              "--families", "random,remdm-0.2,calibrated,guided-8", "--steps", "2,3", "--max-len", "32",
+              "--prefix-len", "8", "--device", "cpu"]
+    assert quality.main(["sample", *common, "--out", str(tmp_path / "s.pt")]) == 0
+    samples = torch.load(tmp_path / "s.pt", weights_only=False)
+    assert len(samples["ids"]) == 4 * 2 * len(quality.TEMPERATURES) * len(quality.FILTERS)
+    assert all(ids.shape == (4, 32) for ids in samples["ids"].values())  # two prompt sets of two
+    assert set(samples["latency"]) == {f"{f}@{s}" for f in ("random", "remdm-0.2", "calibrated", "guided-8")
+                                       for s in (2, 3)} | {"ar"}
+    out = tmp_path / "q.json"
+    assert quality.main(["score", str(tmp_path / "s.pt"), "--judge", str(tiny_dirs / "ar"), "--device", "cpu",
+                         "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["rows"]["real"]) == {"tune", "report"}
+    assert all(set(r["report"]) >= {"gen_ppl", "unigram_entropy", "distinct_2", "rep_4"} for r in result["rows"].values())
+    assert "random@2" in result["matched"] and out.with_suffix(".png").stat().st_size > 0
+    assert "speed at equal quality" in capsys.readouterr().out
+
+
+def test_a_time_budget_lists_what_it_skipped(tmp_path, tiny_dirs):
+    common = ["--mlm", str(tiny_dirs / "mlm"), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample", "--prompts", "2",
+              "--families", "random", "--steps", "2", "--max-len", "32", "--prefix-len", "8", "--device", "cpu"]
+    assert quality.main(["sample", *common, "--max-seconds", "0", "--out", str(tmp_path / "s.pt")]) == 0
+    samples = torch.load(tmp_path / "s.pt", weights_only=False)
+    assert not samples["ids"] and len(samples["skipped"]) == len(quality.TEMPERATURES) * len(quality.FILTERS)
+
+
+@pytest.mark.parametrize("argv,match", [(["--families", "loudest"], "loudest"), (["--out", "x.txt"], ".pt")])
+def test_bad_arguments_are_one_line(argv, match, tmp_path, capsys):
+    args = ["sample", "--out", str(tmp_path / "s.pt"), *argv]
+    assert quality.main(args) == 2
+    assert match in capsys.readouterr().err
