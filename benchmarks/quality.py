@@ -233,14 +233,16 @@ def prompt_sets(tokenizer, corpus: str, n: int, length: int) -> torch.Tensor:
 
 
 def run(args) -> int:
-    if args.out.suffix not in (".json", ".pt"):
-        raise ValueError(f"--out {args.out}: use a .pt (sample) or .json (score, all) path")
+    if args.out.suffix != (".pt" if args.phase == "sample" else ".json"):
+        raise ValueError(f"--out {args.out}: use a .pt for sample, a .json for score, all and merge")
     families = args.families.split(",")
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"--families {unknown[0]!r}: choose from {', '.join(FAMILIES)}")
     steps = [int(s) for s in args.steps.split(",")]
     device = pick_device(args.device)
+    if args.phase == "merge":
+        return write(merge([json.loads(p.read_text()) for p in args.inputs]), args.out)
     if args.phase in ("sample", "all"):
         mlm, ar = load_mlm(paths.resolve(args.mlm), device=device), load_causal_lm(paths.resolve(args.ar), device=device)
         tokenizer = load_tokenizer(paths.resolve(args.mlm))
@@ -260,16 +262,40 @@ def run(args) -> int:
             print(f"wrote {args.out}: {len(samples['ids'])} settings, {len(samples['skipped'])} skipped")
             return 0
     else:
-        samples = torch.load(args.samples, weights_only=False)  # our own file: settings dicts and strings
+        if len(args.inputs) != 1:
+            raise ValueError("score takes one samples .pt (from `sample`)")
+        samples = torch.load(args.inputs[0], weights_only=False)  # our own file: settings dicts and strings
     judge = load_causal_lm(paths.resolve(args.judge), device=device)
     n = samples["models"]["prompts_per_set"]
     result = score(samples, judge, slice(0, n), slice(n, 2 * n))
     result["models"] = {**samples["models"], "judge": args.judge}
-    paths.atomic_write_text(args.out, json.dumps(result, indent=1))
-    figure = plot(result, args.out.with_suffix(".png"))
+    return write(result, args.out)
+
+
+def write(result: dict, out: Path) -> int:
+    paths.atomic_write_text(out, json.dumps(result, indent=1))
+    figure = plot(result, out.with_suffix(".png"))
     print_table(result)
-    print(f"wrote {args.out} and {figure}")
+    print(f"wrote {out} and {figure}")
     return 0
+
+
+def merge(results: list[dict]) -> dict:
+    """Several judged runs as one: they must share the prompts (the real text's scores) and the judge."""
+    first = results[0]
+    for other in results[1:]:
+        same_judge = Path(other["models"]["judge"]).name == Path(first["models"]["judge"]).name  # where it was unpacked
+        if other["rows"]["real"] != first["rows"]["real"] or not same_judge:
+            raise ValueError("these runs judged other prompts or with another judge: merge runs of one protocol only")
+    merged = {**first, "rows": {}, "settings": [], "latency": {}, "skipped": [], "merged_from": len(results)}
+    for result in results:
+        merged["rows"] |= result["rows"]
+        merged["settings"] += [s for s in result["settings"] if s["name"] not in {t["name"] for t in merged["settings"]}]
+        merged["latency"] |= result["latency"]
+        merged["skipped"] += [name for name in result["skipped"] if name not in merged["rows"]]
+    merged["matched"] = matched(merged)
+    merged["speed_at_equal_quality"] = speed_at_equal_quality(merged)
+    return merged
 
 
 def print_table(result: dict) -> None:
@@ -288,8 +314,9 @@ def print_table(result: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     q = Parser(prog="python -m benchmarks.quality", description="judge every sampler and AR at matched entropy")
-    q.add_argument("phase", choices=("sample", "score", "all"), help="draw samples, judge them, or both")
-    q.add_argument("samples", nargs="?", type=Path, help="score: the .pt that `sample` wrote")
+    q.add_argument("phase", choices=("sample", "score", "all", "merge"),
+                   help="draw samples, judge them, both, or merge judged runs of the same prompts and judge")
+    q.add_argument("inputs", nargs="*", type=Path, help="score: the .pt that `sample` wrote; merge: quality .json files")
     q.add_argument("--mlm", default="weights/roberta-diffusion-small", help="masked LM (default: %(default)s)")
     q.add_argument("--ar", default="weights/gpt2-small-baseline", help="AR twin and guide (default: %(default)s)")
     q.add_argument("--judge", default="weights/judge", help="independent causal LM (default: %(default)s)")
