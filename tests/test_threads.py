@@ -112,6 +112,5 @@ def test_finetune_workers_get_the_thread_count(monkeypatch):
     seen = {}
     monkeypatch.setattr(commands.subprocess, "call", lambda command, env: seen.update(command=command) or 0)
     parser = cli.build_parser()
-    cli.add_threads_flag(parser)
     commands._launch(parser.parse_args(["finetune", "--num-processes", "2", "--threads", "3"]))
     assert seen["command"][-2:] == ["--threads", "3"]

@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(handler=run_compare)
 
     commands.add_subcommands(sub)
+    add_threads_flag(parser)  # here too, not only in run: a command line recorded with --threads parses back
     return parser
 
 
