@@ -35,6 +35,14 @@ def test_the_rule_is_the_free_cores_at_least_one(cores, busy, expected):
     assert threads.choose(cores, busy) == expected
 
 
+def test_hyper_threads_are_not_cores():
+    """Two cores with two hardware threads each: four processors in /proc/cpuinfo, two cores."""
+    cpu = "processor\t: {n}\nphysical id\t: 0\ncore id\t\t: {core}\n"
+    text = "\n".join(cpu.format(n=n, core=n % 2) for n in range(4))
+    assert threads.cores_in_cpuinfo(text) == 2
+    assert threads.cores_in_cpuinfo("processor\t: 0\nmodel name\t: some ARM\n") == 0  # no core ids: logical CPUs count
+
+
 def test_the_default_measures_unless_omp_num_threads_says(monkeypatch):
     monkeypatch.setattr(threads, "physical_cores", lambda: 4)
     monkeypatch.setattr(threads, "busy_cpus", lambda: 1.2)

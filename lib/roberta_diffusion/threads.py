@@ -22,15 +22,24 @@ SAMPLE_S = 0.2  # long enough to see a process that is busy half the time, short
 
 def physical_cores() -> int:
     """Cores this process may run on, hyper-threads not counted (a second hardware thread of a busy core adds
-    little to a matmul)."""
+    little to a matmul): from ``/proc/cpuinfo``'s core ids where it has them."""
     allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:
-        import psutil
+        with open("/proc/cpuinfo") as f:
+            cores = cores_in_cpuinfo(f.read())
+    except OSError:
+        cores = 0
+    return max(1, min(allowed, cores or allowed))
 
-        physical = psutil.cpu_count(logical=False) or allowed
-    except ImportError:
-        physical = allowed
-    return max(1, min(allowed, physical))
+
+def cores_in_cpuinfo(text: str) -> int:
+    """Distinct (physical id, core id) pairs in ``/proc/cpuinfo``'s text; 0 where it lists no core ids."""
+    cores = set()
+    for block in text.split("\n\n"):
+        fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in block.splitlines() if ":" in line)}
+        if "core id" in fields:
+            cores.add((fields.get("physical id"), fields["core id"]))
+    return len(cores)
 
 
 def _cpu_times() -> tuple[int, int] | None:
