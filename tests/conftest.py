@@ -13,6 +13,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["MPLBACKEND"] = "Agg"
+# the CLI's thread rule (roberta_diffusion.threads) takes this as given rather than measuring the free cores at each
+# main() call; tests of the rule itself remove it
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch

@@ -85,7 +85,17 @@ def _load(loader, name_or_path, what: str, **kwargs):
             hf_logging.enable_progress_bar()
 
 
+# a folder holding none of these has no vocabulary: transformers would build an empty tokenizer from config.json
+# alone (five special tokens), and a model would "generate" an empty text without a word of warning
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+
+
 def load_tokenizer(name_or_path):
+    folder = Path(str(name_or_path)).expanduser()
+    if folder.is_dir() and not any((folder / f).exists() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(f"{folder} has no tokenizer files (tokenizer.json, or vocab.json and merges.txt): save "
+                                f"the model's tokenizer there (tokenizer.save_pretrained), e.g. copy in {SHIPPED_TOKENIZER}'s files")
     return _load(transformers.AutoTokenizer.from_pretrained, name_or_path, "tokenizer")
 
 
@@ -109,7 +119,16 @@ def load_causal_lm(name_or_path, device=None, dtype=torch.float32):
     if not getattr(config, "is_decoder", False) and config.model_type not in CAUSAL_ONLY_TYPES:
         raise ValueError(f"{name_or_path} is not a causal LM ({config.model_type}): pass e.g. gpt2")
     model = _load(transformers.AutoModelForCausalLM.from_pretrained, name_or_path, "model", dtype=dtype)
-    return model.to(pick_device(device)).eval()
+    return _name_causal_loss(model).to(pick_device(device)).eval()
+
+
+def _name_causal_loss(model):
+    """transformers picks a model's loss by its class name; ``GPT2LMHeadModel`` matches none, so its first forward
+    with labels warned "`loss_type=None` was set in the config but it is unrecognized" (in notebook 02's output)
+    before using ``ForCausalLM`` anyway. Naming that same loss keeps the loss and drops the false alarm."""
+    if getattr(model, "loss_type", "") is None:
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def max_canvas_len(model) -> int:
@@ -307,7 +326,7 @@ def fresh_causal_lm(tokenizer, size: str = "tiny", max_len: int = 256, seed: int
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, resid_pdrop=dropout,
         embd_pdrop=dropout, attn_pdrop=dropout)
     torch.manual_seed(seed)
-    return transformers.GPT2LMHeadModel(config).eval()
+    return _name_causal_loss(transformers.GPT2LMHeadModel(config)).eval()
 
 
 def _dims(size, overrides):

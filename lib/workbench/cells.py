@@ -23,6 +23,7 @@ from roberta_diffusion.evaluate import (  # noqa: F401 (notebook API)
     spread_blocks,
 )
 from roberta_diffusion.models import (
+    TOKENIZER_FILES,
     default_models,
     load_causal_lm,
     load_mlm,
@@ -32,7 +33,6 @@ from roberta_diffusion.models import (
 )
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
 
 
 def trained_model_dir(kind: str, run_name: str) -> Path:
@@ -64,7 +64,7 @@ def resolve_model(kind: str, run_name: str, path: str | None = None, device: str
         return model.to(device).eval(), tokenizer, desc
     model = loader(source, device=device)
     local = Path(source)
-    if local.is_dir() and not any((local / f).exists() for f in _TOKENIZER_FILES):
+    if local.is_dir() and not any((local / f).exists() for f in TOKENIZER_FILES):
         say(f"note: {source} has no tokenizer files; using {paths.SHIPPED_TOKENIZER}")
         tokenizer = load_tokenizer(paths.SHIPPED_TOKENIZER)
     else:

@@ -1,4 +1,4 @@
-"""``roberta-diffusion``: generate | ar | compare | finetune | pipeline | eval.
+"""roberta-diffusion: generate | ar | compare | finetune | pipeline | eval.
 
 Errors in what the user asked for (OS errors included) print one ``error:`` line and exit with status 2; nothing
 is written then. Arguments and output paths are checked before any model loads; outputs are staged and moved
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import traceback
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from roberta_diffusion import defaults, models, viz
+from roberta_diffusion import defaults, models, threads, viz
 from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
 from roberta_diffusion.defaults import READABLE
 from roberta_diffusion.models import default_models, load_causal_lm, load_mlm, load_tokenizer
-from roberta_diffusion.sampler import generate_ar, generate_diffusion
+from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
 
 from . import checks, commands
 from .checks import prompt_text
@@ -28,27 +29,75 @@ from .runs import RunFailed, staged_files
 
 EXIT_USAGE = 2
 EXIT_BUG = 1  # an error the checks did not foresee: still one line, but not the user's fault
+EXIT_PIPE = 141  # what a shell reports for a Unix tool stopped by a closed pipe (128 + SIGPIPE)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, unless there is none to show (None, an off flag) or the help
+    already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.default is False \
+                or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with its errors as one ``error:`` line (no usage block), like every other CLI error.
-    Subparsers are made with the parent's class, so this covers them too."""
+    """argparse with its errors as one ``error:`` line (no usage block), like every other CLI error, and the
+    defaults in the help. Subparsers are made with the parent's class, so this covers them too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt", nargs="?", help="text to continue (asked for interactively when left out)")
+def thread_count(text: str) -> int:
+    """``--threads``'s type: a whole number, 1 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of torch threads, 1 or more")
+    return n
 
-    p.add_argument("--top-k", type=int, default=READABLE["top_k"], help=f"0 turns top-k off (default {READABLE['top_k']})")
-    p.add_argument("--top-p", type=float, default=READABLE["top_p"], help=f"1 turns top-p off (default {READABLE['top_p']})")
-    p.add_argument("--temperature", type=float, default=READABLE["temperature"])
+
+NO_THREADS = {"pipeline"}  # its notebooks run in their own kernels and set their threads there (cpu_threads)
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` on every command of ``parser`` (the CLI's and the benchmark tools'), for ``run`` to apply."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for sub in subparsers:
+        for name, child in sub.choices.items():
+            if name not in NO_THREADS:
+                add_threads_flag(child)
+    if not subparsers and "--threads" not in parser._option_string_actions:
+        parser.add_argument("--threads", type=thread_count, default=None,
+                            help="torch threads (default: the cores other processes leave free, measured at the "
+                                 "start, at least 1; OMP_NUM_THREADS when set)")
+
+
+SPECIAL_TEXT = ("special-token text in the prompt (<s>, </s>, <pad>, <unk>, <mask>: the model would read it as "
+                "a control token, not as text) is refused; with --infill, <mask> and <mask*N> mark the blanks")
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", nargs="?", help="text to continue (asked for interactively when left out); "
+                   + SPECIAL_TEXT)
+    p.add_argument("--top-k", type=int, default=READABLE["top_k"], help="sample among the k likeliest tokens; 0 turns top-k off")
+    p.add_argument("--top-p", type=float, default=READABLE["top_p"], help="sample within this probability mass; 1 turns top-p off")
+    p.add_argument("--temperature", type=float, default=READABLE["temperature"], help="above 0; lower is surer, higher more varied")
     p.add_argument("--prefix-len", type=int, default=defaults.PREFIX_LEN,
                    help="pin this many tokens (<s> included), left-padding shorter prompts (default: the whole prompt)")
-    p.add_argument("--max-len", type=int, default=defaults.MAX_LEN, help=f"canvas length in tokens (default {defaults.MAX_LEN})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--max-len", type=int, default=defaults.MAX_LEN, help="canvas length in tokens, prompt included")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same text")
+    p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU) | cpu | cuda | mps")
     p.add_argument("--graph", action="store_true", help="CUDA: replay each step as a CUDA graph (same tokens, faster)")
     p.add_argument("--animation", type=Path, help="write a GIF of the steps here")
     p.add_argument("--json", type=Path, help="write the trace summary and text here")
@@ -57,12 +106,13 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _diffusion_args(p):
     p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
-
-    p.add_argument("--steps", type=int, default=READABLE["steps"])
+    p.add_argument("--steps", type=int, default=READABLE["steps"],
+                   help="denoising steps (forward passes); lowered, with a note, to the number of positions to fill")
     # --strategy: the flag's first name, kept as an alias
-    p.add_argument("--policy", "--strategy", dest="policy", default=READABLE["policy"], help=f"random | seed-remask (the seed's) | confidence | "
-                   f"margin | entropy | threshold (default {READABLE['policy']}, see README: Readable by default)")
-    p.add_argument("--schedule", default=READABLE["schedule"], help="linear | cosine")
+    p.add_argument("--policy", "--strategy", dest="policy", default=READABLE["policy"],
+                   help=f"which masked positions each step commits: {' | '.join(POLICIES)} (seed-remask: the seed's "
+                        "decoder)")
+    p.add_argument("--schedule", default=READABLE["schedule"], help="how the masked share falls: linear | cosine")
     p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
     p.add_argument("--threshold", type=float, default=defaults.THRESHOLD, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
@@ -88,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(handler=run_compare)
 
     commands.add_subcommands(sub)
+    add_threads_flag(parser)  # here too, not only in run: a command line recorded with --threads parses back
     return parser
 
 
@@ -146,16 +197,29 @@ def check_sampling(args, kind: str) -> None:
     if kind == "compare" and args.infill:
         raise ValueError("compare --infill: the autoregressive baseline only continues a prompt and cannot fill "
                          "gaps; use generate --infill for infilling")
-    if not args.infill and args.prefix_len is not None and 0 < args.prefix_len < args.max_len \
-            and args.steps > args.max_len - args.prefix_len:
-        raise ValueError(f"--steps {args.steps} is more than the {args.max_len - args.prefix_len} positions to fill "
-                         f"(--max-len {args.max_len} - --prefix-len {args.prefix_len}): use at most that many steps")
 
 
-def _check_steps(canvas, steps: int, what: str) -> None:
-    free = int((~canvas.fixed).sum(dim=1).max())
+def refuse_special_text(prompt: str, tokenizer, infill: bool = False) -> None:
+    """Refuse a prompt holding a special token's text (``</s>``, ``<mask>``, ...): the tokenizer turns it into the
+    control token, so ``</s>`` would end the text and ``<mask>`` open a blank no one asked for. ``--infill``
+    texts keep ``<mask>``, their blanks (``<mask*N>`` is expanded before tokenizing)."""
+    allowed = {tokenizer.mask_token} if infill else set()
+    found = [t for t in tokenizer.all_special_tokens if t and t not in allowed and t in prompt]
+    if found:
+        fix = "use --infill to mark blanks with <mask>" if found[0] == tokenizer.mask_token else "leave it out"
+        raise ValueError(f"the prompt holds {found[0]!r}, which the model reads as its special token, not as text: "
+                         f"{fix} (special-token text is refused, see --help)")
+
+
+def clamp_steps(canvas, steps: int, what: str) -> int:
+    """``steps``, or the number of positions to fill when that is smaller, said on stderr: a step past one a
+    position would commit nothing (the sampler would run it as an empty forward pass). One rule for
+    ``--infill`` and a prompt alike, so ``--steps 32`` fills a 12-token blank with 12 steps."""
+    free = int((~canvas.fixed & canvas.attention.bool()).sum(dim=1).max())
     if 0 < free < steps:
-        raise ValueError(f"--steps {steps} is more than the {free} {what}: use at most {free} steps")
+        print(f"note: --steps {steps} lowered to {free}: there are only {free} {what}", file=sys.stderr)
+        return free
+    return steps
 
 
 def run_generate(args, kind: str):
@@ -165,25 +229,25 @@ def run_generate(args, kind: str):
         checks.infill_masks(prompt, args.max_len)
     device = models.pick_device(args.device)  # through the module: tests stand in for it
     model, tokenizer = _load(kind, args.model, device)
+    refuse_special_text(prompt, tokenizer, infill=kind == "mlm" and args.infill)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, graph=args.graph)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
-        total = args.steps
         if args.infill:
             start = infill_canvas(tokenizer, prompt)
-            _check_steps(start, args.steps, "masked positions of the infill text")
+            steps = clamp_steps(start, args.steps, "masked positions in the infill text")
         else:  # the whole prompt is pinned: a prompt that fills the canvas is refused here
             start = prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
-            _check_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
-                                            f"{int(start.fixed[0].sum())}-token prompt)")
+            steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
+                                                   f"{int(start.fixed[0].sum())}-token prompt)")
         free = ~start.fixed[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
-        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, generated=free)
+        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, steps, generated=free)
         if args.infill:
-            trace = generate_diffusion(model, tokenizer, canvas=start, steps=args.steps,
+            trace = generate_diffusion(model, tokenizer, canvas=start, steps=steps,
                                        policy=args.policy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
         else:
-            trace = generate_diffusion(model, tokenizer, prompt, steps=args.steps, policy=args.policy,
+            trace = generate_diffusion(model, tokenizer, prompt, steps=steps, policy=args.policy,
                                        schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
                                        block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
     else:
@@ -201,17 +265,18 @@ def run_generate(args, kind: str):
 
 
 def _report(trace, tokenizer, args):
-
-    # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
-    print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.steps} steps, {trace.total_time:.3f} s "
-          f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a step, {_rate(trace.tokens_per_second)} tokens/s)")
+    if not args.quiet:  # --quiet: the final text alone, for pipes and scripts
+        # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
+        print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.steps} steps, {trace.total_time:.3f} s "
+              f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a step, {_rate(trace.tokens_per_second)} tokens/s)")
     print(trace.texts[0])
     with staged_files({"animation": args.animation, "json": args.json}) as tmp:  # both files, or neither
         if args.animation:
             viz.animate(trace, tokenizer, tmp["animation"], max_frames=None if trace.kind == "diffusion" else 60)
-        if args.json:
-            tmp["json"].write_text(json.dumps({**trace.summary(), "text": trace.texts[0]}, indent=2))
-    if args.animation:
+        if args.json:  # the threads too: a time means little without them
+            tmp["json"].write_text(json.dumps({**trace.summary(), "text": trace.texts[0],
+                                               "torch_threads": torch.get_num_threads()}, indent=2))
+    if args.animation and not args.quiet:
         print(f"animation: {args.animation}")
 
 
@@ -226,9 +291,14 @@ def run_compare(args):
     device = models.pick_device(args.device)  # through the module: tests stand in for it
     mlm, mlm_tok = _load("mlm", args.model, device)
     causal, ar_tok = _load("ar", args.ar_model, device)
+    for tokenizer in (mlm_tok, ar_tok):
+        refuse_special_text(prompt, tokenizer)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                   prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
-    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, policy=args.policy, schedule=args.schedule,
+    start = prompt_canvas(mlm_tok, prompt, args.prefix_len, args.max_len)
+    steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
+                                           f"{int(start.fixed[0].sum())}-token prompt)")
+    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=steps, policy=args.policy, schedule=args.schedule,
                               block_size=args.block_size, threshold=args.threshold, **common)
     ar = generate_ar(causal, ar_tok, prompt, **common)
     width = 60
@@ -283,20 +353,39 @@ def error_line(err: BaseException) -> tuple[str, int]:
 def run(parser: argparse.ArgumentParser, handler, argv: list[str] | None = None) -> int:
     """Parse ``argv`` with ``parser`` and return ``handler(args)`` (or 0): every error becomes one ``error:`` line
     and its status (``error_line``). ``--debug`` anywhere on the line (so it can be added to a failing command's
-    end) shows the traceback too. The benchmark tools run through this frame as well."""
+    end) shows the traceback too. Every command gets ``--threads`` (``add_threads_flag``) and runs on
+    ``threads.use``'s count; a closed stdout ends it quietly. The benchmark tools run through this frame as well."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    add_threads_flag(parser)
     args = parser.parse_args([a for a in argv if a != "--debug"])
     try:
-        return handler(args) or 0
+        if hasattr(args, "threads"):
+            threads.use(args.threads)
+        status = handler(args) or 0
+        sys.stdout.flush()  # a closed pipe must surface here, not in the interpreter's flush at exit
+        return status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`... | head -2`): stop quietly, as Unix tools do; stdout now points nowhere, so
+        # the interpreter's last flush cannot raise again
+        _silence_stdout()
+        return EXIT_PIPE
     except Exception as err:  # noqa: BLE001 - every error becomes one line; --debug shows the traceback
         if debug:
             traceback.print_exc()
         line, status = error_line(err)
         print(line, file=sys.stderr)
         return status
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout replaced by an object without a file (tests)
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, m
 from roberta_diffusion.sampler import POLICIES
 
 from . import checks, runs
-from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
+from .pipeline import NOTEBOOKS, ORDER, load_profile, notebook_defaults, notebook_params, run_pipeline
 from .runs import redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
@@ -32,21 +32,22 @@ def add_subcommands(sub) -> None:
     ft.set_defaults(handler=run_finetune)
 
     ev = sub.add_parser("eval", help="held-out perplexities and sample quality -> eval.json")
-    ev.add_argument("--mlm", default="weights/roberta-diffusion-small")
-    ev.add_argument("--ar", default="weights/gpt2-small-baseline")
+    ev.add_argument("--mlm", default="weights/roberta-diffusion-small", help="masked LM folder (diffusion) to score")
+    ev.add_argument("--ar", default="weights/gpt2-small-baseline", help="causal LM folder (the autoregressive baseline)")
     ev.add_argument("--judge", default=None, help="causal LM judging samples (default: the AR baseline; say so)")
-    ev.add_argument("--prompts", type=int, default=64)
-    ev.add_argument("--steps", default="10,32,64,128")
-    ev.add_argument("--policies", default="seed-remask,confidence")
-    ev.add_argument("--elbo-samples", type=int, default=8)
+    ev.add_argument("--prompts", type=int, default=64, help="held-out prompts to generate samples from")
+    ev.add_argument("--steps", default="10,32,64,128", help="comma list of diffusion steps to sample with")
+    ev.add_argument("--policies", default="seed-remask,confidence",
+                    help=f"comma list of diffusion policies to sample with ({', '.join(POLICIES)})")
+    ev.add_argument("--elbo-samples", type=int, default=8, help="noise levels per held-out block for the ELBO bound")
     ev.add_argument("--max-blocks", type=int, default=None, help="cap the held-out blocks per corpus (quick runs)")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU) | cpu | cuda | mps")
     ev.add_argument("--out", type=Path, required=True, help="eval.json to write")
     ev.set_defaults(handler=run_eval)
 
     pl = sub.add_parser("pipeline", help="run the four notebooks headless with papermill")
-    pl.add_argument("--profile", default="smoke")
-    pl.add_argument("--only", nargs="*", help="a subset of the notebooks, e.g. 03_generate")
+    pl.add_argument("--profile", default="smoke", help="profile name in profiles/ or a YAML path")
+    pl.add_argument("--only", nargs="*", help="a subset of the notebooks, e.g. 03_generate 04_compare")
     pl.set_defaults(handler=run_pipeline_command)
 
 
@@ -108,6 +109,8 @@ def _launch(args) -> int:
         env.setdefault("OMP_NUM_THREADS", "1")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.num_processes),
                "-m", "workbench.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
+    if getattr(args, "threads", None) is not None:  # each worker sets its own threads; without the flag, OMP_NUM_THREADS above or measured
+        command += ["--threads", str(args.threads)]
     return subprocess.call(command, env=env)
 
 
@@ -177,6 +180,9 @@ def command_line(name: str, args) -> str:
 
 
 def run_pipeline_command(args) -> int:
+    if args.only is not None and not args.only:  # `--only` alone would otherwise run nothing, or everything
+        raise ValueError(f"--only needs notebook names, e.g. --only 03_generate 04_compare (one or more of "
+                         f"{', '.join(ORDER)}); leave --only out to run all")
     run = run_pipeline(args.profile, args.only)  # checks the run before swapping it in; raises RunFailed if not
     print(f"pipeline outputs: {run}")
     return 0
