@@ -112,6 +112,7 @@ def run(args) -> int:
     mlm = load_mlm(paths.resolve(args.mlm), device=device)
     ar = load_causal_lm(paths.resolve(args.ar), device=device)
     tokenizer = load_tokenizer(paths.resolve(args.mlm))
+    args.judge = args.judge or evaluate.shipped_judge_for(tokenizer)
     judge = load_causal_lm(paths.resolve(args.judge), device=device) if args.judge else ar
     block = min(max_canvas_len(mlm), args.max_len)
     blocks = cached_blocks(paths.corpus(args.corpus), tokenizer, block, paths.RUNS / "cache")
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                 description="generative perplexity vs unigram entropy per policy and steps -> JSON + PNG")
     fr.add_argument("--mlm", default="weights/roberta-diffusion-small")
     fr.add_argument("--ar", default="weights/gpt2-small-baseline")
-    fr.add_argument("--judge", default=None, help="causal LM judging samples (default: the AR baseline)")
+    fr.add_argument("--judge", default=None, help="causal LM judging samples (default: weights/judge where it reads "
+                    "the masked LM's vocabulary, else the AR baseline)")
     fr.add_argument("--corpus", default="wikipedia-valid", help="held-out text whose blocks give the prompts")
     fr.add_argument("--prompts", type=int, default=8, help="held-out prompts (default 8: minutes on a CPU)")
     fr.add_argument("--steps", default="10,32")

@@ -19,7 +19,12 @@ def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
         assert scores["blocks"] == 3 and scores["ar"]["ppl"] > 1 and scores["mlm_elbo"]["ppl"] > 1
     samples = result["samples"]
     assert set(samples["diffusion"]) == {"confidence@2", "confidence@3", "seed-remask@2", "seed-remask@3"}
-    assert "AR baseline itself" in samples["judge"]
+    assert "AR baseline itself" in samples["judge"]  # the shipped judge reads another vocabulary than the tiny models
+    for entry in (*samples["diffusion"].values(), samples["real"], samples["ar"]):  # comparable at matched entropy
+        assert {"gen_ppl", "unigram_entropy", "distinct_2", "rep_4"} <= set(entry)
+    for name, entry in samples["diffusion"].items():
+        assert f"{entry['policy']}@{entry['steps']}" == name and set(entry["sampling"]) == {"temperature", "top_k", "top_p"}
+    assert samples["ar"]["sampling"] == samples["sampling"]
     assert result["command"].startswith("roberta-diffusion eval --mlm ") and "--debug" not in result["command"]
     assert cli.build_parser().parse_args(shlex.split(result["command"])[1:]).out == out  # it runs as written
     for _, value in pipeline._flatten(result):
@@ -32,3 +37,10 @@ def test_eval_rejects_unknown_policies(tiny_dirs, tmp_path, capsys):
                      "--out", str(out)]) == 2
     assert not out.exists()
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_the_shipped_judge_scores_the_shipped_vocabulary_only(tokenizer):
+    from roberta_diffusion import evaluate, models, paths
+
+    assert evaluate.shipped_judge_for(models.load_tokenizer(paths.SHIPPED_MLM)) == "weights/judge"
+    assert evaluate.shipped_judge_for(tokenizer) is None  # the tests' tiny tokenizer: another vocabulary

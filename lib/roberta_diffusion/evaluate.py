@@ -16,10 +16,10 @@ import time
 import torch
 import transformers
 
-from . import metrics
+from . import metrics, paths
 from .canvas import Canvas
 from .defaults import PROMPT_LEN, TEMPERATURE, TOP_K, TOP_P
-from .models import max_canvas_len
+from .models import load_tokenizer, max_canvas_len
 from .sampler import generate_ar, generate_diffusion
 
 
@@ -59,6 +59,15 @@ def same_vocab(*tokenizers) -> bool:
     first = tokenizers[0].get_vocab()
     return all(t is tokenizers[0] or t.get_vocab() == first for t in tokenizers[1:])
 
+
+
+def shipped_judge_for(tokenizer) -> str | None:
+    """``weights/judge`` (the independent judge) where it is there and reads ``tokenizer``'s vocabulary, else None
+    (another model family needs its own judge: the caller says which it falls back to)."""
+    if not (paths.SHIPPED_JUDGE / "config.json").is_file():
+        return None
+    return paths.portable(str(paths.SHIPPED_JUDGE)) if same_vocab(load_tokenizer(paths.SHIPPED_JUDGE), tokenizer) \
+        else None
 
 
 def _judge_rows(judge, judge_tokenizer, prefix_ids: torch.Tensor, completions: list[str]) -> tuple[dict, list]:
@@ -134,14 +143,14 @@ def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer,
 
     if ar is not None:
         out["ar"] = run(lambda p: generate_ar(ar, ar_tokenizer, p, max_len=max_len, prefix_len=prefix_len, seed=seed,
-                                              **sampling), ar_tokenizer)
+                                              **sampling), ar_tokenizer) | {"sampling": dict(sampling)}
     if mlm is not None:
         out["diffusion"] = {}
         for steps in steps_list:
             start = time.perf_counter()
             out["diffusion"][int(steps)] = run(lambda p, n=steps: generate_diffusion(
                 mlm, mlm_tokenizer, **canvas_of(p), steps=n, policy=policy, seed=seed, **sampling), mlm_tokenizer)
-            out["diffusion"][int(steps)] |= {"steps": int(steps), "policy": policy,
+            out["diffusion"][int(steps)] |= {"steps": int(steps), "policy": policy, "sampling": dict(sampling),
                                              "wall_s": round(time.perf_counter() - start, 4)}
     return out
 

@@ -34,7 +34,8 @@ def add_subcommands(sub) -> None:
     ev = sub.add_parser("eval", help="held-out perplexities and sample quality -> eval.json")
     ev.add_argument("--mlm", default="weights/roberta-diffusion-small", help="masked LM folder (diffusion) to score")
     ev.add_argument("--ar", default="weights/gpt2-small-baseline", help="causal LM folder (the autoregressive baseline)")
-    ev.add_argument("--judge", default=None, help="causal LM judging samples (default: the AR baseline; say so)")
+    ev.add_argument("--judge", default=None, help="causal LM judging samples (default: weights/judge, the independent "
+                    "judge, where it reads the masked LM's vocabulary; else the AR baseline, said in eval.json)")
     ev.add_argument("--prompts", type=int, default=64, help="held-out prompts to generate samples from")
     ev.add_argument("--steps", default="10,32,64,128", help="comma list of diffusion steps to sample with")
     ev.add_argument("--policies", default="seed-remask,confidence",
@@ -147,8 +148,9 @@ def run_eval(args) -> int:
     mlm = load_mlm(paths.resolve(args.mlm), device=device)
     ar = load_causal_lm(paths.resolve(args.ar), device=device)
     tokenizer = load_tokenizer(paths.resolve(args.mlm))
-    judge = load_causal_lm(paths.resolve(args.judge), device=device) if args.judge else ar
-    judge_name = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples; no independent judge offline)"
+    judge_path = args.judge or evaluate.shipped_judge_for(tokenizer)
+    judge = load_causal_lm(paths.resolve(judge_path), device=device) if judge_path else ar
+    judge_name = judge_path or f"{args.ar} (the AR baseline itself: favours AR samples; no judge for this vocabulary)"
     cache = paths.CACHE
     block = min(max_canvas_len(mlm), 256)  # the shipped recipe's canvas, or less for a smaller model
     prefix = defaults.PROMPT_LEN  # evaluate.evaluate's prompt length
