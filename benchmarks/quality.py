@@ -26,8 +26,8 @@ from roberta_diffusion import corpus, evaluate, metrics, paths
 from roberta_diffusion.autoregressive import generate_ar
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.guided import generate_guided
-from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, pick_device
+from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
 from workbench import cli
 from workbench.cells import save_figure

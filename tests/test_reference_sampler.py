@@ -14,7 +14,6 @@ from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.reference import reference_generate
 from roberta_diffusion.sampler import generate_diffusion
 
-
 PROMPTS = ["The cat sat on the mat and", "A"]
 CASES = {
     "seed-remask": {"policy": "seed-remask"},

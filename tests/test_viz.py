@@ -175,6 +175,18 @@ def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
     assert "error" in panel.status.value and panel.trace is before
 
 
+def test_generation_panel_shows_each_policys_own_knob_and_passes_it(mlm, tokenizer, trace):
+    panel = generation_panel(mlm, tokenizer, trace=trace, max_len=40)
+    panel.policy.value = "random"
+    assert panel.remask.layout.display == "none" and "remask" not in panel.settings()
+    panel.policy.value, panel.remask.value, panel.steps.value = "remdm", 0.3, 4
+    assert panel.remask.layout.display == "" and panel.settings()["remask"] == 0.3
+    panel.button.click()
+    assert panel.trace.settings["policy"] == "remdm" and panel.trace.settings["remask"] == 0.3
+    panel.policy.value = "calibrated"
+    assert panel.position_decay.layout.display == "" and panel.remask.layout.display == "none"
+
+
 def test_clock_panel_scrubs_both_runs_on_one_clock(trace, causal_lm, tokenizer):
     ar = generate_ar(causal_lm, tokenizer, "The harbour town", max_len=30, seed=0)
     clock = clock_panel([trace, ar], [tokenizer, tokenizer], ["diffusion", "gpt-2"])

@@ -17,8 +17,8 @@ policy is ``reference.py``. Adding a policy is one function here, one registry l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

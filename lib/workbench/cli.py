@@ -20,6 +20,7 @@ import yaml
 from roberta_diffusion import defaults, models, threads, viz
 from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
 from roberta_diffusion.defaults import READABLE
+from roberta_diffusion.guided import PICKS, generate_guided
 from roberta_diffusion.models import default_models, load_causal_lm, load_mlm, load_tokenizer
 from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
 
@@ -116,6 +117,14 @@ def _diffusion_args(p):
     p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
     p.add_argument("--threshold", type=float, default=defaults.THRESHOLD, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
+    p.add_argument("--remask", type=float, default=0.0,
+                   help="policy remdm: share of the committed tokens each step sends back to <mask> (ReMDM)")
+    p.add_argument("--position-decay", type=float, default=0.0,
+                   help="policy calibrated: pull towards the left, weight exp(-decay x distance)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="twin-guided: draw this many texts in one batch and keep the one the guide prefers")
+    p.add_argument("--pick", default="likelihood", help="twin-guided: likelihood (best of N) | importance (resampled)")
+    p.add_argument("--guide", help="twin-guided: causal LM sharing the vocabulary (default: the shipped GPT-2 twin)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,8 +201,19 @@ def check_sampling(args, kind: str) -> None:
         return
     checks.in_range("--steps", args.steps, 1)
     checks.finite("--threshold", args.threshold)
+    checks.finite("--remask", args.remask)
+    checks.finite("--position-decay", args.position_decay)
+    checks.in_range("--candidates", args.candidates, 1)
+    if args.pick not in PICKS:
+        raise ValueError(f"--pick {args.pick!r}: choose one of {', '.join(PICKS)}")
+    if args.candidates == 1 and args.guide:
+        raise ValueError("--guide without --candidates N (N > 1) guides nothing: add --candidates 8")
+    checks.model_folder("--guide", args.guide)
     if args.block_size is not None:
         checks.in_range("--block-size", args.block_size, 1)
+    if kind == "compare" and (args.candidates > 1 or args.guide):
+        raise ValueError("compare --candidates: twin-guided selection reads the AR twin, which compare races against; "
+                         "use generate --candidates N")
     if kind == "compare" and args.infill:
         raise ValueError("compare --infill: the autoregressive baseline only continues a prompt and cannot fill "
                          "gaps; use generate --infill for infilling")
@@ -242,7 +262,13 @@ def run_generate(args, kind: str):
                                                    f"{int(start.fixed[0].sum())}-token prompt)")
         free = ~start.fixed[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, steps, generated=free)
-        if args.infill:
+        common |= dict(remask=args.remask, position_decay=args.position_decay)
+        if args.candidates > 1:
+            guide, _ = _load("ar", args.guide, device)
+            trace = generate_guided(model, guide, tokenizer, canvas=start, candidates=args.candidates, pick=args.pick,
+                                    steps=steps, policy=args.policy, schedule=args.schedule,
+                                    block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
+        elif args.infill:
             trace = generate_diffusion(model, tokenizer, canvas=start, steps=steps,
                                        policy=args.policy, schedule=args.schedule, block_size=args.block_size,
                                        threshold=args.threshold, on_step=progress, **common)
@@ -299,7 +325,8 @@ def run_compare(args):
     steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
                                            f"{int(start.fixed[0].sum())}-token prompt)")
     diff = generate_diffusion(mlm, mlm_tok, prompt, steps=steps, policy=args.policy, schedule=args.schedule,
-                              block_size=args.block_size, threshold=args.threshold, **common)
+                              block_size=args.block_size, threshold=args.threshold, remask=args.remask,
+                              position_decay=args.position_decay, **common)
     ar = generate_ar(causal, ar_tok, prompt, **common)
     width = 60
     left = textwrap.wrap(diff.texts[0], width) or [""]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 from roberta_diffusion import defaults, viz
-from roberta_diffusion.sampler import POLICIES, generate_diffusion
+from roberta_diffusion.policies import POLICIES
+from roberta_diffusion.sampler import generate_diffusion
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
 
@@ -65,6 +66,12 @@ class GenerationPanel:
                                                     description="temperature", **short)
         self.top_k = widgets.BoundedIntText(value=top_k, min=0, max=len(tokenizer), description="top-k", **short)
         self.top_p = widgets.BoundedFloatText(value=top_p, min=0.01, max=1.0, step=0.05, description="top-p", **short)
+        # each policy's own knob, shown only with its policy (another policy would refuse it, not ignore it)
+        self.remask = widgets.BoundedFloatText(value=0.05, min=0.0, max=0.9, step=0.05, description="remask", **short)
+        self.position_decay = widgets.BoundedFloatText(value=0.0, min=0.0, max=5.0, step=0.05,
+                                                       description="position decay", **short)
+        self.policy.observe(self._show_knobs, names="value")
+        self._show_knobs()
         self.button = widgets.Button(description="Generate", button_style="primary")
         self.button.add_class("rd-generate")
         self.colour = widgets.ToggleButtons(options=list(COLOURINGS), description="colour by",
@@ -76,7 +83,8 @@ class GenerationPanel:
         self.button.on_click(self.generate)
         self.slider.observe(self.render, names="value")
         self.colour.observe(self.render, names="value")
-        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p])
+        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p, self.remask,
+                              self.position_decay])
         self.widget = widgets.VBox([self.prompt, knobs, widgets.HBox([self.button, self.colour]), self.status,
                                     steps_row, self.view])
         if trace is not None:
@@ -84,9 +92,17 @@ class GenerationPanel:
         else:
             self.generate()
 
+    def _show_knobs(self, *_change) -> None:
+        rule = POLICIES[self.policy.value]
+        self.remask.layout.display = "" if rule.remask == "lowest" else "none"
+        self.position_decay.layout.display = "" if rule.reads_corpus else "none"
+
     def settings(self) -> dict:
+        rule = POLICIES[self.policy.value]
+        own = {"remask": float(self.remask.value)} if rule.remask == "lowest" else {}
+        own |= {"position_decay": float(self.position_decay.value)} if rule.reads_corpus else {}
         return dict(policy=self.policy.value, steps=int(self.steps.value), temperature=float(self.temperature.value),
-                    top_k=int(self.top_k.value), top_p=float(self.top_p.value), **self.fixed)
+                    top_k=int(self.top_k.value), top_p=float(self.top_p.value), **own, **self.fixed)
 
     def generate(self, _button=None) -> None:
         self.status.value = "generating ..."
