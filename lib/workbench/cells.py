@@ -16,6 +16,7 @@ import torch
 from roberta_diffusion import metrics, paths
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.evaluate import (  # noqa: F401 (notebook API)
+    shipped_judge_for,
     prompts_for,
     quality_in_judge_vocab,
     same_vocab,
@@ -184,3 +185,27 @@ def steps_sweep_figure(sweep: list[dict], samples: dict, policy: str, n_prompts:
     axes[0].legend(fontsize=8)
     save_figure(fig, path)
     return fig
+
+
+def resolve_judge(judge_path: str | None, run_name: str, mlm_tokenizer, ar, ar_tokenizer, ar_desc: str):
+    """``(judge, tokenizer, description)``: the given causal LM; else the shipped independent judge where it reads the
+    masked LM's vocabulary; else the AR baseline itself, said in the description (it flatters its own samples)."""
+    path = judge_path or shipped_judge_for(mlm_tokenizer)
+    if path is None:
+        return ar, ar_tokenizer, f"the AR baseline itself ({ar_desc}): it favours its own samples, so AR gen-ppl is " \
+                                 "optimistic"
+    return resolve_model("ar", run_name, path)
+
+
+def quality_rows(result: dict) -> list[dict]:
+    """The matched-entropy table of a ``benchmarks.quality`` result: one row per sampler and steps, and AR."""
+    real = result["rows"]["real"]["report"]
+    rows = [{"setting": "real text", "gen_ppl": real["gen_ppl"], "x real": 1.0,
+             "unigram_entropy": real["unigram_entropy"], "rep_4": real["rep_4"], "ms (B=1)": None}]
+    for group, row in result["matched"].items():
+        if row is not None:
+            ms = round(1000 * row["latency_s"], 1) if row.get("latency_s") else None
+            rows.append({"setting": f"{group}: {row['setting']}", "gen_ppl": row["gen_ppl"],
+                         "x real": round(row["gen_ppl"] / real["gen_ppl"], 2),
+                         "unigram_entropy": row["unigram_entropy"], "rep_4": row["rep_4"], "ms (B=1)": ms})
+    return rows
