@@ -16,11 +16,11 @@ import torch
 from roberta_diffusion import metrics, paths
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.evaluate import (  # noqa: F401 (notebook API)
-    shipped_judge_for,
     prompts_for,
     quality_in_judge_vocab,
     same_vocab,
     sample_quality,
+    shipped_judge_for,
     spread_blocks,
 )
 from roberta_diffusion.models import (
