@@ -74,6 +74,8 @@ eval_every: int = 20
 eval_batches: int = 8  # held-out batches scored at each evaluation
 save_every: int = 20
 max_minutes: "Optional[float]" = None  # stop early (and save) after this long
+teacher: "Optional[str]" = None  # a masked LM to distil (SDTT): the student learns its two steps in one
+distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)
 compile: bool = False  # torch.compile the model body (GPU only)
 seed: int = 0
 

@@ -9,6 +9,8 @@
 #                                     # settings for all -> $OUT/ablations-<names>.json and their histories
 #   bash scripts/gpu_train.sh judge   # the independent judge (profile judge) on one GPU, shipped into .gpu/judge and
 #                                     # packed into $OUT (weights/ stays as it came: the pair's folders may be absent)
+#   bash scripts/gpu_train.sh distill # SDTT rounds (profile distill): the student of each round teaches the next,
+#                                     # ROUNDS="32 16 8" its step counts, from the shipped masked LM (run at twice the first)
 #   bash scripts/gpu_train.sh ship    # the best checkpoints of OBJECTIVES into weights/, eval.json, packed into $OUT
 # AR_STEPS: GPT-2's steps (6,000 x 256 blocks: about 30 epochs, past where its held-out loss stops falling);
 # GPUS: processes (default: every GPU); OBJECTIVES: "mlm ar" (default) or one of them; RUN: the run name (default
@@ -91,6 +93,16 @@ judge)
   tar czf "$OUT/judge.tgz" weights/judge runs/judge/ar/history.json runs/judge/ar/config.json
   split -b 15M "$OUT/judge.tgz" "$OUT/judge.tgz.part-" && rm "$OUT/judge.tgz"
   cp runs/logs/train_judge.log "$OUT/"; ls -la "$OUT"
+  ;;
+distill)
+  teacher=weights/roberta-diffusion-small
+  for steps in ${ROUNDS:-32 16 8}; do
+    echo "round: a student of $steps steps from $teacher"
+    finetune --num-processes "$GPUS" --set run_name=\"distill-$steps\" teacher=\"$teacher\" distill_steps=$steps \
+      "${TRAIN[@]}" "${EXTRA[@]}" > "runs/logs/distill-$steps.log" 2>&1 || { tail -n 30 "runs/logs/distill-$steps.log"; exit 1; }
+    teacher=runs/distill-$steps/mlm/model
+  done
+  tar czf "$OUT/distill.tgz" runs/distill-*/mlm/history.json runs/distill-*/mlm/config.json runs/logs/distill-*.log
   ;;
 ship)
   for objective in $OBJECTIVES; do cp "runs/logs/train_$objective.log" "runs/$RUN/"; done

@@ -30,6 +30,7 @@ from . import data, paths
 from .checkpoints import export_model, load_extra, resume, save_checkpoint, set_rng_state, write_model_card
 from .collator import DiffusionCollator
 from .defaults import PROMPT_LEN
+from .distill import distill_batch, distillation
 from .losses import HeldOutScorer, LossModule, bounded_head_loss, causal_lm_loss, masked_lm_loss, noisy_batch
 from .models import (
     fresh_causal_lm,
@@ -46,7 +47,7 @@ from .paths import atomic_write_text
 # fields that mean something for the masked LM only: the GPT-2 baseline keeps their defaults (a fresh start
 # included), unless `ar` sets them
 MLM_ONLY = ("init", "arch", "locality_init", "plateau_escape", "escape_lr", "escape_steps", "max_prefix_len",
-            "span_prob")
+            "span_prob", "teacher", "distill_steps")
 
 
 @dataclass
@@ -89,6 +90,8 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False
     max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
+    teacher: str | None = None  # masked LM to distil (SDTT, distill.py): the student learns its two steps in one
+    distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)
     objective: str = "mlm"  # what `fit` trains: `train` sets it from `objectives`
     out_dir: str | None = None  # where `fit` writes (checkpoints/, model/, history.json): `train` sets it
 
@@ -175,8 +178,8 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
                          "objective 'mlm', arch 'roberta', no init, and pass train_blocks")
     if cfg.plateau_escape and cfg.locality_init:
         raise ValueError("plateau_escape=True sets its own local attention: leave locality_init at 0")
-    if cfg.init:
-        return load_trained(cfg, cfg.init)
+    if cfg.init or cfg.teacher:  # a student starts as its teacher unless told otherwise
+        return load_trained(cfg, cfg.init or paths.resolve(cfg.teacher))
     if cfg.objective == "mlm":
         model = fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch,
                           dropout=cfg.dropout, locality=cfg.locality_init)
@@ -226,6 +229,9 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
         raise ValueError("out_dir=None: give fit the folder to write into (train sets runs/<run_name>/<objective>)")
     if cfg.objective not in ("mlm", "ar"):
         raise ValueError(f"objective={cfg.objective!r}: use 'mlm' or 'ar'")
+    if cfg.teacher and cfg.distill_steps < 1:
+        raise ValueError(f"teacher={cfg.teacher!r} with distill_steps={cfg.distill_steps}: give the student's number of "
+                         "steps (>= 1), e.g. 32 to learn a teacher's 64")
     lr_factor = _lr_lambda(cfg)  # checks the schedule before anything is written
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -255,7 +261,10 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
 
     collator = make_collator(cfg, tokenizer)
     loss_fn = masked_lm_loss if cfg.objective == "mlm" else causal_lm_loss
-    if cfg.objective == "mlm" and cfg.ratio_mode == "stratified":
+    if cfg.teacher:
+        loss_fn = distillation(paths.resolve(cfg.teacher), cfg.distill_steps, tokenizer.mask_token_id,
+                               accelerator.device)
+    elif cfg.objective == "mlm" and cfg.ratio_mode == "stratified":
         # the masked count has a fixed bound: the head runs on that many rows every step (one shape to compile)
         loss_fn = bounded_head_loss(collator, cfg.batch_size // world, cfg.block_size)
     step_module, optimizer = accelerator.prepare(LossModule(model, loss_fn), optimizer)
@@ -319,8 +328,10 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
             break
     bar.close()
     if accelerator.is_main_process:
-        best = out / "best"  # the weights with the best held-out bound, not the last ones
-        export_model(out / "model", load_trained(cfg, best) if best.exists() else model, tokenizer)
+        # the weights with the best held-out bound, not the last ones; a distilled student gives up some bound for
+        # fewer steps, so it keeps its last weights (judge its samples to choose between rounds)
+        best = out / "best"
+        export_model(out / "model", load_trained(cfg, best) if best.exists() and not cfg.teacher else model, tokenizer)
         atomic_write_text(out / "history.json", json.dumps(history, indent=2))
     accelerator.wait_for_everyone()
     return history
@@ -417,6 +428,8 @@ def compile_body(model) -> None:
 def _make_batch(cfg, collator, ids, seed, rows, device):
     """The batch of global step ``seed`` (noise drawn for all its rows, so it does not depend on the number of
     processes), of which this process keeps ``rows``."""
+    if cfg.teacher:
+        return distill_batch(ids, cfg.prefix_len, cfg.distill_steps, collator.mask_id, seed, device, rows)
     if cfg.objective == "mlm":
         return noisy_batch(collator, ids, seed, device, rows)
     return {"input_ids": ids[rows].to(device, non_blocking=True)}
