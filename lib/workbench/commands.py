@@ -63,6 +63,7 @@ def run_finetune(args) -> int:
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
     cfg = train.TrainConfig(**params)
+    checks.train_config(cfg, args.num_processes)  # all of it before the lock: a refusal leaves nothing behind
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes
