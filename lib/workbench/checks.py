@@ -76,6 +76,16 @@ def model_folder(flag: str, value: str | None) -> None:
         raise ValueError(f"{flag} {value} is a file: give the model's folder (the one holding config.json)")
 
 
+def canvas_fits(flag: str, max_len: int, model) -> None:
+    """A canvas no longer than the model's positions, checked before one is built: a huge ``--max-len`` would
+    otherwise allocate first (10**12 tokens) and fail as out of memory, or not at all."""
+    from roberta_diffusion.models import max_canvas_len
+
+    if max_len > max_canvas_len(model):
+        raise ValueError(f"{flag} {max_len} is longer than the model's {max_canvas_len(model)} positions: use at most "
+                         f"{max_canvas_len(model)}")
+
+
 # -- output paths -----------------------------------------------------------------------------------------
 def output_path(flag: str, path: Path | None, suffix: str) -> None:
     """Refuse an output path that could only fail after the work: wrong suffix, a directory, a path under a

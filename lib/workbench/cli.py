@@ -165,6 +165,7 @@ def run_generate(args, kind: str):
         checks.infill_masks(prompt, args.max_len)
     device = models.pick_device(args.device)  # through the module: tests stand in for it
     model, tokenizer = _load(kind, args.model, device)
+    checks.canvas_fits("--max-len", args.max_len, model)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, graph=args.graph)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
@@ -226,6 +227,8 @@ def run_compare(args):
     device = models.pick_device(args.device)  # through the module: tests stand in for it
     mlm, mlm_tok = _load("mlm", args.model, device)
     causal, ar_tok = _load("ar", args.ar_model, device)
+    for model in (mlm, causal):
+        checks.canvas_fits("--max-len", args.max_len, model)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                   prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
     diff = generate_diffusion(mlm, mlm_tok, prompt, steps=args.steps, policy=args.policy, schedule=args.schedule,

@@ -7,8 +7,6 @@ import json
 import math
 import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -21,6 +19,7 @@ from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_param
 from .runs import redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
+WORKER_ERRORS = "ROBERTA_DIFFUSION_WORKER_ERRORS"  # the folder where they leave their error line, one file per rank
 
 
 def add_subcommands(sub) -> None:
@@ -67,16 +66,14 @@ def run_finetune(args) -> int:
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes
-        train.train(cfg)
+        _as_worker(lambda: train.train(cfg))
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
     name = params["run_name"]
     with runs.lock(name), staged_run(name) as root, redirect_runs(root):
         if args.num_processes > 1:
-            code = _launch(args)
-            if code:
-                raise RuntimeError(f"a training process exited with status {code}; the previous results are kept")
+            _launch(args)
         else:
             train.train(cfg)
     print(f"finetune outputs: {paths.RUNS / name}")
@@ -99,17 +96,67 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
-def _launch(args) -> int:
+def _as_worker(work) -> None:
+    """Run ``work`` in a process ``_launch`` started: its error goes to the launcher as one line in a file (which
+    the launcher reports once), not to stderr (where every rank would print it beside torch's own report)."""
+    folder = os.environ.get(WORKER_ERRORS)
+    if not folder:
+        work()
+        return
+    try:
+        work()
+    except Exception as err:  # noqa: BLE001 - handed to the launcher whatever it is, as the CLI would show it
+        from .cli import error_line
+
+        line, status = error_line(err)
+        Path(folder, f"rank-{int(os.environ.get('RANK', '0')):05d}").write_text(f"{status}\n{line}")
+        raise SystemExit(status) from None
+
+
+def _launch(args) -> None:
     """The same command in N processes on this host, through torch's launcher (what ``accelerate launch
     --multi_gpu`` runs): DDP over NCCL on the GPUs, or over gloo between CPU processes where there is no GPU
-    (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config."""
-    env = {**os.environ, WORKER: "1"}
-    if not torch.cuda.is_available():
-        env["ACCELERATE_USE_CPU"] = "true"
-        env.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.num_processes),
-               "-m", "workbench.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
-    return subprocess.call(command, env=env)
+    (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config.
+
+    The launcher runs in this process, so a failed worker is one exception here, reported as one line: the
+    first rank's own error (``_as_worker``), or its exit status when it died without one (killed, out of
+    memory); the launcher's logs (a traceback and a report per rank) are silenced."""
+    import logging
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args
+    from torch.distributed.run import run as launch
+
+    from .runs import RunFailed
+
+    saved = dict(os.environ)
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    with tempfile.TemporaryDirectory(prefix="rd-workers-") as errors:
+        os.environ.update({WORKER: "1", WORKER_ERRORS: errors})
+        if not torch.cuda.is_available():
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+        elastic.setLevel(logging.CRITICAL)
+        try:
+            launch(parse_args(["--standalone", "--nproc_per_node", str(args.num_processes), "-m", "workbench.cli",
+                               "finetune", "--profile", str(args.profile), "--set", *args.set]))
+        except ChildFailedError as err:
+            reports = sorted(Path(errors).glob("rank-*"))
+            if reports:
+                status, line = reports[0].read_text().split("\n", 1)
+                text = f"training process {int(reports[0].name[5:])} of {args.num_processes}: {line.removeprefix('error: ')}"
+                raise (ValueError if int(status) == 2 else RunFailed)(text) from None
+            rank, failure = err.get_first_failure()
+            how = f"by {failure.signal_name()}" if failure.exitcode < 0 else f"with exit status {failure.exitcode}"
+            raise RunFailed(f"training process {rank} of {args.num_processes} ended {how} without an error line of its "
+                            "own (killed, out of memory, or a crash before the command ran): the previous results are "
+                            "kept; rerun with --num-processes 1 to see the failure") from None
+        finally:
+            elastic.setLevel(level)
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def _int_list(flag: str, text: str) -> list[int]:
