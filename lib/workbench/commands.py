@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shlex
+import traceback
 from pathlib import Path
 
 import torch
@@ -66,7 +67,7 @@ def run_finetune(args) -> int:
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes
-        _as_worker(lambda: train.train(cfg))
+        _as_worker(lambda: _train(cfg))
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
@@ -75,9 +76,19 @@ def run_finetune(args) -> int:
         if args.num_processes > 1:
             _launch(args)
         else:
-            train.train(cfg)
+            _train(cfg)
     print(f"finetune outputs: {paths.RUNS / name}")
     return 0
+
+
+def _train(cfg) -> None:
+    """``train.train(cfg)``; on a failure, the progress bar the loop left open is closed before the error line is
+    printed: it closes when its frame goes, and would otherwise print its last state after the error line."""
+    try:
+        train.train(cfg)
+    except Exception as err:
+        traceback.clear_frames(err.__traceback__)
+        raise
 
 
 def parse_sets(pairs: list[str]) -> dict:
