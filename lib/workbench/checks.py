@@ -82,8 +82,8 @@ def canvas_fits(flag: str, max_len: int, model) -> None:
     from roberta_diffusion.models import max_canvas_len
 
     if max_len > max_canvas_len(model):
-        raise ValueError(f"{flag} {max_len} is longer than the model's {max_canvas_len(model)} positions: use at most "
-                         f"{max_canvas_len(model)}")
+        raise ValueError(f"{flag} {max_len} is longer than the model's {max_canvas_len(model)} positions (the longest "
+                         f"max_len it takes): use at most {max_canvas_len(model)}")
 
 
 # -- output paths -----------------------------------------------------------------------------------------
