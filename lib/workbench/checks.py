@@ -13,6 +13,9 @@ import os
 import re
 from pathlib import Path
 
+from roberta_diffusion import collator, models, sampler, train
+from roberta_diffusion.draws import SCHEDULES
+from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
@@ -79,8 +82,6 @@ def model_folder(flag: str, value: str | None) -> None:
 def canvas_fits(flag: str, max_len: int, model) -> None:
     """A canvas no longer than the model's positions, checked before one is built: a huge ``--max-len`` would
     otherwise allocate first (10**12 tokens) and fail as out of memory, or not at all."""
-    from roberta_diffusion.models import max_canvas_len
-
     if max_len > max_canvas_len(model):
         raise ValueError(f"{flag} {max_len} is longer than the model's {max_canvas_len(model)} positions (the longest "
                          f"max_len it takes): use at most {max_canvas_len(model)}")
@@ -124,10 +125,7 @@ LISTS = {"ratios": (0, 1, "a masked share in (0, 1]"), "steps_sweep": (1, None, 
 
 
 def _choices() -> dict[str, tuple]:
-    """The names a string parameter may take, from the modules that own them (imported when first needed)."""
-    from roberta_diffusion import collator, models, sampler
-    from roberta_diffusion.draws import SCHEDULES
-
+    """The names a string parameter may take, from the modules that own them."""
     return {"policy": sampler.POLICIES, "schedule": SCHEDULES, "ratio_mode": collator.RATIO_MODES,
             "weighting": collator.WEIGHTINGS, "size": tuple(models.SIZES), "arch": models.MLM_ARCHS}
 
@@ -248,8 +246,6 @@ def train_config(cfg, processes: int = 1, where: str = "--set with the profile")
     """What ``train.train(cfg)`` on ``processes`` processes would refuse, checked without writing anything (so
     before a run's lock or staging folder exist): each objective's config, its rate schedule, the fresh-model
     settings, the batch split over the processes."""
-    from roberta_diffusion import train
-
     in_range("--num-processes", processes, 1)
     if cfg.batch_size % processes:
         raise ValueError(f"{where}: batch_size={cfg.batch_size} is the global batch and must split evenly over "

@@ -4,20 +4,26 @@ tools beside the library: ``python -m benchmarks.bench`` and ``python -m benchma
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shlex
+import tempfile
 import traceback
 from pathlib import Path
 
 import torch
+import yaml
 from roberta_diffusion import data, defaults, evaluate, models, paths, train
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from roberta_diffusion.sampler import POLICIES
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import parse_args
+from torch.distributed.run import run as launch
 
 from . import checks, runs
 from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
-from .runs import redirect_runs, staged_run
+from .runs import RunFailed, redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 WORKER_ERRORS = "ROBERTA_DIFFUSION_WORKER_ERRORS"  # the folder where they leave their error line, one file per rank
@@ -116,12 +122,15 @@ def _as_worker(work) -> None:
         return
     try:
         work()
-    except Exception as err:  # noqa: BLE001 - handed to the launcher whatever it is, as the CLI would show it
-        from .cli import error_line
-
-        line, status = error_line(err)
-        Path(folder, f"rank-{int(os.environ.get('RANK', '0')):05d}").write_text(f"{status}\n{line}")
-        raise SystemExit(status) from None
+    except Exception as err:  # noqa: BLE001 - handed to the launcher whatever it is
+        # the classes cli.error_line maps to status 2 (cli imports this module: it cannot be imported here)
+        usage = isinstance(err, (ValueError, OSError, MemoryError, yaml.YAMLError))
+        if isinstance(err, OSError) and err.strerror and err.filename:
+            text = f"{err.filename}: {err.strerror} (check the path, its permissions and the free space)"
+        else:
+            text = str(err) if usage else f"unexpected {type(err).__name__}: {err}"
+        Path(folder, f"rank-{int(os.environ.get('RANK', '0')):05d}").write_text(f"{2 if usage else 1}\n{text}")
+        raise SystemExit(2 if usage else 1) from None
 
 
 def _launch(args) -> None:
@@ -132,15 +141,6 @@ def _launch(args) -> None:
     The launcher runs in this process, so a failed worker is one exception here, reported as one line: the
     first rank's own error (``_as_worker``), or its exit status when it died without one (killed, out of
     memory); the launcher's logs (a traceback and a report per rank) are silenced."""
-    import logging
-    import tempfile
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args
-    from torch.distributed.run import run as launch
-
-    from .runs import RunFailed
-
     saved = dict(os.environ)
     elastic = logging.getLogger("torch.distributed.elastic")
     level = elastic.level
@@ -157,7 +157,7 @@ def _launch(args) -> None:
             reports = sorted(Path(errors).glob("rank-*"))
             if reports:
                 status, line = reports[0].read_text().split("\n", 1)
-                text = f"training process {int(reports[0].name[5:])} of {args.num_processes}: {line.removeprefix('error: ')}"
+                text = f"training process {int(reports[0].name[5:])} of {args.num_processes}: {' '.join(line.split())}"
                 raise (ValueError if int(status) == 2 else RunFailed)(text) from None
             rank, failure = err.get_first_failure()
             how = f"by {failure.signal_name()}" if failure.exitcode < 0 else f"with exit status {failure.exitcode}"

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from roberta_diffusion import paths
+from roberta_diffusion import paths, train
 from roberta_diffusion.paths import NOTEBOOKS, PROFILES, ROOT
 
 from . import checks, runs
@@ -89,8 +89,7 @@ def check_profile(data: dict, where: str) -> None:
             checks.parameter(key, value, known[name], f"profile {where}: {name}")
         checks.parameters({k: v for k, v in params.items() if k in known[name]}, NOTEBOOKS / f"{name}.py",
                           f"profile {where}: {name}")
-    from roberta_diffusion import train  # what train.train would refuse, refused now, before the run's lock
-
+    # what train.train would refuse, refused now, before the run's lock
     finetune = {**notebook_defaults("02_finetune"), **notebook_params(data, "02_finetune")}
     checks.train_config(train.TrainConfig(**{k: v for k, v in finetune.items() if k in known["02_finetune"]}),
                         where=f"profile {where}: 02_finetune")
