@@ -56,7 +56,7 @@ except ImportError:
 run_dir = paths.run_dir(run_name)
 tokenizer = load_tokenizer(paths.resolve(tokenizer_path))
 blocks = data.cached_blocks(paths.corpus(corpus), tokenizer, block_size, paths.CACHE)
-print(f"run folder: {run_dir}\n{corpus}: {len(blocks)} blocks of {block_size} tokens; "
+print(f"run folder: {paths.portable(run_dir)}\n{corpus}: {len(blocks)} blocks of {block_size} tokens; "
       f"mask token {tokenizer.mask_token!r} = id {tokenizer.mask_token_id}")
 
 # %% [markdown]
@@ -161,4 +161,4 @@ summary = {"corpus": corpus, "block_size": block_size, "prefix_len": prefix_len,
            "loss_by_ratio": loss_curve,
            "elbo_from_curve_nats": round(sum(loss_curve.values()) / len(loss_curve), 5) if loss_curve else None}
 (run_dir / "masking.json").write_text(json.dumps(cells.finite(summary), indent=2))
-print(f"wrote {run_dir / 'masking.json'}")
+print(f"wrote {paths.portable(run_dir / 'masking.json')}")

@@ -59,7 +59,7 @@ run_dir = paths.run_dir(run_name)
 threads = cells.set_cpu_threads(cpu_threads)
 model, tokenizer, description = cells.resolve_model("mlm", run_name, mlm_path)
 sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
-print(f"run folder: {run_dir} · torch threads: {threads}\nmodel: {description}")
+print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\nmodel: {description}")
 
 # %% [markdown]
 # ## One generation, step by step
@@ -77,7 +77,7 @@ for step in range(trace.steps + 1):
     print(f"--- step {step}/{trace.steps} · {float(trace.masked_share()[step]):.0%} masked")
     print(viz.render_text(trace, step, tokenizer))
 trace_path = trace.save(run_dir / "trace.pt")
-print(f"\n{trace.new_tokens} tokens in {trace.total_time:.3f} s ({trace.forward_passes} forward passes); saved {trace_path}")
+print(f"\n{trace.new_tokens} tokens in {trace.total_time:.3f} s ({trace.forward_passes} forward passes); saved {paths.portable(trace_path)}")
 
 # %% [markdown]
 # ## The same generation as an animation
@@ -91,7 +91,7 @@ gif = viz.animate(trace, tokenizer, run_dir / "generation.gif", color_by="step",
 display(Image(filename=str(gif)))
 if confidence_gif:
     conf_gif = viz.animate(trace, tokenizer, run_dir / "generation_confidence.gif", color_by="confidence", fps=2)
-    print(f"saved {gif} and {conf_gif} (red = improbable, green = confident when drawn)")
+    print(f"saved {paths.portable(gif)} and {paths.portable(conf_gif)} (red = improbable, green = confident when drawn)")
 
 # %% [markdown]
 # ## Try it: the generation panel

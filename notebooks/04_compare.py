@@ -69,7 +69,7 @@ ar, ar_tok, ar_desc = cells.resolve_model("ar", run_name, ar_path)
 judge, judge_tok, judge_desc = cells.resolve_judge(judge_path, run_name, mlm_tok, ar, ar_tok, ar_desc)
 shared = cells.same_vocab(mlm_tok, ar_tok)
 sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
-print(f"run folder: {run_dir} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}\njudge: {judge_desc}\n"
+print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}\njudge: {judge_desc}\n"
       f"tokenizers: {'shared' if shared else 'DIFFERENT — per-token numbers are not comparable; see bits per byte'}")
 
 # %% [markdown]
@@ -200,4 +200,4 @@ result = {
     "sweep": sweep,
 }
 (run_dir / "metrics.json").write_text(json.dumps(cells.finite(result), indent=2, ensure_ascii=False))
-print(f"wrote {run_dir / 'metrics.json'}")
+print(f"wrote {paths.portable(run_dir / 'metrics.json')}")

@@ -52,6 +52,21 @@ def tiny_dirs(tmp_path_factory, tokenizer, mlm, causal_lm):
     return root
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``runs/smoke`` of ``roberta-diffusion pipeline --profile smoke`` in a private runs/ (once a session: the
+    notebook tests and the fault tests read the same run)."""
+    import subprocess
+    import sys
+
+    runs = tmp_path_factory.mktemp("runs")
+    env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(runs), "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "pipeline", "--profile", "smoke"],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return runs / "smoke"
+
+
 def parameterized(notebook: str | Path, params: dict, out_path: Path):
     """Notebook ``notebook`` (a name in ``notebooks/`` or a py:percent path) as an ``.ipynb`` at ``out_path``
     with papermill's injected-parameters cell after its ``parameters`` cell, as ``run_pipeline`` runs it; for

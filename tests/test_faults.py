@@ -28,6 +28,9 @@ def sandbox(tmp_path, monkeypatch):
     (tmp_path / "typed.yaml").write_text("name: typed\n02_finetune:\n  max_steps: many\n")
     (tmp_path / "not-a-mapping.yaml").write_text("- a\n- list\n")
     (tmp_path / "escape.yaml").write_text("name: ../../escape\n")
+    (tmp_path / "twice.yaml").write_text("name: twice\n02_finetune:\n  max_steps: 5\n  lr: 0.001\n  max_steps: 500\n")
+    (tmp_path / "cache.yaml").write_text("name: cache\n")
+    (tmp_path / "decay.yaml").write_text("name: decay\n02_finetune:\n  weight_decay: -1\n")
     return tmp_path
 
 
@@ -47,9 +50,16 @@ def run_cli(capsys, argv) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
-def assert_one_error(status, err, expect):
+def assert_one_error(status, err, expect, progress=False):
+    """``progress``: training ran first, so stderr also holds its progress bars; the error is still one line, the
+    last one."""
     lines = err.splitlines()
     assert status == EXIT_USAGE, err
+    if progress:  # (a progress bar left open may add blank lines and cursor moves at the end)
+        lines = [line for line in lines if any(c.isalnum() for c in line)]
+        errors = [line for line in lines if line.startswith("error:")]
+        assert errors and lines[-1] == errors[0], f"the error line must come last, got:\n{lines!r}"
+        lines = [line for line in lines if line.startswith(("error:", "Traceback"))]
     assert len(lines) == 1 and lines[0].startswith("error: "), f"one error line expected, got:\n{err}"
     assert "Traceback" not in err
     assert expect in lines[0], lines[0]
@@ -121,6 +131,29 @@ CASES = {
     "binary training data": (["finetune", "--set", "train_data={tmp}/binary.txt"], "binary.txt"),
     "missing training data": (["finetune", "--set", "train_data={tmp}/missing.txt"], "missing.txt"),
     "pipeline --only unknown": (["pipeline", "--only", "05_extra"], "05_extra"),
+    # issue 25: every check before the lock; ranges for every numeric knob; reserved names; duplicate keys
+    "--set weight_decay=-1": (["finetune", "--set", "weight_decay=-1"], "weight_decay"),
+    "weight_decay=-1 in a profile": (["pipeline", "--profile", "{tmp}/decay.yaml"], "weight_decay"),
+    "--set dropout=1": (["finetune", "--set", "dropout=1.0"], "dropout"),
+    "--set ema_decay=1": (["finetune", "--set", "ema_decay=1.0"], "ema_decay"),
+    "--set span_prob=1.5": (["finetune", "--set", "span_prob=1.5"], "span_prob"),
+    "--set locality_init=-0.5": (["finetune", "--set", "locality_init=-0.5"], "locality_init"),
+    "--set eval_batches=0": (["finetune", "--set", "eval_batches=0"], "eval_batches"),
+    "--set max_prefix_len beyond the block": (["finetune", "--set", "block_size=32", "max_prefix_len=40"],
+                                              "max_prefix_len=40 must be below block_size=32"),
+    "--set max_prefix_len below prefix_len": (["finetune", "--set", "prefix_len=8", "max_prefix_len=4"], "max_prefix_len"),
+    "--set ratio_mode unknown": (["finetune", "--set", "ratio_mode=linear"], "ratio_mode"),
+    "--set objectives unknown": (["finetune", "--set", 'objectives=["mlm", "gpt"]'], "objectives"),
+    "--set escape_lr without escape_steps": (["finetune", "--set", "escape_lr=0.0002", "escape_steps=0"], "escape_steps"),
+    "--set plateau_escape with init": (["finetune", "--set", "plateau_escape=true", "init={mlm}"], "plateau_escape"),
+    "run_name=cache (the corpus cache)": (["finetune", "--set", "run_name=cache"], "reserved"),
+    "run_name=Logs": (["finetune", "--set", "run_name=Logs"], "reserved"),
+    "profile named cache": (["pipeline", "--profile", "{tmp}/cache.yaml"], "reserved"),
+    "a key given twice in a profile": (["finetune", "--profile", "{tmp}/twice.yaml"], "'max_steps' is given twice"),
+    "--num-processes 3 with batch 8": (["finetune", "--num-processes", "3"], "--num-processes 3"),
+    "--max-len 10**12": (["generate", "x", "--max-len", str(10**12)], "positions"),
+    "ar --max-len 10**12": (["ar", "x", "--max-len", str(10**12)], "positions"),
+    "compare --max-len 10**12": (["compare", "x", "--max-len", str(10**12)], "positions"),
     "missing profile": (["pipeline", "--profile", "no-such-profile"], "no-such-profile"),
 }
 SAMPLING = {"generate": {"--steps": "4", "--max-len": "48"}, "ar": {"--max-len": "48"},
@@ -208,3 +241,270 @@ def test_bench_keeps_its_out_file_until_every_section_ran(capsys, tmp_path, monk
     assert json.loads(out.read_text()) == {"old": True}
     partial = json.loads((tmp_path / ".b.partial.json").read_text())  # what was measured is still there
     assert partial["diffusion"] and not partial["ar"]
+
+
+# -- issue 25: outputs, resume, leftovers, disk and signals ------------------------------------------------------
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from roberta_diffusion import checkpoints, data, train  # noqa: E402
+from roberta_diffusion.paths import SAMPLE_TEXT  # noqa: E402
+from workbench import checks, commands, runs  # noqa: E402
+
+
+@pytest.mark.notebooks
+def test_smoke_outputs_record_final_paths_not_the_staging_folder(smoke_run):
+    """After the swap-in, what the run records names ``runs/smoke/...``: no text file of it (executed notebooks,
+    metrics.json, generation.json, configs, checkpoints) names the staging folder or this machine's runs folder."""
+    absolute = str(smoke_run.parent)
+    texts = [p for p in smoke_run.rglob("*") if p.suffix in (".ipynb", ".json", ".md", ".txt") and p.is_file()]
+    assert {p.name for p in texts} >= {"03_generate.ipynb", "metrics.json", "generation.json", "config.json"}
+    for path in texts:
+        text = path.read_text()
+        assert ".staging" not in text and absolute not in text, path
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["models"]["mlm"].startswith("mlm: runs/smoke/mlm/model ")
+    assert json.loads((smoke_run / "mlm" / "config.json").read_text())["out_dir"] == "runs/smoke/mlm"
+    notebook = json.loads((smoke_run / "03_generate.ipynb").read_text())
+    assert notebook["metadata"]["papermill"]["output_path"] == "runs/smoke/03_generate.ipynb"
+
+
+# A run whose held-out bound is best at step 2 and worse after, so the exported model/ is best/ (step 2), not the
+# last weights: a resume that lost best/ would export step 6's weights and fail the comparison.
+KILL_RUN = ["run_name=kill", "train_data=sample", "valid_data=sample", "max_train_lines=null", "block_size=32",
+            "prefix_len=4", "batch_size=4", "max_steps=6", "eval_every=2", "save_every=2", "warmup_steps=1",
+            "eval_batches=1", 'objectives=["mlm"]']
+TIMING = ("seconds", "speed", "tokens_per_second")  # wall-clock numbers: they differ between any two runs
+
+
+class Killed(BaseException):
+    """kill -9, simulated in the process: nothing catches it (the CLI catches Exception), no cleanup runs."""
+
+
+def _worse_after_step_2(monkeypatch):
+    """The held-out bound gets worse after step 2, whatever the weights do (the tiny model's bound is noisy)."""
+    record = train.record_eval
+
+    class Worse:
+        def __init__(self, scorer, step):
+            self.scorer, self.step, self.block_size = scorer, step, scorer.block_size
+
+        def score(self, model, **kwargs):
+            loss, bound = self.scorer.score(model, **kwargs)
+            return loss, bound + (0.0 if self.step <= 2 else 5.0)
+
+    monkeypatch.setattr(train, "record_eval", lambda history, step, scorer, *rest:
+                        record(history, step, Worse(scorer, step), *rest))
+
+
+def _finetune(*extra) -> int:
+    return main(["finetune", "--set", *KILL_RUN, *extra])
+
+
+def _outcome(run: Path) -> dict:
+    """Everything a finished run exports, as bytes (model/, best/), the history without its timings, the card
+    without its wall time."""
+    files = {str(p.relative_to(run)): p.read_bytes() for folder in ("model", "best")
+             for p in sorted((run / "mlm" / folder).iterdir())}
+    history = json.loads((run / "mlm" / "history.json").read_text())
+    card = [line for line in files.pop("mlm/model/README.md").decode().splitlines() if "wall time" not in line]
+    return {"files": files, "card": card, "history": {k: v for k, v in history.items() if k not in TIMING}}
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        runs_dir = tmp_path_factory.mktemp("unbroken") / "runs"
+        patch.setattr(paths, "RUNS", runs_dir)
+        patch.setattr(paths, "CACHE", runs_dir / "cache")
+        _worse_after_step_2(patch)
+        assert _finetune() == 0
+        outcome = _outcome(runs_dir / "kill")
+    assert outcome["history"]["best_step"] == 2 and outcome["history"]["eval_step"] == [2, 4, 6]
+    return outcome
+
+
+def _kill_at(monkeypatch, point: str) -> None:
+    """Make the next run die at ``point``."""
+    save, export = train.save_checkpoint, train.export_model
+
+    def save_then_die(out, model, optimizer, scheduler, step, *args, **kwargs):
+        folder = save(out, model, optimizer, scheduler, step, *args, **kwargs)
+        if point == "after the checkpoint that follows the best evaluation" and step == 4:
+            raise Killed
+        return folder
+
+    def export_and_die(folder, *args, **kwargs):
+        if point == "after the last checkpoint, before the export" and Path(folder).name == "model":
+            raise Killed
+        done = export(folder, *args, **kwargs)
+        if point == "after the best evaluation, before its checkpoint" and Path(folder).name == "best":
+            raise Killed
+        return done
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train, "export_model", export_and_die)
+
+
+KILL_POINTS = ["after the best evaluation, before its checkpoint", "after the checkpoint that follows the best evaluation",
+               "after the last checkpoint, before the export"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_kill_then_resume_restores_model_best_history_and_card_bit_for_bit(sandbox, monkeypatch, unbroken, point):
+    """Killed before or after the best evaluation, then resumed: model/, best/, history and card equal the unbroken
+    run's, tensor for tensor (best/ travels inside the checkpoints and is restored with them)."""
+    _worse_after_step_2(monkeypatch)
+    with monkeypatch.context() as kill:
+        _kill_at(kill, point)
+        with pytest.raises(Killed):
+            _finetune()
+    assert not (paths.RUNS / "kill").exists()
+    assert _finetune() == 0
+    assert _outcome(paths.RUNS / "kill") == unbroken
+
+
+def test_a_refused_resume_keeps_the_killed_attempts_best(sandbox, monkeypatch, unbroken, capsys):
+    """Killed after its best evaluation was checkpointed; a rerun with another lr is refused (one line, exit 2)
+    and deletes nothing: the staged best/ and the checkpoints stay, and the rerun with the first config ends as
+    the unbroken run."""
+    _worse_after_step_2(monkeypatch)
+    with monkeypatch.context() as kill:
+        _kill_at(kill, "after the checkpoint that follows the best evaluation")
+        with pytest.raises(Killed):
+            _finetune()
+    staged = paths.RUNS / ".staging" / "kill" / "kill" / "mlm"
+    best = {p.name: p.read_bytes() for p in (staged / "best").iterdir()}
+    capsys.readouterr()
+    status, err = _finetune("lr=0.002"), capsys.readouterr().err
+    assert_one_error(status, err, "another config")
+    assert {p.name: p.read_bytes() for p in (staged / "best").iterdir()} == best
+    assert (staged / "checkpoints" / "step-4" / "best" / "model.safetensors").read_bytes() == best["model.safetensors"]
+    assert _finetune() == 0
+    assert _outcome(paths.RUNS / "kill") == unbroken
+
+
+def test_a_checkpoint_without_manifest_and_with_a_truncated_shard_falls_back(tmp_path, tokenizer):
+    """Checkpoints from before manifests are checked by their formats: a safetensors shard cut short (or a .pt
+    failing its CRC) is skipped for the older checkpoint, which resumes."""
+    blocks = data.load_blocks(SAMPLE_TEXT, tokenizer, 32)
+    settings = dict(objective="mlm", size="tiny", block_size=32, prefix_len=4, batch_size=4, save_every=2,
+                    eval_every=2, eval_batches=1, log_every=1, warmup_steps=1)
+    train.fit(train.TrainConfig(out_dir=str(tmp_path), max_steps=4, **settings), blocks, blocks, tokenizer, progress=False)
+    for step in (2, 4):
+        (tmp_path / "checkpoints" / f"step-{step}" / "manifest.json").unlink()
+    shard = tmp_path / "checkpoints" / "step-4" / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    notes = []
+    assert checkpoints.latest_checkpoint(tmp_path, say=notes.append).name == "step-2"
+    assert "step-4" in notes[0] and "model.safetensors" in notes[0]
+    history = train.fit(train.TrainConfig(out_dir=str(tmp_path), max_steps=6, **settings), blocks, blocks, tokenizer,
+                        progress=False)
+    assert history["step"][:3] == [1, 2, 3]  # steps 3 and 4 trained again: resumed at 2
+    optimizer = tmp_path / "checkpoints" / "step-6" / "optimizer.pt"
+    (tmp_path / "checkpoints" / "step-6" / "manifest.json").unlink()
+    raw = bytearray(optimizer.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    optimizer.write_bytes(bytes(raw))
+    assert checkpoints.checkpoint_problem(optimizer.parent) is not None
+
+
+def test_a_check_failing_after_the_lock_leaves_no_staging_and_no_lock(sandbox, capsys):
+    """What only the model can tell (here: a causal LM given to fine-tune as a masked LM) fails after the lock:
+    one line, exit 2, and no staging folder, no lock file; only the tokenised-corpus cache stays."""
+    from roberta_diffusion import models
+
+    causal = sandbox / "causal"
+    tokenizer = models.fallback_tokenizer()
+    models.fresh_causal_lm(tokenizer, "tiny").save_pretrained(causal)
+    tokenizer.save_pretrained(causal)
+    capsys.readouterr()
+    status = _finetune(f"init={causal}")
+    assert_one_error(status, capsys.readouterr().err, "not a masked LM")
+    assert sorted(os.listdir(paths.RUNS)) == ["cache"]
+    capsys.readouterr()
+    assert _finetune("max_steps=2") == 0
+    assert "unfinished attempt" not in capsys.readouterr().out  # nothing left to resume from
+
+
+@pytest.mark.parametrize("writer_error", ["OSError ENOSPC", "torch's own RuntimeError"])
+def test_out_of_space_during_finetune_is_one_line_and_removes_the_partial_checkpoint(sandbox, monkeypatch, capsys,
+                                                                                      writer_error):
+    """The disk fills while the step-4 checkpoint is written: one error line, exit 2; the partial folder is gone,
+    the complete step-2 checkpoint stays staged for a rerun to resume from, no lock is left."""
+    save = torch.save
+
+    def full_disk(obj, target, *args, **kwargs):
+        if Path(target).parent.name == "step-4.tmp" and Path(target).name == "optimizer.pt":
+            Path(target).write_bytes(b"partial")
+            if writer_error == "OSError ENOSPC":
+                raise OSError(errno.ENOSPC, "No space left on device", str(target))
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+        return save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "save", full_disk)
+    capsys.readouterr()
+    status, err = _finetune(), capsys.readouterr().err
+    assert_one_error(status, err, "step-4", progress=True)
+    assert not list(paths.RUNS.rglob("*.tmp")) and not (paths.RUNS / ".locks").exists()
+    staged = paths.RUNS / ".staging" / "kill" / "kill" / "mlm" / "checkpoints"
+    assert [p.name for p in checkpoints.checkpoints(staged.parent)] == ["step-2"]
+    assert checkpoints.checkpoint_problem(staged / "step-2") is None
+    assert not (paths.RUNS / "kill").exists()
+
+
+def test_files_added_to_a_run_folder_during_a_rerun_are_kept(sandbox, monkeypatch, capsys):
+    """The swap-in keeps what a user put into runs/<name>/ while the run went: a new file moves into the new
+    results; a file the run also writes is kept beside the run's as <name>.user<suffix>. Nothing is deleted."""
+    assert _finetune("max_steps=2") == 0
+    final = paths.RUNS / "kill"
+    save = train.save_checkpoint
+
+    def user_writes(*args, **kwargs):
+        (final / "notes.txt").write_text("my notes")
+        (final / "mlm" / "history.json").write_text('{"mine": true}')
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(train, "save_checkpoint", user_writes)
+    capsys.readouterr()
+    assert _finetune("max_steps=4") == 0
+    assert "kept 2 file(s)" in capsys.readouterr().out
+    assert (final / "notes.txt").read_text() == "my notes"
+    assert json.loads((final / "mlm" / "history.user.json").read_text()) == {"mine": True}
+    assert json.loads((final / "mlm" / "history.json").read_text())["step"][-1] == 4
+
+
+def test_a_num_processes_batch_it_does_not_divide_is_refused_before_torchrun(sandbox, monkeypatch, capsys):
+    monkeypatch.setattr(commands, "_launch", lambda args: pytest.fail("torchrun started"))
+    before = snapshot(sandbox)
+    status, err = run_cli(capsys, ["finetune", "--num-processes", "3", "--set", *KILL_RUN])
+    assert_one_error(status, err, "batch_size=4 is the global batch and must split evenly over --num-processes 3")
+    assert snapshot(sandbox) == before
+
+
+def test_a_failed_worker_under_num_processes_is_one_error_line(sandbox, capsys, tiny_dirs):
+    """Two real processes (torchrun, gloo on the CPU) both fail on a causal LM given as a masked LM: one line
+    naming the process and its error, exit 2 (not torchrun's report per rank), and nothing left behind."""
+    status, err = run_cli(capsys, ["finetune", "--num-processes", "2", "--set", *KILL_RUN, f"init={tiny_dirs / 'ar'}"])
+    assert_one_error(status, err, "training process 0 of 2:")
+    assert "not a masked LM" in err
+    assert sorted(os.listdir(paths.RUNS)) == ["cache"]
+
+
+def test_every_numeric_notebook_parameter_has_a_range():
+    """A numeric knob without a range is accepted at any value (weight_decay=-1 was): each one is listed."""
+    ranged = checks.POSITIVE | checks.NON_NEGATIVE | checks.POSITIVE_FLOAT | set(checks.UNIT) | set(checks.LISTS) | {"seed"}
+    for name in ("01_explore_masking", "02_finetune", "03_generate", "04_compare"):
+        for key, (annotation, default) in checks.notebook_parameters(paths.NOTEBOOKS / f"{name}.py").items():
+            numeric = any(t in annotation for t in ("int", "float")) or (
+                isinstance(default, list) and default and all(isinstance(v, (int, float)) for v in default))
+            assert not numeric or key in ranged, f"{name}: {key} has no range in workbench.checks"
+
+
+def test_the_lock_file_goes_with_its_holder(tmp_path):
+    with runs.lock("demo", tmp_path):
+        assert (tmp_path / ".locks" / "demo.lock").exists()
+    assert not (tmp_path / ".locks").exists()
+
+

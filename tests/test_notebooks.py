@@ -3,25 +3,12 @@ its outputs hold up (no error cells, GIFs, finite metrics, no <mask> left in gen
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 from workbench import pipeline
 
 pytestmark = pytest.mark.notebooks
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(runs), "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "workbench.cli", "pipeline", "--profile", "smoke"],
-                          env=env, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return runs / "smoke"
 
 
 def test_every_notebook_executed_without_errors(smoke_run):

@@ -4,21 +4,29 @@ the exported model and its card.
 
 Layout of ``<out>/checkpoints/step-N/``: the model (``save_pretrained``), ``optimizer.pt`` (optimiser and schedule),
 ``rng.pt`` (random states), ``extra.pt`` (optional further state), ``train_config.json``, ``state.json`` (step and
-history) and ``manifest.json`` (size and sha256 of each of those files, written last).
+history), ``best/`` (the exported weights of the history's best evaluation, hard links to ``<out>/best``'s files,
+so a resumed run exports the unbroken run's best, whatever happened to ``<out>/best`` since) and ``manifest.json``
+(size and sha256 of each of those files, written last).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import errno
 import hashlib
 import json
+import os
 import random
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 # Config keys that may change between a run and its resume: they steer when to stop, log, evaluate or save,
@@ -43,15 +51,38 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unmanifested_problem(folder: Path) -> str | None:
+    """A folder from before manifests (or whose manifest was lost) has no checksums to compare: check what the
+    formats allow instead. state.json parses, each safetensors file is as long as its header says, each
+    ``.pt`` (a zip archive) passes its CRCs; a file cut short by a kill or a full disk fails one of them."""
+    json.loads((folder / "state.json").read_text())
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{file.name} is cut short (no header)"
+            length = struct.unpack("<Q", head)[0]
+            if 8 + length > file.stat().st_size:
+                return f"{file.name} is cut short (its header alone is {length} bytes)"
+            header = json.loads(f.read(length))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if file.stat().st_size != 8 + length + end:
+            return f"{file.name} has {file.stat().st_size} bytes, its header describes {8 + length + end}"
+    for file in sorted(folder.glob("*.pt")):
+        with zipfile.ZipFile(file) as archive:
+            if archive.testzip() is not None:
+                return f"{file.name} fails its CRC check"
+    return None
+
+
 def checkpoint_problem(folder: Path) -> str | None:
     """Why ``folder`` cannot be resumed from (None: intact). Checks every file against the manifest, so a
-    truncated or damaged checkpoint is skipped before anything is loaded. Folders from before manifests count
-    as intact when their state.json parses."""
+    truncated or damaged checkpoint is skipped before anything is loaded. A folder without a manifest (from
+    before manifests) gets the checks its files' formats allow (``_unmanifested_problem``)."""
     folder = Path(folder)
     try:
         if not (folder / MANIFEST).exists():
-            json.loads((folder / "state.json").read_text())
-            return None
+            return _unmanifested_problem(folder)
         manifest = json.loads((folder / MANIFEST).read_text())
         for name, want in manifest.items():
             file = folder / name
@@ -61,7 +92,7 @@ def checkpoint_problem(folder: Path) -> str | None:
                 return f"{name} has {file.stat().st_size} bytes, the manifest says {want['size']}"
             if _file_digest(file) != want["sha256"]:
                 return f"{name} does not match its checksum"
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zipfile.BadZipFile) as err:
         return f"unreadable ({type(err).__name__}: {err})"
     return None
 
@@ -115,32 +146,83 @@ def seeded_rng_state(seed: int) -> dict:
 
 
 def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, history: dict, keep: int = 2,
-                    config: dict | None = None, extra: dict | None = None, rng: dict | None = None) -> Path:
+                    config: dict | None = None, extra: dict | None = None, rng: dict | None = None,
+                    best: Path | None = None) -> Path:
     """Write ``checkpoints/step-<step>`` under a temporary name and rename it when complete. Beside the weights
     and optimiser: the random states (``rng``, default: this process's now), the training ``config`` (a resume
-    with other values is refused), and ``extra`` (any further state, e.g. EMA weights: ``load_extra`` reads it).
-    The manifest of sizes and checksums is written last; ``keep`` newest checkpoints stay."""
+    with other values is refused), ``extra`` (any further state, e.g. EMA weights: ``load_extra`` reads it) and
+    ``best``, the folder of the best weights so far (``restore_best`` puts it back on resume). The manifest of
+    sizes and checksums is written last; ``keep`` newest checkpoints stay. A failed write (a full disk) removes
+    the partial folder and raises ``OSError`` naming it."""
     root = Path(out_dir) / "checkpoints"
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
-    if extra:
-        torch.save(extra, tmp / "extra.pt")
-    if config is not None:
-        (tmp / "train_config.json").write_text(json.dumps(config, indent=2))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
-    manifest = {f.name: {"size": f.stat().st_size, "sha256": _file_digest(f)} for f in sorted(tmp.iterdir()) if f.is_file()}
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # written last
+    try:
+        tmp.mkdir(parents=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
+        if extra:
+            torch.save(extra, tmp / "extra.pt")
+        if config is not None:
+            (tmp / "train_config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
+        if best is not None and Path(best).is_dir():
+            _link_tree(Path(best), tmp / "best")
+        files = sorted(f for f in tmp.rglob("*") if f.is_file())
+        manifest = {f.relative_to(tmp).as_posix(): {"size": f.stat().st_size, "sha256": _file_digest(f)} for f in files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))  # written last
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint only fills the disk: it is never resumed
+        if isinstance(err, Exception) and not isinstance(err, OSError):
+            # torch and safetensors report a full disk as their own errors ("unexpected pos 704 vs 598")
+            raise _write_error(err, final) from err
+        raise
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)  # the atomic moment: before it the old checkpoint is the newest, after it this one
     for old in checkpoints(out_dir)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_error(err: Exception, target: Path) -> OSError:
+    """An ``OSError`` for a writer's own error, naming ``target`` and the free space left there."""
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(target.parent).free
+        return OSError(errno.ENOSPC if free < 1 << 26 else errno.EIO,
+                       f"could not be written ({type(err).__name__}: {err}; {free / 1e6:.0f} MB free there)", str(target))
+    return OSError(errno.EIO, f"could not be written ({type(err).__name__}: {err})", str(target))
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """``src``'s files hard-linked into ``dst`` (a copy across file systems). Exported folders are only ever
+    written anew and renamed, never changed in place, so the links cannot change under a checkpoint."""
+    def link(s, d):
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+        return d
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def restore_best(folder: Path | None, out: Path, history: dict | None) -> None:
+    """Make ``<out>/best`` the best weights of checkpoint ``folder``'s history: its ``best/`` when it has one,
+    nothing when its history has no evaluation yet (``folder`` None: a fresh start). A ``best/`` exported after
+    that checkpoint (the run was killed before the next one) or lost with a staging folder is replaced, so the
+    resumed run ends with the unbroken run's best. A checkpoint from before ``best/`` was saved leaves it be."""
+    target = Path(out) / "best"
+    if folder is not None and (Path(folder) / "best").is_dir():
+        tmp = target.with_name("best.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _link_tree(Path(folder) / "best", tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    elif folder is None or (history or {}).get("best_step") is None:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def load_extra(folder: Path) -> dict:
@@ -183,7 +265,7 @@ def resume(out: Path, cfg, model, optimizer, scheduler, say=print) -> tuple[int,
             model.load_state_dict(weights, strict=False)
             optimizer.load_state_dict(opt_state["optimizer"])
             scheduler.load_state_dict(opt_state["scheduler"])
-        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError, SafetensorError) as err:
             say(f"cannot load checkpoint {folder} ({type(err).__name__}: {str(err)[:200]}); falling back to an older one")
             continue
         if rng is None:
@@ -208,8 +290,14 @@ def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = Non
     to_save = model
     if dtype is not None:
         to_save = copy.deepcopy(model).to(dtype)
-    to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-    tokenizer.save_pretrained(tmp)
+    try:
+        to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+        tokenizer.save_pretrained(tmp)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # half a model only fills the disk
+        if isinstance(err, Exception) and not isinstance(err, OSError):
+            raise _write_error(err, folder) from err
+        raise
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         folder.rename(old)

@@ -33,12 +33,20 @@ SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
 SHIPPED_JUDGE = WEIGHTS / "judge"  # a third GPT-2, sharing no weights with the pair: it scores samples
 
 
+# folders under runs/ that are not runs: a run of that name would mix its results into them (compared in lower
+# case, for file systems that ignore case); the hidden ones (.staging, .locks) are refused by the leading dot
+RESERVED_RUN_NAMES = {"cache": "the tokenised-corpus cache (paths.CACHE)", "logs": "benchmarks.ablate's logs"}
+
+
 def run_name(value, where: str = "run_name") -> str:
     """A plain folder name under ``runs/``: no separators, no ``..``, no leading dot (hidden staging/lock
-    folders start with one)."""
+    folders start with one), none of ``RESERVED_RUN_NAMES``."""
     if not isinstance(value, str) or not _RUN_NAME.match(value) or ".." in value:
         raise ValueError(f"{where} {value!r}: use letters, digits, '.', '_' or '-' (no '/' or '..'), "
                          "starting with a letter or digit, so the run stays inside runs/")
+    if value.lower() in RESERVED_RUN_NAMES:
+        raise ValueError(f"{where} {value!r} is reserved: runs/{value.lower()} holds "
+                         f"{RESERVED_RUN_NAMES[value.lower()]}; choose another run name")
     return value
 
 

@@ -27,7 +27,15 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from . import data, paths
-from .checkpoints import export_model, load_extra, resume, save_checkpoint, set_rng_state, write_model_card
+from .checkpoints import (
+    export_model,
+    load_extra,
+    restore_best,
+    resume,
+    save_checkpoint,
+    set_rng_state,
+    write_model_card,
+)
 from .collator import DiffusionCollator
 from .defaults import PROMPT_LEN
 from .distill import distill_batch, distillation
@@ -105,12 +113,18 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"ar={self.ar!r}: {unknown} are not TrainConfig fields")
         reset = {k: TrainConfig.__dataclass_fields__[k].default for k in MLM_ONLY} if objective == "ar" else {}
+        # the folder is named, not made: a config is checked whole before anything is written (fit makes it)
         cfg = dataclasses.replace(self, objective=objective, objectives=[objective], ar={},
-                                  out_dir=str(paths.run_dir(self.run_name) / objective), **{**reset, **own})
+                                  out_dir=str(paths.RUNS / paths.run_name(self.run_name) / objective), **{**reset, **own})
         return dataclasses.replace(cfg, init=paths.resolve(cfg.init))
 
     def save(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2))
+        """The config as JSON, ``out_dir`` as its final place (``runs/<name>/<objective>``): a staged run's
+        absolute staging folder is gone once the run is swapped in."""
+        fields = dataclasses.asdict(self)
+        if fields["out_dir"] is not None:
+            fields["out_dir"] = paths.portable(fields["out_dir"])
+        atomic_write_text(path, json.dumps(fields, indent=2))
 
 
 # -- the recipe: tokenizer, blocks, every objective -----------------------------------------------------------
@@ -171,13 +185,20 @@ def batch_indices(step: int, n_blocks: int, batch_size: int, seed: int) -> torch
     return order[offset * batch_size : (offset + 1) * batch_size]
 
 
-def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None = None):
-    """The model to train: ``cfg.init`` loaded, or fresh weights (``train_blocks`` gives plateau_escape's unigram)."""
-    if cfg.plateau_escape and (cfg.init or cfg.objective != "mlm" or cfg.arch != "roberta" or train_blocks is None):
+def check_fresh_model(cfg: TrainConfig, train_blocks: torch.Tensor | None = None, blocks_known: bool = False) -> None:
+    """``build_model``'s conditions on the config (checked before a run starts); ``blocks_known``: also that
+    plateau_escape has its training blocks."""
+    if cfg.plateau_escape and (cfg.init or cfg.objective != "mlm" or cfg.arch != "roberta"
+                               or (blocks_known and train_blocks is None)):
         raise ValueError("plateau_escape=True starts a fresh RoBERTa masked LM from its training blocks: use it with "
                          "objective 'mlm', arch 'roberta', no init, and pass train_blocks")
     if cfg.plateau_escape and cfg.locality_init:
         raise ValueError("plateau_escape=True sets its own local attention: leave locality_init at 0")
+
+
+def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None = None):
+    """The model to train: ``cfg.init`` loaded, or fresh weights (``train_blocks`` gives plateau_escape's unigram)."""
+    check_fresh_model(cfg, train_blocks, blocks_known=True)
     if cfg.init or cfg.teacher:  # a student starts as its teacher unless told otherwise
         return load_trained(cfg, cfg.init or paths.resolve(cfg.teacher))
     if cfg.objective == "mlm":
@@ -252,6 +273,8 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     step, history, rng, resumed = resume(out, cfg, model, optimizer, scheduler, say=accelerator.print)
     if resumed is not None:
         accelerator.print(f"resuming from {resumed} (step {step})")
+    if accelerator.is_main_process:  # best/ as of that checkpoint: the final export reads it
+        restore_best(resumed, out, history)
     history = {**new_history(), **(history or {})}
     if cfg.ema_decay:  # a checkpoint from before raw scores were kept: its evaluations have none
         history["eval_bound_raw"] = [None] * (len(history["eval_step"]) - len(history["eval_bound_raw"])) \
@@ -279,6 +302,7 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     history["world_size"] = world
     started, tokens_at_start = time.time(), history["tokens"]
     run_started = started  # max_minutes counts this invocation only
+    portable_config = {**dataclasses.asdict(cfg), "out_dir": paths.portable(cfg.out_dir)}  # no staging folder
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
                desc=f"train {cfg.objective}", mininterval=1 if sys.stderr.isatty() else 30)
     step_module.train()
@@ -320,8 +344,8 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
             step_module.train()
             started = time.time()  # held-out scoring is not training time
         if accelerator.is_main_process and (step % cfg.save_every == 0 or last):
-            save_checkpoint(out, model, optimizer, scheduler, step, history, config=dataclasses.asdict(cfg),
-                            extra={"ema": ema.state_dict()} if ema is not None else None)
+            save_checkpoint(out, model, optimizer, scheduler, step, history, config=portable_config,
+                            extra={"ema": ema.state_dict()} if ema is not None else None, best=out / "best")
         accelerator.wait_for_everyone()
         if over_time:
             accelerator.print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached")

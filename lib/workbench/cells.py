@@ -55,10 +55,10 @@ def resolve_model(kind: str, run_name: str, path: str | None = None, device: str
     trained = trained_model_dir(kind, run_name)
     if path is not None:
         source, where = paths.resolve(path), f"{path} (given)"
-    elif has_model(trained):
-        source, where = str(trained), f"{trained} (trained by notebook 02, run {run_name!r})"
+    elif has_model(trained):  # named by its final place: a staged run's folder is gone once swapped in
+        source, where = str(trained), f"{paths.portable(str(trained))} (trained by notebook 02, run {run_name!r})"
     elif has_model(KINDS[kind][1]):
-        source, where = str(KINDS[kind][1]), f"{KINDS[kind][1]} (shipped weights)"
+        source, where = str(KINDS[kind][1]), f"{paths.portable(str(KINDS[kind][1]))} (shipped weights)"
     else:
         model, tokenizer = default_models(kind, say=say)
         desc = f"{kind}: tiny RANDOM {KINDS[kind][0]} — its text is noise ({model_summary(model)})"

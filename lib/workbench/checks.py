@@ -13,6 +13,9 @@ import os
 import re
 from pathlib import Path
 
+from roberta_diffusion import collator, models, sampler, train
+from roberta_diffusion.draws import SCHEDULES
+from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
@@ -76,6 +79,14 @@ def model_folder(flag: str, value: str | None) -> None:
         raise ValueError(f"{flag} {value} is a file: give the model's folder (the one holding config.json)")
 
 
+def canvas_fits(flag: str, max_len: int, model) -> None:
+    """A canvas no longer than the model's positions, checked before one is built: a huge ``--max-len`` would
+    otherwise allocate first (10**12 tokens) and fail as out of memory, or not at all."""
+    if max_len > max_canvas_len(model):
+        raise ValueError(f"{flag} {max_len} is longer than the model's {max_canvas_len(model)} positions (the longest "
+                         f"max_len it takes): use at most {max_canvas_len(model)}")
+
+
 # -- output paths -----------------------------------------------------------------------------------------
 def output_path(flag: str, path: Path | None, suffix: str) -> None:
     """Refuse an output path that could only fail after the work: wrong suffix, a directory, a path under a
@@ -99,12 +110,26 @@ def output_path(flag: str, path: Path | None, suffix: str) -> None:
 
 
 # -- notebook parameters ------------------------------------------------------------------------------------
+# Every numeric parameter of the four notebooks has a range here (a test checks that none is missed).
 # integer parameters that count something and must be at least 1 (0 or less would train or sample nothing)
 POSITIVE = {"max_steps", "batch_size", "block_size", "eval_every", "save_every", "steps", "max_len", "n_levels",
             "n_draws", "loss_blocks", "n_prompts", "n_heldout", "elbo_samples", "policy_steps", "cpu_threads",
-            "max_train_lines"}
-NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab"}
+            "max_train_lines", "eval_batches", "log_every", "panel_max_len", "max_prefix_len"}
+NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab", "weight_decay",
+                "locality_init"}
 POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes"}
+# shares and decays: (low, high, whether high itself is allowed)
+UNIT = {"dropout": (0, 1, False), "ema_decay": (0, 1, False), "span_prob": (0, 1, True)}
+# lists of numbers: each element's range
+LISTS = {"ratios": (0, 1, "a masked share in (0, 1]"), "steps_sweep": (1, None, "a number of steps >= 1")}
+
+
+def _choices() -> dict[str, tuple]:
+    """The names a string parameter may take, from the modules that own them."""
+    return {"policy": sampler.POLICIES, "schedule": SCHEDULES, "ratio_mode": collator.RATIO_MODES,
+            "weighting": collator.WEIGHTINGS, "size": tuple(models.SIZES), "arch": models.MLM_ARCHS}
+
+
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
@@ -169,6 +194,25 @@ def parameter(key: str, value, known: dict, where: str) -> None:
         in_range(f"{where}: {key}", value, 0)
     elif key in POSITIVE_FLOAT:
         finite_positive(f"{where}: {key}", value)
+    elif key in UNIT:
+        low, high, closed = UNIT[key]
+        finite(f"{where}: {key}", value)
+        if not (low <= value <= high if closed else low <= value < high):
+            raise ValueError(f"{where}: {key}={value} must be in [{low}, {high}{']' if closed else ')'}")
+    elif key in LISTS:
+        low, high, what = LISTS[key]
+        for item in value:
+            ok = isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item)
+            if not ok or (key == "ratios" and not low < item <= high) or (key != "ratios" and item < low) \
+                    or (key == "steps_sweep" and not isinstance(item, int)):
+                raise ValueError(f"{where}: {key}={json.dumps(value)}: {item!r} is not {what}")
+        if not value:
+            raise ValueError(f"{where}: {key}=[]: give at least one value")
+    elif key == "objectives":
+        if not value or any(o not in ("mlm", "ar") for o in value) or len(set(value)) < len(value):
+            raise ValueError(f"{where}: objectives={json.dumps(value)}: use a list of 'mlm' and/or 'ar', each once")
+    elif isinstance(value, str) and key in _choices() and value not in _choices()[key]:
+        raise ValueError(f"{where}: {key}={value!r}: use one of {', '.join(_choices()[key])}")
     elif key in ("seed",):
         seed(f"{where}: {key}", value)
     elif key == "run_name":
@@ -187,8 +231,28 @@ def parameters(params: dict, notebook_path: Path, where: str) -> dict:
 
 
 def _cross_checks(params: dict, where: str) -> None:
-    for short, long in (("prefix_len", "block_size"), ("prefix_len", "max_len")):
-        if short in params and long in params and params[short] >= params[long]:
-            raise ValueError(f"{where}: {short}={params[short]} must be below {long}={params[long]}")
+    for short, long in (("prefix_len", "block_size"), ("prefix_len", "max_len"), ("max_prefix_len", "block_size")):
+        if params.get(short) is not None and long in params and params[short] >= params[long]:
+            raise ValueError(f"{where}: {short}={params[short]} must be below {long}={params[long]} (the prompt "
+                             "must leave positions to mask)")
+    if params.get("max_prefix_len") is not None and params["max_prefix_len"] < params.get("prefix_len", 0):
+        raise ValueError(f"{where}: max_prefix_len={params['max_prefix_len']} is below prefix_len="
+                         f"{params['prefix_len']}: the prompt length is drawn between them; raise it or use null")
     if params.get("top_p", 0.5) > 1:
         raise ValueError(f"{where}: top_p={params['top_p']} must be in (0, 1]")
+
+
+def train_config(cfg, processes: int = 1, where: str = "--set with the profile") -> None:
+    """What ``train.train(cfg)`` on ``processes`` processes would refuse, checked without writing anything (so
+    before a run's lock or staging folder exist): each objective's config, its rate schedule, the fresh-model
+    settings, the batch split over the processes."""
+    in_range("--num-processes", processes, 1)
+    if cfg.batch_size % processes:
+        raise ValueError(f"{where}: batch_size={cfg.batch_size} is the global batch and must split evenly over "
+                         f"--num-processes {processes}: use a multiple of {processes}")
+    if not isinstance(cfg.objectives, list) or not cfg.objectives:
+        raise ValueError(f"{where}: objectives={cfg.objectives!r}: use a list of 'mlm' and/or 'ar'")
+    for objective in cfg.objectives:
+        one = cfg.for_objective(objective)  # checks `ar` and names the folder without making it
+        train._lr_lambda(one)  # the two-phase rate's own conditions
+        train.check_fresh_model(one)

@@ -250,6 +250,7 @@ def run_generate(args, kind: str):
     device = models.pick_device(args.device)  # through the module: tests stand in for it
     model, tokenizer = _load(kind, args.model, device)
     refuse_special_text(prompt, tokenizer, infill=kind == "mlm" and args.infill)
+    checks.canvas_fits("--max-len", args.max_len, model)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, graph=args.graph)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
@@ -319,6 +320,8 @@ def run_compare(args):
     causal, ar_tok = _load("ar", args.ar_model, device)
     for tokenizer in (mlm_tok, ar_tok):
         refuse_special_text(prompt, tokenizer)
+    for model in (mlm, causal):
+        checks.canvas_fits("--max-len", args.max_len, model)
     common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                   prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
     start = prompt_canvas(mlm_tok, prompt, args.prefix_len, args.max_len)

@@ -4,23 +4,29 @@ tools beside the library: ``python -m benchmarks.bench`` and ``python -m benchma
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shlex
-import subprocess
-import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import torch
+import yaml
 from roberta_diffusion import data, defaults, evaluate, models, paths, train
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from roberta_diffusion.sampler import POLICIES
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import parse_args
+from torch.distributed.run import run as launch
 
 from . import checks, runs
 from .pipeline import NOTEBOOKS, ORDER, load_profile, notebook_defaults, notebook_params, run_pipeline
-from .runs import redirect_runs, staged_run
+from .runs import RunFailed, redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
+WORKER_ERRORS = "ROBERTA_DIFFUSION_WORKER_ERRORS"  # the folder where they leave their error line, one file per rank
 
 
 def add_subcommands(sub) -> None:
@@ -65,23 +71,32 @@ def run_finetune(args) -> int:
     checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
     checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
     cfg = train.TrainConfig(**params)
+    checks.train_config(cfg, args.num_processes)  # all of it before the lock: a refusal leaves nothing behind
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes
-        train.train(cfg)
+        _as_worker(lambda: _train(cfg))
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
         data.check_text(paths.corpus(params[key]))
     name = params["run_name"]
     with runs.lock(name), staged_run(name) as root, redirect_runs(root):
         if args.num_processes > 1:
-            code = _launch(args)
-            if code:
-                raise RuntimeError(f"a training process exited with status {code}; the previous results are kept")
+            _launch(args)
         else:
-            train.train(cfg)
+            _train(cfg)
     print(f"finetune outputs: {paths.RUNS / name}")
     return 0
+
+
+def _train(cfg) -> None:
+    """``train.train(cfg)``; on a failure, the progress bar the loop left open is closed before the error line is
+    printed: it closes when its frame goes, and would otherwise print its last state after the error line."""
+    try:
+        train.train(cfg)
+    except Exception as err:
+        traceback.clear_frames(err.__traceback__)
+        raise
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -100,19 +115,63 @@ def parse_sets(pairs: list[str]) -> dict:
     return out
 
 
-def _launch(args) -> int:
+def _as_worker(work) -> None:
+    """Run ``work`` in a process ``_launch`` started: its error goes to the launcher as one line in a file (which
+    the launcher reports once), not to stderr (where every rank would print it beside torch's own report)."""
+    folder = os.environ.get(WORKER_ERRORS)
+    if not folder:
+        work()
+        return
+    try:
+        work()
+    except Exception as err:  # noqa: BLE001 - handed to the launcher whatever it is
+        # the classes cli.error_line maps to status 2 (cli imports this module: it cannot be imported here)
+        usage = isinstance(err, (ValueError, OSError, MemoryError, yaml.YAMLError))
+        if isinstance(err, OSError) and err.strerror and err.filename:
+            text = f"{err.filename}: {err.strerror} (check the path, its permissions and the free space)"
+        else:
+            text = str(err) if usage else f"unexpected {type(err).__name__}: {err}"
+        Path(folder, f"rank-{int(os.environ.get('RANK', '0')):05d}").write_text(f"{2 if usage else 1}\n{text}")
+        raise SystemExit(2 if usage else 1) from None
+
+
+def _launch(args) -> None:
     """The same command in N processes on this host, through torch's launcher (what ``accelerate launch
     --multi_gpu`` runs): DDP over NCCL on the GPUs, or over gloo between CPU processes where there is no GPU
-    (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config."""
-    env = {**os.environ, WORKER: "1"}
-    if not torch.cuda.is_available():
-        env["ACCELERATE_USE_CPU"] = "true"
-        env.setdefault("OMP_NUM_THREADS", "1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.num_processes),
-               "-m", "workbench.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
-    if getattr(args, "threads", None) is not None:  # each worker sets its own threads; without the flag, OMP_NUM_THREADS above or measured
-        command += ["--threads", str(args.threads)]
-    return subprocess.call(command, env=env)
+    (``accelerate launch`` has no multi-process CPU mode without MPI). Several hosts: accelerate's own config.
+
+    The launcher runs in this process, so a failed worker is one exception here, reported as one line: the
+    first rank's own error (``_as_worker``), or its exit status when it died without one (killed, out of
+    memory); the launcher's logs (a traceback and a report per rank) are silenced."""
+    saved = dict(os.environ)
+    elastic = logging.getLogger("torch.distributed.elastic")
+    level = elastic.level
+    with tempfile.TemporaryDirectory(prefix="rd-workers-") as errors:
+        os.environ.update({WORKER: "1", WORKER_ERRORS: errors})
+        if not torch.cuda.is_available():
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+        elastic.setLevel(logging.CRITICAL)
+        try:
+            worker = ["-m", "workbench.cli", "finetune", "--profile", str(args.profile), "--set", *args.set]
+            if getattr(args, "threads", None) is not None:  # each worker sets its own threads
+                worker += ["--threads", str(args.threads)]
+            launch(parse_args(["--standalone", "--nproc_per_node", str(args.num_processes), *worker]))
+        except ChildFailedError as err:
+            reports = sorted(Path(errors).glob("rank-*"))
+            if reports:
+                status, line = reports[0].read_text().split("\n", 1)
+                text = f"training process {int(reports[0].name[5:])} of {args.num_processes}: {' '.join(line.split())}"
+                raise (ValueError if int(status) == 2 else RunFailed)(text) from None
+            rank, failure = err.get_first_failure()
+            how = f"by {failure.signal_name()}" if failure.exitcode < 0 else f"with exit status {failure.exitcode}"
+            raise RunFailed(f"training process {rank} of {args.num_processes} ended {how} without an error line of its "
+                            "own (killed, out of memory, or a crash before the command ran): the previous results are "
+                            "kept; rerun with --num-processes 1 to see the failure") from None
+        finally:
+            elastic.setLevel(level)
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def _int_list(flag: str, text: str) -> list[int]:

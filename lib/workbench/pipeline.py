@@ -19,13 +19,29 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from roberta_diffusion import paths
+from roberta_diffusion import paths, train
 from roberta_diffusion.paths import NOTEBOOKS, PROFILES, ROOT
 
 from . import checks, runs
 from .runs import RunFailed, redirect_runs, staged_run
 
 ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML whose mappings refuse a key given twice: plain YAML keeps the last one silently, so a profile that
+    sets max_steps twice would train with whichever came second."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (lines {seen[key]} and {line}): keep one", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def load_profile(profile: str | Path) -> dict:
@@ -38,7 +54,7 @@ def load_profile(profile: str | Path) -> dict:
         known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml")))
         raise FileNotFoundError(f"profile {profile!r} not found: use one of {known} or a YAML path")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeys) or {}  # noqa: S506 - a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
@@ -73,6 +89,10 @@ def check_profile(data: dict, where: str) -> None:
             checks.parameter(key, value, known[name], f"profile {where}: {name}")
         checks.parameters({k: v for k, v in params.items() if k in known[name]}, NOTEBOOKS / f"{name}.py",
                           f"profile {where}: {name}")
+    # what train.train would refuse, refused now, before the run's lock
+    finetune = {**notebook_defaults("02_finetune"), **notebook_params(data, "02_finetune")}
+    checks.train_config(train.TrainConfig(**{k: v for k, v in finetune.items() if k in known["02_finetune"]}),
+                        where=f"profile {where}: 02_finetune")
 
 
 def notebook_params(profile: dict, notebook: str) -> dict:
@@ -123,6 +143,7 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
             except papermill.PapermillExecutionError as err:
                 raise RunFailed(f"notebook {notebook} failed ({err.ename}: {err.evalue}); the previous results of run "
                                 f"{name!r} are kept; the failed attempt is in {run}") from None
+            record_final_paths(run / f"{notebook}.ipynb")
             timings[notebook] = round(time.time() - start, 1)
             log(f"[pipeline] {notebook} done in {timings[notebook]} s")
         (run / "pipeline_timings.json").write_text(json.dumps(timings, indent=2))
@@ -131,6 +152,19 @@ def run_pipeline(profile: str | Path, only: list[str] | None = None, log=print, 
             raise RunFailed(f"run {name!r} has problems: {'; '.join(problems)}; the previous results are kept; "
                             f"the attempt is in {run}")
     return paths.RUNS / name
+
+
+def record_final_paths(notebook: Path) -> None:
+    """papermill records the paths it ran with: the staging folder's, gone once the run is swapped in. Record
+    where they will be (``runs/<name>/...``, ``paths.portable``)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    recorded = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if recorded.get(key):
+            recorded[key] = paths.portable(recorded[key])
+    nbformat.write(nb, notebook)
 
 
 @contextmanager

@@ -6,6 +6,11 @@ there unchanged); ``.locks/<name>.lock`` says who is running ``<name>``.
 
 The lock is an ``flock`` on that file: the kernel drops it when the holder dies, however it dies, so a lock
 left by a killed process is stale by construction; the file's pid only makes the messages say who holds it.
+A holder that ends removes the file (and ``.locks/`` when empty): only a killed one leaves it behind.
+
+A failed attempt leaves nothing behind unless it is worth resuming or reading: its staging folder stays when it
+wrote checkpoints of its own or a notebook failed (``RunFailed`` names the folder), and goes otherwise (a check
+that failed after the lock, a full disk before the first checkpoint).
 """
 
 from __future__ import annotations
@@ -41,21 +46,54 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def lock(name: str, runs: Path | None = None, say=None):
-    """Hold ``runs/.locks/<name>.lock`` for the block; a name held by a live process raises ``RunLocked``."""
-    say = say or (lambda m: print(m, file=sys.stderr))
-    folder = Path(runs or paths.RUNS) / ".locks"
+def _made_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; return the ones made, innermost first (to remove when empty)."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children (papermill kernels)
-    try:
+    return missing
+
+
+def _remove_empty(folders) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty (another run's lock, the corpus cache): it stays
+            folder.rmdir()
+
+
+def _acquire(path: Path, name: str) -> int:
+    """An open descriptor of ``path`` holding its flock. A holder removes the file when it ends, so the file
+    locked may have been unlinked between our open and our flock: then it is no lock at all, and we retry on
+    the file now at ``path``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children (papermill kernels)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _read_holder(fd)
+            os.close(fd)
             raise RunLocked(f"run {name!r} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
                             f"(since {holder.get('since', '?')}): wait for it to finish or use another run name") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def lock(name: str, runs: Path | None = None, say=None):
+    """Hold ``runs/.locks/<name>.lock`` for the block; a name held by a live process raises ``RunLocked``. On
+    leaving, the lock file goes, and so do the folders made for it when they are empty."""
+    say = say or (lambda m: print(m, file=sys.stderr))
+    folder = Path(runs or paths.RUNS) / ".locks"
+    made = _made_folders(folder)
+    path = folder / f"{name}.lock"
+    try:
+        fd = _acquire(path, name)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    try:
         previous = _read_holder(fd)
         if previous.get("pid") and previous.get("host") == socket.gethostname() and not _pid_alive(previous["pid"]):
             say(f"note: taking over the stale lock of run {name!r} left by process {previous['pid']} (no longer running)")
@@ -65,9 +103,12 @@ def lock(name: str, runs: Path | None = None, say=None):
         try:
             yield path
         finally:
-            os.ftruncate(fd, 0)  # released: an empty file is a free name
+            os.ftruncate(fd, 0)  # released: an empty file is a free name (if the unlink below fails)
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still held: a waiter that opened it sees another inode and retries
     finally:
         os.close(fd)  # closing drops the flock
+        _remove_empty([folder, *made[1:]])
 
 
 def _read_holder(fd: int) -> dict:
@@ -83,13 +124,13 @@ def staging_root(name: str, runs: Path | None = None) -> Path:
 
 
 def _copy_run(src: Path, dst: Path) -> None:
-    """``src`` copied to ``dst``; checkpoint files are hard links (only ever written as new files and renamed,
-    never changed in place, so sharing them cannot alter the originals). Everything else is a real copy:
-    notebooks rewrite their outputs in place."""
+    """``src`` copied to ``dst``; checkpoint and best-model files are hard links (only ever written as new files
+    and renamed, never changed in place, so sharing them cannot alter the originals). Everything else is a real
+    copy: notebooks rewrite their outputs in place."""
     def copy(s, d):
         if os.path.exists(d) and os.path.samefile(s, d):  # merging a checkpoint both sides already share
             return d
-        if "checkpoints" in Path(s).relative_to(src).parts or Path(src).name == "checkpoints":
+        if {"checkpoints", "best"} & {*Path(s).relative_to(src).parts, Path(src).name}:
             try:
                 return os.link(s, d)
             except OSError:
@@ -99,32 +140,95 @@ def _copy_run(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=copy, dirs_exist_ok=True)
 
 
+# what a killed or failed attempt hands on to the next one, per objective folder: its checkpoints (each with the
+# best weights as of that step) and the best weights it exported last
+CARRIED = ("checkpoints", "best")
+
+
 @contextlib.contextmanager
 def staged_run(name: str, runs: Path | None = None, say=None):
     """Yield the staging root for run ``name`` (write the run to ``<root>/<name>``) and, when the block
     succeeds, swap it in as ``runs/<name>``. On failure the previous ``runs/<name>`` is untouched; the staging
-    folder is kept so that a rerun resumes from its checkpoints. Call inside ``lock(name)``."""
+    folder is kept when a rerun can resume from it (``keep_attempt``) and removed otherwise. Files a user put
+    into ``runs/<name>`` while the run went are kept (``keep_user_files``). Call inside ``lock(name)``."""
+    say = say or print
     runs = Path(runs or paths.RUNS)
     final = runs / name
     recover(name, runs)
     root = staging_root(name, runs)
     stage = root / name
-    if stage.exists():  # a failed or killed attempt: keep its checkpoints, refresh the rest from the results
-        leftover = root.with_name(f"{name}.leftover")
+    made = _made_folders(root.parent) if not stage.exists() else []
+    before = _listing(final)  # what runs/<name> held when the stage was copied from it
+    if stage.exists():  # a failed or killed attempt: keep what it hands on, refresh the rest from the results
+        leftover = root / f".{name}.leftover"  # a leading dot: no run name can take it
         shutil.rmtree(leftover, ignore_errors=True)
         stage.rename(leftover)
         if final.exists():
             _copy_run(final, stage)
-        for ckpt in leftover.glob("*/checkpoints"):
-            _copy_run(ckpt, stage / ckpt.relative_to(leftover))
+        for kept in sorted(p for what in CARRIED for p in leftover.glob(f"*/{what}") if p.is_dir()):
+            if kept.name == "best":  # one model, not a mix of two runs' files
+                shutil.rmtree(stage / kept.relative_to(leftover), ignore_errors=True)
+            _copy_run(kept, stage / kept.relative_to(leftover))
         shutil.rmtree(leftover)
-        (say or print)(f"note: resuming the unfinished attempt of run {name!r} (checkpoints kept in {root})")
+        say(f"note: resuming the unfinished attempt of run {name!r} (checkpoints kept in {root})")
     elif final.exists():
         _copy_run(final, stage)
     stage.mkdir(parents=True, exist_ok=True)
-    yield root
+    try:
+        yield root
+    except Exception as err:  # a kill, Ctrl-C included, leaves the stage as it is, like kill -9 would
+        if not keep_attempt(stage, final, err):
+            shutil.rmtree(root, ignore_errors=True)
+            _remove_empty([root.parent, *made[1:]])
+        raise
+    keep_user_files(final, stage, before, say)
     swap_in(stage, final)
     shutil.rmtree(root, ignore_errors=True)
+    _remove_empty([root.parent])
+
+
+def keep_attempt(stage: Path, final: Path, err: BaseException) -> bool:
+    """Whether a failed attempt's stage is worth keeping: it holds checkpoints that ``runs/<name>`` does not
+    (a rerun resumes from them), or a notebook failed (the message sends the user to the executed notebook)."""
+    if isinstance(err, RunFailed):
+        return True
+    for state in stage.glob("*/checkpoints/step-*/state.json"):
+        twin = final / state.relative_to(stage)
+        if not (twin.exists() and os.path.samefile(state, twin)):  # hard links of the results' own do not count
+            return True
+    return False
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """``relative path -> (size, mtime_ns)`` of every file under ``folder`` (empty when it does not exist)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+
+
+def keep_user_files(final: Path, stage: Path, before: dict, say=print) -> None:
+    """Files that appeared in ``final`` (or changed there) since the run copied it: someone put them there while
+    the run went, and the swap would delete them. They are moved into the new results; where the run wrote a
+    file of the same path, the user's copy is kept beside it as ``<name>.user<suffix>`` (never overwritten)."""
+    moved = []
+    for rel, seen in sorted(_listing(final).items()):
+        if before.get(rel) == seen:
+            continue
+        src, dst = final / rel, stage / rel
+        if dst.exists() or dst.is_symlink():
+            dst = _free_name(dst.with_name(f"{dst.stem}.user{dst.suffix}"))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)  # a copy: the previous results stay whole until the swap
+        moved.append(str(dst.relative_to(stage)))
+    if moved:
+        say(f"note: kept {len(moved)} file(s) added to {final} during the run: {', '.join(moved)}")
+
+
+def _free_name(path: Path) -> Path:
+    n = 1
+    while path.exists():
+        path = path.with_name(f"{path.stem.rsplit('.user', 1)[0]}.user{n}{path.suffix}")
+        n += 1
+    return path
 
 
 def swap_in(stage: Path, final: Path) -> None:
