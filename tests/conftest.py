@@ -24,7 +24,7 @@ import torch
 # against other processes (measured: a 16-token AR run 1.5 s with 2 threads vs 0.05 s with 1 under load).
 torch.set_num_threads(1)
 
-from roberta_diffusion import models  # noqa: E402
+from roberta_diffusion import corpus, models, paths  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +49,9 @@ def tiny_dirs(tmp_path_factory, tokenizer, mlm, causal_lm):
     for name, model in (("mlm", mlm), ("ar", causal_lm)):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
+    # the corpus counts a trained masked LM keeps beside it (policy calibrated reads them), from the sample text
+    sample = tokenizer(paths.SAMPLE_TEXT.read_text())["input_ids"]
+    corpus.save_counts(root / "mlm", corpus.count_tokens(torch.tensor(sample), len(tokenizer)), "data/sample.txt")
     return root
 
 

@@ -9,26 +9,11 @@ from roberta_diffusion.policies import POLICIES
 from workbench import cli
 
 
-@pytest.fixture(scope="module")
-def counted_mlm(tiny_dirs, tokenizer, tmp_path_factory):
-    """The tiny masked LM with corpus counts beside it, as the shipped model has, for ``calibrated``."""
-    import shutil
-
-    import torch
-    from roberta_diffusion import corpus
-
-    folder = tmp_path_factory.mktemp("counted") / "mlm"
-    shutil.copytree(tiny_dirs / "mlm", folder)
-    corpus.save_counts(folder, torch.randint(1, 50, (len(tokenizer),), generator=torch.Generator().manual_seed(0)),
-                       "made up")
-    return folder
-
-
 @pytest.mark.parametrize("policy", list(POLICIES))
-def test_every_registered_policy_runs_from_the_command_line(counted_mlm, policy, tmp_path):
+def test_every_registered_policy_runs_from_the_command_line(tiny_dirs, policy, tmp_path):
     out = tmp_path / "g.json"
     extra = ["--remask", "0.2"] if POLICIES[policy].remask == "lowest" else []
-    assert cli.main(["generate", "The cat", "--model", str(counted_mlm), "--steps", "4", "--max-len", "24",
+    assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--steps", "4", "--max-len", "24",
                      "--policy", policy, "--device", "cpu", "--quiet", "--json", str(out), *extra]) == 0
     saved = json.loads(out.read_text())
     assert saved["policy"] == policy

@@ -65,6 +65,10 @@ def test_finetune_notebook_can_train_its_own_tokenizer(tmp_path, monkeypatch):
     tokenizer = load_tokenizer(run / "tokenizer")
     assert 261 < len(tokenizer) <= 1024 and tokenizer.mask_token == "<mask>"  # a short text stops BPE early
     assert load_mlm(run / "mlm" / "model", device="cpu").config.vocab_size == -(-len(tokenizer) // 64) * 64
+    from roberta_diffusion import corpus
+
+    counts = corpus.load_counts(run / "mlm" / "model")  # beside every trained masked LM, for policy calibrated
+    assert len(counts) == len(tokenizer) and counts.sum() > 0
 
 
 @pytest.mark.parametrize("name", pipeline.ORDER)

@@ -46,3 +46,12 @@ def salience_beside(tokenizer) -> torch.Tensor:
     if len(counts) != len(tokenizer):
         raise ValueError(f"{folder / COUNTS_FILE} counts {len(counts)} tokens, the tokenizer has {len(tokenizer)}")
     return salience(counts)
+
+
+def fit_vocabulary(salience: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``salience`` over the model's output rows: a model may pad its vocabulary past the tokenizer's (to a multiple
+    of 64); those ids never occur in the corpus, so they get the surprise of a token never seen."""
+    if len(salience) > vocab_size:
+        raise ValueError(f"the salience covers {len(salience)} tokens, the model only {vocab_size}: counts of another "
+                         "tokenizer?")
+    return torch.cat([salience, salience.new_full((vocab_size - len(salience),), float(salience.max()))])

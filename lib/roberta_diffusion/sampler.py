@@ -209,8 +209,9 @@ def generate_diffusion(
         raise ValueError(f"compile=True is for CUDA devices, the model is on {device.type}: set compile=False")
     if graph and rule.adaptive:
         raise ValueError(f"{policy} stops when nothing is masked, which a fixed graph cannot: set graph=False")
-    if rule.reads_corpus and salience is None:
-        salience = corpus.salience_beside(tokenizer)
+    if rule.reads_corpus:
+        salience = corpus.fit_vocabulary(corpus.salience_beside(tokenizer) if salience is None else salience,
+                                         model.config.vocab_size)
     canvas = canvas.to(device)
     mask_id = tokenizer.mask_token_id
     free = ~canvas.fixed & canvas.attention.bool()

@@ -26,7 +26,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from . import data, paths
+from . import corpus, data, paths
 from .checkpoints import (
     export_model,
     load_extra,
@@ -145,6 +145,9 @@ def train(cfg: TrainConfig, progress: bool = True, say=print) -> dict[str, dict]
     histories = {}
     for objective, one in configs.items():
         histories[objective] = history = fit(one, train_blocks, valid_blocks, tokenizer, progress)
+        if main and objective == "mlm":  # the corpus counts beside the model: what policy calibrated divides out
+            corpus.save_counts(Path(one.out_dir) / "model", corpus.count_tokens(train_blocks, len(tokenizer)),
+                               f"{cfg.train_data} as the training blocks")
         if main:
             write_training_card(one, history, train_blocks)
             say(f"{objective}: best held-out bound {history['best_bound']} nats/token at step {history['best_step']}")
