@@ -51,6 +51,7 @@ from .models import (
     train_tokenizer,
 )
 from .paths import atomic_write_text
+from .speed import peak_flops, progress_fields
 
 # fields that mean something for the masked LM only: the GPT-2 baseline keeps their defaults (a fresh start
 # included), unless `ar` sets them
@@ -304,6 +305,7 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     history["train_blocks"] = len(train_blocks)
     history["world_size"] = world
     started, tokens_at_start = time.time(), history["tokens"]
+    steps_at_start, peak = step, peak_flops(accelerator.device)
     run_started = started  # max_minutes counts this invocation only
     portable_config = {**dataclasses.asdict(cfg), "out_dir": paths.portable(cfg.out_dir)}  # no staging folder
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
@@ -333,7 +335,10 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
         if step % cfg.log_every == 0 or last:
             history["step"].append(step)
             history["train_loss"].append(round(loss.item(), 5))
-            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}",
+                            **progress_fields(history["tokens"] - tokens_at_start, time.time() - started,
+                                              history["parameters"], cfg.max_steps - step, step - steps_at_start,
+                                              peak))
         if step % cfg.eval_every == 0 or last:
             elapsed = time.time() - started
             history["seconds"] += elapsed
@@ -345,7 +350,7 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
                 record_eval(history, step, scorer, model, ema, out, tokenizer)
             accelerator.wait_for_everyone()
             step_module.train()
-            started = time.time()  # held-out scoring is not training time
+            started, steps_at_start = time.time(), step  # held-out scoring is not training time
         if accelerator.is_main_process and (step % cfg.save_every == 0 or last):
             save_checkpoint(out, model, optimizer, scheduler, step, history, config=portable_config,
                             extra={"ema": ema.state_dict()} if ema is not None else None, best=out / "best")

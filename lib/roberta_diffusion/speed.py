@@ -1,0 +1,30 @@
+"""What the training progress bar says about speed: tokens per second, the share of the chip's peak the run uses
+(MFU, 6 N FLOPs per token for N parameters), and the time left at the current rate."""
+
+from __future__ import annotations
+
+import torch
+
+# dense bf16 matrix peak by the vendors' data sheets (FLOP/s); MFU is shown only for a chip named here
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+
+
+def peak_flops(device) -> float | None:
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for chip, peak in PEAK_BF16.items() if chip in name), None)
+
+
+def progress_fields(tokens: int, seconds: float, parameters: int, steps_left: int, steps_done: int,
+                    peak: float | None) -> dict:
+    """``tokens`` trained in ``seconds`` over ``steps_done`` steps -> the bar's ``tok/s``, ``mfu`` and ``left``."""
+    if seconds <= 0 or steps_done <= 0:
+        return {}
+    rate = tokens / seconds
+    out = {"tok/s": f"{rate / 1e6:.2f}M" if rate >= 1e5 else f"{rate:.0f}"}
+    if peak:
+        out["mfu"] = f"{6 * parameters * rate / peak:.0%}"
+    left = steps_left * seconds / steps_done
+    out["left"] = f"{left / 60:.0f} min" if left >= 60 else f"{left:.0f} s"
+    return out
