@@ -64,14 +64,14 @@ def test_profiles_are_checked(tmp_path):
 
 
 def test_finetune_notebook_can_train_its_own_tokenizer(tmp_path, monkeypatch):
-    """02's recipe (its defaults, then these) with a fresh config and a tokenizer trained on the corpus."""
+    """02's recipe (TrainConfig's defaults, then these) with a fresh config and a tokenizer trained on the corpus."""
     from roberta_diffusion import paths, train
 
     monkeypatch.setattr(paths, "RUNS", tmp_path)
     params = {"run_name": "own-tokenizer", "new_tokenizer_vocab": 1024, "train_data": "sample", "valid_data": "sample",
               "max_train_lines": None, "block_size": 32, "batch_size": 4, "max_steps": 3, "eval_every": 3,
               "save_every": 3, "objectives": ["mlm"]}
-    train.train(train.TrainConfig(**{**pipeline.notebook_defaults("02_finetune"), **params}), say=lambda line: None)
+    train.train(train.TrainConfig(**params), say=lambda line: None)
     run = tmp_path / "own-tokenizer"
     from roberta_diffusion.models import load_mlm, load_tokenizer
 

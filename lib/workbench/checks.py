@@ -102,9 +102,13 @@ def output_path(flag: str, path: Path | None, suffix: str) -> None:
 # integer parameters that count something and must be at least 1 (0 or less would train or sample nothing)
 POSITIVE = {"max_steps", "batch_size", "block_size", "eval_every", "save_every", "steps", "max_len", "n_levels",
             "n_draws", "loss_blocks", "n_prompts", "n_heldout", "elbo_samples", "policy_steps", "cpu_threads",
-            "max_train_lines"}
-NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab"}
-POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes"}
+            "max_train_lines", "max_prefix_len", "eval_batches", "log_every"}
+NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab", "weight_decay",
+                "locality_init"}
+POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes", "adam_eps"}
+UNIT = {"dropout", "ema_decay", "span_prob"}  # shares and decay factors: in [0, 1]
+# TrainConfig fields that `train` sets for each objective: not settings a profile or --set gives
+SET_BY_TRAIN = ("objective", "out_dir")
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
@@ -136,9 +140,21 @@ def notebook_parameters(path: Path) -> dict[str, tuple[str, object]]:
     raise ValueError(f"{path} has no parameters cell")
 
 
+def train_settings() -> dict[str, tuple[str, object]]:
+    """``name -> (annotation, default)`` of the training settings (what ``finetune --set`` and a profile's
+    ``02_finetune`` section may give): ``TrainConfig``'s fields, its one owner, less ``SET_BY_TRAIN``."""
+    import dataclasses
+
+    from roberta_diffusion.train import TrainConfig  # here, not at the top: it loads torch and transformers
+
+    return {f.name: (str(f.type), f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(TrainConfig) if f.name not in SET_BY_TRAIN}
+
+
 def _type_ok(annotation: str, value) -> bool:
-    optional = annotation.startswith("Optional[")
-    base = annotation[len("Optional["):-1] if optional else annotation
+    # the notebooks' cells write "Optional[int]" (a literal papermill reads), the dataclasses "int | None"
+    optional = annotation.startswith("Optional[") or annotation.endswith(" | None")
+    base = annotation[len("Optional["):-1] if annotation.startswith("Optional[") else annotation.removesuffix(" | None")
     if value is None:
         return optional
     kind = _TYPES.get(base)
@@ -169,6 +185,8 @@ def parameter(key: str, value, known: dict, where: str) -> None:
         in_range(f"{where}: {key}", value, 0)
     elif key in POSITIVE_FLOAT:
         finite_positive(f"{where}: {key}", value)
+    elif key in UNIT:
+        in_range(f"{where}: {key}", value, 0, 1)
     elif key in ("seed",):
         seed(f"{where}: {key}", value)
     elif key == "run_name":
@@ -178,8 +196,9 @@ def parameter(key: str, value, known: dict, where: str) -> None:
             parameter(name, own, known, f"{where}: ar")
 
 
-def parameters(params: dict, notebook_path: Path, where: str) -> dict:
-    known = notebook_parameters(notebook_path)
+def parameters(params: dict, known: dict, where: str) -> dict:
+    """Every one of ``params`` checked against ``known`` (``notebook_parameters`` or ``train_settings``), then
+    the settings that bound each other."""
     for key, value in params.items():
         parameter(key, value, known, where)
     _cross_checks(params, where)

@@ -17,14 +17,14 @@ from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, m
 from roberta_diffusion.sampler import POLICIES
 
 from . import checks, runs
-from .pipeline import NOTEBOOKS, load_profile, notebook_defaults, notebook_params, run_pipeline
+from .pipeline import load_profile, notebook_params, run_pipeline
 from .runs import redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
 
 
 def add_subcommands(sub) -> None:
-    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (train.train(TrainConfig))")
+    ft = sub.add_parser("finetune", help="train with a profile's 02_finetune settings (train.train(TrainConfig))")
     ft.add_argument("--profile", default="smoke", help="profile name in profiles/ or a YAML path")
     ft.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters (JSON values)")
     ft.add_argument("--num-processes", type=int, default=1,
@@ -51,7 +51,7 @@ def add_subcommands(sub) -> None:
 
 
 def run_finetune(args) -> int:
-    """``train.train(TrainConfig(**params))`` with the profile's notebook-02 parameters (notebook 02's own call) on
+    """``train.train(TrainConfig(**params))`` with the profile's 02_finetune settings (notebook 02's own call) on
     a staged copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
@@ -59,9 +59,11 @@ def run_finetune(args) -> int:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
     profile = load_profile(args.profile)  # checked whole
     sets = parse_sets(args.set)
-    params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
-    checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
-    checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
+    known = checks.train_settings()  # TrainConfig's fields: the one owner of training settings
+    checks.parameters(sets, known, "--set")
+    # TrainConfig's defaults under the profile's values (its `common` ones that are training settings), under --set
+    params = {**{k: v for k, v in notebook_params(profile, "02_finetune").items() if k in known}, **sets}
+    checks.parameters(params, known, "--set with the profile")
     cfg = train.TrainConfig(**params)
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
@@ -69,8 +71,8 @@ def run_finetune(args) -> int:
         train.train(cfg)
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
-        data.check_text(paths.corpus(params[key]))
-    name = params["run_name"]
+        data.check_text(paths.corpus(getattr(cfg, key)))
+    name = cfg.run_name
     with runs.lock(name), staged_run(name) as root, redirect_runs(root):
         if args.num_processes > 1:
             code = _launch(args)
