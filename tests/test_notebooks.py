@@ -108,3 +108,20 @@ def test_notebook_defaults_are_the_readable_ones():
         for key, value in READABLE.items():
             if key in values:
                 assert eval(values[key]) == value, (name, key)  # noqa: S307 - the notebook's own literal
+
+
+def test_nbmake_copies_mock_only_parameters_of_their_notebook(tmp_path):
+    """The copies nbmake runs set tests/notebooks.yaml's tiny values as mocks: each must name a parameter of its
+    notebook (nbmake would set a misspelt or renamed one as a stray global, and the notebook would run its default)."""
+    import nbformat
+    from conftest import write_notebook_copies
+    from workbench import checks
+
+    written = write_notebook_copies(tmp_path, "/tiny")
+    assert [p.stem for p in written] == list(pipeline.ORDER)
+    for path in written:
+        notebook = nbformat.read(path, as_version=4)
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        mocks = cell.metadata["nbmake"]["mock"]
+        assert mocks and set(mocks) <= set(checks.notebook_parameters(pipeline.NOTEBOOKS / f"{path.stem}.py"))
+        assert not any("{tiny}" in str(v) for v in mocks.values())
