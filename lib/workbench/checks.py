@@ -6,6 +6,7 @@ CLI prints it as one ``error:`` line and exits with status 2.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import json
 import math
@@ -14,6 +15,7 @@ import re
 from pathlib import Path
 
 from roberta_diffusion.paths import run_name
+from roberta_diffusion.train import TrainConfig
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -143,10 +145,6 @@ def notebook_parameters(path: Path) -> dict[str, tuple[str, object]]:
 def train_settings() -> dict[str, tuple[str, object]]:
     """``name -> (annotation, default)`` of the training settings (what ``finetune --set`` and a profile's
     ``02_finetune`` section may give): ``TrainConfig``'s fields, its one owner, less ``SET_BY_TRAIN``."""
-    import dataclasses
-
-    from roberta_diffusion.train import TrainConfig  # here, not at the top: it loads torch and transformers
-
     return {f.name: (str(f.type), f.default_factory() if f.default is dataclasses.MISSING else f.default)
             for f in dataclasses.fields(TrainConfig) if f.name not in SET_BY_TRAIN}
 
