@@ -62,7 +62,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
         blocks = data.load_blocks(SAMPLE_TEXT, tok, 32)
         cfg = train.TrainConfig(out_dir={str(tmp_path / 'run')!r}, objective="mlm", size="tiny", block_size=32,
                                 prefix_len=4, batch_size=4, max_steps=100000, save_every=5, eval_every=10**9,
-                                eval_batches=1, log_every=1, warmup_steps=2)
+                                eval_batches=1, log_every=1, warmup_steps=2, lr=5e-4)
         train.fit(cfg, blocks, blocks, tok, progress=False)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
