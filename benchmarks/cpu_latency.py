@@ -1,5 +1,5 @@
 """CPU latency of the shipped models: a 256-token canvas, 10 steps, 2 threads, median of 3 runs after a warm-up.
-Prints JSON; README.md's results section quotes it.
+Prints JSON; README's results table and docs/results.md quote it.
 
 python -m benchmarks.cpu_latency
 """

@@ -42,6 +42,7 @@
 # Starting from a pretrained `roberta-base` (`init`, online) avoids the plateau altogether.
 
 # %% tags=["parameters"]
+# train.TrainConfig's fields in its order, with its defaults: the quick CPU run (a test holds this cell equal to it)
 run_name: str = "scratch"  # outputs go to runs/<run_name>/<objective>/
 objectives: list = ["mlm", "ar"]  # "mlm" means the diffusion model, "ar" means the GPT-2 baseline on the same data
 ar: dict = {}  # the GPT-2 baseline's own values of the parameters below, e.g. {"lr": 1e-3, "warmup_steps": 200}
@@ -55,29 +56,32 @@ new_tokenizer_vocab: int = 0  # above 0: train a fresh byte-level BPE of this si
 train_data: str = "wikipedia-train"  # corpus alias, local .txt/.raw/.gz file or folder, or hub name
 valid_data: str = "wikipedia-valid"
 max_train_lines: "Optional[int]" = 2000  # None means the whole corpus
-block_size: int = 128  # canvas length in tokens (256 for the real recipe)
+block_size: int = 128  # tokens per training block (256 for the shipped models)
 prefix_len: int = 16  # the shortest prompt, never masked
 max_prefix_len: "Optional[int]" = None  # prompt length drawn per row in [prefix_len, max_prefix_len]; None: always prefix_len
 span_prob: float = 0.0  # share of rows that also pin a random span, so infilling is in distribution
 ratio_mode: str = "levels"  # "levels" (seed: one ratio per batch) | "continuous" (MDLM: one t per sample) | "stratified" (t spread evenly; fixed-shape loss)
+n_levels: int = 10  # the number of mask ratios of "levels" (1/n_levels ... 1)
 weighting: str = "none"  # "none" | "elbo" (1/t weights: the MDLM bound as the objective)
-batch_size: int = 8
+batch_size: int = 8  # the global batch, split over the processes
 max_steps: int = 40
 lr: float = 1e-3
-warmup_steps: int = 10
 weight_decay: float = 0.01
-dropout: float = 0.1
-ema_decay: float = 0.0  # above 0 (e.g. 0.999): score and export an average of the weights instead of the last
+adam_eps: float = 1e-8  # small on purpose: a larger one freezes the tiny query/key gradients of a fresh model
+warmup_steps: int = 10
 escape_lr: "Optional[float]" = None  # masked LM only: warm up to this rate and hold it until step `escape_steps`,
 escape_steps: int = 0  # then ramp to `lr` over `warmup_steps` (RoBERTa from scratch escapes the plateau at 2e-4)
+dropout: float = 0.1
+ema_decay: float = 0.0  # above 0 (e.g. 0.999): score and export an average of the weights instead of the last
 eval_every: int = 20
 eval_batches: int = 8  # held-out batches scored at each evaluation
 save_every: int = 20
+log_every: int = 10  # steps between the lines of the training log
+seed: int = 0
+compile: bool = False  # torch.compile the model body (GPU only)
 max_minutes: "Optional[float]" = None  # stop early (and save) after this long
 teacher: "Optional[str]" = None  # a masked LM to distil (SDTT): the student learns its two steps in one
 distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)
-compile: bool = False  # torch.compile the model body (GPU only)
-seed: int = 0
 
 # %% [markdown]
 # ## Training

@@ -1,4 +1,4 @@
-"""Print the results tables (markdown) of an eval.json, so the numbers in README.md and the cards are copied, not typed.
+"""Print the results tables (markdown) of an eval.json, so the numbers in README.md, docs/results.md and the cards are copied, not typed.
 
 python scripts/results_table.py weights/roberta-diffusion-small/eval.json
 """

@@ -86,77 +86,72 @@ def parameterized(notebook: str | Path, params: dict, out_path: Path):
     return out_path
 
 
-# -- the notebooks as pytest items (tests/notebooks.yaml) ---------------------------------------------------
-def pytest_collect_file(parent, file_path):
-    if file_path.name == "notebooks.yaml":
-        return NotebookFile.from_parent(parent, path=file_path)
-    return None
+# -- the notebooks under nbmake (`pytest --nbmake`, on by default in pyproject's addopts) -----------------------
+# nbmake runs .ipynb files; what it cannot do is left here: make them from the py:percent sources (they are not
+# committed) into tests/nbmake/ (gitignored), give each the tiny values of tests/notebooks.yaml as nbmake mocks on
+# its parameters cell, build the tiny models those values name, and keep the kernel's runs/ in a temporary folder.
+NBMAKE_COPIES = Path(__file__).parent / "nbmake"
 
 
-class NotebookFile(pytest.File):
-    def collect(self):
-        import yaml
-
-        for name, params in yaml.safe_load(self.path.read_text()).items():
-            item = NotebookItem.from_parent(self, name=name, params=params or {})
-            item.add_marker(pytest.mark.notebooks)
-            yield item
-
-
-def _tiny_models(config) -> str:
-    """A folder with the tiny models (``mlm/``, ``ar/``), built once per session and removed at its end."""
-    if not hasattr(config, "_rd_tiny_models"):
+def pytest_configure(config):
+    if getattr(config.option, "nbmake", False):
         import shutil
         import tempfile
 
-        root = tempfile.mkdtemp(prefix="rd-tiny-")
-        config.add_cleanup(lambda: shutil.rmtree(root, ignore_errors=True))
+        config._rd_tiny = tempfile.mkdtemp(prefix="rd-tiny-")  # filled before the first notebook runs
+        config.add_cleanup(lambda: shutil.rmtree(config._rd_tiny, ignore_errors=True))
+        write_notebook_copies(NBMAKE_COPIES, config._rd_tiny)
+
+
+def write_notebook_copies(folder: Path, tiny: str) -> list[Path]:
+    """``jupytext --to ipynb`` of each notebook into ``folder``, its parameters cell carrying the tiny values as
+    nbmake's ``mock`` metadata (set as globals right after the cell runs); copies of notebooks gone are removed."""
+    import jupytext
+    import yaml
+    from roberta_diffusion import paths
+
+    values = yaml.safe_load((Path(__file__).parent / "notebooks.yaml").read_text())
+    folder.mkdir(exist_ok=True)
+    for stale in folder.glob("*.ipynb"):
+        if stale.stem not in values:
+            stale.unlink()
+    written = []
+    for name, params in values.items():
+        notebook = jupytext.read(paths.NOTEBOOKS / f"{name}.py")
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        cell.metadata["nbmake"] = {"mock": {k: v.replace("{tiny}", tiny) if isinstance(v, str) else v
+                                            for k, v in (params or {}).items()}}
+        written.append(paths.atomic_write_text(folder / f"{name}.ipynb", jupytext.writes(notebook, fmt="ipynb")))
+    return written
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if getattr(item, "nbmake", False):
+            item.add_marker(pytest.mark.notebooks)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # inside the output capture
+def pytest_runtest_call(item):
+    if not getattr(item, "nbmake", False):
+        return (yield)
+    import shutil
+    import tempfile
+
+    tiny = Path(item.config._rd_tiny)
+    if not (tiny / "ar").exists():
         tokenizer = models.fallback_tokenizer()
         for name, model in (("mlm", models.fresh_mlm(tokenizer, "tiny")), ("ar", models.fresh_causal_lm(tokenizer, "tiny"))):
-            model.save_pretrained(f"{root}/{name}")
-            tokenizer.save_pretrained(f"{root}/{name}")
-        config._rd_tiny_models = root
-    return config._rd_tiny_models
-
-
-class NotebookItem(pytest.Item):
-    """One notebook executed in a kernel with its parameters injected as papermill does."""
-
-    def __init__(self, *, params: dict, **kwargs):
-        super().__init__(**kwargs)
-        self.params = params
-
-    def runtest(self):
-        import tempfile
-        from pathlib import Path
-
-        from nbclient import NotebookClient
-        from roberta_diffusion.paths import ROOT
-        from workbench import pipeline
-
-        tiny = _tiny_models(self.config)
-        params = {k: v.replace("{tiny}", tiny) if isinstance(v, str) else v for k, v in self.params.items()}
-        with tempfile.TemporaryDirectory(prefix=f"rd-{self.name}-") as folder:
-            runs = Path(folder) / "runs"
-            notebook = parameterized(self.name, {"run_name": "nb-item", **params}, Path(folder) / "in.ipynb")
-            import nbformat
-
-            nb = nbformat.read(notebook, as_version=4)
-            env = {**os.environ, "ROBERTA_DIFFUSION_RUNS": str(runs), "MPLBACKEND": "Agg"}
-            with pipeline.ipc_kernel() as km:
-                NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(ROOT)}}).execute(
-                    env=env, cwd=str(ROOT))
-            assert (runs / "nb-item").is_dir(), "the notebook wrote nothing under runs/<run_name>/"
-
-    def repr_failure(self, excinfo):
-        from nbclient.exceptions import CellExecutionError
-
-        if isinstance(excinfo.value, CellExecutionError):
-            import re
-
-            plain = re.sub(r"\x1b\[[0-9;]*m", "", str(excinfo.value))  # the kernel's traceback comes coloured
-            return f"{self.name}: a cell failed\n{plain}"
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self):
-        return self.path, 0, f"notebook {self.name} (tiny model, tests/notebooks.yaml)"
+            model.save_pretrained(tiny / name)
+            tokenizer.save_pretrained(tiny / name)
+    runs = tempfile.mkdtemp(prefix=f"rd-{item.name}-")
+    before = os.environ.get("ROBERTA_DIFFUSION_RUNS")
+    os.environ["ROBERTA_DIFFUSION_RUNS"] = runs  # the kernel nbmake starts inherits it: nothing lands in runs/
+    try:
+        return (yield)
+    finally:
+        if before is None:
+            del os.environ["ROBERTA_DIFFUSION_RUNS"]
+        else:
+            os.environ["ROBERTA_DIFFUSION_RUNS"] = before
+        shutil.rmtree(runs, ignore_errors=True)

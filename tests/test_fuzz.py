@@ -142,9 +142,9 @@ def test_the_library_checks_refuse_with_value_errors_only():
     @settings(max_examples=200, deadline=None, database=None)
     @given(value=st.one_of(st.integers(), st.floats(), st.text(max_size=20), st.none(), st.booleans(),
                            st.lists(st.integers(), max_size=3)),
-           key=st.sampled_from(sorted(checks.notebook_parameters(paths.NOTEBOOKS / "02_finetune.py")) + ["max_step"]))
+           key=st.sampled_from(sorted(checks.train_settings()) + ["max_step"]))
     def check(value, key):
-        known = checks.notebook_parameters(paths.NOTEBOOKS / "02_finetune.py")
+        known = checks.train_settings()
         try:
             checks.parameter(key, value, known, "--set")
         except ValueError as err:

@@ -51,14 +51,14 @@ def test_profiles_are_checked(tmp_path):
 
 
 def test_finetune_notebook_can_train_its_own_tokenizer(tmp_path, monkeypatch):
-    """02's recipe (its defaults, then these) with a fresh config and a tokenizer trained on the corpus."""
+    """02's recipe (TrainConfig's defaults, then these) with a fresh config and a tokenizer trained on the corpus."""
     from roberta_diffusion import paths, train
 
     monkeypatch.setattr(paths, "RUNS", tmp_path)
     params = {"run_name": "own-tokenizer", "new_tokenizer_vocab": 1024, "train_data": "sample", "valid_data": "sample",
               "max_train_lines": None, "block_size": 32, "batch_size": 4, "max_steps": 3, "eval_every": 3,
               "save_every": 3, "objectives": ["mlm"]}
-    train.train(train.TrainConfig(**{**pipeline.notebook_defaults("02_finetune"), **params}), say=lambda line: None)
+    train.train(train.TrainConfig(**params), say=lambda line: None)
     run = tmp_path / "own-tokenizer"
     from roberta_diffusion.models import load_mlm, load_tokenizer
 
@@ -99,3 +99,20 @@ def test_notebook_defaults_are_the_readable_ones():
         for key, value in READABLE.items():
             if key in values:
                 assert eval(values[key]) == value, (name, key)  # noqa: S307 - the notebook's own literal
+
+
+def test_nbmake_copies_mock_only_parameters_of_their_notebook(tmp_path):
+    """The copies nbmake runs set tests/notebooks.yaml's tiny values as mocks: each must name a parameter of its
+    notebook (nbmake would set a misspelt or renamed one as a stray global, and the notebook would run its default)."""
+    import nbformat
+    from conftest import write_notebook_copies
+    from workbench import checks
+
+    written = write_notebook_copies(tmp_path, "/tiny")
+    assert [p.stem for p in written] == list(pipeline.ORDER)
+    for path in written:
+        notebook = nbformat.read(path, as_version=4)
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        mocks = cell.metadata["nbmake"]["mock"]
+        assert mocks and set(mocks) <= set(checks.notebook_parameters(pipeline.NOTEBOOKS / f"{path.stem}.py"))
+        assert not any("{tiny}" in str(v) for v in mocks.values())

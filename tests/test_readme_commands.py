@@ -87,10 +87,10 @@ def check_training_line(words: list[str]) -> None:
     profile = pipeline.load_profile(args.profile)
     if words[0] == "finetune":
         sets = commands.parse_sets(args.set)
-        params = {**pipeline.notebook_defaults("02_finetune"), **pipeline.notebook_params(profile, "02_finetune"),
-                  **sets}
-        checks.parameters(params, pipeline.NOTEBOOKS / "02_finetune.py", "--set with the profile")
-        train.TrainConfig(**params)
+        known = checks.train_settings()  # TrainConfig's fields: what finetune checks against
+        params = {**{k: v for k, v in pipeline.notebook_params(profile, "02_finetune").items() if k in known}, **sets}
+        checks.parameters(params, known, "--set with the profile")
+        checks.train_config(train.TrainConfig(**params), args.num_processes)
         assert args.num_processes >= 1
 
 

@@ -1,5 +1,6 @@
 """Training: loss goes down, checkpoints are atomic, and a killed run resumes instead of restarting."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -61,7 +62,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
         blocks = data.load_blocks(SAMPLE_TEXT, tok, 32)
         cfg = train.TrainConfig(out_dir={str(tmp_path / 'run')!r}, objective="mlm", size="tiny", block_size=32,
                                 prefix_len=4, batch_size=4, max_steps=100000, save_every=5, eval_every=10**9,
-                                eval_batches=1, log_every=1, warmup_steps=2)
+                                eval_batches=1, log_every=1, warmup_steps=2, lr=5e-4)
         train.fit(cfg, blocks, blocks, tok, progress=False)
     """))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -193,18 +194,69 @@ def test_stratified_training_runs_the_head_on_the_bounded_rows(blocks, tokenizer
     assert len(capacities) >= 4 and set(capacities) == {bound}
 
 
-def test_notebook_02_parameters_are_train_config_fields(tmp_path, monkeypatch):
-    """Notebook 02's parameters cell maps 1:1 onto TrainConfig: ``TrainConfig(**params)`` is the whole recipe."""
+def test_notebook_02_parameters_cell_is_train_config():
+    """TrainConfig owns the training settings; notebook 02's cell restates them as literals for papermill. Same
+    names in the same order, same values, same types (the cell's "Optional[int]" is the field's "int | None")."""
     from roberta_diffusion import paths
-    from workbench.checks import notebook_parameters
+    from workbench.checks import SET_BY_TRAIN, notebook_parameters
+
+    cell = notebook_parameters(paths.NOTEBOOKS / "02_finetune.py")
+    fields = [f for f in dataclasses.fields(train.TrainConfig) if f.name not in SET_BY_TRAIN]
+    assert list(cell) == [f.name for f in fields]
+    defaults = dataclasses.asdict(train.TrainConfig())
+    for f in fields:
+        annotation, value = cell[f.name]
+        if annotation.startswith("Optional["):
+            annotation = f"{annotation[len('Optional['):-1]} | None"
+        assert (f.name, annotation, value) == (f.name, f.type, defaults[f.name])
+        assert type(value) is type(defaults[f.name]), f.name  # 1 is not 1.0 to a type check of --set
+
+
+def test_profiles_override_train_config(tmp_path, monkeypatch):
+    """What `finetune --profile P` trains is TrainConfig's defaults under the profile's 02_finetune values, and it
+    is what the notebook builds from its cell with the profile injected: one config either way."""
+    from roberta_diffusion import paths
+    from workbench import pipeline
 
     monkeypatch.setattr(paths, "RUNS", tmp_path)
-    params = {k: default for k, (_, default) in notebook_parameters(paths.NOTEBOOKS / "02_finetune.py").items()}
-    assert set(params) <= set(train.TrainConfig.__dataclass_fields__)
-    cfg = train.TrainConfig(**{**params, "init": "weights/tokenizer", "escape_lr": 2e-4, "escape_steps": 100,
-                               "ar": {"lr": 3e-4, "warmup_steps": 7}})
+    for name in ("smoke", "full", "converge"):
+        params = pipeline.notebook_params(pipeline.load_profile(name), "02_finetune")
+        cell = {k: v for k, (_, v) in pipeline.checks.notebook_parameters(paths.NOTEBOOKS / "02_finetune.py").items()}
+        assert train.TrainConfig(**params) == train.TrainConfig(**{**cell, **params}), name
+    full = train.TrainConfig(**pipeline.notebook_params(pipeline.load_profile("full"), "02_finetune"))
+    assert (full.size, full.block_size, full.batch_size, full.max_steps, full.lr) == ("small", 256, 64, 4000, 0.0015)
+
+
+def test_the_baseline_takes_its_own_values_and_the_masked_lm_only_defaults(tmp_path, monkeypatch):
+    from roberta_diffusion import paths
+
+    monkeypatch.setattr(paths, "RUNS", tmp_path)
+    cfg = train.TrainConfig(init="weights/tokenizer", escape_lr=2e-4, escape_steps=100,
+                            ar={"lr": 3e-4, "warmup_steps": 7})
     mlm, ar = cfg.for_objective("mlm"), cfg.for_objective("ar")
     assert (mlm.lr, mlm.warmup_steps, mlm.escape_lr, mlm.out_dir) == (1e-3, 10, 2e-4, str(tmp_path / "scratch" / "mlm"))
     assert (ar.lr, ar.warmup_steps, ar.escape_lr, ar.init, ar.objective) == (3e-4, 7, None, None, "ar")
     with pytest.raises(ValueError, match="not TrainConfig fields"):
         train.TrainConfig(ar={"lrr": 1}).for_objective("ar")
+
+
+def test_set_checks_against_train_config():
+    """`--set` knows TrainConfig's fields and types, not the notebook's text: a field the cell does not parse
+    still type-checks, every numeric setting refuses a negative value, and a typo gets the closest name."""
+    from workbench import checks
+
+    known = checks.train_settings()
+    assert set(known) == {f.name for f in dataclasses.fields(train.TrainConfig)} - set(checks.SET_BY_TRAIN)
+    checks.parameters({"max_train_lines": None, "escape_lr": 2e-4, "objectives": ["mlm"], "n_levels": 5}, known, "--set")
+    for key, value in (("max_steps", 1.5), ("max_train_lines", "all"), ("compile", 1), ("ar", [1]), ("lr", True)):
+        with pytest.raises(ValueError, match=key):
+            checks.parameter(key, value, known, "--set")
+    numeric = [k for k, (annotation, _) in known.items() if annotation.split(" | ")[0] in ("int", "float")]
+    assert {"lr", "adam_eps", "log_every", "dropout", "max_prefix_len"} <= set(numeric)
+    for key in numeric:
+        with pytest.raises(ValueError, match=key):
+            checks.parameter(key, -1, known, "--set")
+    with pytest.raises(ValueError, match="dropout"):
+        checks.parameter("dropout", 1.5, known, "--set")
+    with pytest.raises(ValueError, match="did you mean 'adam_eps'"):
+        checks.parameter("adam_epsilon", 1e-8, known, "--set")

@@ -61,6 +61,9 @@ MLM_ONLY = ("init", "arch", "locality_init", "plateau_escape", "escape_lr", "esc
 
 @dataclass
 class TrainConfig:
+    # The defaults are the quick CPU run (tiny models, a little data: about a minute on 2 cores), so notebook 02 and
+    # `finetune` run as they stand; profiles/*.yaml override them for real runs. Notebook 02's parameters cell
+    # restates these fields as literals for papermill, in this order (tests/test_train.py holds them equal).
     run_name: str = "scratch"  # outputs go to runs/<run_name>/<objective>/
     objectives: list = field(default_factory=lambda: ["mlm", "ar"])  # "mlm": the diffusion model, "ar": GPT-2
     ar: dict = field(default_factory=dict)  # the GPT-2 baseline's own values, e.g. {"lr": 1e-3, "warmup_steps": 200}
@@ -73,17 +76,17 @@ class TrainConfig:
     new_tokenizer_vocab: int = 0  # > 0: a fresh byte-level BPE of this size trained on train_data instead
     train_data: str = "wikipedia-train"  # corpus alias, text file or folder, hub name, or a .pt of blocks
     valid_data: str = "wikipedia-valid"
-    max_train_lines: int | None = None  # None: the whole corpus
-    block_size: int = 256
+    max_train_lines: int | None = 2000  # None: the whole corpus
+    block_size: int = 128  # tokens per training block (256 for the shipped models)
     prefix_len: int = PROMPT_LEN  # the shortest prompt: never masked
     max_prefix_len: int | None = None  # prompt length drawn per row in [prefix_len, max_prefix_len]; None: fixed
     span_prob: float = 0.0  # share of rows that also pin one random span (infilling in distribution)
     ratio_mode: str = "levels"  # collator mode: "levels" (seed) | "continuous" (MDLM) | "stratified"
     n_levels: int = 10
     weighting: str = "none"  # "none" | "elbo"
-    batch_size: int = 16  # the global batch, split over the processes
-    max_steps: int = 100
-    lr: float = 5e-4
+    batch_size: int = 8  # the global batch, split over the processes
+    max_steps: int = 40
+    lr: float = 1e-3
     weight_decay: float = 0.01
     adam_eps: float = 1e-8  # not RoBERTa's 1e-6: at init the query/key gradients are ~1e-8 per weight, and a
     # larger eps freezes them, leaving attention uniform and the MLM stuck at the unigram loss
@@ -92,9 +95,9 @@ class TrainConfig:
     escape_steps: int = 0  # to `lr` over `warmup_steps` (RoBERTa leaves the unigram plateau only at a low rate)
     dropout: float = 0.1
     ema_decay: float = 0.0  # > 0: also keep an average of the weights, scored and exported instead of the last
-    eval_every: int = 50
+    eval_every: int = 20
     eval_batches: int = 8
-    save_every: int = 50
+    save_every: int = 20
     log_every: int = 10
     seed: int = 0
     compile: bool = False

@@ -6,6 +6,7 @@ CLI prints it as one ``error:`` line and exits with status 2.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import json
 import math
@@ -17,6 +18,7 @@ from roberta_diffusion import collator, models, sampler, train
 from roberta_diffusion.draws import SCHEDULES
 from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
+from roberta_diffusion.train import TrainConfig
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -117,9 +119,11 @@ POSITIVE = {"max_steps", "batch_size", "block_size", "eval_every", "save_every",
             "max_train_lines", "eval_batches", "log_every", "panel_max_len", "max_prefix_len"}
 NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab", "weight_decay",
                 "locality_init", "distill_steps"}
-POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes"}
+POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes", "adam_eps"}
 # shares and decays: (low, high, whether high itself is allowed)
 UNIT = {"dropout": (0, 1, False), "ema_decay": (0, 1, False), "span_prob": (0, 1, True)}
+# TrainConfig fields that `train` sets for each objective: not settings a profile or --set gives
+SET_BY_TRAIN = ("objective", "out_dir")
 # lists of numbers: each element's range
 LISTS = {"ratios": (0, 1, "a masked share in (0, 1]"), "steps_sweep": (1, None, "a number of steps >= 1")}
 
@@ -161,9 +165,17 @@ def notebook_parameters(path: Path) -> dict[str, tuple[str, object]]:
     raise ValueError(f"{path} has no parameters cell")
 
 
+def train_settings() -> dict[str, tuple[str, object]]:
+    """``name -> (annotation, default)`` of the training settings (what ``finetune --set`` and a profile's
+    ``02_finetune`` section may give): ``TrainConfig``'s fields, its one owner, less ``SET_BY_TRAIN``."""
+    return {f.name: (str(f.type), f.default_factory() if f.default is dataclasses.MISSING else f.default)
+            for f in dataclasses.fields(TrainConfig) if f.name not in SET_BY_TRAIN}
+
+
 def _type_ok(annotation: str, value) -> bool:
-    optional = annotation.startswith("Optional[")
-    base = annotation[len("Optional["):-1] if optional else annotation
+    # the notebooks' cells write "Optional[int]" (a literal papermill reads), the dataclasses "int | None"
+    optional = annotation.startswith("Optional[") or annotation.endswith(" | None")
+    base = annotation[len("Optional["):-1] if annotation.startswith("Optional[") else annotation.removesuffix(" | None")
     if value is None:
         return optional
     kind = _TYPES.get(base)
@@ -222,8 +234,9 @@ def parameter(key: str, value, known: dict, where: str) -> None:
             parameter(name, own, known, f"{where}: ar")
 
 
-def parameters(params: dict, notebook_path: Path, where: str) -> dict:
-    known = notebook_parameters(notebook_path)
+def parameters(params: dict, known: dict, where: str) -> dict:
+    """Every one of ``params`` checked against ``known`` (``notebook_parameters`` or ``train_settings``), then
+    the settings that bound each other."""
     for key, value in params.items():
         parameter(key, value, known, where)
     _cross_checks(params, where)

@@ -22,7 +22,7 @@ from torch.distributed.run import parse_args
 from torch.distributed.run import run as launch
 
 from . import checks, runs
-from .pipeline import NOTEBOOKS, ORDER, load_profile, notebook_defaults, notebook_params, run_pipeline
+from .pipeline import ORDER, load_profile, notebook_params, run_pipeline
 from .runs import RunFailed, redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
@@ -30,7 +30,7 @@ WORKER_ERRORS = "ROBERTA_DIFFUSION_WORKER_ERRORS"  # the folder where they leave
 
 
 def add_subcommands(sub) -> None:
-    ft = sub.add_parser("finetune", help="train with a profile's notebook-02 parameters (train.train(TrainConfig))")
+    ft = sub.add_parser("finetune", help="train with a profile's 02_finetune settings (train.train(TrainConfig))")
     ft.add_argument("--profile", default="smoke", help="profile name in profiles/ or a YAML path")
     ft.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override parameters (JSON values)")
     ft.add_argument("--num-processes", type=int, default=1,
@@ -59,7 +59,7 @@ def add_subcommands(sub) -> None:
 
 
 def run_finetune(args) -> int:
-    """``train.train(TrainConfig(**params))`` with the profile's notebook-02 parameters (notebook 02's own call) on
+    """``train.train(TrainConfig(**params))`` with the profile's 02_finetune settings (notebook 02's own call) on
     a staged copy of ``runs/<run_name>`` under the name's lock; the results replace the previous ones only when training
     and export finished. With ``--num-processes N`` the training runs in N processes (``_launch``), which write
     into the staged copy; the lock and the swap stay with this process."""
@@ -67,9 +67,11 @@ def run_finetune(args) -> int:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
     profile = load_profile(args.profile)  # checked whole
     sets = parse_sets(args.set)
-    params = {**notebook_defaults("02_finetune"), **notebook_params(profile, "02_finetune"), **sets}
-    checks.parameters(sets, NOTEBOOKS / "02_finetune.py", "--set")
-    checks.parameters(params, NOTEBOOKS / "02_finetune.py", "--set with the profile")
+    known = checks.train_settings()  # TrainConfig's fields: the one owner of training settings
+    checks.parameters(sets, known, "--set")
+    # TrainConfig's defaults under the profile's values (its `common` ones that are training settings), under --set
+    params = {**{k: v for k, v in notebook_params(profile, "02_finetune").items() if k in known}, **sets}
+    checks.parameters(params, known, "--set with the profile")
     cfg = train.TrainConfig(**params)
     checks.train_config(cfg, args.num_processes)  # all of it before the lock: a refusal leaves nothing behind
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -78,8 +80,8 @@ def run_finetune(args) -> int:
         _as_worker(lambda: _train(cfg))
         return 0
     for key in ("train_data", "valid_data"):  # a binary or missing corpus fails here, not after the set-up
-        data.check_text(paths.corpus(params[key]))
-    name = params["run_name"]
+        data.check_text(paths.corpus(getattr(cfg, key)))
+    name = cfg.run_name
     with runs.lock(name), staged_run(name) as root, redirect_runs(root):
         if args.num_processes > 1:
             _launch(args)

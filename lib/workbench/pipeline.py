@@ -75,7 +75,7 @@ def check_profile(data: dict, where: str) -> None:
     timeout = data.get("timeout", 1800)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         raise ValueError(f"profile {where}: timeout={timeout!r} must be a number of seconds above 0")
-    known = {name: checks.notebook_parameters(NOTEBOOKS / f"{name}.py") for name in ORDER}
+    known = known_parameters()
     for section in ("common", *ORDER):
         if not isinstance(data.get(section) or {}, dict):
             raise ValueError(f"profile {where}: section {section!r} must be a mapping of parameter: value")
@@ -87,22 +87,22 @@ def check_profile(data: dict, where: str) -> None:
         params = {**(data.get("common") or {}), **(data.get(name) or {})}
         for key, value in (data.get(name) or {}).items():
             checks.parameter(key, value, known[name], f"profile {where}: {name}")
-        checks.parameters({k: v for k, v in params.items() if k in known[name]}, NOTEBOOKS / f"{name}.py",
-                          f"profile {where}: {name}")
+        checks.parameters({k: v for k, v in params.items() if k in known[name]}, known[name], f"profile {where}: {name}")
     # what train.train would refuse, refused now, before the run's lock
-    finetune = {**notebook_defaults("02_finetune"), **notebook_params(data, "02_finetune")}
+    finetune = notebook_params(data, "02_finetune")  # over TrainConfig's defaults, which notebook 02's cell restates
     checks.train_config(train.TrainConfig(**{k: v for k, v in finetune.items() if k in known["02_finetune"]}),
                         where=f"profile {where}: 02_finetune")
 
 
+def known_parameters() -> dict[str, dict]:
+    """Each notebook's parameters, ``name -> (annotation, default)``: notebook 02's are ``TrainConfig``'s fields
+    (its cell restates them, tests/test_train.py holds the two equal), the others' are read from their cells."""
+    return {name: checks.train_settings() if name == "02_finetune" else checks.notebook_parameters(NOTEBOOKS / f"{name}.py")
+            for name in ORDER}
+
+
 def notebook_params(profile: dict, notebook: str) -> dict:
     return {"run_name": profile["name"], **(profile.get("common") or {}), **(profile.get(notebook) or {})}
-
-
-def notebook_defaults(notebook: str | Path) -> dict:
-    """The values a notebook's ``parameters`` cell sets (its defaults, before any profile)."""
-    path = Path(notebook) if Path(notebook).exists() else NOTEBOOKS / f"{notebook}.py"
-    return {name: default for name, (_, default) in checks.notebook_parameters(path).items()}
 
 
 def to_ipynb(py_path: Path, out_path: Path) -> Path:
