@@ -46,7 +46,7 @@ panel_max_len: int = 96  # canvas length of the interactive panel's own generati
 import json
 
 from roberta_diffusion import canvas, paths, viz
-from roberta_diffusion.sampler import POLICIES, generate_diffusion
+from roberta_diffusion.sampler import generate_diffusion
 from workbench import cells, panel
 
 try:
@@ -127,16 +127,15 @@ for name, start in infills.items():
 # Same prompt, same model, `policy_steps` steps each. **random** (MDLM's ancestral sampler) commits a random
 # set each step — chosen before the loop, so each step runs the output layer only at the positions it commits,
 # which makes it the fastest policy; **confidence** / **margin** / **entropy** commit the proposals the model is surest about first
-# (MaskGIT, LLaDA); **threshold** commits every proposal above a probability and may stop early. Once committed,
-# a token stays — only seed-remask revisits its choices.
+# (MaskGIT, LLaDA); **threshold** commits every proposal above a probability and may stop early. **remdm** (ReMDM)
+# is random's order plus revision: each step sends the least confident earlier tokens back to `<mask>` (here 5 %
+# of them) for a later step to redraw with more context, the best quality at matched entropy measured so far;
+# **calibrated** (PC-Sampler) is confidence divided by how common the token is in the corpus, so filler is not
+# committed first. Once committed, a token stays, except under seed-remask and remdm.
 
 # %%
-policy_rows = []
-for each in POLICIES:  # not `policy`: that is the parameter the cells above read
-    t = generate_diffusion(model, tokenizer, prompt, steps=policy_steps, policy=each, schedule=schedule,
-                           max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
-    policy_rows.append({"policy": each, "steps": t.steps, "forward passes": t.forward_passes,
-                        "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})
+policy_rows = cells.compare_policies(model, tokenizer, prompt, policy_steps, schedule=schedule, max_len=max_len,
+                                     prefix_len=prefix_len, seed=seed, **sampling)
 display(cells.table(policy_rows))
 
 # %% [markdown]

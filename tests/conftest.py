@@ -49,10 +49,14 @@ def tiny_dirs(tmp_path_factory, tokenizer, mlm, causal_lm):
     for name, model in (("mlm", mlm), ("ar", causal_lm)):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
-    # the corpus counts a trained masked LM keeps beside it (policy calibrated reads them), from the sample text
-    sample = tokenizer(paths.SAMPLE_TEXT.read_text())["input_ids"]
-    corpus.save_counts(root / "mlm", corpus.count_tokens(torch.tensor(sample), len(tokenizer)), "data/sample.txt")
+    save_sample_counts(root / "mlm", tokenizer)
     return root
+
+
+def save_sample_counts(folder: Path, tokenizer) -> None:
+    """The corpus counts a trained masked LM keeps beside it (policy calibrated reads them), from the sample text."""
+    sample = tokenizer(paths.SAMPLE_TEXT.read_text())["input_ids"]
+    corpus.save_counts(folder, corpus.count_tokens(torch.tensor(sample), len(tokenizer)), "data/sample.txt")
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +148,7 @@ def pytest_runtest_call(item):
         for name, model in (("mlm", models.fresh_mlm(tokenizer, "tiny")), ("ar", models.fresh_causal_lm(tokenizer, "tiny"))):
             model.save_pretrained(tiny / name)
             tokenizer.save_pretrained(tiny / name)
+        save_sample_counts(tiny / "mlm", tokenizer)
     runs = tempfile.mkdtemp(prefix=f"rd-{item.name}-")
     before = os.environ.get("ROBERTA_DIFFUSION_RUNS")
     os.environ["ROBERTA_DIFFUSION_RUNS"] = runs  # the kernel nbmake starts inherits it: nothing lands in runs/

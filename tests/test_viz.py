@@ -240,3 +240,18 @@ def test_comparison_gif_uses_one_clock(trace, causal_lm, tokenizer, tmp_path):
     path = viz.animate_comparison([trace, ar], [tokenizer, tokenizer], tmp_path / "cmp.gif", n_frames=7)
     with Image.open(path) as gif:
         assert gif.n_frames == 7
+
+
+def test_policy_comparison_runs_every_policy_and_says_when_one_cannot(mlm, tokenizer, tmp_path):
+    import copy
+
+    from roberta_diffusion.policies import POLICIES
+    from workbench import cells
+
+    bare = copy.deepcopy(tokenizer)
+    bare.name_or_path = str(tmp_path)  # a folder with no corpus counts
+    rows = cells.compare_policies(mlm, bare, "The cat", 3, max_len=20)
+    assert [r["policy"] for r in rows] == list(POLICIES)
+    skipped = [r for r in rows if r["text (start)"].startswith("not run:")]
+    assert [r["policy"] for r in skipped] == [n for n, p in POLICIES.items() if p.reads_corpus]
+    assert all("forward passes" in r for r in rows if r not in skipped)

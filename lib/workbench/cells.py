@@ -209,3 +209,26 @@ def quality_rows(result: dict) -> list[dict]:
                          "x real": round(row["gen_ppl"] / real["gen_ppl"], 2),
                          "unigram_entropy": row["unigram_entropy"], "rep_4": row["rep_4"], "ms (B=1)": ms})
     return rows
+
+
+# each policy's own knob in the side-by-side: the measured best remask share (docs/results.md), no position pull
+POLICY_KNOBS = {"remdm": {"remask": 0.05}, "calibrated": {"position_decay": 0.0}}
+
+
+def compare_policies(model, tokenizer, prompt: str, steps: int, **settings) -> list[dict]:
+    """One row per registered policy on the same prompt and seed. A policy that reads corpus counts the model folder
+    lacks gets a row saying so instead of a text (a model trained here has them beside it)."""
+    from roberta_diffusion.policies import POLICIES
+    from roberta_diffusion.sampler import generate_diffusion
+
+    rows = []
+    for name in POLICIES:
+        try:
+            t = generate_diffusion(model, tokenizer, prompt, steps=steps, policy=name, **POLICY_KNOBS.get(name, {}),
+                                   **settings)
+        except FileNotFoundError as err:
+            rows.append({"policy": name, "steps": steps, "text (start)": f"not run: {err}"})
+            continue
+        rows.append({"policy": name, "steps": t.steps, "forward passes": t.forward_passes,
+                     "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})
+    return rows
