@@ -22,3 +22,21 @@ def test_relative_links_resolve(page):
     targets = [t for t in _LINK.findall(page.read_text()) if "://" not in t]
     missing = [t for t in targets if not (page.parent / t).exists()]
     assert not missing, f"{page.name} links to files that do not exist: {missing}"
+
+
+def test_every_test_named_by_a_reliability_claim_exists():
+    """docs/cli.md's reliability table names the test holding each claim: each named file and function is there."""
+    root = ROOT
+    text = (root / "docs" / "cli.md").read_text()
+    table = text[text.index("## Reliability"):]
+    table = table[: table.index("\n## ", 1)] if "\n## " in table[1:] else table
+    current = None
+    named = re.findall(r"`(tests/[\w/]+\.py)?(?:::)?(test_\w+)?`|`::(test_\w+)`", table)
+    assert named
+    for path, function, continued in named:
+        if path:
+            current = root / path
+            assert current.exists(), path
+        name = function or continued
+        if name:
+            assert f"def {name}(" in current.read_text(), f"{current.name} has no {name}"
