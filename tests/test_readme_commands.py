@@ -1,6 +1,7 @@
-"""Every ``roberta-diffusion ...`` command in README.md's code blocks runs as written (issue 25, item 2).
+"""Every ``roberta-diffusion ...`` command in the code blocks of README.md and of docs/cli.md (README's page of every
+subcommand, one link away) runs as written (issue 25, item 2).
 
-README.md is read when the tests are collected, so a command added, changed or removed there is what runs here. Each
+Both are read when the tests are collected, so a command added, changed or removed there is what runs here. Each
 command is one test item, named by its words, and is handled in one of four ways:
 
 - run as written, in a scratch folder (its relative output paths land there), on the shipped weights when it names
@@ -49,11 +50,14 @@ def readme_commands(text: str) -> list[list[str]]:
     return commands
 
 
-COMMANDS = readme_commands(README.read_text())
+CLI_PAGE = paths.ROOT / "docs" / "cli.md"
+COMMANDS = [*readme_commands(README.read_text()),
+            *(c for c in readme_commands(CLI_PAGE.read_text()) if c not in readme_commands(README.read_text()))]
 
 
 def test_readme_has_commands_to_run():
-    """The extraction finds what the README shows: generate, infill, ar, compare, finetune, pipeline, eval."""
+    """The extraction finds what README and its command page show: generate, infill, ar, compare, finetune, pipeline,
+    eval."""
     assert {c[0] for c in COMMANDS} >= {"generate", "ar", "compare", "finetune", "pipeline", "eval"}
     assert any("--infill" in c for c in COMMANDS)
 

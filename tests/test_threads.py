@@ -118,7 +118,8 @@ def test_the_benchmark_tools_take_threads_too():
 def test_finetune_workers_get_the_thread_count(monkeypatch):
     """--num-processes N relaunches finetune N times: each worker gets --threads as given."""
     seen = {}
-    monkeypatch.setattr(commands.subprocess, "call", lambda command, env: seen.update(command=command) or 0)
+    monkeypatch.setattr(commands, "launch", lambda config: seen.update(config=config))
+    monkeypatch.setattr(commands, "parse_args", lambda argv: argv)  # the launcher's argument list, as given
     parser = cli.build_parser()
     commands._launch(parser.parse_args(["finetune", "--num-processes", "2", "--threads", "3"]))
-    assert seen["command"][-2:] == ["--threads", "3"]
+    assert seen["config"][-2:] == ["--threads", "3"] and "--nproc_per_node" in seen["config"]

@@ -96,7 +96,7 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, policy, ma
     """One step, fixed shapes throughout. ``x [B, L]`` ids, ``confidence [B, L]``, ``j [1]`` long (the step,
     as a tensor so a captured graph can read it) -> new ``(x, confidence)``."""
     rule = policies.get(policy)
-    if rule.planned:
+    if plan.commit_pos.shape[-1]:  # the plan fixed this step's positions (a planned policy): draw only there
         return _planned_step(model, x, confidence, attention, plan, j, mask_id=mask_id, temperature=temperature,
                              top_k=top_k, top_p=top_p)
     in_block = plan.in_block.index_select(0, j)[0]

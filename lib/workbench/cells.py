@@ -32,6 +32,8 @@ from roberta_diffusion.models import (
     model_summary,
     pick_device,
 )
+from roberta_diffusion.policies import POLICIES
+from roberta_diffusion.sampler import generate_diffusion
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
 
@@ -218,9 +220,6 @@ POLICY_KNOBS = {"remdm": {"remask": 0.05}, "calibrated": {"position_decay": 0.0}
 def compare_policies(model, tokenizer, prompt: str, steps: int, **settings) -> list[dict]:
     """One row per registered policy on the same prompt and seed. A policy that reads corpus counts the model folder
     lacks gets a row saying so instead of a text (a model trained here has them beside it)."""
-    from roberta_diffusion.policies import POLICIES
-    from roberta_diffusion.sampler import generate_diffusion
-
     rows = []
     for name in POLICIES:
         try:
