@@ -89,25 +89,31 @@ def latency(fn, repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def id_dtype(tokenizer) -> torch.dtype:
+    """The smallest integer type that holds every id (int16 halves what a lent GPU sends back)."""
+    return torch.int16 if len(tokenizer) <= torch.iinfo(torch.int16).max else torch.int32
+
+
 def sample(mlm, ar, tokenizer, blocks: torch.Tensor, settings: list[dict], prefix_len: int, seed: int = 0,
            max_seconds: float | None = None, say=print, ar_temperatures=TEMPERATURES, ar_filters=tuple(FILTERS)) -> dict:
     """Samples of every setting and of AR for the prompt ``blocks [N, L]`` (ids, CPU), and B=1 latencies."""
     device, started = next(mlm.parameters()).device, time.time()
     prefix, length = blocks[:, :prefix_len], blocks.shape[1]
     canvas = evaluate.prompt_canvas_from_blocks(blocks, prefix_len, tokenizer.mask_token_id)
-    out = {"environment": evaluate.environment(), "prefix_len": prefix_len, "real": blocks.to(torch.int16),
+    ids_as = id_dtype(tokenizer)
+    out = {"environment": evaluate.environment(), "prefix_len": prefix_len, "real": blocks.to(ids_as),
            "settings": [], "ids": {}, "ar": {}, "latency": {}, "skipped": []}
     for temperature in ar_temperatures:
         for name in ar_filters:
             trace = generate_ar(ar, tokenizer, prefix, max_len=length, seed=seed, temperature=temperature,
                                 graph=device.type == "cuda", **FILTERS[name])
-            out["ar"][f"ar/t{temperature:g}/{name}"] = trace.final.to(torch.int16)
+            out["ar"][f"ar/t{temperature:g}/{name}"] = trace.final.to(ids_as)
     for setting in settings:
         if max_seconds is not None and time.time() - started > max_seconds:
             out["skipped"].append(setting["name"])  # said in the JSON and printed: never dropped silently
             continue
         trace = diffuse(mlm, ar, tokenizer, canvas, setting, seed)
-        out["ids"][setting["name"]] = trace.final.to(torch.int16)
+        out["ids"][setting["name"]] = trace.final.to(ids_as)
         out["settings"].append(setting)
         say(f"{setting['name']:<40} {trace.total_time:8.3f} s")
     graphed = device.type == "cuda"
@@ -153,14 +159,15 @@ def matched(result: dict, tolerance: float = TOLERANCE) -> dict:
     for group, names in groups.items():
         ok = [n for n in names if abs(rows[n]["tune"]["unigram_entropy"] - real) <= tolerance * real]
         best = min(ok, key=lambda n: rows[n]["tune"]["gen_ppl"]) if ok else None
-        out[group] = None if best is None else {"setting": best, **rows[best]["report"],
+        out[group] = None if best is None else {"setting": best, **rows[best]["report"], "tune": rows[best]["tune"],
                                                 "latency_s": result["latency"].get(group)}
     return out
 
 
 def speed_at_equal_quality(result: dict, ppl_margin: float = 0.10, entropy_margin: float = 0.03) -> dict:
-    """The fewest-step diffusion setting whose report-set samples match AR's (judge perplexity within 10 %, entropy
-    within 3 %, or better on both), and its B=1 speed-up over the AR decoder."""
+    """The fastest diffusion setting whose samples match AR's (judge perplexity within 10 %, entropy within 3 %, or
+    better on both), and its B=1 speed-up over the AR decoder. Which settings match is decided on the tuning prompts;
+    the numbers reported are the report prompts'."""
     ar = result["matched"].get("ar")
     if not ar:
         return {"found": False, "why": "no AR setting at matched entropy"}
@@ -168,8 +175,9 @@ def speed_at_equal_quality(result: dict, ppl_margin: float = 0.10, entropy_margi
     for group, row in result["matched"].items():
         if group == "ar" or row is None or row.get("latency_s") is None:
             continue
-        close = row["gen_ppl"] <= ar["gen_ppl"] * (1 + ppl_margin) and \
-            abs(row["unigram_entropy"] - ar["unigram_entropy"]) <= entropy_margin * ar["unigram_entropy"]
+        mine, theirs = row.get("tune", row), ar.get("tune", ar)
+        close = mine["gen_ppl"] <= theirs["gen_ppl"] * (1 + ppl_margin) and \
+            abs(mine["unigram_entropy"] - theirs["unigram_entropy"]) <= entropy_margin * theirs["unigram_entropy"]
         if close:
             fits.append((row["latency_s"], group, row))
     if not fits:
@@ -292,7 +300,8 @@ def merge(results: list[dict]) -> dict:
         merged["rows"] |= result["rows"]
         merged["settings"] += [s for s in result["settings"] if s["name"] not in {t["name"] for t in merged["settings"]}]
         merged["latency"] |= result["latency"]
-        merged["skipped"] += [name for name in result["skipped"] if name not in merged["rows"]]
+    # skipped by every run that could have sampled it: listed once, after all runs are in
+    merged["skipped"] = sorted({name for result in results for name in result["skipped"]} - set(merged["rows"]))
     merged["matched"] = matched(merged)
     merged["speed_at_equal_quality"] = speed_at_equal_quality(merged)
     return merged

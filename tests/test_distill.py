@@ -19,19 +19,19 @@ def test_batch_masks_past_the_prompt_on_the_students_grid(tokenizer):
     assert torch.equal(again["noisy"], batch["noisy"][1::2]), "a row's noise does not depend on the rows kept"
 
 
-def test_target_mixes_the_teachers_two_steps(mlm, tokenizer):
+def test_target_mixes_the_teachers_two_steps_where_the_first_left_a_mask(mlm, tokenizer):
     ids = torch.randint(10, 200, (6, 20), generator=torch.Generator().manual_seed(2))
     batch = distill.distill_batch(ids, 4, steps=2, mask_id=tokenizer.mask_token_id, seed=3, device="cpu")
-    target = distill.two_step_target(mlm, batch, steps=2, mask_id=tokenizer.mask_token_id)
+    target, scored = distill.two_step_target(mlm, batch, steps=2, mask_id=tokenizer.mask_token_id)
     masked = batch["masked"]
-    assert torch.allclose(target[masked].sum(dim=-1), torch.ones(int(masked.sum())), atol=1e-5)
-    assert (target[masked][:, tokenizer.mask_token_id] == 0).all()
+    revealed = masked & (batch["reveal"] < 0.25 / batch["t"])  # the first half-step, from t to t - 1/4
+    assert revealed.any() and (masked & ~revealed).any()
+    assert torch.equal(scored, masked & ~revealed), "read only where the first step left a mask"
+    assert torch.allclose(target[scored].sum(dim=-1), torch.ones(int(scored.sum())), atol=1e-5)
+    assert (target[scored][:, tokenizer.mask_token_id] == 0).all()
     with torch.no_grad():
         p1 = distill._probs(mlm, batch["noisy"], tokenizer.mask_token_id)
-    revealed = masked & (batch["reveal"] < 0.25 / batch["t"])
-    assert revealed.any() and (masked & ~revealed).any()
-    torch.testing.assert_close(target[revealed], p1[revealed])  # revealed by the first step: p1 alone
-    assert not torch.allclose(target[masked & ~revealed], p1[masked & ~revealed]), "the second step saw the first's"
+    assert not torch.allclose(target[scored], p1[scored]), "the second step saw the first one's tokens"
 
 
 def test_loss_is_zero_when_the_student_already_takes_both_steps(mlm, tokenizer):
@@ -42,11 +42,12 @@ def test_loss_is_zero_when_the_student_already_takes_both_steps(mlm, tokenizer):
     loss = distill.distill_loss(mlm, batch, mlm, steps=1000, mask_id=tokenizer.mask_token_id)
     assert abs(loss.item()) < 1e-5
     coarse = distill.distill_loss(mlm, batch, mlm, steps=1, mask_id=tokenizer.mask_token_id)
-    target = distill.two_step_target(mlm, batch, 1, tokenizer.mask_token_id)[batch["masked"]].double()
+    target, scored = distill.two_step_target(mlm, batch, 1, tokenizer.mask_token_id)
+    target = target[scored].double()
     with torch.no_grad():
-        q = distill._probs(mlm, batch["noisy"], tokenizer.mask_token_id)[batch["masked"]].double()
+        q = distill._probs(mlm, batch["noisy"], tokenizer.mask_token_id)[scored].double()
     keep = target > 0
-    by_hand = (target[keep] * (target[keep].log() - q[keep].log())).sum() / int(batch["masked"].sum())
+    by_hand = (target[keep] * (target[keep].log() - q[keep].log())).sum() / int(scored.sum())
     torch.testing.assert_close(coarse.double(), by_hand, atol=1e-6, rtol=1e-4)
 
 

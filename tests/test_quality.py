@@ -36,12 +36,13 @@ def test_matched_picks_on_tuning_prompts_and_reports_the_others():
     picks = quality.matched(result)
     assert picks["ar"]["setting"] == "ar/t1/plain" and picks["ar"]["gen_ppl"] == 52  # the report prompts' score
     assert picks["random@8"]["setting"] == "random@8/t0.8/plain" and picks["random@8"]["gen_ppl"] == 120
-    assert picks["random@8"]["latency_s"] == 0.005
+    assert picks["random@8"]["latency_s"] == 0.005 and picks["random@8"]["tune"]["gen_ppl"] == 100
     result["matched"] = picks
     assert not quality.speed_at_equal_quality(result)["found"]  # 120 is not within 10 % of 52
-    picks["random@8"] |= {"gen_ppl": 55.0, "unigram_entropy": 4.7}
+    picks["random@8"]["tune"] |= {"gen_ppl": 55.0, "unigram_entropy": 4.7}  # matching is decided on the tuning set
     found = quality.speed_at_equal_quality(result)
     assert found["found"] and found["setting"] == "random@8" and found["speedup"] == 20.0
+    assert found["diffusion"]["gen_ppl"] == 120  # reported on the report prompts, which no choice looked at
 
 
 def test_sample_then_score_on_tiny_models(tmp_path, tiny_dirs, tokenizer, capsys):
@@ -83,3 +84,12 @@ def test_bad_arguments_are_one_line(argv, match, tmp_path, capsys):
     args = ["sample", "--out", str(tmp_path / "s.pt"), *argv]
     assert quality.main(args) == 2
     assert match in capsys.readouterr().err
+
+
+def test_merge_lists_a_setting_as_skipped_only_if_no_run_sampled_it():
+    real = {"tune": row(60, 4.7), "report": row(61, 4.7)}
+    base = {"environment": {}, "prefix_len": 16, "models": {"judge": "weights/judge"}, "latency": {}}
+    first = {**base, "rows": {"real": real}, "settings": [], "skipped": ["random@8/t1/plain", "random@16/t1/plain"]}
+    second = {**base, "rows": {"real": real, "random@8/t1/plain": {"tune": row(90, 4.6), "report": row(95, 4.6)}},
+              "settings": [{"name": "random@8/t1/plain", "family": "random", "steps": 8}], "skipped": []}
+    assert quality.merge([first, second])["skipped"] == ["random@16/t1/plain"]

@@ -378,6 +378,7 @@ def test_calibrated_needs_corpus_frequencies(mlm, tokenizer, tmp_path):
                                        ({"policy": "remdm", "remask": 1.0}, r"\[0, 1\)"),
                                        ({"policy": "remdm", "remask": -0.1}, r"\[0, 1\)"),
                                        ({"policy": "calibrated", "position_decay": -1.0}, "position_decay"),
+                                       ({"policy": "confidence", "position_decay": 0.1}, "calibrated"),
                                        ({"policy": "greedy"}, "unknown policy")])
 def test_new_knobs_refuse_bad_values(mlm, tokenizer, bad, match):
     with pytest.raises(ValueError, match=match):

@@ -5,9 +5,11 @@ A training row: a clean block, a time ``t`` on the student's grid ``{1/N, ..., 1
 prompt masked with probability ``t``). The student's one ancestral step goes from ``t`` to ``t - 1/N``; the teacher's
 two go through ``t - 1/(2N)``. Of a masked position that one of the two steps reveals, half the chance falls on each
 (``1/(2Nt)`` each), so the token the teacher would write there is drawn from ``(p1 + p2) / 2``: ``p1`` its prediction
-at ``x_t``, ``p2`` its prediction after its first step revealed some positions (drawn from ``p1``). Where the first
-step revealed the position itself, ``p2`` cannot be read (the position is no longer masked) and ``p1`` stands for
-both halves. The student, reading ``x_t`` alone, is trained to match that mixture (KL, on the masked positions).
+at ``x_t``, ``p2`` its prediction after its first step revealed some other positions (drawn from ``p1``). The student,
+reading ``x_t`` alone, is trained to match that mixture (KL) at the masked positions the first step left masked.
+Positions the first step revealed are left out of the loss: their ``p2`` cannot be read (they are no longer masked),
+and given that a position stays masked, the others' reveals do not depend on it, so one draw of them is an unbiased
+sample of the mixture's second half (the KL is linear in its target).
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def _probs(model, ids: torch.Tensor, mask_id: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def two_step_target(teacher, batch: dict, steps: int, mask_id: int) -> torch.Tensor:
-    """``[B, L, V]``: what the teacher's two half-steps from ``batch["noisy"]`` write at each position (module
-    docstring); rows of unmasked positions are left as the teacher's ``p1`` and never read."""
+def two_step_target(teacher, batch: dict, steps: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(target [B, L, V], scored [B, L])``: what the teacher's two half-steps from ``batch["noisy"]`` write at each
+    position (module docstring), and where the loss reads it: the masked positions its first step left masked."""
     x, masked, t = batch["noisy"], batch["masked"], batch["t"]
     half = 1.0 / (2 * steps)
     p1 = _probs(teacher, x, mask_id)
@@ -51,18 +53,17 @@ def two_step_target(teacher, batch: dict, steps: int, mask_id: int) -> torch.Ten
     cdf = p1[revealed].double().cumsum(dim=-1)  # inverse-CDF draws, only where something is revealed
     drawn = torch.searchsorted(cdf, batch["draw"][revealed].unsqueeze(-1) * cdf[:, -1:]).clamp(max=cdf.shape[-1] - 1)
     p2 = _probs(teacher, x.masked_scatter(revealed, drawn.squeeze(-1)), mask_id)
-    return torch.where(revealed.unsqueeze(-1), p1, 0.5 * (p1 + p2))
+    return 0.5 * (p1 + p2), masked & ~revealed
 
 
 def distill_loss(student, batch: dict, teacher, steps: int, mask_id: int) -> torch.Tensor:
-    """KL(teacher's two steps || student's one step), averaged over the masked positions."""
-    target = two_step_target(teacher, batch, steps, mask_id)
-    masked = batch["masked"]
+    """KL(teacher's two steps || student's one step), averaged over the positions it is read at."""
+    target, scored = two_step_target(teacher, batch, steps, mask_id)
     logits = student(input_ids=batch["noisy"]).logits.float()
     logits[..., mask_id] = float("-inf")
     log_q = logits.log_softmax(dim=-1).clamp(min=-1e4)  # 0 x log 0 = 0 where the target rules a token out
     kl = (torch.xlogy(target, target) - target * log_q).sum(dim=-1)  # [B, L]
-    return (kl * masked).sum() / masked.sum().clamp(min=1)
+    return (kl * scored).sum() / scored.sum().clamp(min=1)
 
 
 def distillation(teacher_path: str, steps: int, mask_id: int, device):

@@ -6,9 +6,11 @@ whole candidate in one parallel pass (no decoding) and tells the fluent ones fro
 - ``likelihood``: keep the candidate with the highest log-likelihood under the twin (a best-of-N: it lowers
   perplexity and, like any best-of, some entropy).
 - ``importance``: draw one candidate with probability proportional to ``p_twin(x) / q(x)``, with ``q`` the product
-  of the probabilities the sampler drew the tokens with (``Trace.confidence``; the order's probability is the same
-  for every candidate under ``random``). Sampling-importance-resampling moves the samples towards the twin's
-  distribution instead of its mode, so entropy holds better.
+  of the model's probabilities of the drawn tokens (``Trace.confidence``; the order's probability is the same for
+  every candidate under ``random``). Resampling by this ratio moves the samples towards the twin's distribution
+  instead of its mode, so entropy holds better. It is exact sampling-importance-resampling only without top-k /
+  top-p: ``confidence`` is the probability before the filter, so under a filter ``q`` is too small by each token's
+  kept mass and candidates drawn from flat, heavily cut distributions weigh more than they should.
 
 The result is an ordinary ``Trace`` of the kept rows: every viewer and metric works on it. Its ``settings`` name the
 guide, the rule and the candidates, and ``guide_seconds`` is the scoring pass's time (its steps' times do not hold it).

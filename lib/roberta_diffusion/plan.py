@@ -34,7 +34,8 @@ class Plan:
     candidates [B, F] long     the free positions, where tokens are drawn (padded rows repeat a fixed one)
     valid [B, F] bool          False on that padding
     draw [S, B * F] float64    the inverse-CDF uniform of every draw
-    noise [S, B, L] float32    seed-remask noise per step; ``random`` reads step 0 as its order key
+    noise [S, B, L] float32    per-step noise: seed-remask's re-mask order, remdm's commit order; ``random`` reads
+                               step 0 as its order key
     commit_pos [S, B, C] long  ``random`` only (C = 0 otherwise): the positions each step commits, known before
                                the loop because that policy's choice reads only the noise; padded slots hold
                                positions the step leaves alone

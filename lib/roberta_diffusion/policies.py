@@ -8,7 +8,9 @@ committed. Three flags say how a policy deviates from "commit the scheduled coun
   the loop and a step computes logits only there (``random``).
 - ``remask``: how committed tokens go back to ``<mask>``: ``"resample"`` redraws every free position and re-masks a
   random share (the seed's decoder); ``"lowest"`` re-masks the least confident committed tokens, so a later step
-  redraws them with more context (ReMDM's inference-time revision).
+  redraws them with more context (ReMDM's inference-time revision). Unlike ReMDM, which unmasks extra tokens in the
+  same step, the re-masked ones are committed again by the next step, so the masked share runs above the schedule by
+  what was just re-masked, and a block's last step commits those on top of its own share.
 - ``adaptive``: commits every position above a bar, so a run may end early (``threshold``; no CUDA graph).
 
 CLI choices, the generation panel, benchmarks and parametrised tests read ``POLICIES``; the readable spec of every
@@ -65,7 +67,8 @@ class Policy:
         return not self.adaptive and self.remask != "lowest"
 
 
-# the clip on calibrated confidence (PC-Sampler's alpha): a rare token's salience stops growing past it
+# the clip on calibrated confidence x salience (PC-Sampler's alpha): past it a confident rare token scores no higher,
+# so without a position pull such tokens tie and are taken left to right
 SALIENCE_CLIP = 10.0
 
 
@@ -124,6 +127,8 @@ def get(name: str) -> Policy:
 
 def score_rows(policy: str, scaled: torch.Tensor, tokens: torch.Tensor, uniforms=None) -> torch.Tensor:
     """A policy's priority for rows drawn outside a plan (``uniforms [N]``: the order / noise key)."""
+    if get(policy).reads_corpus:
+        raise ValueError(f"{policy} reads corpus counts and positions, which rows outside a plan do not have")
     n = tokens.shape[0]
     key = uniforms.float() if uniforms is not None else torch.rand(n, device=tokens.device)
     drawn = Drawn(scaled, tokens, chosen_probability(scaled, tokens), key, key, torch.zeros(n, device=tokens.device),

@@ -56,6 +56,8 @@ def _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, 
         raise ValueError(f"remask={remask} is for policy remdm, not {policy!r}: set remask=0 or policy='remdm'")
     if not position_decay >= 0:
         raise ValueError(f"position_decay={position_decay} must be >= 0 (0: no left-to-right pull)")
+    if position_decay and not rule.reads_corpus:
+        raise ValueError(f"position_decay={position_decay} is for policy calibrated, not {policy!r}: set it to 0")
     if block_size is not None and rule.remask == "resample":
         raise ValueError("seed-remask resamples the whole canvas each step: drop block_size or pick another policy")
     if not 0 < threshold <= 1:

@@ -364,9 +364,13 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
     bar.close()
     if accelerator.is_main_process:
         # the weights with the best held-out bound, not the last ones; a distilled student gives up some bound for
-        # fewer steps, so it keeps its last weights (judge its samples to choose between rounds)
+        # fewer steps, so it keeps its last (averaged) weights (judge its samples to choose between rounds)
         best = out / "best"
-        export_model(out / "model", load_trained(cfg, best) if best.exists() and not cfg.teacher else model, tokenizer)
+        if cfg.teacher:  # the weights scored at the end: the average where there is one
+            with ema.swapped_in(model) if ema is not None else contextlib.nullcontext():
+                export_model(out / "model", model, tokenizer)
+        else:
+            export_model(out / "model", load_trained(cfg, best) if best.exists() else model, tokenizer)
         atomic_write_text(out / "history.json", json.dumps(history, indent=2))
     accelerator.wait_for_everyone()
     return history
