@@ -21,14 +21,20 @@ def results_markdown(result: dict) -> str:
     knobs = s["sampling"]
     lines += ["", f"Samples: {s['prompts']} held-out prompts (16-token prefix, 240 new tokens), top-k {knobs['top_k']}, "
               f"top-p {knobs['top_p']}, temperature {knobs['temperature']}; judge: {s['judge']}.", "",
-              "| text | steps | generative perplexity | unigram entropy | distinct-2 |", "|---|---:|---:|---:|---:|",
+              "| text | steps | generative perplexity | unigram entropy | distinct-2 | 4-gram repetition |",
+              "|---|---:|---:|---:|---:|---:|",
               f"| real continuations | – | {s['real']['gen_ppl']:.1f} | {s['real']['unigram_entropy']:.2f} "
-              f"| {s['real']['distinct_2']:.3f} |",
-              f"| GPT-2 baseline | 240 | {s['ar']['gen_ppl']:.1f} | {s['ar']['unigram_entropy']:.2f} | {s['ar']['distinct_2']:.3f} |"]
+              f"| {s['real']['distinct_2']:.3f} | {_rep(s['real'])} |",
+              f"| GPT-2 baseline | 240 | {s['ar']['gen_ppl']:.1f} | {s['ar']['unigram_entropy']:.2f} | {s['ar']['distinct_2']:.3f} "
+              f"| {_rep(s['ar'])} |"]
     for row in s["diffusion"].values():
         lines.append(f"| diffusion, {row['policy']} | {row['steps']} | {row['gen_ppl']:.1f} | {row['unigram_entropy']:.2f} "
-                     f"| {row['distinct_2']:.3f} |")
+                     f"| {row['distinct_2']:.3f} | {_rep(row)} |")
     return "\n".join(lines)
+
+
+def _rep(row: dict) -> str:
+    return f"{row['rep_4']:.3f}" if "rep_4" in row else "–"  # eval.json before rep_4 was measured
 
 
 if __name__ == "__main__":
