@@ -16,6 +16,7 @@ from roberta_diffusion.models import (
     load_mlm,
     load_tokenizer,
 )
+from roberta_diffusion.speed import spec_peak_tflops  # noqa: F401 (the tools' one import of the data-sheet peak)
 
 
 def timed_median(fn, device, repeats: int) -> float:
@@ -44,13 +45,6 @@ def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
 
 # Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s, no sparsity), for MFU against the spec as
 # well as against the measured matmul rate
-SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-
-
-def spec_peak_tflops(device_name: str) -> float | None:
-    return next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device_name), None)
-
-
 def error_row(err: Exception, **where) -> dict:
     """A fast path that fails is a result to report, not a crash of the harness."""
     return {**where, "error": f"{type(err).__name__}: {err}"[:400]}

@@ -16,3 +16,11 @@ def test_progress_fields_from_tokens_time_and_steps():
 def test_nothing_to_say_before_the_first_step_and_no_peak_on_a_cpu():
     assert progress_fields(0, 0.0, 10, 5, 0, None) == {}
     assert peak_flops("cpu") is None
+
+
+def test_one_table_of_data_sheet_peaks_for_the_bar_and_the_benchmarks():
+    from benchmarks import common
+    from roberta_diffusion.speed import spec_peak_tflops
+
+    assert common.spec_peak_tflops is spec_peak_tflops
+    assert spec_peak_tflops("NVIDIA H200") == 989.4 and spec_peak_tflops("Some Other GPU") is None

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import torch
 
-# dense bf16 matrix peak by the vendors' data sheets (FLOP/s); MFU is shown only for a chip named here
-PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+# dense bf16 matrix peak by the vendors' data sheets (TFLOP/s); MFU is shown only for a chip named here
+SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def spec_peak_tflops(device_name: str) -> float | None:
+    return next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device_name), None)
 
 
 def peak_flops(device) -> float | None:
+    """The data-sheet bf16 peak (FLOP/s) of a CUDA ``device``; None on a CPU or an unknown chip."""
     if torch.device(device).type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for chip, peak in PEAK_BF16.items() if chip in name), None)
+    tflops = spec_peak_tflops(torch.cuda.get_device_name(device))
+    return tflops * 1e12 if tflops else None
 
 
 def progress_fields(tokens: int, seconds: float, parameters: int, steps_left: int, steps_done: int,
