@@ -19,8 +19,9 @@ def test_nothing_to_say_before_the_first_step_and_no_peak_on_a_cpu():
 
 
 def test_one_table_of_data_sheet_peaks_for_the_bar_and_the_benchmarks():
-    from benchmarks import common
     from roberta_diffusion.speed import spec_peak_tflops
+
+    from benchmarks import common
 
     assert common.spec_peak_tflops is spec_peak_tflops
     assert spec_peak_tflops("NVIDIA H200") == 989.4 and spec_peak_tflops("Some Other GPU") is None
