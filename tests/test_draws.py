@@ -15,7 +15,7 @@ from roberta_diffusion.draws import (
     still_masked_fraction,
     top_count_mask,
 )
-from roberta_diffusion.policies import score_rows
+from roberta_diffusion.policies import POLICIES, Drawn
 
 
 def reference_filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -185,7 +185,13 @@ def test_check_sampling_args_refuses(temperature, top_k, top_p):
 
 
 def policy_scores(policy, scaled, tokens, uniforms=None):
-    return score_rows(policy, scaled, tokens, uniforms=uniforms)
+    """A registered policy's score for ``N`` rows drawn outside a plan: one row of ``N`` candidates, ``uniforms`` as
+    both the step's noise and the order key."""
+    n = tokens.shape[0]
+    key = (uniforms if uniforms is not None else torch.rand(n, dtype=torch.float64)).float().view(1, n)
+    drawn = Drawn(scaled, tokens, chosen_probability(scaled, tokens), torch.arange(n).view(1, n), key, key,
+                  torch.zeros(0), 0.0)
+    return POLICIES[policy].score(drawn)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .draws import chosen_probability
 
 
 @dataclass
@@ -34,21 +33,37 @@ class Drawn:
     scaled [N, V]     tempered logits (unfiltered)
     tokens [N]        the drawn tokens
     chosen [N]        the probability each drawn token had (``chosen_probability``)
-    noise [N]         this step's uniform noise at the candidate's position
-    order [N]         the run's fixed order key at the candidate's position (``plan.random_order_key``)
-    offset [N]        the candidate's distance from its row's first free position (0, 1, ...)
+    index [B, F]      the candidate positions (each row's free positions, in order; ``N = B * F``)
+    step_noise [B, L] this step's uniform noise; ``order_key [B, L]``: the run's fixed order key
+                      (``plan.random_order_key``)
     salience [V]      ``-log`` of each token's corpus frequency (``calibrated`` only; empty otherwise)
     position_decay    ``calibrated``'s left-to-right pull (weight ``exp(-decay * offset)``)
+
+    ``noise``, ``order`` and ``offset`` are those read at the candidates, gathered only when a score asks: the step
+    runs once per forward pass, and most policies read none of them.
     """
 
     scaled: torch.Tensor
     tokens: torch.Tensor
     chosen: torch.Tensor
-    noise: torch.Tensor
-    order: torch.Tensor
-    offset: torch.Tensor
+    index: torch.Tensor
+    step_noise: torch.Tensor
+    order_key: torch.Tensor
     salience: torch.Tensor
     position_decay: float
+
+    @property
+    def noise(self) -> torch.Tensor:
+        return self.step_noise.gather(1, self.index).view(-1)
+
+    @property
+    def order(self) -> torch.Tensor:
+        return self.order_key.gather(1, self.index).view(-1)
+
+    @property
+    def offset(self) -> torch.Tensor:
+        """Each candidate's distance from its row's first free position (0, 1, ...)."""
+        return (self.index - self.index[:, :1]).float().view(-1)
 
 
 @dataclass(frozen=True)
@@ -123,14 +138,3 @@ def get(name: str) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
     return POLICIES[name]
-
-
-def score_rows(policy: str, scaled: torch.Tensor, tokens: torch.Tensor, uniforms=None) -> torch.Tensor:
-    """A policy's priority for rows drawn outside a plan (``uniforms [N]``: the order / noise key)."""
-    if get(policy).reads_corpus:
-        raise ValueError(f"{policy} reads corpus counts and positions, which rows outside a plan do not have")
-    n = tokens.shape[0]
-    key = uniforms.float() if uniforms is not None else torch.rand(n, device=tokens.device)
-    drawn = Drawn(scaled, tokens, chosen_probability(scaled, tokens), key, key, torch.zeros(n, device=tokens.device),
-                  torch.zeros(scaled.shape[-1], device=tokens.device), 0.0)
-    return get(policy).score(drawn)

@@ -63,6 +63,7 @@ def _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, 
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold={threshold} must be in (0, 1]")
     check_sampling_args(temperature, top_k, top_p)
+    return rule
 
 
 def model_attention_mask(model, attention: torch.Tensor) -> torch.Tensor:
@@ -119,9 +120,7 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, *, policy, ma
         confidence = torch.where(in_block, chosen_conf, confidence)
         return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
     masked = (x == mask_id) & in_block
-    offset = (index - index[:, :1]).float().view(-1)  # candidates are each row's free positions, in order
-    picked = rule.score(policies.Drawn(scaled, tokens, chosen.view(-1), noise.gather(1, index).view(-1),
-                                       random_order_key(plan.noise).gather(1, index).view(-1), offset,
+    picked = rule.score(policies.Drawn(scaled, tokens, chosen.view(-1), index, noise, random_order_key(plan.noise),
                                        plan.salience, position_decay)).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
     if rule.adaptive:
@@ -192,8 +191,8 @@ def generate_diffusion(
     each token's ``-log`` corpus frequency (default: ``token_counts.json`` beside the tokenizer, ``corpus.salience``).
     """
     check_diffusion_model(model, tokenizer)
-    _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold, remask, position_decay)
-    rule = policies.get(policy)
+    rule = _check_args(steps, policy, schedule, temperature, top_k, top_p, block_size, threshold, remask,
+                       position_decay)
     if canvas is None:
         if prompts is None:
             raise ValueError("give prompts or a canvas")
