@@ -383,3 +383,21 @@ def test_calibrated_needs_corpus_frequencies(mlm, tokenizer, tmp_path):
 def test_new_knobs_refuse_bad_values(mlm, tokenizer, bad, match):
     with pytest.raises(ValueError, match=match):
         run(mlm, tokenizer, **bad)
+
+
+def test_corpus_counts_are_read_once_per_file_version(mlm, tokenizer, tmp_path, monkeypatch):
+    import os
+
+    from roberta_diffusion import corpus
+
+    bare = copy.deepcopy(tokenizer)
+    bare.name_or_path = str(tmp_path)
+    corpus.save_counts(tmp_path, torch.ones(len(tokenizer), dtype=torch.long), "flat")
+    reads = []
+    real_load = corpus.load_counts
+    monkeypatch.setattr(corpus, "load_counts", lambda folder: reads.append(folder) or real_load(folder))
+    first = corpus.salience_beside(bare)
+    assert torch.equal(corpus.salience_beside(bare), first) and len(reads) == 1
+    corpus.save_counts(tmp_path, torch.arange(1, len(tokenizer) + 1), "rising")
+    os.utime(tmp_path / corpus.COUNTS_FILE, ns=(1, 10**18))  # a new version, even within the clock's resolution
+    assert not torch.equal(corpus.salience_beside(bare), first) and len(reads) == 2

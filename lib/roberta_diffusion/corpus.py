@@ -7,6 +7,7 @@ never seen is the most surprising, not infinite.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -38,14 +39,22 @@ def load_counts(folder) -> torch.Tensor:
 
 def salience_beside(tokenizer) -> torch.Tensor:
     """The salience stored beside ``tokenizer`` (the folder it was loaded from); a clear error where there is none."""
-    folder = Path(getattr(tokenizer, "name_or_path", "") or ".")
-    if not (folder / COUNTS_FILE).is_file():
-        raise FileNotFoundError(f"policy calibrated needs the corpus token frequencies: no {COUNTS_FILE} in {folder} "
-                                "(pass salience=corpus.salience(counts), or use the shipped model, which has it)")
-    counts = load_counts(folder)
-    if len(counts) != len(tokenizer):
-        raise ValueError(f"{folder / COUNTS_FILE} counts {len(counts)} tokens, the tokenizer has {len(tokenizer)}")
-    return salience(counts)
+    path = Path(getattr(tokenizer, "name_or_path", "") or ".") / COUNTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"policy calibrated needs the corpus token frequencies: no {COUNTS_FILE} in "
+                                f"{path.parent} (pass salience=corpus.salience(counts), or use the shipped model, "
+                                "which has it)")
+    found = _salience_of(str(path.resolve()), path.stat().st_mtime_ns)
+    if len(found) != len(tokenizer):
+        raise ValueError(f"{path} counts {len(found)} tokens, the tokenizer has {len(tokenizer)}")
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _salience_of(path: str, mtime_ns: int) -> torch.Tensor:
+    """Read and turn into salience once per file version: every calibrated call (a panel click, each setting of a
+    benchmark grid) would otherwise parse the JSON again. Callers never write into the tensor."""
+    return salience(load_counts(Path(path).parent))
 
 
 def fit_vocabulary(salience: torch.Tensor, vocab_size: int) -> torch.Tensor:

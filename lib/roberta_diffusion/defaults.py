@@ -18,6 +18,7 @@ MAX_LEN = 256  # canvas length in tokens, prompt included
 PROMPT_LEN = 16  # the prompt that training pins (its shortest) and that held-out scores and samples condition on
 PREFIX_LEN = None  # pinned width: None pins the whole prompt (a given width left-pads shorter prompts)
 THRESHOLD = 0.9  # the threshold policy's confidence bar
+REMASK = 0.05  # remdm's re-masked share where a view offers one: the best measured at matched entropy (docs/results.md)
 SEED_POLICY = "seed-remask"  # the seed's original decoder: the library's default, for comparison
 
 READABLE = {

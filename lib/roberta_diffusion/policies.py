@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 @dataclass
 class Drawn:
     """What a step drew at its ``N`` candidate rows (batch x candidate position), for the scores to read.

@@ -212,7 +212,7 @@ def build_model(cfg: TrainConfig, tokenizer, train_blocks: torch.Tensor | None =
         model = fresh_mlm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, arch=cfg.arch,
                           dropout=cfg.dropout, locality=cfg.locality_init)
         if cfg.plateau_escape:
-            plateau_escape_init(model, torch.bincount(train_blocks.flatten().long(), minlength=model.config.vocab_size))
+            plateau_escape_init(model, corpus.count_tokens(train_blocks, model.config.vocab_size))
         return model
     return fresh_causal_lm(tokenizer, cfg.size, max_len=cfg.block_size, seed=cfg.seed, dropout=cfg.dropout)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from roberta_diffusion import metrics, paths
+from roberta_diffusion import defaults, metrics, paths
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.evaluate import (  # noqa: F401 (notebook API)
     prompts_for,
@@ -213,8 +213,8 @@ def quality_rows(result: dict) -> list[dict]:
     return rows
 
 
-# each policy's own knob in the side-by-side: the measured best remask share (docs/results.md), no position pull
-POLICY_KNOBS = {"remdm": {"remask": 0.05}, "calibrated": {"position_decay": 0.0}}
+# each policy's own knob in the side-by-side: the measured best remask share, no position pull
+POLICY_KNOBS = {"remdm": {"remask": defaults.REMASK}, "calibrated": {"position_decay": 0.0}}
 
 
 def compare_policies(model, tokenizer, prompt: str, steps: int, **settings) -> list[dict]:

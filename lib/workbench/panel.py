@@ -67,7 +67,7 @@ class GenerationPanel:
         self.top_k = widgets.BoundedIntText(value=top_k, min=0, max=len(tokenizer), description="top-k", **short)
         self.top_p = widgets.BoundedFloatText(value=top_p, min=0.01, max=1.0, step=0.05, description="top-p", **short)
         # each policy's own knob, shown only with its policy (another policy would refuse it, not ignore it)
-        self.remask = widgets.BoundedFloatText(value=0.05, min=0.0, max=0.9, step=0.05, description="remask", **short)
+        self.remask = widgets.BoundedFloatText(value=defaults.REMASK, min=0.0, max=0.9, step=0.05, description="remask", **short)
         self.position_decay = widgets.BoundedFloatText(value=0.0, min=0.0, max=5.0, step=0.05,
                                                        description="position decay", **short)
         self.policy.observe(self._show_knobs, names="value")
