@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -32,6 +31,9 @@ from roberta_diffusion.sampler import generate_diffusion
 from workbench import cli
 from workbench.cells import save_figure
 from workbench.cli import Parser
+
+from .common import timed_median
+from .frontier import shifted  # one definition of eval's prompts and a second set sharing none
 
 TOLERANCE = 0.03  # "matched entropy": mean unigram entropy within 3 % of the real continuations'
 TEMPERATURES = (0.7, 0.8, 0.9, 1.0)
@@ -49,6 +51,7 @@ FAMILIES = {  # in the order a time budget spends on them: the cheap and the lik
     "calibrated-left": {"policy": "calibrated", "position_decay": 0.3},
 }
 STEPS = (4, 8, 16, 32, 64, 128)
+LATENCY_REPEATS = 5  # B=1 calls timed per setting (median, after a warm-up)
 GUIDED_MAX_STEPS = 32  # N candidates cost N rows: the grid keeps guidance where diffusion is fast
 
 
@@ -75,18 +78,6 @@ def diffuse(mlm, ar, tokenizer, canvas, setting: dict, seed: int, **extra):
     if "candidates" in kwargs:
         return generate_guided(mlm, ar, tokenizer, canvas=canvas, seed=seed, **kwargs)
     return generate_diffusion(mlm, tokenizer, canvas=canvas, seed=seed, **kwargs)
-
-
-def latency(fn, repeats: int = 5) -> float:
-    fn()  # warm-up: graph capture, kernels, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def id_dtype(tokenizer) -> torch.dtype:
@@ -120,10 +111,10 @@ def sample(mlm, ar, tokenizer, blocks: torch.Tensor, settings: list[dict], prefi
     one = evaluate.prompt_canvas_from_blocks(blocks[:1], prefix_len, tokenizer.mask_token_id)
     timed = {(s["family"], s["steps"]): s for s in out["settings"]}  # one setting each: latency hardly depends on it
     for (family, steps), setting in timed.items():
-        out["latency"][f"{family}@{steps}"] = latency(lambda s=setting: diffuse(mlm, ar, tokenizer, one, s, seed,
-                                                                                 graph=graphed))
-    out["latency"]["ar"] = latency(lambda: generate_ar(ar, tokenizer, prefix[:1], max_len=length, seed=seed,
-                                                       graph=graphed, top_k=0, top_p=1.0))
+        out["latency"][f"{family}@{steps}"] = timed_median(
+            lambda s=setting: diffuse(mlm, ar, tokenizer, one, s, seed, graph=graphed), device, LATENCY_REPEATS)
+    out["latency"]["ar"] = timed_median(lambda: generate_ar(ar, tokenizer, prefix[:1], max_len=length, seed=seed,
+                                                            graph=graphed, top_k=0, top_p=1.0), device, LATENCY_REPEATS)
     if out["skipped"]:
         say(f"skipped {len(out['skipped'])} settings past --max-seconds {max_seconds} (listed in the output)")
     out["seconds"] = round(time.time() - started, 1)
@@ -234,8 +225,6 @@ def plot(result: dict, path) -> Path:
 
 def prompt_sets(tokenizer, corpus: str, n: int, length: int) -> torch.Tensor:
     """``2n`` held-out blocks: ``n`` spread through the corpus (eval's) then the ``n`` blocks after each of them."""
-    from benchmarks.frontier import shifted  # one definition of the two disjoint sets
-
     blocks = cached_blocks(paths.corpus(corpus), tokenizer, length, paths.RUNS / "cache")
     return torch.cat([shifted(blocks, n), shifted(blocks, n, 1)])
 

@@ -263,20 +263,18 @@ def run_generate(args, kind: str):
                                                    f"{int(start.fixed[0].sum())}-token prompt)")
         free = ~start.fixed[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, steps, generated=free)
-        common |= dict(remask=args.remask, position_decay=args.position_decay)
+        knobs = dict(steps=steps, policy=args.policy, schedule=args.schedule, block_size=args.block_size,
+                     threshold=args.threshold, remask=args.remask, position_decay=args.position_decay,
+                     on_step=progress, **common)
         if args.candidates > 1:
             guide, _ = _load("ar", args.guide, device)
             trace = generate_guided(model, guide, tokenizer, canvas=start, candidates=args.candidates, pick=args.pick,
-                                    steps=steps, policy=args.policy, schedule=args.schedule,
-                                    block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
+                                    **knobs)
         elif args.infill:
-            trace = generate_diffusion(model, tokenizer, canvas=start, steps=steps,
-                                       policy=args.policy, schedule=args.schedule, block_size=args.block_size,
-                                       threshold=args.threshold, on_step=progress, **common)
-        else:
-            trace = generate_diffusion(model, tokenizer, prompt, steps=steps, policy=args.policy,
-                                       schedule=args.schedule, prefix_len=args.prefix_len, max_len=args.max_len,
-                                       block_size=args.block_size, threshold=args.threshold, on_step=progress, **common)
+            trace = generate_diffusion(model, tokenizer, canvas=start, **knobs)
+        else:  # from the prompt, so the trace records the pinned width the library works out
+            trace = generate_diffusion(model, tokenizer, prompt, prefix_len=args.prefix_len, max_len=args.max_len,
+                                       **knobs)
     else:
 
         width = prefix_canvas(tokenizer, prompt, args.prefix_len).ids.shape[1]  # the whole prompt, never cut
