@@ -15,6 +15,7 @@ real text's, the one of lowest judge perplexity; the *report* prompts, which no 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -57,16 +58,10 @@ GUIDED_MAX_STEPS = 32  # N candidates cost N rows: the grid keeps guidance where
 
 def grid(families, steps_list, temperatures=TEMPERATURES, filters=tuple(FILTERS)) -> list[dict]:
     """One dict per setting: ``name``, ``family``, ``steps`` and every sampler keyword."""
-    out = []
-    for family in families:
-        for steps in steps_list:
-            if "candidates" in FAMILIES[family] and steps > GUIDED_MAX_STEPS:
-                continue
-            for temperature in temperatures:
-                for name in filters:
-                    out.append({"name": f"{family}@{steps}/t{temperature:g}/{name}", "family": family, "steps": steps,
-                                "temperature": temperature, "filter": name, **FILTERS[name], **FAMILIES[family]})
-    return out
+    return [{"name": f"{family}@{steps}/t{temperature:g}/{name}", "family": family, "steps": steps,
+             "temperature": temperature, "filter": name, **FILTERS[name], **FAMILIES[family]}
+            for family, steps, temperature, name in itertools.product(families, steps_list, temperatures, filters)
+            if "candidates" not in FAMILIES[family] or steps <= GUIDED_MAX_STEPS]
 
 
 def sampler_kwargs(setting: dict) -> dict:
