@@ -245,13 +245,14 @@ def _lr_lambda(cfg: TrainConfig):
 
 
 def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer=None,
-        progress: bool = True) -> dict:
+        progress: bool = True, on_step=None) -> dict:
     """Train ``cfg.objective`` into ``cfg.out_dir`` (or resume) and return the history; the model with the best
     held-out bound goes to ``<out>/model``.
 
     ``cfg.batch_size`` is the global batch: with ``accelerate launch --num_processes N`` every process draws the
     same blocks and noise for step k (from ``(seed, k)``) and keeps rows ``rank::N``, so a run is the same
-    whatever N is, and a resumed run the same as one never stopped.
+    whatever N is, and a resumed run the same as one never stopped. ``on_step(step)``, if given, is called after
+    every optimizer step (benchmarks.profile_train hangs a profiler and a clock on it).
     """
     if cfg.out_dir is None:
         raise ValueError("out_dir=None: give fit the folder to write into (train sets runs/<run_name>/<objective>)")
@@ -331,6 +332,8 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
         step += 1
         history["tokens"] += ids.numel()
         bar.update(1)
+        if on_step is not None:
+            on_step(step)
         # every process must stop at the same step (one that stops alone leaves the others waiting in DDP forever)
         over_time = (cfg.max_minutes is not None and step % cfg.log_every == 0
                      and any_process(time.time() - run_started > 60 * cfg.max_minutes, accelerator.device))
