@@ -95,7 +95,7 @@ judge)
   cp runs/logs/train_judge.log "$OUT/"; ls -la "$OUT"
   ;;
 distill)
-  teacher=weights/roberta-diffusion-small
+  teacher=${TEACHER:-weights/roberta-diffusion-small}  # a lent machine without weights/ gets it unpacked elsewhere
   for steps in ${ROUNDS:-32 16 8}; do
     echo "round: a student of $steps steps from $teacher"
     finetune --num-processes "$GPUS" --set run_name=\"distill-$steps\" teacher=\"$teacher\" distill_steps=$steps \

@@ -159,12 +159,13 @@ def train(cfg: TrainConfig, progress: bool = True, say=print) -> dict[str, dict]
 
 
 def recipe_tokenizer(cfg: TrainConfig):
-    """The init model's tokenizer, ``tokenizer_path``'s, or a fresh BPE trained on the training lines."""
+    """The init model's (or a student's teacher's) tokenizer, ``tokenizer_path``'s, or a fresh BPE trained on the
+    training lines."""
     if cfg.new_tokenizer_vocab and not cfg.init:
         lines = data.iter_lines(paths.corpus(cfg.train_data), max_lines=cfg.max_train_lines)
         return train_tokenizer(lines, vocab_size=cfg.new_tokenizer_vocab,
                                save_to=paths.run_dir(cfg.run_name) / "tokenizer")
-    return load_tokenizer(paths.resolve(cfg.init or cfg.tokenizer_path))
+    return load_tokenizer(paths.resolve(cfg.init or cfg.teacher or cfg.tokenizer_path))
 
 
 def write_training_card(cfg: TrainConfig, history: dict, train_blocks: torch.Tensor) -> None:
@@ -268,7 +269,7 @@ def fit(cfg: TrainConfig, train_blocks: torch.Tensor, valid_blocks: torch.Tensor
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch: make it a multiple of the {world} processes")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer or load_tokenizer(cfg.init or paths.resolve(cfg.tokenizer_path))
+    tokenizer = tokenizer or load_tokenizer(paths.resolve(cfg.init or cfg.teacher or cfg.tokenizer_path))
     model = build_model(cfg, tokenizer, train_blocks)
     fused = accelerator.device.type == "cuda"
     decay = [p for p in model.parameters() if p.ndim >= 2]  # matrices decay; biases and norms do not

@@ -1,0 +1,152 @@
+"""Where the real training recipe spends its time, and the batch that fills the GPU.
+
+python -m benchmarks.profile_train --profile converge --set init="..." train_data="..." --out DIR
+
+1. **Profile**: ``train.fit`` on the recipe's own batch with ``torch.profiler`` over ``--active`` steps after the
+   compiled warm-up: kernel time against wall time (the gaps are host work and launches), kernels and launches per
+   step, and the top kernels by device time; the trace goes to ``DIR/trace.json.gz``.
+2. **Batch sweep**: the same recipe at each ``--batches`` size, timed between two synchronised points after the
+   warm-up: tokens/s and MFU against the measured matmul rate and against the data sheet.
+
+Everything lands in ``DIR/profile.json`` (and a table on stdout). The held-out scoring and checkpoints stay out of
+the timed steps (``eval_every`` and ``save_every`` are set past them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from roberta_diffusion import data, paths, train
+from roberta_diffusion.models import load_mlm
+from workbench import cli, pipeline
+from workbench.cli import Parser
+
+from .common import int_list, matmul_tflops, spec_peak_tflops, training_flops_per_token
+from .scaling import masked_share
+
+
+def recipe(profile: str, settings: list[str]) -> train.TrainConfig:
+    """The masked LM's config of ``profile`` with ``key=value`` overrides (JSON values, as ``finetune --set``)."""
+    params = pipeline.notebook_params(pipeline.load_profile(profile), "02_finetune")
+    for item in settings:
+        key, _, value = item.partition("=")
+        if key not in train.TrainConfig.__dataclass_fields__:
+            raise ValueError(f"--set {item!r}: {key!r} is not a TrainConfig field")
+        params[key] = json.loads(value)
+    fields = {k: v for k, v in params.items() if k in train.TrainConfig.__dataclass_fields__}
+    return train.TrainConfig(**fields).for_objective("mlm")
+
+
+class Clock:
+    """``on_step`` for fit: synchronised times at two steps only, so the host keeps running ahead in between."""
+
+    def __init__(self, start: int, stop: int, profiler=None):
+        self.start, self.stop, self.profiler, self.marks = start, stop, profiler, {}
+
+    def __call__(self, step: int) -> None:
+        if self.profiler is not None:
+            self.profiler.step()
+        if step in (self.start, self.stop):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.marks[step] = time.perf_counter()
+
+    def seconds_per_step(self) -> float:
+        return (self.marks[self.stop] - self.marks[self.start]) / (self.stop - self.start)
+
+
+def run_fit(cfg: train.TrainConfig, blocks, valid, tokenizer, steps: int, clock: Clock, out: Path) -> None:
+    cfg = dataclasses.replace(cfg, max_steps=steps, eval_every=10**9, save_every=10**9, max_minutes=None,
+                              out_dir=str(out))
+    shutil.rmtree(out, ignore_errors=True)  # never a resume: each timing starts from step 0
+    train.fit(cfg, blocks, valid, tokenizer, progress=False, on_step=clock)
+
+
+def kernel_summary(profiler, active: int, wall: float, top: int = 15) -> dict:
+    """Kernel time per step against wall time per step, and the kernels that take most of it."""
+    events = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in events) / 1e6 / active
+    launches = sum(e.count for e in events) / active
+    rows = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:top]
+    return {"steps": active, "wall_ms_per_step": round(1e3 * wall, 2), "kernel_ms_per_step": round(1e3 * busy, 2),
+            "kernel_share": round(busy / wall, 3), "kernels_per_step": round(launches, 1),
+            "top_kernels": [{"name": e.key[:120], "ms_per_step": round(e.self_device_time_total / 1e3 / active, 3),
+                             "calls_per_step": round(e.count / active, 1)} for e in rows]}
+
+
+def main(args) -> int:
+    if not torch.cuda.is_available():
+        raise ValueError("benchmarks.profile_train times the CUDA path: run it on a machine with a GPU")
+    cfg = recipe(args.profile, args.set)
+    tokenizer = train.recipe_tokenizer(cfg)
+    blocks = data.cached_blocks(paths.corpus(cfg.train_data), tokenizer, cfg.block_size, paths.CACHE, cfg.max_train_lines)
+    valid = data.cached_blocks(paths.corpus(cfg.valid_data), tokenizer, cfg.block_size, paths.CACHE)
+    device = torch.device("cuda")
+    model = load_mlm(cfg.init, device="cpu") if cfg.init else train.build_model(cfg, tokenizer, blocks)
+    per_token = training_flops_per_token(model, cfg.block_size, masked_share(cfg, tokenizer))
+    measured, spec = matmul_tflops(device), spec_peak_tflops(torch.cuda.get_device_name())
+    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "recipe": args.profile,
+              "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out_dir"},
+              "flops_per_token": per_token, "matmul_tflops_measured": round(measured, 1), "spec_tflops": spec}
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = paths.RUNS / "profile-train"
+
+    warm, active = args.warmup, args.active
+    schedule = torch.profiler.schedule(wait=warm - 2, warmup=2, active=active, repeat=1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+                                schedule=schedule) as profiler:
+        clock = Clock(warm, warm + active, profiler)
+        run_fit(cfg, blocks, valid, tokenizer, warm + active + 1, clock, scratch / "profiled")
+    result["profile"] = {"batch_size": cfg.batch_size, **kernel_summary(profiler, active, clock.seconds_per_step())}
+    trace = args.out / "trace.json"
+    profiler.export_chrome_trace(str(trace))
+    with open(trace, "rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:
+        shutil.copyfileobj(raw, packed)
+    trace.unlink()
+
+    result["sweep"] = []
+    for batch in args.batches:
+        clock = Clock(warm, warm + args.timed)
+        one = dataclasses.replace(cfg, batch_size=batch)
+        run_fit(one, blocks, valid, tokenizer, warm + args.timed, clock, scratch / f"batch-{batch}")
+        rate = batch * cfg.block_size / clock.seconds_per_step()
+        row = {"batch_size": batch, "step_ms": round(1e3 * clock.seconds_per_step(), 2), "tokens_per_s": round(rate),
+               "mfu_measured": round(rate * per_token / (measured * 1e12), 3),
+               "mfu_spec": round(rate * per_token / (spec * 1e12), 3) if spec else None,
+               "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+        torch.cuda.reset_peak_memory_stats()
+        result["sweep"].append(row)
+        print(json.dumps(row))
+    shutil.rmtree(scratch, ignore_errors=True)
+    paths.atomic_write_text(args.out / "profile.json", json.dumps(result, indent=1))
+    p = result["profile"]
+    print(f"profile at B={p['batch_size']}: {p['wall_ms_per_step']} ms/step wall, {p['kernel_ms_per_step']} ms kernels "
+          f"({p['kernel_share']:.0%}), {p['kernels_per_step']} kernels/step")
+    for k in p["top_kernels"][:8]:
+        print(f"  {k['ms_per_step']:8.3f} ms x{k['calls_per_step']:<6} {k['name']}")
+    print(f"wrote {args.out / 'profile.json'} and {trace}.gz")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m benchmarks.profile_train", description="profile the training recipe; sweep its batch")
+    p.add_argument("--profile", default="converge", help="training profile (default: %(default)s)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrainConfig overrides (JSON values)")
+    p.add_argument("--batches", type=lambda s: int_list("--batches", s), default=[256, 512, 1024],
+                   help="global batch sizes to time (default: 256,512,1024)")
+    p.add_argument("--warmup", type=int, default=15, help="steps before timing: compilation and allocator warm-up")
+    p.add_argument("--active", type=int, default=10, help="steps the profiler records (default: %(default)s)")
+    p.add_argument("--timed", type=int, default=40, help="steps timed per batch size (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="folder for profile.json and trace.json.gz")
+    return p
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run(build_parser(), main))
