@@ -3,8 +3,9 @@
 python -m benchmarks.profile_train --profile converge --set init="..." train_data="..." --out DIR
 
 1. **Profile**: ``train.fit`` on the recipe's own batch with ``torch.profiler`` over ``--active`` steps after the
-   compiled warm-up: kernel time against wall time (the gaps are host work and launches), kernels and launches per
-   step, and the top kernels by device time; the trace goes to ``DIR/trace.json.gz``.
+   compiled warm-up; the trace goes to ``DIR/trace.json.gz`` and its summary (``trace_summary``) says how much of
+   the time the GPU is busy (the rest: waiting on the host, launches), the kinds of kernel that fill it and the top
+   kernels.
 2. **Batch sweep**: the same recipe at each ``--batches`` size, timed between two synchronised points after the
    warm-up: tokens/s and MFU against the measured matmul rate and against the data sheet.
 
@@ -69,16 +70,45 @@ def run_fit(cfg: train.TrainConfig, blocks, valid, tokenizer, steps: int, clock:
     train.fit(cfg, blocks, valid, tokenizer, progress=False, on_step=clock)
 
 
-def kernel_summary(profiler, active: int, wall: float, top: int = 15) -> dict:
-    """Kernel time per step against wall time per step, and the kernels that take most of it."""
-    events = [e for e in profiler.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    busy = sum(e.self_device_time_total for e in events) / 1e6 / active
-    launches = sum(e.count for e in events) / active
-    rows = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:top]
-    return {"steps": active, "wall_ms_per_step": round(1e3 * wall, 2), "kernel_ms_per_step": round(1e3 * busy, 2),
-            "kernel_share": round(busy / wall, 3), "kernels_per_step": round(launches, 1),
-            "top_kernels": [{"name": e.key[:120], "ms_per_step": round(e.self_device_time_total / 1e3 / active, 3),
-                             "calls_per_step": round(e.count / active, 1)} for e in rows]}
+KERNEL_KINDS = (  # the first pattern a kernel's name contains names its kind
+    ("matmul", ("nvjet", "gemm", "cutlass")), ("attention", ("sdpa", "flash", "fmha", "cudnn")),
+    ("softmax and loss (head)", ("softmax", "cross_entropy", "nll")),
+    ("optimizer and EMA", ("multi_tensor", "adam", "foreach", "lerp")),
+    ("fused elementwise: dropout, layer norm, GELU, residual (Triton)", ("triton",)),
+    ("copies and fills", ("copy", "fill")), ("reductions", ("reduce",)))
+
+
+def kernel_kind(name: str) -> str:
+    lowered = name.lower()
+    return next((kind for kind, patterns in KERNEL_KINDS if any(p in lowered for p in patterns)), "other")
+
+
+def trace_summary(events: list[dict], steps: int, top: int = 12) -> dict:
+    """From a Chrome trace's events: the GPU's busy time per step (the union of kernel intervals, so overlapping
+    kernels count once) against the span the steps took there, the kinds of kernel that fill it, the top kernels."""
+    kernels = [e for e in events if e.get("cat") == "kernel"]
+    if not kernels:
+        raise ValueError("the trace holds no kernels: profile on a GPU (ProfilerActivity.CUDA)")
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels)
+    busy, (start, end) = 0.0, spans[0]
+    for s, e in spans[1:]:
+        if s > end:
+            busy, start = busy + end - start, s
+        end = max(end, e)
+    busy += end - start
+    span = max(e for _, e in spans) - spans[0][0]
+    kinds, names = {}, {}
+    for e in kernels:
+        kinds[kernel_kind(e["name"])] = kinds.get(kernel_kind(e["name"]), 0.0) + e["dur"]
+        names[e["name"]] = names.get(e["name"], 0.0) + e["dur"]
+    total = sum(kinds.values())
+    ms = lambda us: round(us / 1e3 / steps, 3)  # noqa: E731 - trace times are microseconds
+    return {"steps": steps, "gpu_span_ms_per_step": ms(span), "kernel_busy_ms_per_step": ms(busy),
+            "gpu_busy_share": round(busy / span, 3), "kernels_per_step": round(len(kernels) / steps, 1),
+            "kinds": {k: {"ms_per_step": ms(v), "share": round(v / total, 3)}
+                      for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+            "top_kernels": [{"name": n[:120], "ms_per_step": ms(v)}
+                            for n, v in sorted(names.items(), key=lambda kv: -kv[1])[:top]]}
 
 
 def main(args) -> int:
@@ -104,12 +134,13 @@ def main(args) -> int:
                                 schedule=schedule) as profiler:
         clock = Clock(warm, warm + active, profiler)
         run_fit(cfg, blocks, valid, tokenizer, warm + active + 1, clock, scratch / "profiled")
-    result["profile"] = {"batch_size": cfg.batch_size, **kernel_summary(profiler, active, clock.seconds_per_step())}
     trace = args.out / "trace.json"
     profiler.export_chrome_trace(str(trace))
     with open(trace, "rb") as raw, gzip.open(f"{trace}.gz", "wb") as packed:
         shutil.copyfileobj(raw, packed)
     trace.unlink()
+    result["profile"] = {"batch_size": cfg.batch_size, "host_ms_per_step_profiled": round(1e3 * clock.seconds_per_step(), 2),
+                         **summarise(Path(f"{trace}.gz"), active)}
 
     result["sweep"] = []
     for batch in args.batches:
@@ -126,13 +157,22 @@ def main(args) -> int:
         print(json.dumps(row))
     shutil.rmtree(scratch, ignore_errors=True)
     paths.atomic_write_text(args.out / "profile.json", json.dumps(result, indent=1))
-    p = result["profile"]
-    print(f"profile at B={p['batch_size']}: {p['wall_ms_per_step']} ms/step wall, {p['kernel_ms_per_step']} ms kernels "
-          f"({p['kernel_share']:.0%}), {p['kernels_per_step']} kernels/step")
-    for k in p["top_kernels"][:8]:
-        print(f"  {k['ms_per_step']:8.3f} ms x{k['calls_per_step']:<6} {k['name']}")
+    print_profile(result["profile"])
     print(f"wrote {args.out / 'profile.json'} and {trace}.gz")
     return 0
+
+
+def summarise(trace: Path, steps: int) -> dict:
+    with gzip.open(trace, "rt") as f:
+        data = json.load(f)
+    return trace_summary(data["traceEvents"] if isinstance(data, dict) else data, steps)
+
+
+def print_profile(p: dict) -> None:
+    print(f"profile at B={p['batch_size']}: the GPU busy {p['kernel_busy_ms_per_step']} ms of every "
+          f"{p['gpu_span_ms_per_step']} ms ({p['gpu_busy_share']:.0%}), {p['kernels_per_step']} kernels/step")
+    for kind, row in p["kinds"].items():
+        print(f"  {row['ms_per_step']:8.3f} ms {row['share']:6.1%}  {kind}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,3 +35,18 @@ def test_without_a_gpu_it_says_so_in_one_line(capsys):
         pytest.skip("this machine has a GPU")
     assert profile_train.cli.run(profile_train.build_parser(), profile_train.main, ["--out", "x"]) == 2
     assert "run it on a machine with a GPU" in capsys.readouterr().err
+
+
+def test_the_trace_summary_counts_overlapping_kernels_once_and_sorts_them_by_kind():
+    events = [{"cat": "kernel", "name": "nvjet_sm90_gemm", "ts": 0, "dur": 10},
+              {"cat": "kernel", "name": "triton_per_fused_dropout", "ts": 5, "dur": 10},  # overlaps the first
+              {"cat": "kernel", "name": "cunn_SoftMaxForward", "ts": 30, "dur": 10},  # after a 15 us gap
+              {"cat": "gpu_user_annotation", "name": "ProfilerStep#3", "ts": 0, "dur": 40},  # not a kernel
+              {"cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 99}]
+    summary = profile_train.trace_summary(events, steps=1)
+    assert summary["gpu_span_ms_per_step"] == 0.04 and summary["kernel_busy_ms_per_step"] == 0.025
+    assert summary["gpu_busy_share"] == 0.625 and summary["kernels_per_step"] == 3
+    assert list(summary["kinds"])[0] in ("matmul", "fused elementwise: dropout, layer norm, GELU, residual (Triton)")
+    assert summary["kinds"]["softmax and loss (head)"]["ms_per_step"] == 0.01
+    with pytest.raises(ValueError, match="no kernels"):
+        profile_train.trace_summary(events[3:], steps=1)
