@@ -179,7 +179,8 @@ def plot(result: dict, path) -> Path:
     matched-entropy perplexity of each family against its B=1 latency."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     families = sorted({s["family"] for s in result["settings"]})
-    colours = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    palette = plt.cm.tab10 if len(families) <= 10 else plt.cm.tab20  # 20 colours before any repeats
+    colours = {f: palette(i % palette.N) for i, f in enumerate(families)}
     for s in result["settings"]:
         r = result["rows"][s["name"]]["report"]
         left.plot(r["unigram_entropy"], r["gen_ppl"], "o", color=colours[s["family"]], markersize=3, alpha=0.6)
@@ -234,7 +235,7 @@ def run(args) -> int:
     steps = [int(s) for s in args.steps.split(",")]
     device = pick_device(args.device)
     if args.phase == "merge":
-        return write(merge([json.loads(p.read_text()) for p in args.inputs]), args.out)
+        return write(merge([tagged(str(p)) for p in args.inputs]), args.out)
     if args.phase in ("sample", "all"):
         mlm, ar = load_mlm(paths.resolve(args.mlm), device=device), load_causal_lm(paths.resolve(args.ar), device=device)
         tokenizer = load_tokenizer(paths.resolve(args.mlm))
@@ -270,6 +271,24 @@ def write(result: dict, out: Path) -> int:
     print_table(result)
     print(f"wrote {out} and {figure}")
     return 0
+
+
+def tagged(item: str) -> dict:
+    """A merge input, ``PATH`` or ``TAG=PATH``: a tag names another model's run (``fast=...``), its families
+    prefixed (``fast:random``) so that they stand beside the first model's."""
+    tag, _, path = item.rpartition("=")
+    result = json.loads(Path(path).read_text())
+    return relabel(result, tag) if tag else result
+
+
+def relabel(result: dict, tag: str) -> dict:
+    """``result`` with every diffusion family renamed ``tag:family`` (rows, settings, latencies); AR and real stay."""
+    own = {s["name"] for s in result["settings"]}
+    rename = lambda name: f"{tag}:{name}" if name in own else name  # noqa: E731
+    settings = [{**s, "name": rename(s["name"]), "family": f"{tag}:{s['family']}"} for s in result["settings"]]
+    return {**result, "settings": settings, "rows": {rename(k): v for k, v in result["rows"].items()},
+            "latency": {(k if k == "ar" else f"{tag}:{k}"): v for k, v in result["latency"].items()},
+            "skipped": [f"{tag}:{n}" for n in result["skipped"]]}
 
 
 def merge(results: list[dict]) -> dict:
@@ -309,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = Parser(prog="python -m benchmarks.quality", description="judge every sampler and AR at matched entropy")
     q.add_argument("phase", choices=("sample", "score", "all", "merge"),
                    help="draw samples, judge them, both, or merge judged runs of the same prompts and judge")
-    q.add_argument("inputs", nargs="*", type=Path, help="score: the .pt that `sample` wrote; merge: quality .json files")
+    q.add_argument("inputs", nargs="*", type=Path, help="score: the .pt that `sample` wrote; merge: quality .json files, "
+                   "TAG=FILE for another model's (its families shown as TAG:family)")
     q.add_argument("--mlm", default="weights/roberta-diffusion-small", help="masked LM (default: %(default)s)")
     q.add_argument("--ar", default="weights/gpt2-small-baseline", help="AR twin and guide (default: %(default)s)")
     q.add_argument("--judge", default="weights/judge", help="independent causal LM (default: %(default)s)")

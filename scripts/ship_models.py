@@ -1,7 +1,9 @@
 """Copy a training run's models into weights/ as bf16 safetensors (loaded as fp32 on CPU) and write model cards.
 
 python scripts/ship_models.py runs/full [train logs folder] [mlm|ar ...]   # ship (on the GPU machine)
-python scripts/ship_models.py --cards          # rewrite both cards and docs/data_constrained.png from their folders
+python scripts/ship_models.py --student runs/distill-32 runs/distill-16 ... [logs folder]   # the last round's
+                                               # SDTT student as weights/roberta-diffusion-small-fast
+python scripts/ship_models.py --cards          # rewrite the cards and docs/data_constrained.png from their folders
 
 A card is built only from files in its folder (train_config.json, history.json, provenance.json, eval.json), so
 it can be rewritten after `roberta-diffusion eval` without the run.
@@ -20,7 +22,7 @@ from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, m
 
 # name -> (folder in weights/, loader, the run's objective folder)
 SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm, "mlm"), "ar": (paths.SHIPPED_AR, load_causal_lm, "ar"),
-        "judge": (paths.SHIPPED_JUDGE, load_causal_lm, "ar")}
+        "judge": (paths.SHIPPED_JUDGE, load_causal_lm, "ar"), "fast": (paths.SHIPPED_FAST, load_mlm, "mlm")}
 MLM_ONLY = {"arch", "locality_init", "plateau_escape", "escape_lr", "escape_steps", "ratio_mode", "n_levels",
             "weighting", "prefix_len", "max_prefix_len", "span_prob", "init"}
 SUMMARY = {
@@ -40,6 +42,12 @@ SUMMARY = {
              "own seed on the same Wikipedia blocks and tokenizer (profile `judge`). It shares no weights with either "
              "shipped model, so it scores the samples of both (generative perplexity, `eval` and `benchmarks.frontier`) "
              "without favouring the twin's own samples. The exported weights are those with the best held-out loss.",
+    "fast": "The few-step diffusion model: the shipped masked LM distilled through time (SDTT, `distill.py`) in four "
+            "rounds, each student learning to take in one step what its teacher takes in two (64 -> 32 -> 16 -> 8 -> 4 "
+            "steps), each round's student teaching the next. Judged at matched entropy (docs/results.md) its samples at 8 "
+            "and 16 steps beat the shipped model's at the same steps; its held-out bound is worse (a student trades "
+            "likelihood at one step for quality at few), so it ships beside the shipped model, not instead. The "
+            "exported weights are the last round's averaged (EMA) weights; history.json holds every round.",
 }
 USAGE = {
     "mlm": 'from roberta_diffusion import models, generate_diffusion\n'
@@ -48,6 +56,9 @@ USAGE = {
     "ar": 'from roberta_diffusion import models, generate_ar\n'
           'ar, tok = models.load_causal_lm("weights/gpt2-small-baseline"), models.load_tokenizer("weights/gpt2-small-baseline")\n'
           'print(generate_ar(ar, tok, "The history of the city").texts[0])',
+    "fast": 'from roberta_diffusion import models, generate_diffusion\n'
+            'mlm, tok = models.load_mlm("weights/roberta-diffusion-small-fast"), models.load_tokenizer("weights/roberta-diffusion-small-fast")\n'
+            'print(generate_diffusion(mlm, tok, "The history of the city", steps=16, top_k=190, top_p=1.0).texts[0])',
     "judge": 'from roberta_diffusion import metrics, models\n'
              'judge = models.load_causal_lm("weights/judge")\n'
              'print(metrics.generative_ppl(judge, ids, prefix_len=16))  # ids [N, L] in the shared tokenizer',
@@ -91,6 +102,56 @@ def lineage(config: dict, target: Path) -> dict:
                             json.loads((target / "train_config.json").read_text()))
 
 
+def ship_student(rounds: list[Path], logs: Path | None) -> None:
+    """The last of ``rounds`` (SDTT runs, each distilling the one before) as ``weights/roberta-diffusion-small-fast``;
+    history.json is that round's with every round's summary under ``rounds``."""
+    target, source = paths.SHIPPED_FAST, rounds[-1] / "mlm"
+    config = portable(json.loads((source / "config.json").read_text()))
+    summary = []
+    for run in rounds:
+        one = json.loads((run / "mlm" / "history.json").read_text())
+        own = json.loads((run / "mlm" / "config.json").read_text())
+        summary.append({"run": run.name, "teacher": paths.portable(own["teacher"]), "steps": own["distill_steps"],
+                        "tokens": one["tokens"], "seconds": round(one["seconds"], 1), "eval_step": one["eval_step"],
+                        "eval_bound": one["eval_bound"], "final_train_kl": one["train_loss"][-1]})
+    history = {**json.loads((source / "history.json").read_text()), "rounds": summary}
+    export_model(target, load_mlm(source / "model", device="cpu"), load_tokenizer(source / "model"),
+                 dtype=torch.bfloat16, max_shard_size="15MB")
+    (target / "token_counts.json").write_text((source / "model" / "token_counts.json").read_text())
+    (target / "history.json").write_text(json.dumps(history, indent=2))
+    (target / "train_config.json").write_text(json.dumps(config, indent=2))
+    if logs:
+        text = "".join((logs / f"distill-{r['steps']}.log").read_text()[-20_000:] for r in summary
+                       if (logs / f"distill-{r['steps']}.log").exists())
+        (target / "training_log.txt").write_text(text)
+    device = (rounds[-1] / "device.txt").read_text().split(",")[0].strip() if (rounds[-1] / "device.txt").exists() \
+        else (torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
+    command = " && ".join(f"PROFILE=distill ROUNDS={r['steps']} TEACHER={r['teacher']} bash scripts/gpu_train.sh distill"
+                            for r in summary)
+    (target / "provenance.json").write_text(json.dumps({"training hardware": device, "command": command,
+                                                        "run": paths.portable(str(rounds[-1].resolve()))}))
+    write_card("fast")
+    print(f"shipped the {summary[-1]['steps']}-step student -> {target}")
+
+
+def student_facts(history: dict, config: dict) -> dict:
+    rounds = history["rounds"]
+    return {
+        "objective": "self-distillation through time (distill.py): KL from the teacher's two ancestral half-steps to "
+                     f"the student's one, on the student's grid of N steps, prompts of {config['prefix_len']} tokens; "
+                     "rounds " + " -> ".join(f"{2 * r['steps']} to {r['steps']}" for r in rounds),
+        "tokens seen": f"{sum(r['tokens'] for r in rounds) / 1e6:.1f}M over {len(rounds)} rounds of "
+                       f"{config['max_steps']} steps of {config['batch_size']} x {config['block_size']}",
+        "training compute (6 N D)": f"{6 * history['parameters'] * sum(r['tokens'] for r in rounds):.2e} FLOPs in the "
+                                    "students' updates (the teachers' forward passes not counted), after the shipped "
+                                    "masked LM's own training",
+        "training wall time": f"{sum(r['seconds'] for r in rounds):.0f} s over the rounds",
+        "exported weights": "the last round's last weights, averaged (EMA 0.999): a student's held-out bound is not "
+                            "what it optimises, so none is picked by it; the rounds' bounds (collator noise "
+                            f"{config['ratio_mode']}, not comparable with the teacher's card) are in history.json",
+    }
+
+
 def write_card(objective: str) -> None:
     target, loader, _ = SHIP[objective]
     model = loader(target, device="cpu")
@@ -101,7 +162,7 @@ def write_card(objective: str) -> None:
     prior = history.get("prior_tokens", 0)
     path = curves.continued(history, config)  # what a run continuing these weights would count before it
     spent = path["prior_tokens"] + path["discarded_tokens"]  # with the training after them and discarded branches
-    hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective == "mlm" or k not in MLM_ONLY)}
+    hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective in ("mlm", "fast") or k not in MLM_ONLY)}
     facts = {
         "class": type(model).__name__,
         "architecture": model_summary(model),
@@ -134,9 +195,14 @@ def write_card(objective: str) -> None:
                   "training_log.txt, the held-out curve history.json"
                   + (f"; this run: `{provenance['command']}`" if provenance.get("command") else ""),
     }
+    if objective == "fast":
+        facts |= student_facts(history, config)
+        facts["recipe"] = f"`{provenance['command']}` on a lent GPU, then `scripts/ship_models.py --student`; the " \
+                          "rounds' logs are training_log.txt"
     eval_path = target / "eval.json"
     metrics = results_markdown(json.loads(eval_path.read_text())) if eval_path.exists() else None
-    titles = {"mlm": "Diffusion masked LM, small", "ar": "GPT-2 baseline, small", "judge": "Independent judge (GPT-2)"}
+    titles = {"mlm": "Diffusion masked LM, small", "ar": "GPT-2 baseline, small", "judge": "Independent judge (GPT-2)",
+              "fast": "Diffusion masked LM, small, distilled for few steps"}
     title = titles[objective] + f" ({type(model).__name__})"
     write_model_card(target, title, SUMMARY[objective], facts, metrics=metrics, usage=USAGE[objective])
 
@@ -155,6 +221,11 @@ if __name__ == "__main__":
                                      title="Held-out perplexity on Wikipedia valid: the masked LM keeps gaining from "
                                            "repeated data long after GPT-2 stops")
         print(f"wrote {figure}")
+        sys.exit(0)
+    if sys.argv[1] == "--student":
+        folders = [Path(a) for a in sys.argv[2:]]
+        logs = folders.pop() if not (folders[-1] / "mlm").exists() else None
+        ship_student(folders, logs)
         sys.exit(0)
     run = Path(sys.argv[1])
     logs = Path(sys.argv[2]) if len(sys.argv) > 2 else None

@@ -93,3 +93,22 @@ def test_merge_lists_a_setting_as_skipped_only_if_no_run_sampled_it():
     second = {**base, "rows": {"real": real, "random@8/t1/plain": {"tune": row(90, 4.6), "report": row(95, 4.6)}},
               "settings": [{"name": "random@8/t1/plain", "family": "random", "steps": 8}], "skipped": []}
     assert quality.merge([first, second])["skipped"] == ["random@16/t1/plain"]
+
+
+def test_a_tagged_merge_sets_another_models_families_beside_the_first_ones(tmp_path):
+    real = {"tune": row(60, 4.7), "report": row(61, 4.7)}
+    ar = {"tune": row(30, 4.6), "report": row(31, 4.6)}
+
+    def run(ppl):
+        return {"environment": {}, "prefix_len": 16, "models": {"judge": "weights/judge"}, "skipped": [],
+                "latency": {"random@8": 0.01, "ar": 0.1},
+                "rows": {"real": real, "ar/t1/plain": ar, "random@8/t1/plain": {"tune": row(ppl, 4.6),
+                                                                                "report": row(ppl + 1, 4.6)}},
+                "settings": [{"name": "random@8/t1/plain", "family": "random", "steps": 8}]}
+
+    (tmp_path / "a.json").write_text(json.dumps(run(90)))
+    (tmp_path / "b.json").write_text(json.dumps(run(70)))
+    merged = quality.merge([quality.tagged(str(tmp_path / "a.json")), quality.tagged(f"fast={tmp_path / 'b.json'}")])
+    assert merged["matched"]["random@8"]["gen_ppl"] == 91 and merged["matched"]["fast:random@8"]["gen_ppl"] == 71
+    assert merged["latency"]["fast:random@8"] == 0.01 and "fast:ar" not in merged["latency"]
+    assert {s["family"] for s in merged["settings"]} == {"random", "fast:random"}

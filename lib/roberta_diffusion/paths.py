@@ -30,6 +30,7 @@ WIKITEXT2_VALID = DATA / "wikitext-2-raw" / "wiki.valid.raw"
 SHIPPED_TOKENIZER = WEIGHTS / "tokenizer"
 SHIPPED_MLM = WEIGHTS / "roberta-diffusion-small"
 SHIPPED_AR = WEIGHTS / "gpt2-small-baseline"
+SHIPPED_FAST = WEIGHTS / "roberta-diffusion-small-fast"  # SDTT student of SHIPPED_MLM: its fewest-steps samples
 SHIPPED_JUDGE = WEIGHTS / "judge"  # a third GPT-2, sharing no weights with the pair: it scores samples
 
 
