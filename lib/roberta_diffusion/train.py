@@ -2,8 +2,9 @@
 
 ``TrainConfig`` is a whole recipe (notebook 02's parameters cell, field for field; a profile's ``02_finetune``
 section); ``train(cfg)`` loads the tokenizer and the blocks and trains each of ``cfg.objectives`` into
-``runs/<run_name>/<objective>`` with ``fit``, one plain loop on ``accelerate`` (``accelerate launch`` spreads it
-over GPUs unchanged): bf16 autocast on GPU, fused AdamW, warm-up + cosine rate, a fixed held-out evaluation.
+``runs/<run_name>/<objective>`` with ``fit``, a loop of named steps (``loop.setup``, ``loop.train_step``, then
+log, evaluate, checkpoint, export) on ``accelerate`` (``accelerate launch`` spreads it over GPUs unchanged): bf16
+autocast on GPU, fused AdamW, warm-up + cosine rate, a fixed held-out evaluation.
 
 Resumable (``checkpoints``): a rerun with the same config continues from the newest intact checkpoint. The batch
 order and the noise of step N are functions of (seed, N) and the dropout noise comes from the saved random state,
