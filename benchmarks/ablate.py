@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from roberta_diffusion import paths
+from roberta_diffusion.history import History
 from workbench import cli
 
 from .scaling import describe
@@ -103,12 +104,12 @@ def summarise(names: list[str], variants: dict, base: str | None, margin: float,
             why = "its training failed (see its log)" if name in failed else f"no finished run in {run}"
             rows.append({"name": name, "settings": variants[name], "error": why})
             continue
-        history = json.loads((run / "history.json").read_text())
-        rows.append({"name": name, "settings": variants[name], "eval_step": history["eval_step"],
-                     "eval_epoch": history["eval_epoch"], "ppl": [round(math.exp(b), 2) for b in history["eval_bound"]],
-                     "ppl_raw": [round(math.exp(b), 2) for b in history.get("eval_bound_raw", [])],
-                     "best_ppl": round(math.exp(history["best_bound"]), 2), "best_step": history["best_step"],
-                     "tokens": history["tokens"], "seconds": round(history["seconds"], 1), **speed(run)})
+        history = History.load(run / "history.json")
+        rows.append({"name": name, "settings": variants[name], "eval_step": history.eval_step,
+                     "eval_epoch": history.eval_epoch, "ppl": [round(math.exp(b), 2) for b in history.eval_bound],
+                     "ppl_raw": [round(math.exp(b), 2) for b in history.eval_bound_raw],
+                     "best_ppl": round(math.exp(history.best_bound), 2), "best_step": history.best_step,
+                     "tokens": history.tokens, "seconds": round(history.seconds, 1), **speed(run)})
     return rank(rows, base, margin)
 
 

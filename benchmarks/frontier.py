@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import torch
 from roberta_diffusion import evaluate, paths
 from roberta_diffusion.data import cached_blocks
-from roberta_diffusion.defaults import READABLE
+from roberta_diffusion.defaults import PROMPT_LEN, READABLE
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
 from roberta_diffusion.sampler import POLICIES
 from workbench import cli
@@ -31,7 +31,7 @@ ENTROPY_FLOOR = 0.85
 
 
 def measure(mlm, ar, tokenizer, prompt_blocks, judge=None, policies=("random", "confidence", "seed-remask"),
-            steps_list=(10, 32), prefix_len: int = 16, sampling: dict | None = None, seed: int = 0,
+            steps_list=(10, 32), prefix_len: int = PROMPT_LEN, sampling: dict | None = None, seed: int = 0,
             batch_size: int = 16) -> dict:
     """Sample scores per ``policy@steps`` plus ``real`` and ``ar``; the points, the readable pick, the settings."""
     sampling = sampling or {k: READABLE[k] for k in ("temperature", "top_k", "top_p")}
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--steps", default="10,32")
     fr.add_argument("--policies", default="random,confidence,margin,entropy,seed-remask")
     fr.add_argument("--max-len", type=int, default=256)
-    fr.add_argument("--prefix-len", type=int, default=16)
+    fr.add_argument("--prefix-len", type=int, default=PROMPT_LEN)
     fr.add_argument("--seed", type=int, default=0)
     fr.add_argument("--temperature", type=float, default=READABLE["temperature"])
     fr.add_argument("--top-k", type=int, default=READABLE["top_k"], help="0: no top-k")

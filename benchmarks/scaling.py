@@ -13,14 +13,15 @@ import statistics
 from pathlib import Path
 
 import torch
+from roberta_diffusion.history import History
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer
 from roberta_diffusion.train import TrainConfig, make_collator
 
 from .common import spec_peak_tflops, training_flops_per_token
 
 
-def steady_speed(history: dict) -> float:
-    speeds = history["speed"][1:] or history["speed"]
+def steady_speed(history: History) -> float:
+    speeds = history.speed[1:] or history.speed
     return statistics.median(speeds)
 
 
@@ -33,19 +34,19 @@ def masked_share(cfg: TrainConfig, tokenizer, blocks: int = 256) -> float:
 
 
 def describe(run: Path) -> dict:
-    history = json.loads((run / "history.json").read_text())
+    history = History.load(run / "history.json")
     saved = json.loads((run / "config.json").read_text())  # runs of older versions may hold fields since removed
     cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
     model = (load_mlm if cfg.objective == "mlm" else load_causal_lm)(run / "model", device="cpu")
     share = masked_share(cfg, load_tokenizer(run / "model")) if cfg.objective == "mlm" else 1.0
     flops = training_flops_per_token(model, cfg.block_size, share)
     speed = steady_speed(history)
-    world = history.get("world_size", 1)
+    world = history.world_size
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     peak = spec_peak_tflops(device)
     mfu = speed / world * flops / (peak * 1e12) if peak else None
     return {"run": str(run), "objective": cfg.objective, "processes": world, "global_batch": cfg.batch_size,
-            "block": cfg.block_size, "tokens_per_s": round(speed), "speeds": history["speed"],
+            "block": cfg.block_size, "tokens_per_s": round(speed), "speeds": history.speed,
             "predicted_share": round(share, 4), "flops_per_token": round(flops), "spec_peak_tflops": peak,
             "mfu": round(mfu, 4) if mfu is not None else None, "device": device, "compile": cfg.compile}
 

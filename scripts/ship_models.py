@@ -9,6 +9,7 @@ A card is built only from files in its folder (train_config.json, history.json, 
 it can be rewritten after `roberta-diffusion eval` without the run.
 """
 
+import dataclasses
 import json
 import math
 import sys
@@ -18,6 +19,7 @@ import torch
 from results_table import results_markdown  # beside this script
 from roberta_diffusion import curves, paths
 from roberta_diffusion.checkpoints import export_model, write_model_card
+from roberta_diffusion.history import History
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
 
 # name -> (folder in weights/, loader, the run's objective folder)
@@ -70,9 +72,9 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     source = run / folder
     model = loader(source / "model", device="cpu")
     config = portable(json.loads((source / "config.json").read_text()))
-    history = {**json.loads((source / "history.json").read_text()), **lineage(config, target)}  # before the export
+    history = dataclasses.replace(History.load(source / "history.json"), **lineage(config, target))  # before the export
     export_model(target, model, load_tokenizer(source / "model"), dtype=torch.bfloat16, max_shard_size="15MB")
-    (target / "history.json").write_text(json.dumps(history, indent=2))
+    history.save(target / "history.json")
     (target / "train_config.json").write_text(json.dumps(config, indent=2))
     if logs and (logs / f"train_{objective}.log").exists():
         (target / "training_log.txt").write_text((logs / f"train_{objective}.log").read_text()[-200_000:])
@@ -98,7 +100,7 @@ def lineage(config: dict, target: Path) -> dict:
     init = config.get("init")
     if not init or Path(paths.resolve(init)).resolve() != target.resolve():
         return {}
-    return curves.continued(json.loads((target / "history.json").read_text()),
+    return curves.continued(History.load(target / "history.json"),
                             json.loads((target / "train_config.json").read_text()))
 
 
@@ -109,16 +111,16 @@ def ship_student(rounds: list[Path], logs: Path | None) -> None:
     config = portable(json.loads((source / "config.json").read_text()))
     summary = []
     for run in rounds:
-        one = json.loads((run / "mlm" / "history.json").read_text())
+        one = History.load(run / "mlm" / "history.json")
         own = json.loads((run / "mlm" / "config.json").read_text())
         summary.append({"run": run.name, "teacher": paths.portable(own["teacher"]), "steps": own["distill_steps"],
-                        "tokens": one["tokens"], "seconds": round(one["seconds"], 1), "eval_step": one["eval_step"],
-                        "eval_bound": one["eval_bound"], "final_train_kl": one["train_loss"][-1]})
-    history = {**json.loads((source / "history.json").read_text()), "rounds": summary}
+                        "tokens": one.tokens, "seconds": round(one.seconds, 1), "eval_step": one.eval_step,
+                        "eval_bound": one.eval_bound, "final_train_kl": one.train_loss[-1]})
+    history = dataclasses.replace(History.load(source / "history.json"), rounds=summary)
     export_model(target, load_mlm(source / "model", device="cpu"), load_tokenizer(source / "model"),
                  dtype=torch.bfloat16, max_shard_size="15MB")
     (target / "token_counts.json").write_text((source / "model" / "token_counts.json").read_text())
-    (target / "history.json").write_text(json.dumps(history, indent=2))
+    history.save(target / "history.json")
     (target / "train_config.json").write_text(json.dumps(config, indent=2))
     if logs:
         text = "".join((logs / f"distill-{r['steps']}.log").read_text()[-20_000:] for r in summary
@@ -134,15 +136,15 @@ def ship_student(rounds: list[Path], logs: Path | None) -> None:
     print(f"shipped the {summary[-1]['steps']}-step student -> {target}")
 
 
-def student_facts(history: dict, config: dict) -> dict:
-    rounds = history["rounds"]
+def student_facts(history: History, config: dict) -> dict:
+    rounds = history.rounds
     return {
         "objective": "self-distillation through time (distill.py): KL from the teacher's two ancestral half-steps to "
                      f"the student's one, on the student's grid of N steps, prompts of {config['prefix_len']} tokens; "
                      "rounds " + " -> ".join(f"{2 * r['steps']} to {r['steps']}" for r in rounds),
         "tokens seen": f"{sum(r['tokens'] for r in rounds) / 1e6:.1f}M over {len(rounds)} rounds of "
                        f"{config['max_steps']} steps of {config['batch_size']} x {config['block_size']}",
-        "training compute (6 N D)": f"{6 * history['parameters'] * sum(r['tokens'] for r in rounds):.2e} FLOPs in the "
+        "training compute (6 N D)": f"{6 * history.parameters * sum(r['tokens'] for r in rounds):.2e} FLOPs in the "
                                     "students' updates (the teachers' forward passes not counted), after the shipped "
                                     "masked LM's own training",
         "training wall time": f"{sum(r['seconds'] for r in rounds):.0f} s over the rounds",
@@ -155,11 +157,11 @@ def student_facts(history: dict, config: dict) -> dict:
 def write_card(objective: str) -> None:
     target, loader, _ = SHIP[objective]
     model = loader(target, device="cpu")
-    history = json.loads((target / "history.json").read_text())
+    history = History.load(target / "history.json")
     config = json.loads((target / "train_config.json").read_text())
     provenance = json.loads((target / "provenance.json").read_text())
-    block_tokens = history["train_blocks"] * config["block_size"]
-    prior = history.get("prior_tokens", 0)
+    block_tokens = history.train_blocks * config["block_size"]
+    prior = history.prior_tokens
     path = curves.continued(history, config)  # what a run continuing these weights would count before it
     spent = path["prior_tokens"] + path["discarded_tokens"]  # with the training after them and discarded branches
     hyper = {k: v for k, v in config.items() if k != "out_dir" and (objective in ("mlm", "fast") or k not in MLM_ONLY)}
@@ -172,21 +174,21 @@ def write_card(objective: str) -> None:
                      else "next-token prediction on the same blocks",
         "tokenizer": "byte-level BPE, 16,384 tokens, RoBERTa special tokens (weights/tokenizer, scripts/train_tokenizer.py)",
         "data": f"../shared/data/wikipedia-2018-extract/train.txt.gz (English Wikipedia, 2018 extract, cleaned "
-                f"2026-11-29): {history['train_blocks'] * config['block_size'] / 1e6:.1f}M tokens in "
-                f"{history['train_blocks']:,} blocks of {config['block_size']}",
+                f"2026-11-29): {history.train_blocks * config['block_size'] / 1e6:.1f}M tokens in "
+                f"{history.train_blocks:,} blocks of {config['block_size']}",
         "licence of the data": "CC BY-SA (Wikipedia text)",
-        "tokens seen": f"{history['tokens'] / 1e6:.1f}M in this training ({history['step'][-1]} steps of "
-                       f"{config['batch_size']} x {config['block_size']}, {history['tokens'] / block_tokens:.1f} epochs)"
+        "tokens seen": f"{history.tokens / 1e6:.1f}M in this training ({history.step[-1]} steps of "
+                       f"{config['batch_size']} x {config['block_size']}, {history.tokens / block_tokens:.1f} epochs)"
                        + (f", after {prior / 1e6:.1f}M before it" if prior else ""),
-        "training compute (6 N D)": f"{6 * history['parameters'] * path['prior_tokens']:.2e} FLOPs to the exported "
-                                    f"weights, {6 * history['parameters'] * spent:.2e} "
+        "training compute (6 N D)": f"{6 * history.parameters * path['prior_tokens']:.2e} FLOPs to the exported "
+                                    f"weights, {6 * history.parameters * spent:.2e} "
                                     "on this model's path (with the training after them and the branches not carried forward; other runs, "
                                     "e.g. ablations, not counted)",
-        "training hardware": f"{history.get('world_size', 1)} x {provenance['training hardware']}"
-                             + (" (DDP)" if history.get("world_size", 1) > 1 else ""),
-        "training wall time": f"{history['seconds']:.0f} s ({history['tokens_per_second'] / 1e6:.2f}M tokens/s)",
-        "exported weights": f"step {history['best_step']} of {history['step'][-1]}: the best held-out bound, "
-                            f"{history['best_bound']:.4f} nats/token (perplexity {math.exp(history['best_bound']):.1f}) on "
+        "training hardware": f"{history.world_size} x {provenance['training hardware']}"
+                             + (" (DDP)" if history.world_size > 1 else ""),
+        "training wall time": f"{history.seconds:.0f} s ({history.tokens_per_second / 1e6:.2f}M tokens/s)",
+        "exported weights": f"step {history.best_step} of {history.step[-1]}: the best held-out bound, "
+                            f"{history.best_bound:.4f} nats/token (perplexity {math.exp(history.best_bound):.1f}) on "
                             "Wikipedia valid",
         "hyperparameters": json.dumps(hyper),
         "stored as": "bfloat16 safetensors shards (< 15 MB each); load_mlm / load_causal_lm give float32",

@@ -4,6 +4,11 @@ import json
 import math
 import shlex
 
+import pytest
+import torch
+from roberta_diffusion import data, evaluate, losses, metrics, models, paths, train
+from roberta_diffusion.collator import DiffusionCollator, diffusion_loss
+from roberta_diffusion.defaults import PROMPT_LEN
 from workbench import cli, pipeline
 
 
@@ -44,3 +49,42 @@ def test_the_shipped_judge_scores_the_shipped_vocabulary_only(tokenizer):
 
     assert evaluate.shipped_judge_for(models.load_tokenizer(paths.SHIPPED_MLM)) == "weights/judge"
     assert evaluate.shipped_judge_for(tokenizer) is None  # the tests' tiny tokenizer: another vocabulary
+
+
+# -- one bound: training's evaluation and `eval` compute it with one function ---------------------------------
+def test_the_training_history_and_eval_report_the_same_bound(tokenizer, tmp_path):
+    """A run's best held-out bound (history.json, from HeldOutScorer) is the bound ``eval`` computes for the
+    exported weights on the same blocks, batches and one noise sample: one definition, not two that drift."""
+    blocks = data.load_blocks(paths.SAMPLE_TEXT, tokenizer, 48)
+    cfg = train.TrainConfig(out_dir=str(tmp_path), size="tiny", block_size=48, batch_size=4, max_steps=4,
+                            eval_every=2, save_every=4, eval_batches=2, warmup_steps=1, lr=1e-2)
+    bounds = train.fit(cfg, blocks, blocks, tokenizer, progress=False)["eval_bound"]
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["eval_bound"] == bounds and saved["best_bound"] == min(bounds)
+    exported = models.load_mlm(tmp_path / "model", device="cpu")
+    scored = blocks[: cfg.eval_batches * cfg.batch_size]
+    evaluated = evaluate.heldout_scores(exported, None, tokenizer, scored, prefix_len=PROMPT_LEN,
+                                        elbo_samples=1, batch_size=cfg.batch_size)["mlm_elbo"]
+    assert evaluated["nll"] == saved["best_bound"] and evaluated["mc_samples"] == 1
+    assert evaluated["tokens"] == int((~torch.isin(scored[:, PROMPT_LEN:], torch.tensor(tokenizer.all_special_ids))).sum())
+    more = metrics.mlm_elbo(exported, tokenizer, scored, prefix_len=PROMPT_LEN, samples=3, batch_size=4)["nll"]
+    assert more != evaluated["nll"] and abs(more - evaluated["nll"]) < 0.5  # other noise, the same bound
+
+
+def test_the_bound_is_the_elbo_weighted_training_loss_on_the_collators_noise(tokenizer, mlm):
+    """``losses.elbo`` is the loss a ``weighting="elbo"`` collator trains on, averaged over its batches and noise
+    draws (the dense loss here, another code path than the bound's); a collator without the weights is refused."""
+    blocks = data.load_blocks(paths.SAMPLE_TEXT, tokenizer, 40)[:10]
+    collator = losses.elbo_collator(tokenizer, prefix_len=8)
+    expected = []
+    for sample in range(2):
+        for start in range(0, len(blocks), 4):
+            collator.generator = torch.Generator().manual_seed(7 + sample * len(blocks) + start)
+            batch = collator(blocks[start : start + 4])
+            with torch.no_grad():
+                logits = mlm.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            expected.append(diffusion_loss(logits, batch["labels"], batch["loss_weight"]).item() * len(batch["labels"]))
+    assert losses.elbo(mlm, collator, blocks, batch_size=4, samples=2, seed=7) == pytest.approx(sum(expected) / 20)
+    assert losses.elbo(mlm, collator, blocks, batch_size=4, seed=7) == pytest.approx(sum(expected[:3]) / 10)
+    with pytest.raises(ValueError, match="no bound"):
+        losses.elbo(mlm, DiffusionCollator(tokenizer, 8, "stratified"), blocks, batch_size=4)

@@ -1,6 +1,7 @@
 """Issue 14's training: prompts of any length in training, the whole prompt pinned at generation, data-parallel
 processes that see exactly the one-process batch, averaged weights, and the best held-out weights exported."""
 
+import dataclasses
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import torch
 from roberta_diffusion import checkpoints, data, losses, train
 from roberta_diffusion.canvas import prompt_canvas
 from roberta_diffusion.collator import DiffusionCollator
+from roberta_diffusion.history import History
 from roberta_diffusion.paths import ROOT, SAMPLE_TEXT
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
 from workbench.cli import main
@@ -266,14 +268,14 @@ def test_a_continued_run_carries_the_path_of_the_weights_it_started_from(tokeniz
     evaluations after it are a branch, and the curve draws both."""
     from roberta_diffusion import curves
 
-    before = {"eval_step": [10, 20, 30, 40], "eval_bound": [5.0, 4.0, 4.5, 9.0], "best_step": 20, "tokens": 40 * 100,
-              "prior_tokens": 500, "earlier": {"tokens": [100, 300], "eval_bound": [7.0, 6.0]}}
+    before = History(eval_step=[10, 20, 30, 40], eval_bound=[5.0, 4.0, 4.5, 9.0], best_step=20, tokens=40 * 100,
+                     prior_tokens=500, earlier={"tokens": [100, 300], "eval_bound": [7.0, 6.0]})
     lineage = curves.continued(before, {"batch_size": 10, "block_size": 10})
     assert lineage["prior_tokens"] == 500 + 20 * 100
     assert lineage["earlier"] == {"tokens": [100, 300, 1500, 2500], "eval_bound": [7.0, 6.0, 5.0, 4.0]}
     assert lineage["branches"] == [{"tokens": [2500, 3500, 4500], "eval_bound": [4.0, 4.5, 9.0]}]
     assert lineage["discarded_tokens"] == 20 * 100
-    again = curves.continued({**before, **lineage, "best_step": 40}, {"batch_size": 10, "block_size": 10})
+    again = curves.continued(dataclasses.replace(before, **lineage, best_step=40), {"batch_size": 10, "block_size": 10})
     assert again["branches"] == lineage["branches"] and again["discarded_tokens"] == 20 * 100  # ended at its best
 
     cfg = train.TrainConfig(out_dir=str(tmp_path / "mlm"), size="tiny", block_size=32, prefix_len=4, batch_size=4,

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogFormatter, LogFormatterSciNotation
 
 from . import paths
+from .history import History
 
 
 def load_curve(folder: Path, label: str | None = None, prior_tokens: int | None = None) -> dict:
@@ -27,42 +28,40 @@ def load_curve(folder: Path, label: str | None = None, prior_tokens: int | None 
     ``folder`` holds ``history.json`` and ``train_config.json`` (a shipped model) or ``config.json`` (a run).
     ``prior_tokens`` (default: the history's own ``prior_tokens``, else 0) shifts the run's points."""
     folder = Path(folder)
-    history = json.loads((folder / "history.json").read_text())
+    history = History.load(folder / "history.json")
     config_file = folder / "train_config.json" if (folder / "train_config.json").exists() else folder / "config.json"
     config = json.loads(config_file.read_text())
-    if not history.get("eval_bound"):
+    if not history.eval_bound:
         raise ValueError(f"{folder / 'history.json'} has no held-out bound (eval_bound): train it with this version")
-    block_tokens = history["train_blocks"] * config["block_size"]
+    block_tokens = history.train_blocks * config["block_size"]
     tokens_per_step = config["batch_size"] * config["block_size"]
-    prior_tokens = history.get("prior_tokens", 0) if prior_tokens is None else prior_tokens
-    earlier = history.get("earlier", {"tokens": [], "eval_bound": []})
-    tokens = earlier["tokens"] + [prior_tokens + step * tokens_per_step for step in history["eval_step"]]
-    ppl = [math.exp(b) for b in earlier["eval_bound"] + history["eval_bound"]]
+    prior_tokens = history.prior_tokens if prior_tokens is None else prior_tokens
+    tokens = history.earlier["tokens"] + [prior_tokens + step * tokens_per_step for step in history.eval_step]
+    ppl = [math.exp(b) for b in history.earlier["eval_bound"] + history.eval_bound]
     best = min(range(len(ppl)), key=ppl.__getitem__)
 
     def axes(points: list[int]) -> dict:
-        return {"epochs": [t / block_tokens for t in points], "flops": [6 * history["parameters"] * t for t in points]}
+        return {"epochs": [t / block_tokens for t in points], "flops": [6 * history.parameters * t for t in points]}
 
     return {"label": label or config["objective"], "objective": config["objective"], **axes(tokens), "ppl": ppl,
             "best": {"epochs": tokens[best] / block_tokens, "ppl": ppl[best],
-                     "flops": 6 * history["parameters"] * tokens[best]},
+                     "flops": 6 * history.parameters * tokens[best]},
             "branches": [{**axes(b["tokens"]), "ppl": [math.exp(x) for x in b["eval_bound"]]}
-                         for b in history.get("branches", [])]}
+                         for b in history.branches]}
 
 
-def continued(before: dict, before_config: dict) -> dict:
+def continued(before: History, before_config: dict) -> dict:
     """The lineage fields of a run that continued the weights another run exported (its best evaluation),
     from that run's history and config: ``prior_tokens``, the tokens those weights had seen; ``earlier``, the
     held-out points on their path (absolute tokens); ``branches``, the points of evaluations after the exported
     one (training that went on and was not carried forward), each from its branch point; ``discarded_tokens``, the
     training those branches cost."""
-    if before.get("best_step") is None:
+    if before.best_step is None:
         raise ValueError("the run to continue has no held-out evaluation (best_step is None): its weights have no "
                          "place on a curve; evaluate it (eval_every <= max_steps) or start the curve here")
     step_tokens = before_config["batch_size"] * before_config["block_size"]
-    prior, best = before.get("prior_tokens", 0), before["best_step"]
-    earlier = before.get("earlier", {"tokens": [], "eval_bound": []})
-    points = [(step, prior + step * step_tokens, bound) for step, bound in zip(before["eval_step"], before["eval_bound"],
+    prior, best, earlier = before.prior_tokens, before.best_step, before.earlier
+    points = [(step, prior + step * step_tokens, bound) for step, bound in zip(before.eval_step, before.eval_bound,
                                                                                 strict=True)]
     kept = [(t, b) for step, t, b in points if step <= best]
     tail = [(t, b) for step, t, b in points if step >= best]
@@ -70,8 +69,8 @@ def continued(before: dict, before_config: dict) -> dict:
     return {"prior_tokens": prior + best * step_tokens,
             "earlier": {"tokens": earlier["tokens"] + [t for t, _ in kept],
                         "eval_bound": earlier["eval_bound"] + [b for _, b in kept]},
-            "branches": before.get("branches", []) + branch,
-            "discarded_tokens": before.get("discarded_tokens", 0) + before["tokens"] - best * step_tokens}
+            "branches": before.branches + branch,
+            "discarded_tokens": before.discarded_tokens + before.tokens - best * step_tokens}
 
 
 def crossover(mlm: dict, ar: dict, axis: str = "flops") -> float | None:
@@ -158,12 +157,12 @@ def shipped_and_run(run_dir: Path, objectives: list[str], path: Path):
     return figure
 
 
-def plot_losses(histories: dict[str, dict], path: Path):
+def plot_losses(histories: dict[str, History], path: Path):
     """Train and held-out loss against steps, one panel per objective; saved to ``path``. Returns the figure."""
     fig, axes = plt.subplots(1, len(histories), figsize=(5.5 * len(histories), 3.5), squeeze=False)
     for ax, (objective, h) in zip(axes[0], histories.items(), strict=True):
-        ax.plot(h["step"], h["train_loss"], label="train")
-        ax.plot(h["eval_step"], h["eval_loss"], "o-", label="held-out")
+        ax.plot(h.step, h.train_loss, label="train")
+        ax.plot(h.eval_step, h.eval_loss, "o-", label="held-out")
         ax.set(title=f"{objective} loss", xlabel="step", ylabel="cross-entropy (nats)")
         ax.legend()
     fig.tight_layout()

@@ -3,6 +3,9 @@
 ``masked_lm_loss`` runs the vocabulary head only on masked rows (data-dependent shape); ``masked_lm_loss_fixed``
 on a fixed number of rows a stratified collator bounds (one shape: the whole step compiles once);
 ``masked_lm_loss_dense`` on every position. All give the same value.
+
+``elbo`` is the held-out bound every report uses (training's ``HeldOutScorer``, ``eval``, the notebooks): the
+loss of a ``weighting="elbo"`` collator, so the objective and the bound are one definition.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 import torch
 
 from .collator import DiffusionCollator, diffusion_loss, reduce_masked_ce
+from .defaults import PROMPT_LEN
 from .models import flat_logits, masked_lm_logits
 
 
@@ -86,44 +90,73 @@ def noisy_batch(collator: DiffusionCollator, ids: torch.Tensor, seed: int, devic
     return {k: v[rows].to(device, non_blocking=True) for k, v in batch.items()}
 
 
+# the held-out noise's seeds are HELDOUT_SEED + the batch's first block (+ len(blocks) per further sample): apart
+# from the training steps' (seed * 1_000_003 + step), and drawn on the CPU, so a bound is the same on any device
+HELDOUT_SEED = 10_000
+
+
+def elbo_collator(tokenizer, prefix_len: int = PROMPT_LEN) -> DiffusionCollator:
+    """The noise the bound is defined on: MDLM's stratified ``t`` over a batch, each row's masked CE weighted by
+    ``1/(t n)``, the first ``prefix_len`` tokens pinned (the prompt scores condition on)."""
+    return DiffusionCollator(tokenizer, prefix_len, "stratified", weighting="elbo")
+
+
+@torch.no_grad()
+def elbo(model, collator: DiffusionCollator, blocks: torch.Tensor, batch_size: int, samples: int = 1,
+         seed: int = HELDOUT_SEED, device=None) -> float:
+    """The masked LM's negative ELBO per token (nats) on ``blocks [N, L]``, an upper bound on its NLL of the free
+    positions given the pinned ones: ``samples`` draws of ``collator``'s noise per block, the training loss of a
+    ``weighting="elbo"`` collator averaged over them and the blocks (MDLM, linear schedule). The one bound the
+    training history, ``eval`` and the notebooks report: the same blocks, batches, samples and seed give the same
+    number. Batches of ``batch_size`` rows share one stratified draw of ``t``."""
+    if collator.weighting != "elbo":
+        raise ValueError(f"a collator with weighting={collator.weighting!r} gives no bound: use elbo_collator(...)")
+    device = torch.device(device or next(model.parameters()).device)
+    model.eval()
+    total = 0.0
+    for k in range(samples):
+        for start in range(0, len(blocks), batch_size):
+            ids = blocks[start : start + batch_size]
+            batch = noisy_batch(collator, ids, seed + k * len(blocks) + start, device, noise_device="cpu")
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                total += masked_lm_loss(model, batch).float().item() * len(ids)
+    return total / max(1, samples * len(blocks))
+
+
 class HeldOutScorer:
     """The held-out score of a checkpoint, the same at every step: the training objective's loss (``cfg``'s) and a
-    bound on the NLL per token (nats) of positions past a 16-token prompt. For the masked LM the bound is MDLM's negative ELBO
-    with ``t`` stratified over the blocks and fixed noise; for GPT-2 it is the exact NLL. Up to ``eval_batches``
-    batches of ``batch_size`` blocks (all of Wikipedia valid with the shipped recipe)."""
-
-    PROMPT = 16
+    bound on the NLL per token (nats) of positions past the ``PROMPT_LEN``-token prompt (half the block, for
+    shorter blocks). For the masked LM the bound is ``elbo`` with one sample per block; for GPT-2 the exact NLL. Up
+    to ``eval_batches`` batches of ``batch_size`` blocks (all of Wikipedia valid with the shipped recipe)."""
 
     def __init__(self, cfg, collator: DiffusionCollator, valid_blocks: torch.Tensor, device):
         self.cfg, self.device, self.block_size = cfg, device, cfg.block_size
         self.blocks = valid_blocks[: cfg.eval_batches * cfg.batch_size]
-        self.prompt = min(self.PROMPT, cfg.block_size // 2)
-        elbo = DiffusionCollator(collator.tokenizer, self.prompt, "stratified", weighting="elbo")
-        self.batches = []  # (objective batch, bound batch, rows): fixed noise, drawn once for every evaluation
+        self.prompt = min(PROMPT_LEN, cfg.block_size // 2)
+        self.bound_noise = elbo_collator(collator.tokenizer, self.prompt)
+        self.batches = []  # the objective's batches: fixed noise, drawn once for every evaluation
         for i in range(0, len(self.blocks), cfg.batch_size):
             ids = self.blocks[i : i + cfg.batch_size]
             if cfg.objective == "mlm":  # CPU noise: the same held-out score on any device, comparable across runs
-                self.batches.append((noisy_batch(collator, ids, 10_000 + i, device, noise_device="cpu"),
-                                     noisy_batch(elbo, ids, 10_000 + i, device, noise_device="cpu"), len(ids)))
+                self.batches.append(noisy_batch(collator, ids, HELDOUT_SEED + i, device, noise_device="cpu"))
             else:
-                self.batches.append((ids.to(device), None, len(ids)))
+                self.batches.append(ids.to(device))
 
     @torch.no_grad()
     def score(self, model, objective: bool = True) -> tuple[float | None, float]:
         """``(objective loss, bound)``; with ``objective=False`` the loss is skipped (None) for the masked LM."""
         model.eval()
-        losses, bound_sum, rows = [], 0.0, 0
-        for batch, bound, n in self.batches:
+        losses, bound_sum = [], 0.0
+        for batch in self.batches if objective or self.cfg.objective == "ar" else []:
             with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
                 if self.cfg.objective == "mlm":
-                    if objective:
-                        losses.append(masked_lm_loss(model, batch).float().item())
-                    bound_sum += masked_lm_loss(model, bound).float().item() * n
-                else:
-                    logits = model(input_ids=batch).logits.float()
-                    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:],
-                                                            reduction="none")
-                    losses.append(nll.mean().item())
-                    bound_sum += nll[:, self.prompt - 1 :].mean(dim=1).sum().item()
-            rows += n
-        return (sum(losses) / len(losses) if losses else None), bound_sum / max(1, rows)
+                    losses.append(masked_lm_loss(model, batch).float().item())
+                    continue
+                logits = model(input_ids=batch).logits.float()
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
+                losses.append(nll.mean().item())
+                bound_sum += nll[:, self.prompt - 1 :].mean(dim=1).sum().item()
+        loss = sum(losses) / len(losses) if losses else None
+        if self.cfg.objective == "ar":
+            return loss, bound_sum / max(1, len(self.blocks))
+        return loss, elbo(model, self.bound_noise, self.blocks, self.cfg.batch_size, device=self.device)

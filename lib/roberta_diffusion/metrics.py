@@ -14,6 +14,7 @@ import torch
 
 from .collator import diffusion_loss
 from .defaults import PROMPT_LEN
+from .losses import HELDOUT_SEED, elbo, elbo_collator
 
 
 def _batches(blocks: torch.Tensor, batch_size: int):
@@ -40,32 +41,14 @@ def ar_nll(model, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, batch_size
     return nll_summary(total, count)
 
 
-@torch.no_grad()
 def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, samples: int = 8, batch_size: int = 16,
-             seed: int = 0) -> dict:
-    """Monte-Carlo negative ELBO per token of a masked diffusion LM (MDLM, linear schedule): an upper bound
-    on its NLL. For ``t`` spread evenly over (0, 1] (one random shift per block), mask each scored token with
-    probability ``t``, and average ``(1/t) * sum_masked CE / n_scored``."""
-    device, generator = _device(model), torch.Generator().manual_seed(seed)
-    mask_id = tokenizer.mask_token_id
-    total, count = 0.0, 0
-    for ids in _batches(blocks, batch_size):
-        b, length = ids.shape
-        n_scored = length - prefix_len
-        shift = torch.rand(b, 1, generator=generator)
-        ts = ((torch.arange(samples).view(1, -1) + shift) / samples).clamp(min=1e-3)  # [b, samples]
-        bound = torch.zeros(b, dtype=torch.float64)
-        for k in range(samples):
-            t = ts[:, k : k + 1]
-            masked = torch.rand(b, length, generator=generator) < t
-            masked[:, :prefix_len] = False
-            noisy = ids.masked_fill(masked, mask_id).to(device)
-            logits = model(input_ids=noisy).logits.float()
-            ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids.to(device), reduction="none").cpu()
-            bound += (ce * masked).double().sum(dim=1) / t.squeeze(1).double()
-        total += (bound / samples).sum().item()
-        count += b * n_scored
-    return nll_summary(total, count) | {"mc_samples": samples}
+             seed: int = HELDOUT_SEED) -> dict:
+    """``losses.elbo`` (the bound training reports) of positions ``[prefix_len, L)`` with ``samples`` noise draws
+    per block, as ``eval.json`` holds it; ``tokens`` counts the scored (maskable) tokens."""
+    collator = elbo_collator(tokenizer, prefix_len)
+    tokens = int(collator.maskable(blocks).sum())
+    nll = elbo(model, collator, blocks, batch_size, samples, seed)
+    return {"nll": round(nll, 5), "ppl": round(math.exp(nll), 3), "tokens": tokens, "mc_samples": samples}
 
 
 def nll_summary(total: float, count: int) -> dict:
