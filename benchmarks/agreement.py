@@ -62,7 +62,7 @@ def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, ref
                                temperature=temperature, top_k=top_k, top_p=top_p, threshold=threshold)
     device = next(model.parameters()).device
     canvas = canvas.to(device)
-    free = ~canvas.fixed & canvas.attention.bool()
+    free = ~canvas.pinned & canvas.attention.bool()
     plan = make_plan(free, steps, policy, "linear", None, make_generator(seed, device))
     attention = model_attention_mask(model, canvas.attention)
     knobs = dict(policy=policy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
@@ -108,7 +108,7 @@ def ar_teacher_forced_all(model, tokenizer, prefix_ids, decoders: dict, *, seed=
     ``{"graphed": {"graph": True}}``) along one plain run and one wider-dtype pass: name -> its comparison."""
     settings = dict(seed=seed, max_len=max_len, **sampling)
     plain = generate_ar(model, tokenizer, prefix_ids, **settings)
-    generated = ~plain.fixed
+    generated = ~plain.pinned
 
     def forced(run_model, **how):
         run = generate_ar(run_model, tokenizer, prefix_ids, teacher_forced=plain.final, **settings, **how)

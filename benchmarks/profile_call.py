@@ -38,7 +38,7 @@ if __name__ == "__main__":
     blocks = torch.randint(5, len(tok), (args.batch, 256), generator=torch.Generator().manual_seed(0))
     canvas = prompt_canvas_from_blocks(blocks, 16, tok.mask_token_id)
     on_device = canvas.to("cuda")
-    free = ~on_device.fixed & on_device.attention.bool()
+    free = ~on_device.pinned & on_device.attention.bool()
 
     def call(c=canvas):
         return generate_diffusion(mlm, tok, canvas=c, steps=args.steps, policy=args.strategy, graph=True)

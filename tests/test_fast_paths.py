@@ -171,7 +171,7 @@ def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokeni
     from roberta_diffusion.sampler import model_attention_mask
 
     canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
-    free = ~canvas.fixed & canvas.attention.bool()
+    free = ~canvas.pinned & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, tokenizer.mask_token_id)
     plan = make_plan(free, 8, "random", "cosine", block_size, make_generator(3, "cpu"))
     counts_per_step = plan.commit_ok.sum(dim=2)  # [S, B]

@@ -28,9 +28,9 @@ def text_trace(tokenizer, text: str, prefix: int = 4, steps: int = 3, length: in
         row = final.clone()
         row[shown:] = tokenizer.mask_token_id
         history.append(row.view(1, n))
-    fixed = torch.zeros(1, n, dtype=torch.bool)
-    fixed[:, :prefix] = True
-    return Trace(ids=torch.stack(history), fixed=fixed, attention=torch.ones(1, n, dtype=torch.long),
+    pinned = torch.zeros(1, n, dtype=torch.bool)
+    pinned[:, :prefix] = True
+    return Trace(ids=torch.stack(history), pinned=pinned, attention=torch.ones(1, n, dtype=torch.long),
                  confidence=torch.rand(1, n), step_times=[0.1] * steps, mask_token_id=tokenizer.mask_token_id,
                  tokenizer=tokenizer)
 
@@ -139,7 +139,7 @@ def test_terminal_and_gif_agree_on_the_masked_share(mlm, tokenizer):
     start = prompt_canvas(tokenizer, "The harbour town", 8, 40)
     out = io.StringIO()
     progress = viz.print_progress(tokenizer, tokenizer.mask_token_id, 5, stream=out,
-                                  generated=lambda: ~start.fixed[0] & start.attention[0].bool())
+                                  generated=lambda: ~start.pinned[0] & start.attention[0].bool())
     run = generate_diffusion(mlm, tokenizer, "The harbour town", steps=5, policy="random", prefix_len=8, max_len=40,
                              on_step=progress)
     printed = [line.split(" · ")[1] for line in out.getvalue().splitlines() if line.startswith("--- step")]
@@ -178,9 +178,9 @@ def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
 def test_generation_panel_shows_each_policys_own_knob_and_passes_it(mlm, tokenizer, trace):
     panel = generation_panel(mlm, tokenizer, trace=trace, max_len=40)
     panel.policy.value = "random"
-    assert panel.remask.layout.display == "none" and "remask" not in panel.settings()
+    assert panel.remask.layout.display == "none" and panel.settings().remask == 0
     panel.policy.value, panel.remask.value, panel.steps.value = "remdm", 0.3, 4
-    assert panel.remask.layout.display == "" and panel.settings()["remask"] == 0.3
+    assert panel.remask.layout.display == "" and panel.settings().remask == 0.3
     panel.button.click()
     assert panel.trace.settings["policy"] == "remdm" and panel.trace.settings["remask"] == 0.3
     panel.policy.value = "calibrated"
