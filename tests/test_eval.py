@@ -3,6 +3,9 @@
 import json
 import math
 import shlex
+from dataclasses import replace
+
+from roberta_diffusion.sampling import Sampling
 
 from workbench import cli, pipeline
 
@@ -22,9 +25,13 @@ def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
     assert "AR baseline itself" in samples["judge"]  # the shipped judge reads another vocabulary than the tiny models
     for entry in (*samples["diffusion"].values(), samples["real"], samples["ar"]):  # comparable at matched entropy
         assert {"gen_ppl", "unigram_entropy", "distinct_2", "rep_4"} <= set(entry)
+    base = Sampling(**samples["sampling"])  # stored whole: it round-trips
+    assert base == Sampling.readable()  # eval starts where the CLI, the panel and the notebooks do
     for name, entry in samples["diffusion"].items():
-        assert f"{entry['policy']}@{entry['steps']}" == name and set(entry["sampling"]) == {"temperature", "top_k", "top_p"}
-    assert samples["ar"]["sampling"] == samples["sampling"]
+        each = Sampling(**entry["sampling"])
+        assert f"{each.policy}@{each.steps}" == f"{entry['policy']}@{entry['steps']}" == name
+        assert each == replace(base, policy=each.policy, steps=each.steps)
+    assert samples["ar"]["sampling"] == {"temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p}
     assert result["command"].startswith("roberta-diffusion eval --mlm ") and "--debug" not in result["command"]
     assert cli.build_parser().parse_args(shlex.split(result["command"])[1:]).out == out  # it runs as written
     for _, value in pipeline._flatten(result):

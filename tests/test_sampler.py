@@ -160,13 +160,13 @@ def _block_index(generated: torch.Tensor, block_size: int) -> torch.Tensor:
 @pytest.mark.parametrize("policy", ["random", "confidence", "margin", "entropy", "threshold"])
 @pytest.mark.parametrize("source", ["prompt", "infill"])
 def test_blocks_fill_left_to_right(mlm, tokenizer, policy, source):
-    block_size = 6
+    block = 6
     if source == "prompt":
-        trace = run(mlm, tokenizer, policy=policy, steps=12, block_size=block_size)
+        trace = run(mlm, tokenizer, policy=policy, steps=12, semi_ar_block=block)
     else:
         trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=12, policy=policy,
-                                   block_size=block_size)
-    blocks = _block_index(trace.generated, block_size)
+                                   semi_ar_block=block)
+    blocks = _block_index(trace.generated, block)
     assert not (trace.final == tokenizer.mask_token_id).any()
     n_blocks = int(blocks.max()) + 1
     assert n_blocks >= 3
@@ -181,7 +181,7 @@ def test_blocks_fill_left_to_right(mlm, tokenizer, policy, source):
 
 def test_blocks_split_the_steps(mlm, tokenizer):
     # 32 free positions in blocks of 8 -> 4 blocks; 8 steps -> 2 each: block k is done after step 2(k+1)
-    trace = run(mlm, tokenizer, policy="random", steps=8, block_size=8)
+    trace = run(mlm, tokenizer, policy="random", steps=8, semi_ar_block=8)
     committed = trace.committed_at[:, PREFIX:]
     for k in range(4):
         assert torch.all(committed[:, 8 * k: 8 * (k + 1)] <= 2 * (k + 1))
@@ -190,11 +190,11 @@ def test_blocks_split_the_steps(mlm, tokenizer):
 
 def test_block_errors(mlm, tokenizer):
     with pytest.raises(ValueError, match="steps"):
-        run(mlm, tokenizer, policy="random", steps=3, block_size=8)  # 4 blocks, 3 steps
+        run(mlm, tokenizer, policy="random", steps=3, semi_ar_block=8)  # 4 blocks, 3 steps
     with pytest.raises(ValueError, match="seed-remask"):
-        run(mlm, tokenizer, policy="seed-remask", block_size=8)
-    with pytest.raises(ValueError, match="block_size"):
-        run(mlm, tokenizer, policy="random", block_size=0)
+        run(mlm, tokenizer, policy="seed-remask", semi_ar_block=8)
+    with pytest.raises(ValueError, match="semi_ar_block"):
+        run(mlm, tokenizer, policy="random", semi_ar_block=0)
 
 
 @pytest.mark.parametrize("policy", ["seed-remask", "random", "confidence"])
