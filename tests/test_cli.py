@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-
 from dataclasses import replace
 
 import pytest

@@ -6,7 +6,6 @@ import shlex
 from dataclasses import replace
 
 from roberta_diffusion.sampling import Sampling
-
 from workbench import cli, pipeline
 
 

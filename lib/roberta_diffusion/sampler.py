@@ -13,10 +13,9 @@ between blocks.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, replace
 
 import torch
-
-from dataclasses import asdict, replace
 
 from . import corpus, defaults, graphs, policies
 from .autoregressive import generate_ar  # re-exported: one import for both samplers

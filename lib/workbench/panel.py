@@ -10,9 +10,9 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 
 from __future__ import annotations
 
-import ipywidgets as widgets
 from dataclasses import replace
 
+import ipywidgets as widgets
 from roberta_diffusion import defaults, viz
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
