@@ -59,7 +59,7 @@ def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, ref
     the reference step: name -> the comparison. ``settings``: ``Sampling`` fields (default: its own, 10 steps)."""
     reference = reference or plain_step(model)
     sampling = Sampling(**{"steps": 10, **settings})
-    trace = generate_diffusion(model, tokenizer, sampling, canvas=canvas)
+    trace = generate_diffusion(model, tokenizer, sampling=sampling, canvas=canvas)
     device = next(model.parameters()).device
     canvas = canvas.to(device)
     free = ~canvas.pinned & canvas.attention.bool()

@@ -164,7 +164,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, policies, args,
                 sampling = Sampling(policy=policy, steps=steps)
 
                 def run(canvas=canvas, sampling=sampling, flags=flags, loops=loops):
-                    trace = generate_diffusion(mlm, tok, sampling, canvas=canvas, **flags)
+                    trace = generate_diffusion(mlm, tok, sampling=sampling, canvas=canvas, **flags)
                     loops.append(trace.total_time)
                     return trace
 

@@ -43,7 +43,7 @@ if __name__ == "__main__":
     sampling = Sampling(policy=args.policy, steps=args.steps)
 
     def call(c=canvas):
-        return generate_diffusion(mlm, tok, sampling, canvas=c, graph=True)
+        return generate_diffusion(mlm, tok, sampling=sampling, canvas=c, graph=True)
 
     call()
     loops = []

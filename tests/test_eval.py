@@ -6,6 +6,7 @@ import shlex
 from dataclasses import replace
 
 from roberta_diffusion.sampling import Sampling
+from scripts.results_table import results_markdown
 from workbench import cli, pipeline
 
 
@@ -31,6 +32,8 @@ def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
         assert f"{each.policy}@{each.steps}" == f"{entry['policy']}@{entry['steps']}" == name
         assert each == replace(base, policy=each.policy, steps=each.steps)
     assert samples["ar"]["sampling"] == {"temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p}
+    card = results_markdown(result)  # the model cards' metrics: the Sampling whole, in JSON
+    assert Sampling(**json.loads(card.split("Sampling: `")[1].split("`")[0])) == base
     assert result["command"].startswith("roberta-diffusion eval --mlm ") and "--debug" not in result["command"]
     assert cli.build_parser().parse_args(shlex.split(result["command"])[1:]).out == out  # it runs as written
     for _, value in pipeline._flatten(result):

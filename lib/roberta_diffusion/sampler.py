@@ -147,6 +147,8 @@ def generate_diffusion(model, tokenizer, prompts: str | list[str] | None = None,
     ``on_step(step, ids_cpu [B, L])`` is called after every step. ``salience [V]`` (policy ``calibrated``): each
     token's ``-log`` corpus frequency (default: ``token_counts.json`` beside the tokenizer, ``corpus.salience``).
     """
+    if isinstance(prompts, Sampling):
+        raise TypeError("the third argument is the prompts: pass the Sampling as sampling=..., with canvas=...")
     sampling = replace(sampling or Sampling.seed_decoder(), **settings)
     check_diffusion_model(model, tokenizer)
     rule = policies.get(sampling.policy)
