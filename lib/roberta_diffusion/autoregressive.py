@@ -10,7 +10,7 @@ import torch
 
 from . import defaults
 from .canvas import Canvas, check_room, prefix_canvas
-from .draws import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
+from .draws import chosen_probability, make_generator, sample_tokens, sync
 from .fast_ar import decode_static
 from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
@@ -49,7 +49,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
     """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
-    check_sampling_args(temperature, top_k, top_p)
+    Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)  # the draw's settings, checked as the sampler's
     if isinstance(prompts, torch.Tensor):  # ready prefix ids [B, prefix_len] (evaluation on held-out blocks)
         prefix_len = prompts.shape[1]
     if prefix_len is not None and prefix_len >= max_len:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, fields, replace
 
 from . import policies
-from .draws import SCHEDULES, check_sampling_args
+from .draws import SCHEDULES
 
 # remdm's re-masked share where a view offers one: the best measured at matched entropy (docs/results.md)
 REMDM_REMASK = 0.05
@@ -68,7 +68,12 @@ class Sampling:
                              "set it to 0")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold={self.threshold} must be in (0, 1]")
-        check_sampling_args(self.temperature, self.top_k, self.top_p)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0 (use a small value such as 0.01 for near-greedy)")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 turns top-k off)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1] (1 turns top-p off)")
 
     @classmethod
     def readable(cls) -> Sampling:
