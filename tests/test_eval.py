@@ -6,8 +6,9 @@ import shlex
 from dataclasses import replace
 
 from roberta_diffusion.sampling import Sampling
-from scripts.results_table import results_markdown
 from workbench import cli, pipeline
+
+from scripts.results_table import results_markdown
 
 
 def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
