@@ -1,14 +1,11 @@
-"""``Sampling``: every setting of one diffusion generation, checked in one place, with one named default.
+"""``Sampling``: every setting of one diffusion generation, checked in one place. The library, CLI, panel, notebooks
+03-04, ``eval`` and the benchmarks take one and record it whole (``asdict``; ``Sampling(**saved)`` gives it back).
+The canvas (prompt, ``prefix_len``, ``max_len``) and the speed switches (``graph``, ``compile``) stay outside: they
+say what a run starts from and how it is computed, not what it samples.
 
-The library, the CLI, the generation panel, notebooks 03 and 04, ``eval`` and the benchmarks take a ``Sampling``
-and record it whole (``asdict``; ``Sampling(**recorded)`` gives it back). Speed switches (``graph``, ``compile``)
-and the canvas (prompt, ``prefix_len``, ``max_len``) stay outside: they pick how a run is computed and what it
-starts from, not what it samples.
-
-``Sampling.readable()`` (the dataclass's defaults) is where the CLI, the panel, the notebooks and ``eval`` start:
-policy ``random`` (MDLM's ancestral order) read best of the policies measured on the shipped small models (README,
-"Readable by default"; ``python -m benchmarks.frontier`` measures the frontier again). ``Sampling.seed_decoder()``
-is the seed project's decoder, which a bare ``generate_diffusion`` call keeps so that it behaves as the seed did.
+The defaults are the readable default (``Sampling.readable()``), where the CLI, panel, notebooks and ``eval`` start:
+``random`` (MDLM's ancestral order) read best on the shipped models (README, "Readable by default";
+``python -m benchmarks.frontier`` measures it again). A bare ``generate_diffusion`` keeps ``seed_decoder()``.
 """
 
 from __future__ import annotations
