@@ -219,7 +219,7 @@ def check_sampling(args, kind: str) -> Sampling | None:
     checks.output_path("--json", args.json, ".json")
     checks.device("--device", args.device)
     checks.seed("--seed", args.seed)
-    # ranges are the samplers' to check (their messages name the flag); generate_ar's let inf and nan through
+    # named as flags here, before a model loads, for ar too (the rest of the ranges are Sampling's)
     checks.finite("--temperature", args.temperature)
     checks.finite("--top-p", args.top_p)
     checks.model_folder("--model", args.model)
