@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-batch", type=int, default=32)
     b.add_argument("--compile", default="", help="batch sizes (e.g. 1,64) to also time with the encoder compiled by "
                    "torch.compile, and the training step compiled; each shape compiles for a minute or so")
-    b.add_argument("--policies", "--strategies", action=cli.Store, default="confidence",
+    b.add_argument("--policies", "--strategies", action=checks.Store, default="confidence",
                    help="diffusion policies to time, e.g. confidence,random (random draws only at the positions each "
                         "step commits); every other setting is Sampling()'s")
     b.add_argument("--vocab-multiple", type=int, default=1, help="base size: round the vocabularies (50265 / 50257) "

@@ -86,31 +86,6 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
                                  "start, at least 1; OMP_NUM_THREADS when set)")
 
 
-# old spellings that still work for one release, each answered with one deprecation line
-DEPRECATED = {"--strategy": "--policy", "--block-size": "--semi-ar-block", "--strategies": "--policies"}
-
-
-class Store(argparse._StoreAction):
-    """argparse's plain store, saying so on stderr when the flag is given by a deprecated name (``DEPRECATED``)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in DEPRECATED:
-            print(f"warning: {option_string} is deprecated and goes in the next release: use "
-                  f"{DEPRECATED[option_string]}", file=sys.stderr)
-        super().__call__(parser, namespace, values, option_string)
-
-
-def sampling_from(args, **changes) -> Sampling:
-    """The ``Sampling`` that ``args`` (flags named as its fields) and ``changes`` ask for; its error names the flag."""
-    try:
-        return Sampling.of({**vars(args), **changes})
-    except ValueError as err:
-        text = str(err)
-        for name in Sampling.__dataclass_fields__:
-            text = text.replace(f"{name}=", f"--{name.replace('_', '-')} ")
-        raise ValueError(text) from None
-
-
 SPECIAL_TEXT = ("special-token text in the prompt (<s>, </s>, <pad>, <unk>, <mask>: the model would read it as "
                 "a control token, not as text) is refused; with --infill, <mask> and <mask*N> mark the blanks")
 
@@ -138,11 +113,11 @@ def _diffusion_args(p):
     readable = Sampling.readable()
     p.add_argument("--steps", type=int, default=readable.steps,
                    help="denoising steps (forward passes); lowered, with a note, to the number of positions to fill")
-    p.add_argument("--policy", "--strategy", action=Store, default=readable.policy,
+    p.add_argument("--policy", "--strategy", action=checks.Store, default=readable.policy,
                    help=f"which masked positions each step commits: {' | '.join(POLICIES)} (seed-remask: the seed's "
                         "decoder)")
     p.add_argument("--schedule", default=readable.schedule, help="how the masked share falls: linear | cosine")
-    p.add_argument("--semi-ar-block", "--block-size", action=Store, type=int, default=readable.semi_ar_block,
+    p.add_argument("--semi-ar-block", "--block-size", action=checks.Store, type=int, default=readable.semi_ar_block,
                    help="fill the canvas this many free positions at a time (semi-autoregressive)")
     p.add_argument("--threshold", type=float, default=readable.threshold, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
@@ -229,7 +204,7 @@ def check_sampling(args, kind: str) -> Sampling | None:
                          "be generated")
     if kind == "ar":
         return None
-    sampling = sampling_from(args)
+    sampling = checks.sampling_from(args)
     checks.in_range("--candidates", args.candidates, 1)
     if args.pick not in PICKS:
         raise ValueError(f"--pick {args.pick!r}: choose one of {', '.join(PICKS)}")
