@@ -38,6 +38,7 @@ from roberta_diffusion.sampler import (
     generate_diffusion,
     model_attention_mask,
 )
+from roberta_diffusion.sampling import Sampling
 
 
 def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) -> dict:
@@ -53,29 +54,27 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) ->
 
 
 @torch.no_grad()
-def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, reference=None, steps=10,
-                              policy="random", seed=0, temperature=1.0, top_k=50, top_p=0.95, threshold=0.9) -> dict:
+def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, reference=None, **settings) -> dict:
     """``teacher_forced_agreement`` for several ``candidates`` (name -> step) along one plain run and one pass of
-    the reference step: name -> the comparison."""
+    the reference step: name -> the comparison. ``settings``: ``Sampling`` fields (default: its own, 10 steps)."""
     reference = reference or plain_step(model)
-    trace = generate_diffusion(model, tokenizer, canvas=canvas, steps=steps, policy=policy, seed=seed,
-                               temperature=temperature, top_k=top_k, top_p=top_p, threshold=threshold)
+    sampling = Sampling(**{"steps": 10, **settings})
+    trace = generate_diffusion(model, tokenizer, sampling=sampling, canvas=canvas)
     device = next(model.parameters()).device
     canvas = canvas.to(device)
-    free = ~canvas.fixed & canvas.attention.bool()
-    plan = make_plan(free, steps, policy, "linear", None, make_generator(seed, device))
+    free = ~canvas.pinned & canvas.attention.bool()
+    plan = make_plan(free, sampling, make_generator(sampling.seed, device))
     attention = model_attention_mask(model, canvas.attention)
-    knobs = dict(policy=policy, mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
-                 top_p=top_p, threshold=threshold)
+    knobs = (sampling, tokenizer.mask_token_id)
     compared = {name: [] for name in candidates}
     for j in range(trace.steps):
         x = trace.ids[j].to(device)
         start = torch.full(x.shape, float("nan"), device=device)
         step = torch.tensor([j], device=device)
-        ref_x, ref_conf = reference(x, start, attention, plan, step, **knobs)
+        ref_x, ref_conf = reference(x, start, attention, plan, step, *knobs)
         masked = x == tokenizer.mask_token_id
         for name, candidate in candidates.items():
-            new_x, new_conf = candidate(x, start, attention, plan, step, **knobs)
+            new_x, new_conf = candidate(x, start, attention, plan, step, *knobs)
             drawn = masked & ((ref_x != x) | (new_x != x))  # [B, L] committed by either
             compared[name].append(_draws(ref_x, ref_conf, new_x, new_conf, drawn))
     return {name: _summary(found) for name, found in compared.items()}
@@ -108,7 +107,7 @@ def ar_teacher_forced_all(model, tokenizer, prefix_ids, decoders: dict, *, seed=
     ``{"graphed": {"graph": True}}``) along one plain run and one wider-dtype pass: name -> its comparison."""
     settings = dict(seed=seed, max_len=max_len, **sampling)
     plain = generate_ar(model, tokenizer, prefix_ids, **settings)
-    generated = ~plain.fixed
+    generated = ~plain.pinned
 
     def forced(run_model, **how):
         run = generate_ar(run_model, tokenizer, prefix_ids, teacher_forced=plain.final, **settings, **how)
@@ -125,8 +124,8 @@ def plain_step(model):
     it for the reference model, whose dtype may differ)."""
     dtype = next(model.parameters()).dtype
 
-    def step(x, confidence, attention, plan, j, **knobs):
-        return diffusion_step(model, x, confidence, attention.to(dtype), plan, j, **knobs)
+    def step(x, confidence, attention, plan, j, sampling, mask_id):
+        return diffusion_step(model, x, confidence, attention.to(dtype), plan, j, sampling, mask_id)
 
     return step
 

@@ -23,7 +23,9 @@ from roberta_diffusion import graphs, models
 from roberta_diffusion.draws import reveal_counts
 from roberta_diffusion.evaluate import environment, prompt_canvas_from_blocks
 from roberta_diffusion.paths import atomic_path
-from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
+from roberta_diffusion.policies import POLICIES
+from roberta_diffusion.sampler import generate_ar, generate_diffusion
+from roberta_diffusion.sampling import Sampling
 from workbench import checks, cli
 from workbench.cli import Parser
 
@@ -55,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--train-batch", type=int, default=32)
     b.add_argument("--compile", default="", help="batch sizes (e.g. 1,64) to also time with the encoder compiled by "
                    "torch.compile, and the training step compiled; each shape compiles for a minute or so")
-    b.add_argument("--strategies", default="confidence", help="diffusion policies to time, e.g. confidence,random "
-                   "(random draws only at the positions each step commits)")
+    b.add_argument("--policies", "--strategies", action=checks.Store, default="confidence",
+                   help="diffusion policies to time, e.g. confidence,random (random draws only at the positions each "
+                        "step commits); every other setting is Sampling()'s")
     b.add_argument("--vocab-multiple", type=int, default=1, help="base size: round the vocabularies (50265 / 50257) "
                    "up to a multiple of this, e.g. 64 (50304, as nanoGPT does): an odd vocabulary leaves cuBLAS only "
                    "slow kernels for the output layer")
@@ -73,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     return cli.run(build_parser(), run_bench, argv)
 
 
-def _strategy_list(text: str) -> list[str]:
-    strategies = [s for s in text.split(",") if s]
-    timed = [s for s in POLICIES if s != "threshold"]  # threshold stops early: no fixed step count to time
-    if not strategies or set(strategies) - set(timed):
-        raise ValueError(f"--strategies {text}: use a comma list of {', '.join(timed)}")
-    return strategies
+def _policy_list(text: str) -> list[str]:
+    policies = [s for s in text.split(",") if s]
+    timed = [s for s in POLICIES if not POLICIES[s].adaptive]  # it stops early: no fixed step count to time
+    if not policies or set(policies) - set(timed):
+        raise ValueError(f"--policies {text}: use a comma list of {', '.join(timed)}")
+    return policies
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -99,7 +102,7 @@ def run_bench(args) -> int:
         raise ValueError("--batch-sizes and --steps need at least one number each")
     if min(batch_sizes + ar_batch_sizes) < 1 or min(step_counts) < 1 or args.repeats < 1 or args.vocab_multiple < 1:
         raise ValueError("--batch-sizes, --steps, --repeats and --vocab-multiple must be positive")
-    strategies = _strategy_list(args.strategies)
+    policies = _policy_list(args.policies)
     skip = {s for s in args.skip.split(",") if s}
     if skip - {"diffusion", "ar", "train"}:
         raise ValueError(f"--skip {args.skip}: use a comma list of diffusion, ar, train")
@@ -118,7 +121,7 @@ def run_bench(args) -> int:
                            generator=torch.Generator().manual_seed(0))
     sections = {
         "diffusion": lambda: _bench_diffusion(bench_model("mlm", args, tok, device).to(dtype), tok, blocks, batch_sizes,
-                                              step_counts, strategies, args, device, peak),
+                                              step_counts, policies, args, device, peak),
         "ar": lambda: _bench_ar(bench_model("ar", args, tok, device).to(dtype), tok, blocks, ar_batch_sizes, args, device),
         "train": lambda: bench_training(tok, args, device, peak, spec),
     }
@@ -145,11 +148,11 @@ def _variants(device, compile_batches: list[int]) -> list[str]:
     return ["eager", "graph"] + (["compile+graph"] if compile_batches else [])
 
 
-def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, args, device, peak) -> list[dict]:
+def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, policies, args, device, peak) -> list[dict]:
     rows, eager_final = [], {}
     new = args.max_len - args.prefix_len
     compile_batches = int_list("--compile", args.compile)
-    for variant, strategy in [(v, s) for v in _variants(device, compile_batches) for s in strategies]:
+    for variant, policy in [(v, s) for v in _variants(device, compile_batches) for s in policies]:
         compiled = variant.startswith("compile")
         flags = {"graph": variant.endswith("graph"), "compile": (args.compile_mode or True) if compiled else False}
         for batch in batch_sizes:
@@ -158,13 +161,14 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
             canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
             for steps in step_counts[:1] if compiled else step_counts:
                 loops = []  # seconds of each call's step loop alone (no plan, no copies to the host, no text)
+                sampling = Sampling(policy=policy, steps=steps)
 
-                def run(canvas=canvas, steps=steps, flags=flags, strategy=strategy, loops=loops):
-                    trace = generate_diffusion(mlm, tok, canvas=canvas, steps=steps, policy=strategy, seed=0, **flags)
+                def run(canvas=canvas, sampling=sampling, flags=flags, loops=loops):
+                    trace = generate_diffusion(mlm, tok, sampling=sampling, canvas=canvas, **flags)
                     loops.append(trace.total_time)
                     return trace
 
-                where = dict(impl=variant, strategy=strategy, batch=batch, steps=steps)
+                where = dict(impl=variant, policy=policy, batch=batch, steps=steps)
                 try:
                     seconds = timed_median(run, device, args.repeats)
                     final = run().final
@@ -173,7 +177,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
                     continue
                 finally:
                     graphs.release(mlm, keep_compiled=True)
-                flops = diffusion_step_flops(mlm, batch, args.max_len, drawn_positions(strategy, new, steps)) * steps
+                flops = diffusion_step_flops(mlm, batch, args.max_len, drawn_positions(policy, new, steps)) * steps
                 loop = statistics.median(loops[1 : 1 + args.repeats])  # the timed calls, not the warm-up or the last
                 row = {**where, "ms_per_sample_batch": round(1e3 * seconds, 3),
                        "ms_per_step": round(1e3 * seconds / steps, 4), "ms_per_step_loop": round(1e3 * loop / steps, 4),
@@ -182,21 +186,21 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, strategies, arg
                        "flop_limited_share_loop": round(flops / loop / 1e12 / peak, 4),
                        "masks_left": int((final == tok.mask_token_id).sum())}  # 0 unless a fast path is broken
                 if variant == "eager":
-                    eager_final[strategy, batch, steps] = final
-                elif (strategy, batch, steps) in eager_final:
-                    row["token_agreement_with_eager"] = _agreement(final, eager_final[strategy, batch, steps])
+                    eager_final[policy, batch, steps] = final
+                elif (policy, batch, steps) in eager_final:
+                    row["token_agreement_with_eager"] = _agreement(final, eager_final[policy, batch, steps])
                 if compiled:  # other kernels: the documented tolerance, teacher-forced (agreement.py)
-                    row["teacher_forced"] = _teacher_forced(mlm, tok, canvas, steps, strategy, args.compile_mode)
+                    row["teacher_forced"] = _teacher_forced(mlm, tok, canvas, steps, policy, args.compile_mode)
                 rows.append(row)
     return rows
 
 
-def _teacher_forced(mlm, tok, canvas, steps, strategy, compile_mode) -> dict:
+def _teacher_forced(mlm, tok, canvas, steps, policy, compile_mode) -> dict:
     """The compiled step against the plain one on the plain run's canvases, next to what the working precision
     alone does (``agreement.step_tolerance``)."""
     try:
         return step_tolerance(mlm, tok, canvas, fast_step(mlm, compile_mode), name="compiled", steps=steps,
-                              policy=strategy, seed=0)
+                              policy=policy, seed=0)
     except Exception as err:
         return error_row(err)
 
@@ -211,10 +215,10 @@ def _ar_teacher_forced(ar, tok, prefix, impls: list[str], max_len: int) -> dict:
         graphs.release(ar)
 
 
-def drawn_positions(strategy: str, new: int, steps: int) -> int:
+def drawn_positions(policy: str, new: int, steps: int) -> int:
     """Positions per row where a step computes logits: every generated one, except for ``random``, which draws
     only where it commits (the most any step of the linear schedule commits)."""
-    if strategy != "random":
+    if not POLICIES[policy].planned:
         return new
     return int(reveal_counts(torch.tensor([new]), steps, "linear").max())
 
@@ -273,7 +277,7 @@ def _latency_ratios(result: dict) -> list[dict]:
     out = []
     for r in result["diffusion"]:
         if r.get("batch") == 1 and "error" not in r:
-            out.append({"diffusion_impl": r["impl"], "strategy": r.get("strategy"), "steps": r["steps"], "ar_impl": best_ar["impl"],
+            out.append({"diffusion_impl": r["impl"], "policy": r.get("policy"), "steps": r["steps"], "ar_impl": best_ar["impl"],
                         "ar_ms": best_ar["ms_per_sample_batch"], "diffusion_ms": r["ms_per_sample_batch"],
                         "ar_over_diffusion": round(best_ar["ms_per_sample_batch"] / r["ms_per_sample_batch"], 2)})
     return out
@@ -294,14 +298,14 @@ def _print_table(result: dict) -> None:
     print(f"device: {result['environment']['device']} · size {result['size']} · L={result['max_len']} · "
           f"{result['dtype']} · matmul {result['matmul_peak_tflops']} TFLOP/s")
     _print_rows("diffusion", result["diffusion"], "impl",
-                [("policy", "strategy", ""), ("batch", "batch", ""), ("steps", "steps", ""), ("ms/step", "ms_per_step", ""),
+                [("policy", "policy", ""), ("batch", "batch", ""), ("steps", "steps", ""), ("ms/step", "ms_per_step", ""),
                  ("loop ms/step", "ms_per_step_loop", ""), ("ms/sample", "ms_per_sample_batch", ""), ("tok/s", "tokens_per_s", ""),
                  ("FLOP share", "flop_limited_share", ".1%")])
     _print_rows("AR", result["ar"], "impl",
                 [("batch", "batch", ""), ("ms/token", "ms_per_token", ""), ("ms/sample", "ms_per_sample_batch", ""),
                  ("tok/s", "tokens_per_s", "")])
     for r in result.get("ratios", []):
-        print(f"B=1: {r['ar_impl']} {r['ar_ms']} ms vs diffusion {r['diffusion_impl']} {r['strategy']} {r['steps']} steps "
+        print(f"B=1: {r['ar_impl']} {r['ar_ms']} ms vs diffusion {r['diffusion_impl']} {r['policy']} {r['steps']} steps "
               f"{r['diffusion_ms']} ms -> {r['ar_over_diffusion']}x")
     _print_rows("train MLM", result["train"], "impl",
                 [("batch", "batch", ""), ("tokens/s", "tokens_per_s", ""), ("MFU", "mfu", ".1%")])

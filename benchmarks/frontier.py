@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 from roberta_diffusion import evaluate, paths
 from roberta_diffusion.data import cached_blocks
-from roberta_diffusion.defaults import PROMPT_LEN, READABLE
+from roberta_diffusion.defaults import PROMPT_LEN
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
 from roberta_diffusion.sampler import POLICIES
+from roberta_diffusion.sampling import Sampling
 from workbench import cli
 from workbench.cells import save_figure
 from workbench.cli import Parser
@@ -31,18 +33,19 @@ ENTROPY_FLOOR = 0.85
 
 
 def measure(mlm, ar, tokenizer, prompt_blocks, judge=None, policies=("random", "confidence", "seed-remask"),
-            steps_list=(10, 32), prefix_len: int = PROMPT_LEN, sampling: dict | None = None, seed: int = 0,
+            steps_list=(10, 32), prefix_len: int = PROMPT_LEN, sampling: Sampling | None = None,
             batch_size: int = 16) -> dict:
-    """Sample scores per ``policy@steps`` plus ``real`` and ``ar``; the points, the readable pick, the settings."""
-    sampling = sampling or {k: READABLE[k] for k in ("temperature", "top_k", "top_p")}
+    """Sample scores per ``policy@steps`` plus ``real`` and ``ar``; the points, the readable pick, the settings
+    (``sampling``, default ``Sampling.readable()``, under each policy and step count)."""
+    sampling = sampling or Sampling.readable()
     start = time.time()
     scores = evaluate.sample_scores(mlm, ar, tokenizer, prompt_blocks, judge if judge is not None else ar, prefix_len,
-                                    steps_list, policies, sampling, seed, batch_size)
+                                    steps_list, policies, sampling, batch_size)
     points = [{"setting": key, "policy": value["policy"], "steps": value["steps"], "gen_ppl": value["gen_ppl"],
                "unigram_entropy": value["unigram_entropy"], "distinct_2": value["distinct_2"],
                "seconds": value["seconds"]} for key, value in scores["diffusion"].items()]
     result = {"environment": evaluate.environment(), "prompts": len(prompt_blocks), "prefix_len": prefix_len,
-              "sampling": sampling, "real": _strip(scores.get("real", {})), "ar": _strip(scores.get("ar", {})),
+              "sampling": asdict(sampling), "real": _strip(scores.get("real", {})), "ar": _strip(scores.get("ar", {})),
               "points": points, "examples": {k: v["text"] for k, v in scores["diffusion"].items()}}
     result["pick"] = pick_readable(result)
     result["seconds"] = round(time.time() - start, 1)
@@ -117,8 +120,9 @@ def run(args) -> int:
     block = min(max_canvas_len(mlm), args.max_len)
     blocks = cached_blocks(paths.corpus(args.corpus), tokenizer, block, paths.RUNS / "cache")
     prompts = shifted(blocks, min(args.prompts, len(blocks)), args.shift)
-    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
-    result = measure(mlm, ar, tokenizer, prompts, judge, policies, steps, args.prefix_len, sampling, args.seed)
+    sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(f"sampling: {sampling} under each of --policies and --steps")
+    result = measure(mlm, ar, tokenizer, prompts, judge, policies, steps, args.prefix_len, sampling)
     result["shift"] = args.shift
     result["judge"] = args.judge or f"{args.ar} (the AR baseline itself: favours AR samples)"
     result["models"] = {"mlm": args.mlm, "ar": args.ar, "corpus": args.corpus}
@@ -152,10 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--policies", default="random,confidence,margin,entropy,seed-remask")
     fr.add_argument("--max-len", type=int, default=256)
     fr.add_argument("--prefix-len", type=int, default=PROMPT_LEN)
-    fr.add_argument("--seed", type=int, default=0)
-    fr.add_argument("--temperature", type=float, default=READABLE["temperature"])
-    fr.add_argument("--top-k", type=int, default=READABLE["top_k"], help="0: no top-k")
-    fr.add_argument("--top-p", type=float, default=READABLE["top_p"], help="1: no top-p")
+    fr.add_argument("--seed", type=int, default=Sampling.seed)
+    fr.add_argument("--temperature", type=float, default=Sampling.temperature)
+    fr.add_argument("--top-k", type=int, default=Sampling.top_k, help="0: no top-k")
+    fr.add_argument("--top-p", type=float, default=Sampling.top_p, help="1: no top-p")
     fr.add_argument("--shift", type=int, default=0,
                     help="prompts: the blocks this many places after eval's (a second set sharing none)")
     fr.add_argument("--device", default="auto")

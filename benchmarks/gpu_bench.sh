@@ -2,7 +2,7 @@
 # On the lent GPU: (1, with EVAL=1 and the weights present) issue 4's evaluation with three policies, (2) issue 5's benchmark at roberta-base / gpt2 size (random weights), (3) the same for the shipped
 # small models (when present: the device call takes at most 64 MiB of files, so the shipped weights
 # only travel without the rest). Results go to $OUT (eval.json, bench-<size>-<card>-<date>.json).
-# Knobs: BATCHES, AR_BATCHES, STEPS, STRATEGIES (e.g. confidence,random), COMPILE (batch sizes; empty: none),
+# Knobs: BATCHES, AR_BATCHES, STEPS, POLICIES (e.g. confidence,random; old name STRATEGIES), COMPILE (batch sizes; empty: none),
 # SKIP (e.g. train), TRAIN_VARIANTS (e.g. compile-fixed+cudagraphs), TRAIN_BATCH (default 32), VOCAB_MULTIPLE (e.g. 64), REPEATS, TAG (file name suffix).
 set -uo pipefail
 export PYTHONPATH=$PWD/lib PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
@@ -17,7 +17,7 @@ if [ -n "${EVAL:-}" ]; then
   echo "eval: $(( $(date +%s) - start )) s"
 fi
 python3 -m benchmarks.bench --size base --batch-sizes ${BATCHES:-1,16,64,256} --steps ${STEPS:-10,64} \
-  --ar-batch-sizes ${AR_BATCHES:-${BATCHES:-1,16,64,256}} --strategies ${STRATEGIES:-confidence} --skip "${SKIP:-}" \
+  --ar-batch-sizes ${AR_BATCHES:-${BATCHES:-1,16,64,256}} --policies ${POLICIES:-${STRATEGIES:-confidence}} --skip "${SKIP:-}" \
   --train-variants "${TRAIN_VARIANTS:-}" --train-batch ${TRAIN_BATCH:-32} \
   --compile "${COMPILE-1,64}" --vocab-multiple ${VOCAB_MULTIPLE:-1} --repeats ${REPEATS:-3} --out "$OUT/bench-base-$card-$day${TAG:-}.json" 2>&1 | grep -v -i warn
 echo "base bench done at $(( $(date +%s) - start )) s"

@@ -4,7 +4,7 @@ On a CUDA device, roberta-base shapes with random weights: times the whole ``gen
 replayed loop, and the planning alone, then a cProfile of the host side of 20 calls. Prints JSON, then the
 profile's top functions by cumulative time.
 
-python -m benchmarks.profile_call [--batch 1] [--steps 10] [--strategy random]
+python -m benchmarks.profile_call [--batch 1] [--steps 10] [--policy random]
 """
 
 import argparse
@@ -19,6 +19,7 @@ from roberta_diffusion.draws import make_generator
 from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 from roberta_diffusion.plan import make_plan
 from roberta_diffusion.sampler import generate_diffusion
+from roberta_diffusion.sampling import Sampling
 
 from .common import preset_model, timed_median
 
@@ -31,17 +32,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--strategy", default="random")
+    parser.add_argument("--policy", default="random")
     args = parser.parse_args()
     tok = models.fallback_tokenizer()
     mlm = preset_model("mlm", tok, "base", 256, vocab_multiple=64).to("cuda", torch.bfloat16).eval()
     blocks = torch.randint(5, len(tok), (args.batch, 256), generator=torch.Generator().manual_seed(0))
     canvas = prompt_canvas_from_blocks(blocks, 16, tok.mask_token_id)
     on_device = canvas.to("cuda")
-    free = ~on_device.fixed & on_device.attention.bool()
+    free = ~on_device.pinned & on_device.attention.bool()
+    sampling = Sampling(policy=args.policy, steps=args.steps)
 
     def call(c=canvas):
-        return generate_diffusion(mlm, tok, canvas=c, steps=args.steps, policy=args.strategy, graph=True)
+        return generate_diffusion(mlm, tok, sampling=sampling, canvas=c, graph=True)
 
     call()
     loops = []
@@ -49,8 +51,7 @@ if __name__ == "__main__":
     out["whole call, canvas on CPU, ms"] = median_ms(lambda: loops.append(call().total_time))
     out["whole call, canvas on the GPU, ms"] = median_ms(lambda: call(on_device))
     out["loop, ms"] = round(1e3 * sorted(loops)[len(loops) // 2], 3)
-    out["make_plan, ms"] = median_ms(lambda: make_plan(free, args.steps, args.strategy, "linear", None,
-                                                       make_generator(0, "cuda")))
+    out["make_plan, ms"] = median_ms(lambda: make_plan(free, sampling, make_generator(0, "cuda")))
     out["canvas to the GPU, ms"] = median_ms(lambda: canvas.to("cuda"))
     print(json.dumps(out, indent=1))
     profile = cProfile.Profile()

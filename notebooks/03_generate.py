@@ -28,7 +28,7 @@ run_name: str = "scratch"  # outputs go to runs/<run_name>/
 mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
 prompt: str = "The history of the city"  # text to continue
 steps: int = 32  # forward passes (denoising steps)
-policy: str = "random"  # policy (roberta_diffusion.sampler.POLICIES); "seed-remask" is the seed's own
+policy: str = "random"  # policy (roberta_diffusion.policies.POLICIES); "seed-remask" is the seed's own
 schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
 max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe
 prefix_len: "Optional[int]" = None  # pinned width (<s> included); None pins the whole prompt, which is never cut
@@ -44,9 +44,11 @@ panel_max_len: int = 96  # canvas length of the interactive panel's own generati
 
 # %%
 import json
+from dataclasses import asdict, replace
 
 from roberta_diffusion import canvas, paths, viz
 from roberta_diffusion.sampler import generate_diffusion
+from roberta_diffusion.sampling import Sampling
 from workbench import cells, panel
 
 try:
@@ -58,8 +60,9 @@ except ImportError:
 run_dir = paths.run_dir(run_name)
 threads = cells.set_cpu_threads(cpu_threads)
 model, tokenizer, description = cells.resolve_model("mlm", run_name, mlm_path)
-sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
-print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\nmodel: {description}")
+sampling = Sampling(policy=policy, steps=steps, schedule=schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                    seed=seed)
+print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\nmodel: {description}\nsampling: {sampling}")
 
 # %% [markdown]
 # ## One generation, step by step
@@ -71,8 +74,7 @@ print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\nmodel
 # after that step; the share masked is of the generated positions (the prompt is not counted).
 
 # %%
-trace = generate_diffusion(model, tokenizer, prompt, steps=steps, policy=policy, schedule=schedule,
-                           max_len=max_len, prefix_len=prefix_len, seed=seed, **sampling)
+trace = generate_diffusion(model, tokenizer, prompt, sampling, max_len=max_len, prefix_len=prefix_len)
 for step in range(trace.steps + 1):
     print(f"--- step {step}/{trace.steps} · {float(trace.masked_share()[step]):.0%} masked")
     print(viz.render_text(trace, step, tokenizer))
@@ -102,8 +104,8 @@ if confidence_gif:
 # record, and `trace.pt` (`Trace.load`) holds the run to scrub again later without regenerating.
 
 # %%
-live = panel.generation_panel(model, tokenizer, trace=trace, prompt=prompt, policy=policy, steps=steps,
-                              schedule=schedule, max_len=panel_max_len, prefix_len=prefix_len, seed=seed, **sampling)
+live = panel.generation_panel(model, tokenizer, trace=trace, prompt=prompt, sampling=sampling, max_len=panel_max_len,
+                              prefix_len=prefix_len)
 display(live)
 
 # %% [markdown]
@@ -117,8 +119,7 @@ infills = {"masks in the text": canvas.infill_canvas(tokenizer, infill_text),
            "prefix + gap + suffix": canvas.prefix_suffix_canvas(tokenizer, "In 1905 the railway", " was closed.", 16)}
 infill_results = {}
 for name, start in infills.items():
-    filled = generate_diffusion(model, tokenizer, canvas=start, steps=steps, policy=policy, schedule=schedule,
-                                seed=seed, **sampling)
+    filled = generate_diffusion(model, tokenizer, sampling=sampling, canvas=start)
     infill_results[name] = {"template": viz.render_text(filled, 0, tokenizer), "text": filled.texts[0]}
     print(f"{name}:\n  before: {infill_results[name]['template']}\n  after:  {filled.texts[0]}\n")
 
@@ -134,17 +135,17 @@ for name, start in infills.items():
 # committed first. Once committed, a token stays, except under seed-remask and remdm.
 
 # %%
-policy_rows = cells.compare_policies(model, tokenizer, prompt, policy_steps, schedule=schedule, max_len=max_len,
-                                     prefix_len=prefix_len, seed=seed, **sampling)
+policy_rows = cells.compare_policies(model, tokenizer, prompt, replace(sampling, steps=policy_steps), max_len=max_len,
+                                     prefix_len=prefix_len)
 display(cells.table(policy_rows))
 
 # %% [markdown]
 # ## Saved
-# `generation.json` holds the settings and timing (`Trace.summary()`), the final text, the infills and the policy
-# table; `trace.pt` the full trace.
+# `generation.json` holds the settings and timing (`Trace.summary()`), the `Sampling` whole (`Sampling(**saved["sampling"])`
+# gives it back), the final text, the infills and the policy table; `trace.pt` the full trace.
 
 # %%
-record = {**trace.summary(), "model": description, "prompt": prompt, "text": trace.texts[0],
+record = {**trace.summary(), "sampling": asdict(sampling), "model": description, "prompt": prompt, "text": trace.texts[0],
           "completion": trace.completions[0], "torch_threads": threads, "infill": infill_results, "policies": policy_rows}
 (run_dir / "generation.json").write_text(json.dumps(cells.finite(record), indent=2, ensure_ascii=False))
 print(json.dumps(trace.summary(), indent=2))

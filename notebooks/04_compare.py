@@ -39,7 +39,7 @@ n_heldout: int = 8  # held-out blocks for the perplexities
 max_len: int = 96  # canvas length in tokens, prompt included (256 for the real recipe)
 prefix_len: int = 16  # held-out prompts: the first tokens of each block (<s> included); text prompts are pinned whole
 steps: int = 32  # diffusion forward passes
-policy: str = "random"  # diffusion policy (roberta_diffusion.sampler.POLICIES); "seed-remask" is the seed's own
+policy: str = "random"  # diffusion policy (roberta_diffusion.policies.POLICIES); "seed-remask" is the seed's own
 steps_sweep: list = [2, 5, 10, 20]  # step counts for the sweep
 elbo_samples: int = 4  # Monte-Carlo noise levels per block for the ELBO bound
 top_k: int = 50
@@ -50,10 +50,13 @@ cpu_threads: "Optional[int]" = 1  # torch threads; 1 means steady timings on a s
 
 # %%
 import json
+from dataclasses import asdict
 
 import matplotlib.pyplot as plt
 from roberta_diffusion import metrics, paths, viz
+from roberta_diffusion.evaluate import ar_knobs
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
+from roberta_diffusion.sampling import Sampling
 from workbench import cells, panel
 
 try:
@@ -68,8 +71,9 @@ mlm, mlm_tok, mlm_desc = cells.resolve_model("mlm", run_name, mlm_path)
 ar, ar_tok, ar_desc = cells.resolve_model("ar", run_name, ar_path)
 judge, judge_tok, judge_desc = cells.resolve_judge(judge_path, run_name, mlm_tok, ar, ar_tok, ar_desc)
 shared = cells.same_vocab(mlm_tok, ar_tok)
-sampling = dict(top_k=top_k, top_p=top_p, temperature=temperature)
+sampling = Sampling(policy=policy, steps=steps, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
 print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}\njudge: {judge_desc}\n"
+      f"sampling: {sampling}\n"
       f"tokenizers: {'shared' if shared else 'DIFFERENT — per-token numbers are not comparable; see bits per byte'}")
 
 # %% [markdown]
@@ -81,9 +85,8 @@ print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\n{mlm_
 # %%
 generate_diffusion(mlm, mlm_tok, prompts[:1], steps=1, max_len=max_len)  # warm-up
 generate_ar(ar, ar_tok, prompts[:1], max_len=max_len)
-diff_trace = generate_diffusion(mlm, mlm_tok, prompts, steps=steps, policy=policy, max_len=max_len, seed=seed,
-                                **sampling)
-ar_trace = generate_ar(ar, ar_tok, prompts, max_len=max_len, seed=seed, **sampling)
+diff_trace = generate_diffusion(mlm, mlm_tok, prompts, sampling, max_len=max_len)
+ar_trace = generate_ar(ar, ar_tok, prompts, max_len=max_len, seed=seed, **ar_knobs(sampling))
 display(cells.table([{"prompt": p, "diffusion": d[:120], "autoregressive": a[:120]}
                         for p, d, a in zip(prompts, diff_trace.completions, ar_trace.completions, strict=True)]))
 
@@ -143,7 +146,7 @@ display(cells.table([{"model": "ar (exact)", **heldout["ar"]}, {"model": "mlm (E
 sweep_steps = sorted({int(s) for s in steps_sweep} | {steps})
 prompt_blocks = cells.heldout_blocks(judge_tok, corpus, max_len, n_prompts)
 samples = cells.sample_quality(mlm, mlm_tok, ar, ar_tok, judge, judge_tok, prompt_blocks, prefix_len,
-                                  sweep_steps, policy, sampling, seed)
+                                  sweep_steps, sampling)
 samples["judge"] = judge_desc
 print(f"judge: {judge_desc}")
 keys = ("gen_ppl", "unigram_entropy", "distinct_2", "seconds")
@@ -190,9 +193,8 @@ display(cells.table(cells.quality_rows(quality)))
 # %%
 result = {
     "models": {"mlm": mlm_desc, "ar": ar_desc, "judge": judge_desc, "shared_tokenizer": shared},
-    "settings": {"max_len": max_len, "prefix_len": prefix_len, "steps": steps, "policy": policy,
-                 "prompts": prompts, "n_prompts": n_prompts, "seed": seed, "torch_threads": threads,
-                 "device": str(next(mlm.parameters()).device), **sampling},
+    "settings": {"max_len": max_len, "prefix_len": prefix_len, "sampling": asdict(sampling), "prompts": prompts,
+                 "n_prompts": n_prompts, "torch_threads": threads, "device": str(next(mlm.parameters()).device)},
     "diffusion": {**timings["diffusion"], "text": diff_trace.texts[0]},
     "ar": {**timings["ar"], "text": ar_trace.texts[0]},
     "heldout": heldout,

@@ -18,9 +18,10 @@ def results_markdown(result: dict) -> str:
         lines.append(f"| {name}, {h['blocks']} blocks ({h['ar']['tokens']:,} scored tokens) | {h['ar']['ppl']:.1f} "
                      f"| {h['mlm_elbo']['ppl']:.1f} | {h['elbo_ppl_over_ar_ppl']:.2f} |")
     s = result["samples"]
-    knobs = s["sampling"]
+    knobs = s["sampling"]  # the whole Sampling (under each policy and step count below); older files: the filters
     lines += ["", f"Samples: {s['prompts']} held-out prompts (16-token prefix, 240 new tokens), top-k {knobs['top_k']}, "
               f"top-p {knobs['top_p']}, temperature {knobs['temperature']}; judge: {s['judge']}.", "",
+              f"Sampling: `{json.dumps(knobs)}`", "",
               "| text | steps | generative perplexity | unigram entropy | distinct-2 | 4-gram repetition |",
               "|---|---:|---:|---:|---:|---:|",
               f"| real continuations | – | {s['real']['gen_ppl']:.1f} | {s['real']['unigram_entropy']:.2f} "

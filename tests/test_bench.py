@@ -12,10 +12,10 @@ from benchmarks import agreement, bench, common
 def test_bench_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--size", "tiny", "--batch-sizes", "1,2", "--steps", "2,4", "--max-len", "32",
-                     "--repeats", "1", "--train-batch", "2", "--device", "cpu", "--strategies", "confidence,random",
+                     "--repeats", "1", "--train-batch", "2", "--device", "cpu", "--policies", "confidence,random",
                      "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert {(r["strategy"], r["batch"], r["steps"]) for r in result["diffusion"]} == {
+    assert {(r["policy"], r["batch"], r["steps"]) for r in result["diffusion"]} == {
         (s, b, n) for s in ("confidence", "random") for b in (1, 2) for n in (2, 4)}
     assert {(r["batch"], r["impl"]) for r in result["ar"]} == {
         (b, i) for b in (1, 2) for i in ("kv-cache loop", "hf generate", "static cache")}
@@ -30,12 +30,12 @@ def test_bench_writes_every_figure(tmp_path, capsys):
     assert all(r["token_agreement_with_kv_cache_loop"] == 1.0 for r in static), "same tokens as the plain loop"
     assert all(r["teacher_forced"]["fast"]["token_agreement"] == 1.0 and r["teacher_forced"]["within_tolerance"]
                for r in static), "teacher-forced along the plain loop's run: the same draws"
-    assert {(r["strategy"], r["steps"]) for r in result["ratios"]} == {(s, n) for s in ("confidence", "random") for n in (2, 4)}
+    assert {(r["policy"], r["steps"]) for r in result["ratios"]} == {(s, n) for s in ("confidence", "random") for n in (2, 4)}
     assert all(r["ar_over_diffusion"] > 0 for r in result["ratios"])
     assert "MFU" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("bad", [["--steps", "0"], ["--strategies", "threshold"], ["--strategies", "greedy"],
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--policies", "threshold"], ["--policies", "greedy"],
                                  ["--train-variants", "eager,fastest"]])
 def test_bench_rejects_bad_arguments(tmp_path, capsys, bad):
     assert bench.main([*bad, "--max-len", "32", "--repeats", "1", "--skip", "ar,train", "--device", "cpu",

@@ -8,8 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
+from roberta_diffusion.sampling import Sampling
 from workbench.cli import EXIT_USAGE, main
 
 SMALL = ["--max-len", "48", "--steps", "4", "--device", "cpu"]
@@ -37,9 +39,12 @@ def prompt_width() -> int:
     return 1 + len(fallback_tokenizer()(PROMPT, add_special_tokens=False)["input_ids"])
 
 
-@pytest.mark.parametrize("extra", [[], ["--strategy", "confidence", "--schedule", "cosine", "--block-size", "16"],
-                                   ["--strategy", "threshold", "--threshold", "1.0"]])
-def test_generate(capsys, tmp_path, tiny_dirs, extra):
+@pytest.mark.parametrize("extra,changes", [
+    ([], {}),
+    (["--policy", "confidence", "--schedule", "cosine", "--semi-ar-block", "16"],
+     {"policy": "confidence", "schedule": "cosine", "semi_ar_block": 16}),
+    (["--policy", "threshold", "--threshold", "1.0"], {"policy": "threshold", "threshold": 1.0})])
+def test_generate(capsys, tmp_path, tiny_dirs, extra, changes):
     gif, js = tmp_path / "out" / "run.gif", tmp_path / "out" / "run.json"
     status = main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, *extra,
                    "--animation", str(gif), "--json", str(js)])
@@ -53,18 +58,24 @@ def test_generate(capsys, tmp_path, tiny_dirs, extra):
     assert summary["kind"] == "diffusion" and summary["steps"] == 4 and summary["max_len"] == 48
     assert summary["new_tokens"] == 48 - prompt_width()  # the whole prompt is pinned, nothing more
     assert summary["text"].startswith(PROMPT)
-    if extra:
-        assert summary["policy"] == extra[1]
+    # the settings are stored whole and round-trip: the flags' Sampling, printed before the first step
+    sampling = Sampling(**summary["sampling"])
+    assert sampling == replace(Sampling.readable(), steps=4, **changes)
+    assert out.splitlines()[0] == f"sampling: {sampling}"
 
 
-def test_policy_and_its_old_name_strategy_are_one_flag(capsys, tmp_path, tiny_dirs):
-    texts = {}
-    for flag in ("--policy", "--strategy"):
+@pytest.mark.parametrize("old,new,value", [("--strategy", "--policy", "margin"),
+                                           ("--block-size", "--semi-ar-block", "16")])
+def test_old_flag_names_still_work_for_one_release_and_say_so(capsys, tmp_path, tiny_dirs, old, new, value):
+    texts, errs = {}, {}
+    for flag in (new, old):
         js = tmp_path / f"{flag[2:]}.json"
-        assert main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, flag, "margin", "--quiet",
-                     "--json", str(js)]) == 0
-        texts[flag] = read_json(js)
-    assert texts["--policy"]["policy"] == "margin" and texts["--policy"]["text"] == texts["--strategy"]["text"]
+        assert main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, "--policy", "random", flag,
+                     value, "--quiet", "--json", str(js)]) == 0
+        texts[flag], errs[flag] = read_json(js), capsys.readouterr().err
+    assert texts[new]["text"] == texts[old]["text"] and texts[new]["sampling"] == texts[old]["sampling"]
+    assert errs[new] == "" and errs[old].splitlines() == [
+        f"warning: {old} is deprecated and goes in the next release: use {new}"]
 
 
 def test_generate_infill(capsys, tmp_path, tiny_dirs):

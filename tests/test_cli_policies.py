@@ -6,6 +6,7 @@ import json
 
 import pytest
 from roberta_diffusion.policies import POLICIES
+from roberta_diffusion.sampling import Sampling
 from workbench import cli
 
 
@@ -16,7 +17,7 @@ def test_every_registered_policy_runs_from_the_command_line(tiny_dirs, policy, t
     assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--steps", "4", "--max-len", "24",
                      "--policy", policy, "--device", "cpu", "--quiet", "--json", str(out), *extra]) == 0
     saved = json.loads(out.read_text())
-    assert saved["policy"] == policy
+    assert Sampling(**saved["sampling"]) == Sampling(policy=policy, steps=4, remask=0.2 if extra else 0.0)
 
 
 def test_twin_guided_generation_keeps_one_text_and_says_how(tiny_dirs, tmp_path):
@@ -41,7 +42,7 @@ def test_remask_reaches_the_sampler(tiny_dirs, tmp_path):
     (["--candidates", "0"], "--candidates"),
     (["--candidates", "2", "--pick", "loudest"], "--pick"),
     (["--guide", "weights/gpt2-small-baseline"], "--candidates"),
-    (["--policy", "calibrated", "--position-decay", "-1"], "position_decay"),
+    (["--policy", "calibrated", "--position-decay", "-1"], "--position-decay"),
 ])
 def test_bad_sampling_options_are_one_line(tiny_dirs, argv, match, capsys):
     code = cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--steps", "3", "--max-len", "24",

@@ -3,13 +3,17 @@
 import json
 import math
 import shlex
+from dataclasses import replace
 
 import pytest
 import torch
 from roberta_diffusion import data, evaluate, losses, metrics, models, paths, train
 from roberta_diffusion.collator import DiffusionCollator, diffusion_loss
 from roberta_diffusion.defaults import PROMPT_LEN
+from roberta_diffusion.sampling import Sampling
 from workbench import cli, pipeline
+
+from scripts.results_table import results_markdown
 
 
 def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
@@ -27,9 +31,15 @@ def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
     assert "AR baseline itself" in samples["judge"]  # the shipped judge reads another vocabulary than the tiny models
     for entry in (*samples["diffusion"].values(), samples["real"], samples["ar"]):  # comparable at matched entropy
         assert {"gen_ppl", "unigram_entropy", "distinct_2", "rep_4"} <= set(entry)
+    base = Sampling(**samples["sampling"])  # stored whole: it round-trips
+    assert base == Sampling.readable()  # eval starts where the CLI, the panel and the notebooks do
     for name, entry in samples["diffusion"].items():
-        assert f"{entry['policy']}@{entry['steps']}" == name and set(entry["sampling"]) == {"temperature", "top_k", "top_p"}
-    assert samples["ar"]["sampling"] == samples["sampling"]
+        each = Sampling(**entry["sampling"])
+        assert f"{each.policy}@{each.steps}" == f"{entry['policy']}@{entry['steps']}" == name
+        assert each == replace(base, policy=each.policy, steps=each.steps)
+    assert samples["ar"]["sampling"] == {"temperature": base.temperature, "top_k": base.top_k, "top_p": base.top_p}
+    card = results_markdown(result)  # the model cards' metrics: the Sampling whole, in JSON
+    assert Sampling(**json.loads(card.split("Sampling: `")[1].split("`")[0])) == base
     assert result["command"].startswith("roberta-diffusion eval --mlm ") and "--debug" not in result["command"]
     assert cli.build_parser().parse_args(shlex.split(result["command"])[1:]).out == out  # it runs as written
     for _, value in pipeline._flatten(result):

@@ -12,6 +12,7 @@ from roberta_diffusion import graphs
 from roberta_diffusion.canvas import infill_canvas
 from roberta_diffusion.fast_ar import StaticCacheGPT2
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
+from roberta_diffusion.sampling import Sampling
 
 PROMPTS = ["The cat sat on the mat and", "A", "Once upon a time in a land far"]  # left padding on short ones
 
@@ -109,9 +110,9 @@ def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on
 def test_diffusion_graph_runner_with_blocks_and_uneven_infill_rows(mlm, tokenizer, graphs_on_cpu):
     model = copy.deepcopy(mlm)
     canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
-    for block_size in (None, 6):
-        plain = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, policy="confidence", block_size=block_size)
-        fast = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, policy="confidence", block_size=block_size,
+    for semi_ar_block in (None, 6):
+        plain = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, policy="confidence", semi_ar_block=semi_ar_block)
+        fast = generate_diffusion(model, tokenizer, canvas=canvas, steps=6, policy="confidence", semi_ar_block=semi_ar_block,
                                   graph=True)
         assert torch.equal(fast.ids, plain.ids)
 
@@ -161,9 +162,9 @@ def _run_steps(model, x, attention, plan, **knobs):
     return x, confidence
 
 
-@pytest.mark.parametrize("block_size", [None, 5])
+@pytest.mark.parametrize("semi_ar_block", [None, 5])
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 50, 0.95), (0.7, 0, 1.0)])
-def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokenizer, block_size, temperature, top_k, top_p):
+def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokenizer, semi_ar_block, temperature, top_k, top_p):
     """``random`` fixes its positions in the plan and draws only there; drawing at every free position and
     committing the same ones (the generic step, here by emptying the plan's commit fields) gives the same text."""
     from roberta_diffusion.draws import make_generator
@@ -171,14 +172,15 @@ def test_random_draws_only_where_it_commits_and_gets_the_same_tokens(mlm, tokeni
     from roberta_diffusion.sampler import model_attention_mask
 
     canvas = infill_canvas(tokenizer, ["The <mask*7> sat down.", "A <mask*13> on the <mask*4> mat"])
-    free = ~canvas.fixed & canvas.attention.bool()
+    free = ~canvas.pinned & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, tokenizer.mask_token_id)
-    plan = make_plan(free, 8, "random", "cosine", block_size, make_generator(3, "cpu"))
+    sampling = Sampling(policy="random", steps=8, schedule="cosine", semi_ar_block=semi_ar_block,
+                        temperature=temperature, top_k=top_k, top_p=top_p)
+    plan = make_plan(free, sampling, make_generator(3, "cpu"))
     counts_per_step = plan.commit_ok.sum(dim=2)  # [S, B]
     assert torch.equal(counts_per_step.sum(dim=0), free.sum(dim=1)), "every free position is committed exactly once"
     assert plan.commit_pos.shape[-1] < free.sum(dim=1).max(), "a step draws at fewer positions than the canvas has free"
-    knobs = dict(policy="random", mask_id=tokenizer.mask_token_id, temperature=temperature, top_k=top_k,
-                 top_p=top_p, threshold=0.9)
+    knobs = dict(sampling=sampling, mask_id=tokenizer.mask_token_id)
     attention = model_attention_mask(mlm, canvas.attention)
     planned = _run_steps(mlm, x, attention, plan, **knobs)
     generic_plan = copy.copy(plan)
@@ -200,7 +202,7 @@ def test_random_reveals_in_a_uniformly_random_order():
     step_of = torch.zeros(20)
     runs = 400
     for seed in range(runs):
-        plan = make_plan(free, 4, "random", "linear", None, make_generator(seed, "cpu"))
+        plan = make_plan(free, Sampling(policy="random", steps=4), make_generator(seed, "cpu"))
         pos = plan.commit_pos[:, 0]  # [S, C] the positions each step commits
         steps = torch.arange(4).unsqueeze(1).expand_as(pos)
         step_of.scatter_add_(0, (pos - 4).flatten(), steps.flatten().float())

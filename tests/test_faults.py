@@ -77,7 +77,7 @@ CASES = {
     "ar --temperature inf": (["ar", "x", "--temperature", "inf"], "--temperature"),
     "ar --temperature nan": (["ar", "x", "--temperature", "nan"], "--temperature"),
     "--top-p nan": (["generate", "x", "--top-p", "nan"], "--top-p"),
-    "--threshold nan": (["generate", "x", "--threshold", "nan", "--strategy", "threshold"], "--threshold"),
+    "--threshold nan": (["generate", "x", "--threshold", "nan", "--policy", "threshold"], "--threshold"),
     "--model is a file": (["generate", "x", "--model", "{mlm}/config.json"], "is a file"),
     "ar --model is a file": (["ar", "x", "--model", "{ar}/config.json"], "is a file"),
     "compare --ar-model is a file": (["compare", "x", "--ar-model", "{ar}/config.json"], "--ar-model"),

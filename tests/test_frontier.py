@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from roberta_diffusion import evaluate
+from roberta_diffusion.sampling import Sampling
 
 from benchmarks import frontier
 
@@ -55,4 +56,4 @@ def test_frontier_samples_with_the_filters_it_is_given(tmp_path, tiny_dirs):
                           "--prompts", "2", "--steps", "2", "--policies", "random", "--max-len", "32", "--prefix-len",
                           "8", "--device", "cpu", "--top-k", "7", "--top-p", "1", "--shift", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["sampling"] == {"temperature": 1.0, "top_k": 7, "top_p": 1.0} and result["shift"] == 1
+    assert Sampling(**result["sampling"]) == Sampling(top_k=7, top_p=1.0) and result["shift"] == 1

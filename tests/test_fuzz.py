@@ -38,9 +38,9 @@ TEXTS = st.one_of(st.sampled_from(["The cat", "", "  ", "a <mask> b", "<mask*5> 
                                    "caf\udce9", "<mask*0>", "--", "-x"]),
                   st.text(alphabet=string.printable + "é\udce9<>*", max_size=30))
 SAMPLING_FLAGS = ["--steps", "--max-len", "--prefix-len", "--top-k", "--top-p", "--temperature", "--seed",
-                  "--block-size", "--threshold", "--strategy", "--schedule", "--device", "--animation", "--json"]
+                  "--semi-ar-block", "--threshold", "--policy", "--schedule", "--device", "--animation", "--json"]
 EVAL_FLAGS = ["--prompts", "--steps", "--policies", "--elbo-samples", "--max-blocks", "--device", "--out", "--mlm"]
-BENCH_FLAGS = ["--max-len", "--prefix-len", "--batch-sizes", "--steps", "--repeats", "--train-batch", "--strategies",
+BENCH_FLAGS = ["--max-len", "--prefix-len", "--batch-sizes", "--steps", "--repeats", "--train-batch", "--policies",
                "--skip", "--device", "--out", "--size"]
 WORDS = ["confidence", "seed-remask", "greedy", "linear", "cosine", "auto", "cpu", "cuda", "nonsense", "tiny",
          "1,16", "10,abc", "ar,train", "diffusion,ar,train"]

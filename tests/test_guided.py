@@ -48,7 +48,7 @@ def test_a_left_padded_row_scores_as_unpadded(causal_lm, tokenizer):
     ids = torch.randint(10, 200, padded.ids.shape, generator=torch.Generator().manual_seed(0))
     ids = torch.where(padded.attention.bool(), ids, padded.ids)
     ids_alone = ids[1:, padded.attention[1].bool()]
-    scored = padded.attention.bool() & ~padded.fixed
+    scored = padded.attention.bool() & ~padded.pinned
     both = sequence_logprob(causal_lm, ids, padded.attention, scored)
     one = sequence_logprob(causal_lm, ids_alone, alone.attention, scored[1:, padded.attention[1].bool()])
     torch.testing.assert_close(both[1], one[0])

@@ -106,7 +106,7 @@ def test_a_pinned_width_shorter_than_the_prompt_is_refused_not_cut(tokenizer):
 def test_prompts_of_a_batch_are_left_padded_to_the_longest(tokenizer):
     canvas = prompt_canvas(tokenizer, ["A", LONG], max_len=64)
     width = 1 + len(tokenizer(LONG, add_special_tokens=False)["input_ids"])
-    assert canvas.fixed[:, :width].all() and not canvas.fixed[:, width:].any()
+    assert canvas.pinned[:, :width].all() and not canvas.pinned[:, width:].any()
     assert int(canvas.attention[0, :width].sum()) == 2  # <s> A, after the padding
 
 

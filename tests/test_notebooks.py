@@ -3,6 +3,7 @@ its outputs hold up (no error cells, GIFs, finite metrics, no <mask> left in gen
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 from PIL import Image
@@ -24,6 +25,16 @@ def test_metrics_are_finite_and_texts_have_no_masks(smoke_run):
     assert floats and all(math.isfinite(v) for v in floats)
     texts = [v for k, v in values if k.endswith("text")]
     assert texts and all("<mask>" not in t and t.strip() for t in texts)
+
+
+def test_generation_json_stores_the_sampling_whole(smoke_run):
+    from roberta_diffusion.sampling import Sampling
+
+    summary = json.loads((smoke_run / "generation.json").read_text())
+    sampling = Sampling(**summary["sampling"])  # round-trips
+    assert sampling == Sampling.of(summary) and sampling.steps == summary["steps"]
+    compared = json.loads((smoke_run / "metrics.json").read_text())["settings"]["sampling"]
+    assert Sampling(**compared).policy == sampling.policy
 
 
 def test_generation_gif_has_a_frame_per_step(smoke_run):
@@ -87,18 +98,24 @@ def test_parameters_cells_parse_cleanly(name, caplog):
 
 
 def test_notebook_defaults_are_the_readable_ones():
-    """03 and 04 start from the settings the CLI uses (defaults.READABLE), stated once there."""
+    """03 and 04 start from the settings the CLI uses (``Sampling.readable()``): every parameter named after a
+    ``Sampling`` field holds its default, and each notebook builds its ``Sampling`` from those parameters."""
     import jupytext
     from papermill.translators import PythonTranslator
-    from roberta_diffusion.defaults import READABLE
+    from roberta_diffusion.sampling import Sampling
 
-    for name in ("03_generate", "04_compare"):
+    readable = asdict(Sampling.readable())
+    for name, shared in (("03_generate", 7), ("04_compare", 6)):
         notebook = jupytext.read(pipeline.NOTEBOOKS / f"{name}.py")
         cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-        values = {p.name: p.default for p in PythonTranslator.inspect(cell)}
-        for key, value in READABLE.items():
-            if key in values:
-                assert eval(values[key]) == value, (name, key)  # noqa: S307 - the notebook's own literal
+        values = {p.name: eval(p.default) for p in PythonTranslator.inspect(cell)}  # noqa: S307 - its own literals
+        assert {k: v for k, v in values.items() if k in readable} == {k: readable[k] for k in values if k in readable}
+        assert len(set(values) & set(readable)) == shared, name  # a renamed field or parameter fails here
+        assert "sampling = Sampling(" + ", ".join(f"{k}={k}" for k in readable if k in values) in notebook_source(name)
+
+
+def notebook_source(name: str) -> str:
+    return " ".join((pipeline.NOTEBOOKS / f"{name}.py").read_text().split())
 
 
 def test_nbmake_copies_mock_only_parameters_of_their_notebook(tmp_path):

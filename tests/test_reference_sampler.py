@@ -13,20 +13,21 @@ from roberta_diffusion.canvas import infill_canvas, prompt_canvas
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.reference import reference_generate
 from roberta_diffusion.sampler import generate_diffusion
+from roberta_diffusion.sampling import Sampling
 
 PROMPTS = ["The cat sat on the mat and", "A"]
 CASES = {
     "seed-remask": {"policy": "seed-remask"},
     "random": {"policy": "random", "seed": 3},
-    "random-block": {"policy": "random", "block_size": 5, "steps": 8},
+    "random-block": {"policy": "random", "semi_ar_block": 5, "steps": 8},
     "confidence": {"policy": "confidence"},
     "confidence-cosine": {"policy": "confidence", "schedule": "cosine", "temperature": 0.7, "seed": 2},
-    "confidence-block": {"policy": "confidence", "block_size": 4, "steps": 8},
+    "confidence-block": {"policy": "confidence", "semi_ar_block": 4, "steps": 8},
     "margin": {"policy": "margin", "top_k": 0, "top_p": 1.0, "seed": 1},
     "threshold": {"policy": "threshold", "threshold": 0.05},
     "entropy": {"policy": "entropy"},
     "remdm": {"policy": "remdm", "remask": 0.3, "steps": 8},
-    "remdm-block": {"policy": "remdm", "remask": 0.5, "block_size": 6, "steps": 9, "seed": 4},
+    "remdm-block": {"policy": "remdm", "remask": 0.5, "semi_ar_block": 6, "steps": 9, "seed": 4},
     "calibrated": {"policy": "calibrated", "position_decay": 0.1},
     "calibrated-flat": {"policy": "calibrated", "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 5},
 }
@@ -39,14 +40,14 @@ def test_every_registered_policy_has_a_reference_case():
 @pytest.mark.parametrize("infill", [False, True], ids=["prompt", "infill"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_fast_sampler_equals_the_reference(mlm, tokenizer, case, infill):
-    settings = {"steps": 6, **case}
+    sampling = Sampling(**{"steps": 6, **case})
     canvas = infill_canvas(tokenizer, ["The <mask*5> sat down.", "A <mask*7> on the <mask*3> mat"]) if infill \
         else prompt_canvas(tokenizer, PROMPTS, None, 20)
-    policy = settings.pop("policy")
-    if POLICIES[policy].reads_corpus:  # a made-up corpus: any frequencies will do for equality
-        settings["salience"] = torch.rand(len(tokenizer), generator=torch.Generator().manual_seed(0)) * 12
-    fast = generate_diffusion(mlm, tokenizer, canvas=canvas, policy=policy, **settings).final
+    salience = None
+    if POLICIES[sampling.policy].reads_corpus:  # a made-up corpus: any frequencies will do for equality
+        salience = torch.rand(len(tokenizer), generator=torch.Generator().manual_seed(0)) * 12
+    fast = generate_diffusion(mlm, tokenizer, sampling=sampling, canvas=canvas, salience=salience).final
     with torch.no_grad():
-        slow = reference_generate(mlm, tokenizer, canvas, policy=policy, **settings)
+        slow = reference_generate(mlm, tokenizer, canvas, sampling, salience=salience)
     assert (fast != tokenizer.mask_token_id).all(), "the fast sampler left a <mask>"
     assert torch.equal(fast, slow)

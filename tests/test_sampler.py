@@ -58,15 +58,15 @@ def test_every_policy_fills_the_canvas_and_keeps_pins(mlm, tokenizer, policy, sc
     assert trace.forward_passes == trace.steps == len(trace.step_times)
 
     assert torch.equal(trace.ids[0], start.ids), "step 0 is the start canvas"
-    assert torch.equal(trace.fixed, start.fixed) and torch.equal(trace.attention, start.attention)
+    assert torch.equal(trace.pinned, start.pinned) and torch.equal(trace.attention, start.attention)
     assert not (trace.final == mask).any(), "no <mask> left"
-    pinned = trace.ids[:, start.fixed]
-    assert torch.equal(pinned, start.ids[start.fixed].expand_as(pinned)), "pinned positions never change"
+    pinned = trace.ids[:, start.pinned]
+    assert torch.equal(pinned, start.ids[start.pinned].expand_as(pinned)), "pinned positions never change"
     assert (trace.ids[1:] == mask).sum() < (trace.ids[:-1] == mask).sum(), "progress is made"
     assert trace.masked_share()[0] == 1.0 and trace.masked_share()[-1] == 0.0
 
     committed = trace.committed_at
-    assert torch.all(committed[trace.fixed] == 0)
+    assert torch.all(committed[trace.pinned] == 0)
     gen = trace.generated
     assert torch.all((committed[gen] >= 1) & (committed[gen] <= trace.steps))
     # committed_at: the first step from which the token is final
@@ -160,13 +160,13 @@ def _block_index(generated: torch.Tensor, block_size: int) -> torch.Tensor:
 @pytest.mark.parametrize("policy", ["random", "confidence", "margin", "entropy", "threshold"])
 @pytest.mark.parametrize("source", ["prompt", "infill"])
 def test_blocks_fill_left_to_right(mlm, tokenizer, policy, source):
-    block_size = 6
+    block = 6
     if source == "prompt":
-        trace = run(mlm, tokenizer, policy=policy, steps=12, block_size=block_size)
+        trace = run(mlm, tokenizer, policy=policy, steps=12, semi_ar_block=block)
     else:
         trace = generate_diffusion(mlm, tokenizer, canvas=two_row_infill(tokenizer), steps=12, policy=policy,
-                                   block_size=block_size)
-    blocks = _block_index(trace.generated, block_size)
+                                   semi_ar_block=block)
+    blocks = _block_index(trace.generated, block)
     assert not (trace.final == tokenizer.mask_token_id).any()
     n_blocks = int(blocks.max()) + 1
     assert n_blocks >= 3
@@ -181,7 +181,7 @@ def test_blocks_fill_left_to_right(mlm, tokenizer, policy, source):
 
 def test_blocks_split_the_steps(mlm, tokenizer):
     # 32 free positions in blocks of 8 -> 4 blocks; 8 steps -> 2 each: block k is done after step 2(k+1)
-    trace = run(mlm, tokenizer, policy="random", steps=8, block_size=8)
+    trace = run(mlm, tokenizer, policy="random", steps=8, semi_ar_block=8)
     committed = trace.committed_at[:, PREFIX:]
     for k in range(4):
         assert torch.all(committed[:, 8 * k: 8 * (k + 1)] <= 2 * (k + 1))
@@ -190,11 +190,11 @@ def test_blocks_split_the_steps(mlm, tokenizer):
 
 def test_block_errors(mlm, tokenizer):
     with pytest.raises(ValueError, match="steps"):
-        run(mlm, tokenizer, policy="random", steps=3, block_size=8)  # 4 blocks, 3 steps
+        run(mlm, tokenizer, policy="random", steps=3, semi_ar_block=8)  # 4 blocks, 3 steps
     with pytest.raises(ValueError, match="seed-remask"):
-        run(mlm, tokenizer, policy="seed-remask", block_size=8)
-    with pytest.raises(ValueError, match="block_size"):
-        run(mlm, tokenizer, policy="random", block_size=0)
+        run(mlm, tokenizer, policy="seed-remask", semi_ar_block=8)
+    with pytest.raises(ValueError, match="semi_ar_block"):
+        run(mlm, tokenizer, policy="random", semi_ar_block=0)
 
 
 @pytest.mark.parametrize("policy", ["seed-remask", "random", "confidence"])
@@ -252,7 +252,7 @@ def test_prefix_suffix_canvas(mlm, tokenizer):
     canvas = prefix_suffix_canvas(tokenizer, "The cat", " on the mat.", gap)
     holes = canvas.ids == tokenizer.mask_token_id
     assert int(holes.sum()) == gap
-    assert torch.equal(canvas.fixed, ~holes)
+    assert torch.equal(canvas.pinned, ~holes)
     trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=3, policy="entropy")
     assert torch.equal(trace.final[~holes], canvas.ids[~holes])
     assert not (trace.final == tokenizer.mask_token_id).any()
@@ -273,7 +273,7 @@ def test_confidence_is_recorded_for_generated_positions(mlm, tokenizer):
     trace = run(mlm, tokenizer, policy="confidence")
     conf = trace.confidence[trace.generated]
     assert torch.all((conf > 0) & (conf <= 1))
-    assert torch.all(torch.isnan(trace.confidence[trace.fixed]))
+    assert torch.all(torch.isnan(trace.confidence[trace.pinned]))
 
 
 def test_trace_save_load_round_trip(mlm, tokenizer, tmp_path):
@@ -360,7 +360,7 @@ def test_remdm_without_remask_is_the_ancestral_order_with_fresh_noise(mlm, token
 
 def test_calibrated_with_a_strong_pull_commits_left_to_right(mlm, tokenizer):
     canvas = prompt_canvas(tokenizer, ["The cat sat"], None, 16)
-    n_free = int((~canvas.fixed & canvas.attention.bool()).sum())
+    n_free = int((~canvas.pinned & canvas.attention.bool()).sum())
     trace = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=n_free, policy="calibrated", position_decay=50.0,
                                **knobs_of("calibrated", tokenizer))
     order = trace.committed_at[0][trace.generated[0]]

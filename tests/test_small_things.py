@@ -107,13 +107,14 @@ def test_every_option_has_help(name):
 
 
 def test_generate_help_shows_the_defaults(capsys):
-    from roberta_diffusion.defaults import READABLE
+    from roberta_diffusion.sampling import Sampling
 
+    readable = Sampling.readable()
     with pytest.raises(SystemExit) as done:
         main(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert done.value.code == 0
-    for value in (READABLE["steps"], READABLE["top_k"], READABLE["top_p"], READABLE["schedule"]):
+    for value in (readable.steps, readable.top_k, readable.top_p, readable.schedule, readable.policy):
         assert f"(default: {value})" in text
     assert "(default: None)" not in text and "(default: False)" not in text
     assert "special-token text" in text and "is refused" in text  # the prompt rule, said where users look

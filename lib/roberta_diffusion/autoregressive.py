@@ -10,10 +10,11 @@ import torch
 
 from . import defaults
 from .canvas import Canvas, check_room, prefix_canvas
-from .draws import check_sampling_args, chosen_probability, make_generator, sample_tokens, sync
+from .draws import chosen_probability, make_generator, sample_tokens, sync
 from .fast_ar import decode_static
 from .graphs import check_graph_device, repeatable_attention
 from .models import is_masked_lm, max_canvas_len
+from .sampling import Sampling
 from .trace import Trace
 
 NOT_YET = -1  # placeholder id in the trace for positions not generated yet (a causal LM has no <mask>)
@@ -33,7 +34,8 @@ def returned_cache(output):
 
 @torch.no_grad()
 def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, prefix_len: int | None = defaults.PREFIX_LEN,
-                temperature: float = defaults.TEMPERATURE, top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, seed: int | None = 0, static_cache: bool = False,
+                temperature: float = Sampling.temperature, top_k: int = Sampling.top_k, top_p: float = Sampling.top_p,
+                seed: int | None = Sampling.seed, static_cache: bool = False,
                 graph: bool = False, on_step=None, teacher_forced: torch.Tensor | None = None):
     """Continue ``[bos] + prompt`` (all of it, left-padded to ``prefix_len`` when given) to ``max_len`` tokens, one
     per step.
@@ -47,7 +49,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
     """
     if is_masked_lm(model):
         raise ValueError(f"{type(model).__name__} is a masked LM: give `ar` a causal LM such as gpt2")
-    check_sampling_args(temperature, top_k, top_p)
+    Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)  # the draw's settings, checked as the sampler's
     if isinstance(prompts, torch.Tensor):  # ready prefix ids [B, prefix_len] (evaluation on held-out blocks)
         prefix_len = prompts.shape[1]
     if prefix_len is not None and prefix_len >= max_len:
@@ -66,9 +68,9 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
     ids[:, :prefix_len] = start_canvas.ids
     attention = torch.ones((batch, max_len), dtype=torch.long)
     attention[:, :prefix_len] = start_canvas.attention
-    fixed = torch.zeros((batch, max_len), dtype=torch.bool)
-    fixed[:, :prefix_len] = True
-    canvas = Canvas(ids, fixed, attention)
+    pinned = torch.zeros((batch, max_len), dtype=torch.bool)
+    pinned[:, :prefix_len] = True
+    canvas = Canvas(ids, pinned, attention)
 
     if graph:
         check_graph_device(device)

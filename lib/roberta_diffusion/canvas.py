@@ -1,4 +1,4 @@
-"""Canvases: what the sampler starts from. ``ids [B, L]``, ``fixed [B, L]`` (never changed), ``attention [B, L]``.
+"""Canvases: what the sampler starts from. ``ids [B, L]``, ``pinned [B, L]`` (never changed), ``attention [B, L]``.
 
 - ``prompt_canvas``: ``[bos] + prompt``, all of it pinned (never cut), left-padded to the longest prompt of
   the batch or to ``prefix_len`` when one is given (RoBERTa numbers positions past the padding, so the text
@@ -20,11 +20,11 @@ from . import defaults
 @dataclass
 class Canvas:
     ids: torch.Tensor  # [B, L] long
-    fixed: torch.Tensor  # [B, L] bool: pinned positions (prompt, infill context, padding)
+    pinned: torch.Tensor  # [B, L] bool: positions no step may change (prompt, infill context, padding)
     attention: torch.Tensor  # [B, L] long: 0 on padding
 
     def to(self, device):
-        return Canvas(self.ids.to(device), self.fixed.to(device), self.attention.to(device))
+        return Canvas(self.ids.to(device), self.pinned.to(device), self.attention.to(device))
 
 
 def _bos(tokenizer) -> int:
@@ -78,7 +78,7 @@ def prompt_canvas(tokenizer, prompts, prefix_len: int | None = defaults.PREFIX_L
     check_room(start.ids.shape[1], max_len)
     rest = (start.ids.shape[0], max_len - start.ids.shape[1])
     return Canvas(torch.cat([start.ids, torch.full(rest, tokenizer.mask_token_id, dtype=torch.long)], dim=1),
-                  torch.cat([start.fixed, torch.zeros(rest, dtype=torch.bool)], dim=1),
+                  torch.cat([start.pinned, torch.zeros(rest, dtype=torch.bool)], dim=1),
                   torch.cat([start.attention, torch.ones(rest, dtype=torch.long)], dim=1))
 
 
@@ -116,8 +116,8 @@ def infill_canvas(tokenizer, texts, max_len: int | None = None) -> Canvas:
     for row, seq in enumerate(encoded):
         ids[row, : len(seq)] = torch.tensor(seq)
         attention[row, : len(seq)] = 1
-    fixed = (ids != tokenizer.mask_token_id) | (attention == 0)
-    return Canvas(ids, fixed, attention)
+    pinned = (ids != tokenizer.mask_token_id) | (attention == 0)
+    return Canvas(ids, pinned, attention)
 
 
 def prefix_suffix_canvas(tokenizer, prefix: str, suffix: str, gap: int) -> Canvas:

@@ -14,15 +14,6 @@ import torch
 SCHEDULES = ("linear", "cosine")
 
 
-def check_sampling_args(temperature: float, top_k: int, top_p: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature={temperature} must be > 0 (use a small value such as 0.01 for near-greedy)")
-    if top_k < 0:
-        raise ValueError(f"top_k={top_k} must be >= 0 (0 turns top-k off)")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p={top_p} must be in (0, 1] (1 turns top-p off)")
-
-
 def candidate_set(scaled: torch.Tensor, top_k: int, top_p: float):
     """The tokens top-k then top-p keep. ``scaled [N, V]`` -> ``(values [N, K], ids [N, K])``.
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import asdict, replace
 
 import torch
 import transformers
 
 from . import metrics, paths
 from .canvas import Canvas
-from .defaults import PROMPT_LEN, TEMPERATURE, TOP_K, TOP_P
+from .defaults import PROMPT_LEN
 from .models import load_tokenizer, max_canvas_len
 from .sampler import generate_ar, generate_diffusion
+from .sampling import Sampling
 
 
 def spread_indices(n_blocks: int, n: int) -> torch.Tensor:
@@ -38,9 +40,9 @@ def spread_blocks(blocks: torch.Tensor, n: int) -> torch.Tensor:
 def prompt_canvas_from_blocks(blocks: torch.Tensor, prefix_len: int, mask_id: int) -> Canvas:
     ids = blocks.clone()
     ids[:, prefix_len:] = mask_id
-    fixed = torch.zeros_like(ids, dtype=torch.bool)
-    fixed[:, :prefix_len] = True
-    return Canvas(ids, fixed, torch.ones_like(ids))
+    pinned = torch.zeros_like(ids, dtype=torch.bool)
+    pinned[:, :prefix_len] = True
+    return Canvas(ids, pinned, torch.ones_like(ids))
 
 
 def heldout_scores(mlm, ar, tokenizer, blocks: torch.Tensor, prefix_len: int, elbo_samples: int, batch_size: int) -> dict:
@@ -110,12 +112,12 @@ def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_
 
 
 def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer, prompt_blocks: torch.Tensor,
-                   prefix_len: int, steps_list, policy: str, sampling: dict, seed: int = 0, batch_size: int = 16,
-                   score_real: bool = True) -> dict:
+                   prefix_len: int, steps_list, sampling: Sampling, batch_size: int = 16, score_real: bool = True) -> dict:
     """Sample quality with each model in its own tokenizer (``sample_scores`` when they share one). ``prompt_blocks [N, L]`` are
     held-out blocks in the judge's vocabulary: the first ``prefix_len`` tokens prompt both models, the rest is
-    the real continuation. Returns ``real``, ``ar`` and ``diffusion`` (one entry per step count) with
-    ``gen_ppl``, ``unigram_entropy``, ``distinct_2``, ``seconds`` and one example ``text`` each."""
+    the real continuation. Diffusion samples with ``sampling`` at each of ``steps_list``; AR with its temperature,
+    top-k, top-p and seed. Returns ``real``, ``ar`` and ``diffusion`` (one entry per step count, its ``sampling``
+    whole) with ``gen_ppl``, ``unigram_entropy``, ``distinct_2``, ``seconds`` and one example ``text`` each."""
     max_len = prompt_blocks.shape[1]
     prefix = prompt_blocks[:, :prefix_len]
     out = {"prompts": len(prompt_blocks)}
@@ -142,30 +144,40 @@ def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer,
         return {"prompts": list(prompts), "prefix_len": prefix_len, "max_len": max_len}
 
     if ar is not None:
-        out["ar"] = run(lambda p: generate_ar(ar, ar_tokenizer, p, max_len=max_len, prefix_len=prefix_len, seed=seed,
-                                              **sampling), ar_tokenizer) | {"sampling": dict(sampling)}
+        knobs = ar_knobs(sampling)
+        out["ar"] = run(lambda p: generate_ar(ar, ar_tokenizer, p, max_len=max_len, prefix_len=prefix_len,
+                                              seed=sampling.seed, **knobs), ar_tokenizer) | {"sampling": knobs}
     if mlm is not None:
         out["diffusion"] = {}
         for steps in steps_list:
             start = time.perf_counter()
-            out["diffusion"][int(steps)] = run(lambda p, n=steps: generate_diffusion(
-                mlm, mlm_tokenizer, **canvas_of(p), steps=n, policy=policy, seed=seed, **sampling), mlm_tokenizer)
-            out["diffusion"][int(steps)] |= {"steps": int(steps), "policy": policy, "sampling": dict(sampling),
+            each = replace(sampling, steps=int(steps))
+            out["diffusion"][int(steps)] = run(lambda p, each=each: generate_diffusion(
+                mlm, mlm_tokenizer, sampling=each, **canvas_of(p)), mlm_tokenizer)
+            out["diffusion"][int(steps)] |= {"steps": int(steps), "policy": each.policy, "sampling": asdict(each),
                                              "wall_s": round(time.perf_counter() - start, 4)}
     return out
 
 
+def ar_knobs(sampling) -> dict:
+    """The settings of ``sampling`` (a ``Sampling`` or the CLI's flags) the autoregressive baseline shares: its draw's
+    temperature and filters."""
+    return {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p}
+
+
 def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: int, steps_list, policies,
-                  sampling: dict, seed: int = 0, batch_size: int = 64) -> dict:
-    """``sample_quality`` for models sharing ``tokenizer``, over several policies: the real continuations and
-    the AR samples are scored once; diffusion entries are keyed ``"<policy>@<steps>"``."""
+                  sampling: Sampling, batch_size: int = 64) -> dict:
+    """``sample_quality`` for models sharing ``tokenizer``, over several policies (each ``sampling`` with that
+    policy): the real continuations and the AR samples are scored once; diffusion entries are keyed
+    ``"<policy>@<steps>"``."""
     out = {"diffusion": {}}
     for i, policy in enumerate(policies or [None]):
         part = sample_quality(mlm if policy else None, tokenizer, ar if i == 0 else None, tokenizer, judge, tokenizer,
-                              prompts, prefix_len, steps_list, policy, sampling, seed, batch_size, score_real=i == 0)
+                              prompts, prefix_len, steps_list, replace(sampling, policy=policy or sampling.policy),
+                              batch_size, score_real=i == 0)
         out |= {k: v for k, v in part.items() if k != "diffusion"}
         for steps, scores in part.get("diffusion", {}).items():
-            out["diffusion"][f"{policy}@{steps}"] = scores | {"policy": policy}
+            out["diffusion"][f"{policy}@{steps}"] = scores
     return out
 
 
@@ -178,16 +190,17 @@ def environment() -> dict:
 
 
 def evaluate(mlm, ar, tokenizer, heldout: dict[str, torch.Tensor], prompt_blocks: torch.Tensor, judge=None,
-             judge_name: str = "", prefix_len: int = PROMPT_LEN, steps_list=(10, 32, 64, 128), policies=("seed-remask",),
-             elbo_samples: int = 8, sampling: dict | None = None, batch_size: int = 16, seed: int = 0) -> dict:
-    """Everything ``eval.json`` holds. ``heldout``: name -> blocks ``[N, L]``."""
-    sampling = sampling or {"temperature": TEMPERATURE, "top_k": TOP_K, "top_p": TOP_P}
+             judge_name: str = "", prefix_len: int = PROMPT_LEN, steps_list=(10, 32, 64, 128), policies=None,
+             elbo_samples: int = 8, sampling: Sampling | None = None, batch_size: int = 16) -> dict:
+    """Everything ``eval.json`` holds. ``heldout``: name -> blocks ``[N, L]``. Samples are drawn with ``sampling``
+    (default ``Sampling.readable()``) under each of ``policies`` (default: its own) and ``steps_list``."""
+    sampling = sampling or Sampling.readable()
     start = time.time()
     result = {"environment": environment(), "prefix_len": prefix_len,
               "heldout": {name: heldout_scores(mlm, ar, tokenizer, blocks, prefix_len, elbo_samples, batch_size)
                           for name, blocks in heldout.items()},
-              "samples": {"prompts": len(prompt_blocks), "judge": judge_name, "sampling": sampling,
-                          **sample_scores(mlm, ar, tokenizer, prompt_blocks, judge, prefix_len, steps_list, policies,
-                                          sampling, seed)}}
+              "samples": {"prompts": len(prompt_blocks), "judge": judge_name, "sampling": asdict(sampling),
+                          **sample_scores(mlm, ar, tokenizer, prompt_blocks, judge, prefix_len, steps_list,
+                                          policies or (sampling.policy,), sampling)}}
     result["seconds"] = round(time.time() - start, 1)
     return result

@@ -26,6 +26,7 @@ from .canvas import Canvas, prompt_canvas
 from .draws import make_generator, sync
 from .models import max_canvas_len
 from .sampler import generate_diffusion
+from .sampling import Sampling
 from .trace import Trace
 
 PICKS = ("likelihood", "importance")
@@ -42,21 +43,23 @@ def sequence_logprob(model, ids: torch.Tensor, attention: torch.Tensor, scored: 
 
 
 def repeat_rows(canvas: Canvas, n: int) -> Canvas:
-    return Canvas(*(t.repeat_interleave(n, dim=0) for t in (canvas.ids, canvas.fixed, canvas.attention)))
+    return Canvas(*(t.repeat_interleave(n, dim=0) for t in (canvas.ids, canvas.pinned, canvas.attention)))
 
 
 def select_rows(trace: Trace, rows: torch.Tensor, settings: dict) -> Trace:
-    return Trace(ids=trace.ids[:, rows], fixed=trace.fixed[rows], attention=trace.attention[rows],
+    return Trace(ids=trace.ids[:, rows], pinned=trace.pinned[rows], attention=trace.attention[rows],
                  confidence=trace.confidence[rows], step_times=trace.step_times, mask_token_id=trace.mask_token_id,
                  kind=trace.kind, forward_passes=trace.forward_passes, settings=settings, tokenizer=trace.tokenizer)
 
 
 @torch.no_grad()
-def generate_guided(mlm, guide, tokenizer, prompts=None, *, canvas: Canvas | None = None, candidates: int = 8,
-                    pick: str = "likelihood", prefix_len=None, max_len: int = 256, seed: int | None = 0,
-                    **sampling) -> Trace:
+def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | None = None, *,
+                    canvas: Canvas | None = None, candidates: int = 8, pick: str = "likelihood", prefix_len=None,
+                    max_len: int = 256, **settings) -> Trace:
     """``generate_diffusion`` with ``candidates`` rows per prompt in one batch, one kept per prompt by ``guide`` (a
-    causal LM sharing ``tokenizer``'s vocabulary). ``sampling``: any other ``generate_diffusion`` setting."""
+    causal LM sharing ``tokenizer``'s vocabulary). ``sampling``, ``settings``: as ``generate_diffusion`` takes them
+    (``on_step``, ``graph`` and ``salience`` included). Which candidate is kept is the guide's business, not the
+    sampler's, so ``candidates`` and ``pick`` are this function's own and stay out of ``Sampling``."""
     if candidates < 1:
         raise ValueError(f"candidates={candidates} must be >= 1")
     if pick not in PICKS:
@@ -69,7 +72,8 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, *, canvas: Canvas | Non
             raise ValueError("give prompts or a canvas")
         canvas = prompt_canvas(tokenizer, prompts, prefix_len, min(max_len, max_canvas_len(mlm)))
     n_prompts = canvas.ids.shape[0]
-    trace = generate_diffusion(mlm, tokenizer, canvas=repeat_rows(canvas, candidates), seed=seed, **sampling)
+    trace = generate_diffusion(mlm, tokenizer, sampling=sampling, canvas=repeat_rows(canvas, candidates), **settings)
+    seed = trace.settings["seed"]
     device = next(guide.parameters()).device
     start = time.perf_counter()
     final, generated = trace.final.to(device), trace.generated.to(device)

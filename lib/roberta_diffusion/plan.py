@@ -12,14 +12,15 @@ import torch
 
 from .draws import still_masked_counts
 from .policies import POLICIES
+from .sampling import Sampling
 
 
-def _block_ids(free: torch.Tensor, block_size: int | None) -> torch.Tensor:
+def _block_ids(free: torch.Tensor, semi_ar_block: int | None) -> torch.Tensor:
     """``[B, L]`` block index of each free position (-1 elsewhere), counting free positions left to right."""
-    if block_size is None:
+    if semi_ar_block is None:
         return torch.where(free, 0, -1)
     order = free.long().cumsum(dim=1) - 1
-    return torch.where(free, order // block_size, -1)
+    return torch.where(free, order // semi_ar_block, -1)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Plan:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def make_plan(free, steps, policy, schedule, block_size, generator, remask: float = 0.0, salience=None) -> Plan:
+def make_plan(free, sampling: Sampling, generator, salience=None) -> Plan:
     """The schedule, blocks and every random number of a run. ``free [B, L]`` bool: positions to generate.
 
     Everything that depends on ``free`` alone (schedule, blocks, candidates) is worked out on the host and copied
@@ -72,17 +73,19 @@ def make_plan(free, steps, policy, schedule, block_size, generator, remask: floa
     device = free.device
     free = free.cpu()
     batch, length = free.shape
-    blocks = _block_ids(free, block_size)
+    steps, rule = sampling.steps, POLICIES[sampling.policy]
+    blocks = _block_ids(free, sampling.semi_ar_block)
     n_blocks = int(blocks.max()) + 1  # 0 when nothing is free (every block id is -1)
     if n_blocks > steps:
-        raise ValueError(f"{n_blocks} blocks of {block_size} need at least {n_blocks} steps: raise steps or block_size")
+        raise ValueError(f"{n_blocks} blocks of {sampling.semi_ar_block} need at least {n_blocks} steps: raise steps or "
+                         "semi_ar_block")
     n_free = free.sum(dim=1)
     if n_blocks:
-        in_block, counts, n_remask, last = _block_schedule(blocks, n_blocks, steps, schedule)
+        in_block, counts, n_remask, last = _block_schedule(blocks, n_blocks, steps, sampling.schedule)
     else:  # nothing to generate: one no-op step keeps the shapes valid
         in_block, counts, n_remask, last = free.unsqueeze(0), n_free.unsqueeze(0), n_free.unsqueeze(0), torch.ones(1, dtype=torch.bool)
-    if POLICIES[policy].remask == "lowest":  # n_remask then counts revisions, not what is still masked
-        counts, n_remask = _revision_schedule(in_block, counts, n_remask, last, remask)
+    if rule.remask == "lowest":  # n_remask then counts revisions, not what is still masked
+        counts, n_remask = _revision_schedule(in_block, counts, n_remask, last, sampling.remask)
     width = max(int(n_free.max()), 1)
     # stable sort puts each row's free positions first, in order; the rest pad the row
     order = (~free).long().argsort(dim=1, stable=True)
@@ -93,7 +96,7 @@ def make_plan(free, steps, policy, schedule, block_size, generator, remask: floa
     n_steps = in_block.shape[0]
     draw = torch.rand((n_steps, batch * width), dtype=torch.float64, device=device, generator=generator)
     noise = torch.rand((n_steps, batch, length), device=device, generator=generator)
-    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if POLICIES[policy].planned \
+    commits = _planned_commits(noise, free, blocks, in_block, counts, n_remask, draw) if rule.planned \
         else _no_commits(n_steps, batch, device)
     on_device = [t.to(device) for t in (in_block, counts, n_remask, last, candidates, valid)]
     salience = torch.zeros(0, device=device) if salience is None else salience.float().to(device)

@@ -3,7 +3,7 @@
 One function, one loop over blocks and steps, the full model on the whole canvas at every step, Python loops over
 rows and positions, no plan and no gathering: slow, and meant to be read (LLaDA's ``generate.py`` in spirit). It
 takes its random numbers in the library's documented order (``plan.make_plan``: one float64 uniform per step, row and
-free slot, then one float32 noise value per step, row and position, from ``torch.Generator().manual_seed(seed)``),
+free slot, then one float32 noise value per step, row and position, from ``torch.Generator().manual_seed(sampling.seed)``),
 so the two give the same tokens, not merely the same distribution (``tests/test_reference_sampler.py``).
 """
 
@@ -14,20 +14,21 @@ import math
 import torch
 
 from .policies import SALIENCE_CLIP
+from .sampling import Sampling
 
 
 @torch.no_grad()
-def reference_generate(model, tokenizer, canvas, *, steps, policy, schedule="linear", temperature=1.0, top_k=50,
-                       top_p=0.95, block_size=None, threshold=0.9, remask=0.0, position_decay=0.0, salience=None,
-                       seed=0):
+def reference_generate(model, tokenizer, canvas, sampling: Sampling, salience=None):
+    steps, policy, schedule, top_k, top_p = (sampling.steps, sampling.policy, sampling.schedule, sampling.top_k,
+                                             sampling.top_p)
     mask_id, (rows, length) = tokenizer.mask_token_id, canvas.ids.shape
-    free = ~canvas.fixed & canvas.attention.bool()
+    free = ~canvas.pinned & canvas.attention.bool()
     x = canvas.ids.masked_fill(free, mask_id)
     slot = free.long().cumsum(dim=1) - 1  # a free position's column among its row's free positions
     first_free = [int(free[r].nonzero()[0]) if free[r].any() else 0 for r in range(rows)]
-    block = torch.where(free, slot // block_size if block_size else 0, -1)
+    block = torch.where(free, slot // sampling.semi_ar_block if sampling.semi_ar_block else 0, -1)
     width, n_blocks = max(int(free.sum(dim=1).max()), 1), int(block.max()) + 1
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(sampling.seed)
     draw = torch.rand((steps, rows * width), dtype=torch.float64, generator=generator).view(steps, rows, width)
     noise = torch.rand((steps, rows, length), generator=generator)
     confidence = torch.zeros(rows, length)
@@ -43,7 +44,7 @@ def reference_generate(model, tokenizer, canvas, *, steps, policy, schedule="lin
                 continue  # the block is done early
             logits = model(input_ids=x, attention_mask=canvas.attention).logits.float()
             logits[..., mask_id] = float("-inf")  # never draw <mask>
-            scaled = logits / temperature
+            scaled = logits / sampling.temperature
             new_x, score, p_drawn = x.clone(), torch.full((rows, length), float("-inf")), torch.zeros(rows, length)
             for r, pos in in_block.nonzero().tolist():  # draw a token at every position of the block
                 values, ids = scaled[r, pos], torch.arange(scaled.shape[-1])  # unfiltered: vocabulary order
@@ -64,7 +65,7 @@ def reference_generate(model, tokenizer, canvas, *, steps, policy, schedule="lin
                 score[r, pos] = {
                     "random": noise[0, r, pos], "remdm": noise[j, r, pos], "confidence": p[token],
                     "threshold": p[token], "margin": top2[0] - top2[1], "entropy": (p * p.clamp(min=1e-30).log()).sum(),
-                    "calibrated": math.exp(-position_decay * (pos - first_free[r]))
+                    "calibrated": math.exp(-sampling.position_decay * (pos - first_free[r]))
                     * min(float(p[token] * salience[token]) if salience is not None else 0.0, SALIENCE_CLIP),
                 }.get(policy, 0)
             # how many stay masked after step k of this block: round(n * (1 - k/K)) or the cosine of it
@@ -82,7 +83,7 @@ def reference_generate(model, tokenizer, canvas, *, steps, policy, schedule="lin
                 candidates = sorted(masked[r].nonzero().flatten().tolist(), key=lambda p: -score[r, p])
                 before = round(n[r] * frac(k / block_steps)) if k else n[r]
                 if policy == "threshold":
-                    chosen = [p for p in candidates if score[r, p] >= threshold] or candidates[:1]
+                    chosen = [p for p in candidates if score[r, p] >= sampling.threshold] or candidates[:1]
                 else:
                     chosen = candidates[: before - left[r] + revised[r]]
                 if k + 1 == block_steps:
@@ -91,6 +92,6 @@ def reference_generate(model, tokenizer, canvas, *, steps, policy, schedule="lin
                 x[r, chosen] = new_x[r, chosen]
                 confidence[r, chosen] = p_drawn[r, chosen]
                 if policy == "remdm":  # send the least confident earlier tokens back for a later step to redraw
-                    revised[r] = 0 if k + 1 == block_steps else math.floor(remask * len(earlier))
+                    revised[r] = 0 if k + 1 == block_steps else math.floor(sampling.remask * len(earlier))
                     x[r, sorted(earlier, key=lambda p: confidence[r, p])[: revised[r]]] = mask_id
     return x

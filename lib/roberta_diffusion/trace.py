@@ -14,7 +14,7 @@ from .paths import atomic_path
 @dataclass
 class Trace:
     ids: torch.Tensor  # [S+1, B, L] canvas after each step (step 0 = the start), on CPU
-    fixed: torch.Tensor  # [B, L] bool: pinned positions (prompt / infill context / padding)
+    pinned: torch.Tensor  # [B, L] bool: positions no step may change (prompt / infill context / padding)
     attention: torch.Tensor  # [B, L] 0 on padding
     confidence: torch.Tensor  # [B, L] probability of each generated token when it was drawn (NaN if pinned)
     step_times: list[float]  # seconds per step
@@ -59,7 +59,7 @@ class Trace:
     @property
     def generated(self) -> torch.Tensor:
         """``[B, L]`` bool: positions the sampler filled."""
-        return ~self.fixed & self.attention.bool()
+        return ~self.pinned & self.attention.bool()
 
     @property
     def committed_at(self) -> torch.Tensor:
@@ -67,7 +67,7 @@ class Trace:
         differs = self.ids != self.ids[-1:]  # [S+1, B, L]
         steps = torch.arange(self.steps + 1).view(-1, 1, 1).expand_as(differs)
         last_differs = torch.where(differs, steps, torch.full_like(steps, -1)).amax(dim=0)
-        return (last_differs + 1).masked_fill(self.fixed, 0)
+        return (last_differs + 1).masked_fill(self.pinned, 0)
 
     @property
     def total_time(self) -> float:
@@ -96,16 +96,16 @@ class Trace:
     @classmethod
     def load(cls, path) -> Trace:
         state = torch.load(path, weights_only=False)
-        for name in ("texts", "completions"):  # files saved before texts were decoded lazily
-            if name in state:
-                state[f"_{name}"] = state.pop(name)
+        for old, new in (("texts", "_texts"), ("completions", "_completions"), ("fixed", "pinned")):  # older names
+            if old in state:
+                state[new] = state.pop(old)
         return cls(**state)
 
     @classmethod
     def from_history(cls, history: list, canvas, confidence, step_times, mask_id, tokenizer, kind, settings) -> Trace:
         """Assemble a Trace from a sampler's per-step canvases ``history`` (``[B, L]`` on CPU each)."""
         # copies: the texts are decoded later from these, so a caller reusing its canvas must not change them
-        return cls(ids=torch.stack(history), fixed=canvas.fixed.to("cpu", copy=True),
+        return cls(ids=torch.stack(history), pinned=canvas.pinned.to("cpu", copy=True),
                    attention=canvas.attention.to("cpu", copy=True),
                    confidence=confidence.float().cpu(), step_times=step_times, mask_token_id=mask_id, kind=kind,
                    forward_passes=len(step_times), settings=settings, tokenizer=tokenizer)

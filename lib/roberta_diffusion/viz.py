@@ -71,7 +71,7 @@ def render_step(trace: Trace, step: int, tokenizer, sample: int = 0, color_by: s
     colours = step_colours(trace, step, sample, color_by)
     spans = []
     for piece, colour, token, attended, pinned in zip(pieces, colours, ids.tolist(), trace.attention[sample].tolist(),
-                                                      trace.fixed[sample].tolist(), strict=True):
+                                                      trace.pinned[sample].tolist(), strict=True):
         if not attended:
             continue
         text = html_lib.escape(piece).replace("\n", "<br>")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
-from roberta_diffusion import defaults, metrics, paths
+from roberta_diffusion import metrics, paths
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.evaluate import (  # noqa: F401 (notebook API)
     prompts_for,
@@ -34,6 +34,7 @@ from roberta_diffusion.models import (
 )
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
+from roberta_diffusion.sampling import Sampling
 
 KINDS = {"mlm": ("masked LM (diffusion)", paths.SHIPPED_MLM), "ar": ("causal LM (autoregressive)", paths.SHIPPED_AR)}
 
@@ -213,20 +214,16 @@ def quality_rows(result: dict) -> list[dict]:
     return rows
 
 
-# each policy's own knob in the side-by-side: the measured best remask share, no position pull
-POLICY_KNOBS = {"remdm": {"remask": defaults.REMASK}, "calibrated": {"position_decay": 0.0}}
-
-
-def compare_policies(model, tokenizer, prompt: str, steps: int, **settings) -> list[dict]:
-    """One row per registered policy on the same prompt and seed. A policy that reads corpus counts the model folder
-    lacks gets a row saying so instead of a text (a model trained here has them beside it)."""
+def compare_policies(model, tokenizer, prompt: str, sampling: Sampling, **canvas) -> list[dict]:
+    """One row per registered policy on the same prompt and seed, each ``sampling.with_policy`` (its own knob at the
+    measured value). A policy that reads corpus counts the model folder lacks gets a row saying so instead of a text
+    (a model trained here has them beside it)."""
     rows = []
     for name in POLICIES:
         try:
-            t = generate_diffusion(model, tokenizer, prompt, steps=steps, policy=name, **POLICY_KNOBS.get(name, {}),
-                                   **settings)
+            t = generate_diffusion(model, tokenizer, prompt, sampling.with_policy(name), **canvas)
         except FileNotFoundError as err:
-            rows.append({"policy": name, "steps": steps, "text (start)": f"not run: {err}"})
+            rows.append({"policy": name, "steps": sampling.steps, "text (start)": f"not run: {err}"})
             continue
         rows.append({"policy": name, "steps": t.steps, "forward passes": t.forward_passes,
                      "seconds": round(t.total_time, 3), "text (start)": t.completions[0][:80]})

@@ -5,6 +5,7 @@ CLI prints it as one ``error:`` line and exits with status 2.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import difflib
@@ -12,12 +13,14 @@ import json
 import math
 import os
 import re
+import sys
 from pathlib import Path
 
 from roberta_diffusion import collator, models, sampler, train
 from roberta_diffusion.draws import SCHEDULES
 from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
+from roberta_diffusion.sampling import Sampling
 from roberta_diffusion.train import TrainConfig
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes 64 bits; keep to the signed range numpy also accepts
@@ -269,3 +272,28 @@ def train_config(cfg, processes: int = 1, where: str = "--set with the profile")
         one = cfg.for_objective(objective)  # checks `ar` and names the folder without making it
         train._lr_lambda(one)  # the two-phase rate's own conditions
         train.check_fresh_model(one)
+
+
+# old spellings that still work for one release, each answered with one deprecation line
+DEPRECATED = {"--strategy": "--policy", "--block-size": "--semi-ar-block", "--strategies": "--policies"}
+
+
+class Store(argparse._StoreAction):
+    """argparse's plain store, saying so on stderr when the flag is given by a deprecated name (``DEPRECATED``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in DEPRECATED:
+            print(f"warning: {option_string} is deprecated and goes in the next release: use "
+                  f"{DEPRECATED[option_string]}", file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def sampling_from(args, **changes) -> Sampling:
+    """The ``Sampling`` that ``args`` (flags named as its fields) and ``changes`` ask for; its error names the flag."""
+    try:
+        return Sampling.of({**vars(args), **changes})
+    except ValueError as err:
+        text = str(err)
+        for name in Sampling.__dataclass_fields__:
+            text = text.replace(f"{name}=", f"--{name.replace('_', '-')} ")
+        raise ValueError(text) from None

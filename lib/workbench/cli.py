@@ -13,16 +13,18 @@ import os
 import sys
 import textwrap
 import traceback
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import yaml
 from roberta_diffusion import defaults, models, threads, viz
 from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
-from roberta_diffusion.defaults import READABLE
+from roberta_diffusion.evaluate import ar_knobs
 from roberta_diffusion.guided import PICKS, generate_guided
 from roberta_diffusion.models import default_models, load_causal_lm, load_mlm, load_tokenizer
 from roberta_diffusion.sampler import POLICIES, generate_ar, generate_diffusion
+from roberta_diffusion.sampling import Sampling
 
 from . import checks, commands
 from .checks import prompt_text
@@ -91,13 +93,14 @@ SPECIAL_TEXT = ("special-token text in the prompt (<s>, </s>, <pad>, <unk>, <mas
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="?", help="text to continue (asked for interactively when left out); "
                    + SPECIAL_TEXT)
-    p.add_argument("--top-k", type=int, default=READABLE["top_k"], help="sample among the k likeliest tokens; 0 turns top-k off")
-    p.add_argument("--top-p", type=float, default=READABLE["top_p"], help="sample within this probability mass; 1 turns top-p off")
-    p.add_argument("--temperature", type=float, default=READABLE["temperature"], help="above 0; lower is surer, higher more varied")
+    readable = Sampling.readable()
+    p.add_argument("--top-k", type=int, default=readable.top_k, help="sample among the k likeliest tokens; 0 turns top-k off")
+    p.add_argument("--top-p", type=float, default=readable.top_p, help="sample within this probability mass; 1 turns top-p off")
+    p.add_argument("--temperature", type=float, default=readable.temperature, help="above 0; lower is surer, higher more varied")
     p.add_argument("--prefix-len", type=int, default=defaults.PREFIX_LEN,
                    help="pin this many tokens (<s> included), left-padding shorter prompts (default: the whole prompt)")
     p.add_argument("--max-len", type=int, default=defaults.MAX_LEN, help="canvas length in tokens, prompt included")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same text")
+    p.add_argument("--seed", type=int, default=readable.seed, help="random seed: the same seed gives the same text")
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU) | cpu | cuda | mps")
     p.add_argument("--graph", action="store_true", help="CUDA: replay each step as a CUDA graph (same tokens, faster)")
     p.add_argument("--animation", type=Path, help="write a GIF of the steps here")
@@ -107,19 +110,20 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 def _diffusion_args(p):
     p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
-    p.add_argument("--steps", type=int, default=READABLE["steps"],
+    readable = Sampling.readable()
+    p.add_argument("--steps", type=int, default=readable.steps,
                    help="denoising steps (forward passes); lowered, with a note, to the number of positions to fill")
-    # --strategy: the flag's first name, kept as an alias
-    p.add_argument("--policy", "--strategy", dest="policy", default=READABLE["policy"],
+    p.add_argument("--policy", "--strategy", action=checks.Store, default=readable.policy,
                    help=f"which masked positions each step commits: {' | '.join(POLICIES)} (seed-remask: the seed's "
                         "decoder)")
-    p.add_argument("--schedule", default=READABLE["schedule"], help="how the masked share falls: linear | cosine")
-    p.add_argument("--block-size", type=int, default=None, help="fill the canvas block by block (semi-autoregressive)")
-    p.add_argument("--threshold", type=float, default=defaults.THRESHOLD, help="confidence bar of the threshold policy")
+    p.add_argument("--schedule", default=readable.schedule, help="how the masked share falls: linear | cosine")
+    p.add_argument("--semi-ar-block", "--block-size", action=checks.Store, type=int, default=readable.semi_ar_block,
+                   help="fill the canvas this many free positions at a time (semi-autoregressive)")
+    p.add_argument("--threshold", type=float, default=readable.threshold, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
-    p.add_argument("--remask", type=float, default=0.0,
+    p.add_argument("--remask", type=float, default=readable.remask,
                    help="policy remdm: share of the committed tokens each step sends back to <mask> (ReMDM)")
-    p.add_argument("--position-decay", type=float, default=0.0,
+    p.add_argument("--position-decay", type=float, default=readable.position_decay,
                    help="policy calibrated: pull towards the left, weight exp(-decay x distance)")
     p.add_argument("--candidates", type=int, default=1,
                    help="twin-guided: draw this many texts in one batch and keep the one the guide prefers")
@@ -183,13 +187,14 @@ def _load(kind: str, name: str | None, device):
     return loader(name, device=device), load_tokenizer(name)
 
 
-def check_sampling(args, kind: str) -> None:
-    """Every flag of generate / ar / compare, before a model is loaded (``kind``: "mlm", "ar" or "compare")."""
+def check_sampling(args, kind: str) -> Sampling | None:
+    """Every flag of generate / ar / compare, before a model is loaded (``kind``: "mlm", "ar" or "compare"); the
+    diffusion kinds' ``Sampling``."""
     checks.output_path("--animation", args.animation, ".gif")
     checks.output_path("--json", args.json, ".json")
     checks.device("--device", args.device)
     checks.seed("--seed", args.seed)
-    # ranges are the samplers' to check (their messages name the flag); they let inf and nan through
+    # named as flags here, before a model loads, for ar too (the rest of the ranges are Sampling's)
     checks.finite("--temperature", args.temperature)
     checks.finite("--top-p", args.top_p)
     checks.model_folder("--model", args.model)
@@ -198,25 +203,21 @@ def check_sampling(args, kind: str) -> None:
         raise ValueError(f"--prefix-len {args.prefix_len} must be smaller than --max-len {args.max_len}: nothing would "
                          "be generated")
     if kind == "ar":
-        return
-    checks.in_range("--steps", args.steps, 1)
-    checks.finite("--threshold", args.threshold)
-    checks.finite("--remask", args.remask)
-    checks.finite("--position-decay", args.position_decay)
+        return None
+    sampling = checks.sampling_from(args)
     checks.in_range("--candidates", args.candidates, 1)
     if args.pick not in PICKS:
         raise ValueError(f"--pick {args.pick!r}: choose one of {', '.join(PICKS)}")
     if args.candidates == 1 and args.guide:
         raise ValueError("--guide without --candidates N (N > 1) guides nothing: add --candidates 8")
     checks.model_folder("--guide", args.guide)
-    if args.block_size is not None:
-        checks.in_range("--block-size", args.block_size, 1)
     if kind == "compare" and (args.candidates > 1 or args.guide):
         raise ValueError("compare --candidates: twin-guided selection reads the AR twin, which compare races against; "
                          "use generate --candidates N")
     if kind == "compare" and args.infill:
         raise ValueError("compare --infill: the autoregressive baseline only continues a prompt and cannot fill "
                          "gaps; use generate --infill for infilling")
+    return sampling
 
 
 def refuse_special_text(prompt: str, tokenizer, infill: bool = False) -> None:
@@ -235,7 +236,7 @@ def clamp_steps(canvas, steps: int, what: str) -> int:
     """``steps``, or the number of positions to fill when that is smaller, said on stderr: a step past one a
     position would commit nothing (the sampler would run it as an empty forward pass). One rule for
     ``--infill`` and a prompt alike, so ``--steps 32`` fills a 12-token blank with 12 steps."""
-    free = int((~canvas.fixed & canvas.attention.bool()).sum(dim=1).max())
+    free = int((~canvas.pinned & canvas.attention.bool()).sum(dim=1).max())
     if 0 < free < steps:
         print(f"note: --steps {steps} lowered to {free}: there are only {free} {what}", file=sys.stderr)
         return free
@@ -243,7 +244,7 @@ def clamp_steps(canvas, steps: int, what: str) -> int:
 
 
 def run_generate(args, kind: str):
-    check_sampling(args, kind)
+    sampling = check_sampling(args, kind)
     prompt = _read_prompt(args.prompt)
     if kind == "mlm" and args.infill:
         checks.infill_masks(prompt, args.max_len)
@@ -251,7 +252,6 @@ def run_generate(args, kind: str):
     model, tokenizer = _load(kind, args.model, device)
     refuse_special_text(prompt, tokenizer, infill=kind == "mlm" and args.infill)
     checks.canvas_fits("--max-len", args.max_len, model)
-    common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, graph=args.graph)
     mask_id = tokenizer.mask_token_id if kind == "mlm" else -1
     if kind == "mlm":
         if args.infill:
@@ -260,12 +260,13 @@ def run_generate(args, kind: str):
         else:  # the whole prompt is pinned: a prompt that fills the canvas is refused here
             start = prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
             steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
-                                                   f"{int(start.fixed[0].sum())}-token prompt)")
-        free = ~start.fixed[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
+                                                   f"{int(start.pinned[0].sum())}-token prompt)")
+        free = ~start.pinned[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
+        sampling = replace(sampling, steps=steps)
+        if not args.quiet:
+            print(f"sampling: {sampling}")
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, steps, generated=free)
-        knobs = dict(steps=steps, policy=args.policy, schedule=args.schedule, block_size=args.block_size,
-                     threshold=args.threshold, remask=args.remask, position_decay=args.position_decay,
-                     on_step=progress, **common)
+        knobs = dict(sampling=sampling, graph=args.graph, on_step=progress)
         if args.candidates > 1:
             guide, _ = _load("ar", args.guide, device)
             trace = generate_guided(model, guide, tokenizer, canvas=start, candidates=args.candidates, pick=args.pick,
@@ -284,7 +285,7 @@ def run_generate(args, kind: str):
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, total, every=max(1, total // 8),
                                                               generated=free)
         trace = generate_ar(model, tokenizer, prompt, max_len=args.max_len, prefix_len=args.prefix_len,
-                            on_step=progress, **common)
+                            on_step=progress, graph=args.graph, seed=args.seed, **ar_knobs(args))
     _report(trace, tokenizer, args)
     return trace, tokenizer
 
@@ -299,8 +300,8 @@ def _report(trace, tokenizer, args):
         if args.animation:
             viz.animate(trace, tokenizer, tmp["animation"], max_frames=None if trace.kind == "diffusion" else 60)
         if args.json:  # the threads too: a time means little without them
-            tmp["json"].write_text(json.dumps({**trace.summary(), "text": trace.texts[0],
-                                               "torch_threads": torch.get_num_threads()}, indent=2))
+            tmp["json"].write_text(json.dumps({**_json_summary(trace), "torch_threads": torch.get_num_threads()},
+                                              indent=2))
     if args.animation and not args.quiet:
         print(f"animation: {args.animation}")
 
@@ -310,8 +311,14 @@ def _rate(per_second: float) -> str:
     return f"{per_second:.0f}" if per_second >= 100 else f"{per_second:.3g}"
 
 
+def _json_summary(trace) -> dict:
+    """A trace's summary and text for ``--json``; a diffusion run's ``Sampling`` whole (``Sampling(**json["sampling"])``)."""
+    whole = {"sampling": asdict(Sampling.of(trace.settings))} if trace.kind == "diffusion" else {}
+    return {**trace.summary(), **whole, "text": trace.texts[0]}
+
+
 def run_compare(args):
-    check_sampling(args, "compare")
+    sampling = check_sampling(args, "compare")
     prompt = _read_prompt(args.prompt)
     device = models.pick_device(args.device)  # through the module: tests stand in for it
     mlm, mlm_tok = _load("mlm", args.model, device)
@@ -320,15 +327,14 @@ def run_compare(args):
         refuse_special_text(prompt, tokenizer)
     for model in (mlm, causal):
         checks.canvas_fits("--max-len", args.max_len, model)
-    common = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                  prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
+    common = dict(prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
     start = prompt_canvas(mlm_tok, prompt, args.prefix_len, args.max_len)
     steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
-                                           f"{int(start.fixed[0].sum())}-token prompt)")
-    diff = generate_diffusion(mlm, mlm_tok, prompt, steps=steps, policy=args.policy, schedule=args.schedule,
-                              block_size=args.block_size, threshold=args.threshold, remask=args.remask,
-                              position_decay=args.position_decay, **common)
-    ar = generate_ar(causal, ar_tok, prompt, **common)
+                                           f"{int(start.pinned[0].sum())}-token prompt)")
+    sampling = replace(sampling, steps=steps)
+    print(f"sampling: {sampling}")
+    diff = generate_diffusion(mlm, mlm_tok, prompt, sampling, **common)
+    ar = generate_ar(causal, ar_tok, prompt, seed=args.seed, **ar_knobs(args), **common)
     width = 60
     left = textwrap.wrap(diff.texts[0], width) or [""]
     right = textwrap.wrap(ar.texts[0], width) or [""]
@@ -349,8 +355,7 @@ def run_compare(args):
         if args.animation:
             viz.animate_comparison([diff, ar], [mlm_tok, ar_tok], tmp["animation"], labels=["diffusion", "autoregressive"])
         if args.json:
-            tmp["json"].write_text(json.dumps({"diffusion": {**diff.summary(), "text": diff.texts[0]},
-                                               "ar": {**ar.summary(), "text": ar.texts[0]}}, indent=2))
+            tmp["json"].write_text(json.dumps({"diffusion": _json_summary(diff), "ar": _json_summary(ar)}, indent=2))
     if args.animation:
         print(f"animation: {args.animation}")
 

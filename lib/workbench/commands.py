@@ -17,6 +17,7 @@ import yaml
 from roberta_diffusion import data, defaults, evaluate, models, paths, train
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len
 from roberta_diffusion.sampler import POLICIES
+from roberta_diffusion.sampling import Sampling
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args
 from torch.distributed.run import run as launch
@@ -44,8 +45,9 @@ def add_subcommands(sub) -> None:
                     "judge, where it reads the masked LM's vocabulary; else the AR baseline, said in eval.json)")
     ev.add_argument("--prompts", type=int, default=64, help="held-out prompts to generate samples from")
     ev.add_argument("--steps", default="10,32,64,128", help="comma list of diffusion steps to sample with")
-    ev.add_argument("--policies", default="seed-remask,confidence",
-                    help=f"comma list of diffusion policies to sample with ({', '.join(POLICIES)})")
+    ev.add_argument("--policies", default=f"{Sampling.readable().policy},confidence",
+                    help=f"comma list of diffusion policies to sample with ({', '.join(POLICIES)}); every other "
+                         "setting is Sampling.readable()'s")
     ev.add_argument("--elbo-samples", type=int, default=8, help="noise levels per held-out block for the ELBO bound")
     ev.add_argument("--max-blocks", type=int, default=None, help="cap the held-out blocks per corpus (quick runs)")
     ev.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU) | cpu | cuda | mps")
@@ -223,8 +225,10 @@ def run_eval(args) -> int:
     if args.max_blocks:
         heldout = {k: v[: args.max_blocks] for k, v in heldout.items()}
     prompts = evaluate.spread_blocks(heldout["wikipedia-valid"], args.prompts)
+    sampling = Sampling.readable()
+    print(f"sampling: {sampling} under each of --policies and --steps")
     result = evaluate.evaluate(mlm, ar, tokenizer, heldout, prompts, judge, judge_name, steps_list=steps,
-                               policies=policies, elbo_samples=args.elbo_samples)
+                               policies=policies, elbo_samples=args.elbo_samples, sampling=sampling)
     result["command"] = command_line("eval", args)
     paths.atomic_write_text(args.out, json.dumps(result, indent=2))  # one rename: the old file or the new
     print(json.dumps(result["heldout"], indent=2))

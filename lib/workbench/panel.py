@@ -10,10 +10,13 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ipywidgets as widgets
 from roberta_diffusion import defaults, viz
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
+from roberta_diffusion.sampling import Sampling
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
 
@@ -52,23 +55,25 @@ class GenerationPanel:
     """Generate from a prompt with chosen settings and scrub through the steps. ``trace``: a run to show
     first (else one is generated from the initial settings). ``generate()`` is what the button calls."""
 
-    def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city", policy: str = defaults.READABLE["policy"],
-                 steps: int = defaults.STEPS, schedule: str = defaults.SCHEDULE, temperature: float = defaults.TEMPERATURE,
-                 top_k: int = defaults.TOP_K, top_p: float = defaults.TOP_P, prefix_len: int | None = defaults.PREFIX_LEN,
-                 max_len: int = 96, seed: int = 0, color_by: str = "step"):
+    def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city",
+                 sampling: Sampling | None = None, prefix_len: int | None = defaults.PREFIX_LEN, max_len: int = 96,
+                 color_by: str = "step"):
         self.model, self.tokenizer = model, tokenizer
-        self.fixed = dict(schedule=schedule, prefix_len=prefix_len, max_len=max_len, seed=seed)
-        short = dict(style={"description_width": "initial"})
+        self.base = sampling or Sampling.readable()  # what the controls start from; the rest (seed, schedule) stays
+        self.canvas = dict(prefix_len=prefix_len, max_len=max_len)
+        start, short = self.base, dict(style={"description_width": "initial"})
         self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
-        self.policy = widgets.Dropdown(options=list(POLICIES), value=policy, description="policy")
-        self.steps = widgets.BoundedIntText(value=steps, min=1, max=max_len, description="steps", **short)
-        self.temperature = widgets.BoundedFloatText(value=temperature, min=0.01, max=10, step=0.1,
+        self.policy = widgets.Dropdown(options=list(POLICIES), value=start.policy, description="policy")
+        self.steps = widgets.BoundedIntText(value=start.steps, min=1, max=max_len, description="steps", **short)
+        self.temperature = widgets.BoundedFloatText(value=start.temperature, min=0.01, max=10, step=0.1,
                                                     description="temperature", **short)
-        self.top_k = widgets.BoundedIntText(value=top_k, min=0, max=len(tokenizer), description="top-k", **short)
-        self.top_p = widgets.BoundedFloatText(value=top_p, min=0.01, max=1.0, step=0.05, description="top-p", **short)
+        self.top_k = widgets.BoundedIntText(value=start.top_k, min=0, max=len(tokenizer), description="top-k", **short)
+        self.top_p = widgets.BoundedFloatText(value=start.top_p, min=0.01, max=1.0, step=0.05, description="top-p",
+                                              **short)
         # each policy's own knob, shown only with its policy (another policy would refuse it, not ignore it)
-        self.remask = widgets.BoundedFloatText(value=defaults.REMASK, min=0.0, max=0.9, step=0.05, description="remask", **short)
-        self.position_decay = widgets.BoundedFloatText(value=0.0, min=0.0, max=5.0, step=0.05,
+        self.remask = widgets.BoundedFloatText(value=start.with_policy("remdm").remask, min=0.0, max=0.9, step=0.05,
+                                               description="remask", **short)
+        self.position_decay = widgets.BoundedFloatText(value=start.position_decay, min=0.0, max=5.0, step=0.05,
                                                        description="position decay", **short)
         self.policy.observe(self._show_knobs, names="value")
         self._show_knobs()
@@ -97,17 +102,19 @@ class GenerationPanel:
         self.remask.layout.display = "" if rule.remask == "lowest" else "none"
         self.position_decay.layout.display = "" if rule.reads_corpus else "none"
 
-    def settings(self) -> dict:
+    def settings(self) -> Sampling:
+        """The ``Sampling`` the controls show: a policy's own knob counts only under that policy."""
         rule = POLICIES[self.policy.value]
         own = {"remask": float(self.remask.value)} if rule.remask == "lowest" else {}
         own |= {"position_decay": float(self.position_decay.value)} if rule.reads_corpus else {}
-        return dict(policy=self.policy.value, steps=int(self.steps.value), temperature=float(self.temperature.value),
-                    top_k=int(self.top_k.value), top_p=float(self.top_p.value), **own, **self.fixed)
+        return replace(self.base.with_policy(self.policy.value), steps=int(self.steps.value),
+                       temperature=float(self.temperature.value), top_k=int(self.top_k.value),
+                       top_p=float(self.top_p.value), **own)
 
     def generate(self, _button=None) -> None:
         self.status.value = "generating ..."
         try:
-            trace = generate_diffusion(self.model, self.tokenizer, self.prompt.value, **self.settings())
+            trace = generate_diffusion(self.model, self.tokenizer, self.prompt.value, self.settings(), **self.canvas)
         except ValueError as err:  # bad settings: say so in the panel, keep the last run on screen
             self.status.value = f"<span style='color:#b00'>error: {err}</span>"
             return
@@ -121,7 +128,7 @@ class GenerationPanel:
         self.slider.value = trace.steps
         self.render()
         self.status.value = (f"{trace.new_tokens} tokens in {trace.steps} steps, {trace.total_time:.2f} s "
-                             f"({trace.settings.get('policy')})")
+                             f"({Sampling.of(trace.settings) if trace.kind == 'diffusion' else trace.kind})")
 
     def render(self, *_change) -> None:
         if self.trace is not None:
