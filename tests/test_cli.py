@@ -179,3 +179,21 @@ def test_the_cpu_latency_script_runs_on_tiny_models(mlm, causal_lm, tokenizer):
 
     out = latencies(mlm, causal_lm, tokenizer, steps=2, max_len=24, repeats=1)
     assert len(out) == 5 and all(isinstance(v, float) and v >= 0 for v in out.values())
+
+
+def test_fast_picks_the_distilled_model_at_its_steps(capsys, tmp_path):
+    """--fast loads weights/roberta-diffusion-small-fast (shipped) at Sampling.distilled()'s steps; --steps still wins."""
+    js = tmp_path / "fast.json"
+    assert main(["generate", PROMPT, "--fast", "--max-len", "40", "--device", "cpu", "--json", str(js)]) == 0
+    summary = read_json(js)
+    assert Sampling(**summary["sampling"]) == Sampling.distilled() and summary["steps"] == Sampling.distilled().steps
+    assert "roberta-diffusion-small-fast" in capsys.readouterr().out
+    assert main(["generate", PROMPT, "--fast", "--steps", "3", "--max-len", "40", "--device", "cpu", "--json",
+                 str(js)]) == 0
+    assert read_json(js)["steps"] == 3
+
+
+def test_fast_and_another_model_is_one_line_and_status_2(capsys, tiny_dirs):
+    assert main(["generate", PROMPT, "--fast", "--model", str(tiny_dirs / "mlm"), *SMALL]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fast picks the distilled model" in err[0]

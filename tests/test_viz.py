@@ -5,7 +5,7 @@ import io
 import pytest
 import torch
 from PIL import Image
-from roberta_diffusion import generate_ar, generate_diffusion, layout, viz
+from roberta_diffusion import generate_ar, generate_diffusion, layout, models, viz
 from roberta_diffusion.canvas import prompt_canvas
 from roberta_diffusion.paths import SAMPLE_TEXT
 from roberta_diffusion.policies import POLICIES
@@ -267,3 +267,30 @@ def test_policy_comparison_runs_every_policy_and_says_when_one_cannot(mlm, token
     skipped = [r for r in rows if r["text (start)"].startswith("not run:")]
     assert [r["policy"] for r in skipped] == [n for n, p in POLICIES.items() if p.reads_corpus]
     assert all("forward passes" in r for r in rows if r not in skipped)
+
+
+def test_generation_panel_switches_to_another_model_with_its_steps_and_tokenizer(mlm, tokenizer, trace):
+    other = models.fresh_mlm(tokenizer, "tiny", seed=5)
+    panel = generation_panel(mlm, tokenizer, trace=trace, max_len=30, sampling=Sampling(steps=4),
+                             others={"distilled": (other, tokenizer, 2)})
+    assert panel.model_choice.layout.display == "" and list(panel.model_choice.options) == ["this model", "distilled"]
+    panel.model_choice.value = "distilled"
+    assert panel.model is other and panel.steps.value == 2
+    panel.button.click()
+    assert panel.trace.steps == 2 and "error" not in panel.status.value
+    mine = generate_diffusion(other, tokenizer, panel.prompt.value, panel.settings(), max_len=30)
+    assert torch.equal(panel.trace.final, mine.final)  # the run is the chosen model's
+    panel.model_choice.value = "this model"
+    assert panel.model is mlm and panel.steps.value == 4
+    assert generation_panel(mlm, tokenizer, trace=trace).model_choice.layout.display == "none"  # one model: no box
+
+
+def test_the_model_comparison_gives_each_model_its_row_on_one_prompt_and_seed(mlm, tokenizer):
+    from workbench import cells
+
+    other = models.fresh_mlm(tokenizer, "tiny", seed=5)
+    rows = cells.compare_models({"a": (mlm, tokenizer), "b": (other, tokenizer)}, "The cat", Sampling(steps=3),
+                                max_len=20)
+    assert [(r["model"], r["steps"]) for r in rows] == [("a", 3), ("b", 3)]
+    again = generate_diffusion(other, tokenizer, "The cat", Sampling(steps=3), max_len=20)
+    assert rows[1]["text (start)"] == again.completions[0][:100]

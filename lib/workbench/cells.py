@@ -214,6 +214,23 @@ def quality_rows(result: dict) -> list[dict]:
     return rows
 
 
+def distilled_model(device: str | None = None):
+    """``(model, tokenizer)`` of the shipped distilled student (``paths.SHIPPED_FAST``), or None where it is absent."""
+    if not has_model(paths.SHIPPED_FAST):
+        return None
+    return load_mlm(paths.SHIPPED_FAST, device=pick_device(device)), load_tokenizer(paths.SHIPPED_FAST)
+
+
+def compare_models(models: dict, prompt: str, sampling: Sampling, **canvas) -> list[dict]:
+    """One row per ``label -> (model, tokenizer)`` on the same prompt, settings and seed (each its own tokenizer)."""
+    rows = []
+    for label, (model, tokenizer) in models.items():
+        t = generate_diffusion(model, tokenizer, prompt, sampling, **canvas)
+        rows.append({"model": label, "steps": t.steps, "seconds": round(t.total_time, 3),
+                     "text (start)": t.completions[0][:100]})
+    return rows
+
+
 def compare_policies(model, tokenizer, prompt: str, sampling: Sampling, **canvas) -> list[dict]:
     """One row per registered policy on the same prompt and seed, each ``sampling.with_policy`` (its own knob at the
     measured value). A policy that reads corpus counts the model folder lacks gets a row saying so instead of a text

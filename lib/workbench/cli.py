@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from roberta_diffusion import defaults, models, threads, viz
+from roberta_diffusion import defaults, models, paths, threads, viz
 from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
 from roberta_diffusion.evaluate import ar_knobs
 from roberta_diffusion.guided import PICKS, generate_guided
@@ -111,8 +111,12 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 def _diffusion_args(p):
     p.add_argument("--model", help="masked LM: folder or hub name (default: the shipped weights)")
     readable = Sampling.readable()
-    p.add_argument("--steps", type=int, default=readable.steps,
-                   help="denoising steps (forward passes); lowered, with a note, to the number of positions to fill")
+    p.add_argument("--fast", action="store_true",
+                   help=f"the distilled few-step model ({paths.portable(str(paths.SHIPPED_FAST))}) at "
+                        f"{Sampling.distilled().steps} steps unless --steps says otherwise")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (forward passes); lowered, with a note, to the number of positions to fill "
+                        f"(default: {readable.steps}; {Sampling.distilled().steps} with --fast)")
     p.add_argument("--policy", "--strategy", action=checks.Store, default=readable.policy,
                    help=f"which masked positions each step commits: {' | '.join(POLICIES)} (seed-remask: the seed's "
                         "decoder)")
@@ -187,9 +191,22 @@ def _load(kind: str, name: str | None, device):
     return loader(name, device=device), load_tokenizer(name)
 
 
+def pick_model(args) -> None:
+    """``--fast``: the distilled model and its step count; otherwise the readable default's steps."""
+    start = Sampling.distilled() if args.fast else Sampling.readable()
+    if args.fast:
+        if args.model:
+            raise ValueError(f"--fast picks the distilled model, --model {args.model} another: keep one of them")
+        args.model = str(paths.SHIPPED_FAST)
+    if args.steps is None:
+        args.steps = start.steps
+
+
 def check_sampling(args, kind: str) -> Sampling | None:
     """Every flag of generate / ar / compare, before a model is loaded (``kind``: "mlm", "ar" or "compare"); the
     diffusion kinds' ``Sampling``."""
+    if kind != "ar":
+        pick_model(args)
     checks.output_path("--animation", args.animation, ".gif")
     checks.output_path("--json", args.json, ".json")
     checks.device("--device", args.device)
@@ -265,6 +282,8 @@ def run_generate(args, kind: str):
         sampling = replace(sampling, steps=steps)
         if not args.quiet:
             print(f"sampling: {sampling}")
+            if args.fast:
+                print(f"model: {paths.portable(args.model)} (--fast: the distilled few-step model)")
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, steps, generated=free)
         knobs = dict(sampling=sampling, graph=args.graph, on_step=progress)
         if args.candidates > 1:

@@ -57,9 +57,11 @@ class GenerationPanel:
 
     def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city",
                  sampling: Sampling | None = None, prefix_len: int | None = defaults.PREFIX_LEN, max_len: int = 96,
-                 color_by: str = "step"):
+                 color_by: str = "step", others: dict | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.base = sampling or Sampling.readable()  # what the controls start from; the rest (seed, schedule) stays
+        # label -> (model, tokenizer, steps): models to switch to, each starting at the steps it was measured best at
+        self.models = {"this model": (model, tokenizer, self.base.steps), **(others or {})}
         self.canvas = dict(prefix_len=prefix_len, max_len=max_len)
         start, short = self.base, dict(style={"description_width": "initial"})
         self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
@@ -75,6 +77,9 @@ class GenerationPanel:
                                                description="remask", **short)
         self.position_decay = widgets.BoundedFloatText(value=start.position_decay, min=0.0, max=5.0, step=0.05,
                                                        description="position decay", **short)
+        self.model_choice = widgets.Dropdown(options=list(self.models), description="model")
+        self.model_choice.layout.display = "" if len(self.models) > 1 else "none"
+        self.model_choice.observe(self._switch_model, names="value")
         self.policy.observe(self._show_knobs, names="value")
         self._show_knobs()
         self.button = widgets.Button(description="Generate", button_style="primary")
@@ -88,14 +93,19 @@ class GenerationPanel:
         self.button.on_click(self.generate)
         self.slider.observe(self.render, names="value")
         self.colour.observe(self.render, names="value")
-        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p, self.remask,
-                              self.position_decay])
+        knobs = widgets.HBox([self.model_choice, self.policy, self.steps, self.temperature, self.top_k, self.top_p,
+                              self.remask, self.position_decay])
         self.widget = widgets.VBox([self.prompt, knobs, widgets.HBox([self.button, self.colour]), self.status,
                                     steps_row, self.view])
         if trace is not None:
             self.show(trace)
         else:
             self.generate()
+
+    def _switch_model(self, change) -> None:
+        self.model, self.tokenizer, steps = self.models[change["new"]]
+        self.steps.value = steps
+        self.top_k.max = len(self.tokenizer)
 
     def _show_knobs(self, *_change) -> None:
         rule = POLICIES[self.policy.value]
@@ -121,7 +131,7 @@ class GenerationPanel:
         self.show(trace)
 
     def show(self, trace) -> None:
-        self.trace = trace
+        self.trace, self.shown_tokenizer = trace, self.tokenizer  # a run keeps its own model's tokenizer
         # 0 first: the slider refuses a max below its value, and each change re-renders with the new trace
         self.slider.value = 0
         self.slider.max = self.play.max = trace.steps
@@ -132,7 +142,7 @@ class GenerationPanel:
 
     def render(self, *_change) -> None:
         if self.trace is not None:
-            self.view.value = viz.render_step(self.trace, self.slider.value, self.tokenizer,
+            self.view.value = viz.render_step(self.trace, self.slider.value, self.shown_tokenizer,
                                               color_by=COLOURINGS[self.colour.value])
 
     def _repr_mimebundle_(self, **kwargs):
