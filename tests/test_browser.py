@@ -142,6 +142,8 @@ def test_slider_moves_the_canvas_in_jupyterlab(lab, browser, tmp_path):
         By.CSS_SELECTOR, ".rd-canvas")) == 1, "one live canvas, no static copy of a step under the widget"
 
     slider = browser.find_element(By.CSS_SELECTOR, ".rd-step-slider .noUi-target")
+    # in view first: the notebook's later outputs may have scrolled the panel away, and a click lands where it shows
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", slider)
     # a click at the left end of the track moves the slider to step 0
     width = slider.size["width"]
     ActionChains(browser).move_to_element_with_offset(slider, -width // 2 + 2, 0).click().perform()

@@ -116,7 +116,7 @@ def _diffusion_args(p):
                         f"{Sampling.distilled().steps} steps unless --steps says otherwise")
     p.add_argument("--steps", type=int, default=None,
                    help=f"denoising steps (forward passes); lowered, with a note, to the number of positions to fill "
-                        f"(default: {readable.steps}; {Sampling.distilled().steps} with --fast)")
+                        f"(default: {readable.steps}); {Sampling.distilled().steps} with --fast")
     p.add_argument("--policy", "--strategy", action=checks.Store, default=readable.policy,
                    help=f"which masked positions each step commits: {' | '.join(POLICIES)} (seed-remask: the seed's "
                         "decoder)")

@@ -93,9 +93,10 @@ class GenerationPanel:
         self.button.on_click(self.generate)
         self.slider.observe(self.render, names="value")
         self.colour.observe(self.render, names="value")
-        knobs = widgets.HBox([self.model_choice, self.policy, self.steps, self.temperature, self.top_k, self.top_p,
-                              self.remask, self.position_decay])
-        self.widget = widgets.VBox([self.prompt, knobs, widgets.HBox([self.button, self.colour]), self.status,
+        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p, self.remask,
+                              self.position_decay])
+        # its own row: a wider knobs row would overflow a narrow notebook and push the step slider aside
+        self.widget = widgets.VBox([self.prompt, self.model_choice, knobs, widgets.HBox([self.button, self.colour]), self.status,
                                     steps_row, self.view])
         if trace is not None:
             self.show(trace)
