@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from roberta_diffusion import data, models
+from roberta_diffusion import data, models, plateau
 from roberta_diffusion.paths import SAMPLE_TEXT
 
 # ---------------------------------------------------------------------------------------------------------
@@ -302,13 +302,13 @@ def test_spread_heads_gives_every_head_fast_and_slow_frequencies():
     are every n_heads-th frequency, so each head holds the fastest and slowest frequency of its share."""
     n_pos, width, n_heads = 16, 24, 3
     table = torch.arange(width, dtype=torch.float32).repeat(n_pos, 1)  # column j holds j: pair k = columns 2k, 2k+1
-    spread = models._spread_over_heads(table, n_heads)
+    spread = plateau._spread_over_heads(table, n_heads)
     pair_of_column = spread[0].view(-1, 2)[:, 0] / 2  # [width/2]: which original pair each slot now holds
     per_head = pair_of_column.view(n_heads, -1)
     assert per_head.tolist() == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
     assert torch.equal(spread.sort(dim=1).values, table), "a permutation of the columns"
     with pytest.raises(ValueError, match="even width"):
-        models._spread_over_heads(torch.zeros(4, 36), 4)  # 9 columns a head
+        plateau._spread_over_heads(torch.zeros(4, 36), 4)  # 9 columns a head
 
 
 def test_plateau_escape_init_sets_unigram_bias_zero_type_and_small_branches(tokenizer):
@@ -316,7 +316,7 @@ def test_plateau_escape_init_sets_unigram_bias_zero_type_and_small_branches(toke
     model = models.fresh_mlm(tokenizer, "tiny", max_len=64)
     counts = torch.zeros(model.config.vocab_size)
     counts[10:20] = torch.arange(1.0, 11.0) * 1e6  # large: the +1 smoothing of every count is negligible
-    models.plateau_escape_init(model, counts)
+    plateau.plateau_escape_init(model, counts)
     # the output bias alone gives the unigram distribution (the rest of the head adds a little input-dependent noise)
     assert torch.allclose(model.lm_head.bias.softmax(-1)[10:20], counts[10:20] / counts.sum(), rtol=0.05)
     assert torch.count_nonzero(model.roberta.embeddings.token_type_embeddings.weight) == 0
@@ -325,8 +325,8 @@ def test_plateau_escape_init_sets_unigram_bias_zero_type_and_small_branches(toke
         assert torch.allclose(after.attention.output.dense.weight, 0.1 * before.attention.output.dense.weight)
         assert torch.equal(after.attention.self.query.weight, torch.eye(model.config.hidden_size))
     local = models.fresh_mlm(tokenizer, "tiny", max_len=64)
-    models.locality_init(local, amplitude=0.1, spread_heads=True)
+    plateau.locality_init(local, amplitude=0.1, spread_heads=True)
     assert torch.equal(model.roberta.embeddings.position_embeddings.weight,
                        local.roberta.embeddings.position_embeddings.weight), "positions spread over the heads"
     with pytest.raises(ValueError, match="RobertaForMaskedLM"):
-        models.plateau_escape_init(models.fresh_mlm(tokenizer, "tiny", arch="modernbert"), counts)
+        plateau.plateau_escape_init(models.fresh_mlm(tokenizer, "tiny", arch="modernbert"), counts)

@@ -21,7 +21,8 @@ from .collator import DiffusionCollator
 from .distill import distill_batch, distillation
 from .history import History
 from .losses import HeldOutScorer, LossModule, bounded_head_loss, causal_lm_loss, masked_lm_loss, noisy_batch
-from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer, plateau_escape_init
+from .models import fresh_causal_lm, fresh_mlm, load_causal_lm, load_mlm, load_tokenizer
+from .plateau import plateau_escape_init
 from .speed import peak_flops
 
 

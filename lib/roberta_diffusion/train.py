@@ -69,7 +69,7 @@ class TrainConfig:
     size: str = "tiny"  # fresh model size (models.SIZES)
     arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
     locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (models.locality_init)
-    plateau_escape: bool = False  # fresh RoBERTa started with models.plateau_escape_init (with escape_lr 2e-4)
+    plateau_escape: bool = False  # fresh RoBERTa started with plateau.plateau_escape_init (with escape_lr 2e-4)
     tokenizer_path: str = "weights/tokenizer"  # fresh models' tokenizer; fine-tuning uses the init model's
     new_tokenizer_vocab: int = 0  # > 0: a fresh byte-level BPE of this size trained on train_data instead
     train_data: str = "wikipedia-train"  # corpus alias, text file or folder, hub name, or a .pt of blocks
