@@ -138,6 +138,13 @@ def test_slider_moves_the_canvas_in_jupyterlab(lab, browser, tmp_path):
         " && w.sessionContext.session.kernel.status === 'idle')"), "the notebook's kernel never became idle")
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     wait_for_step(browser, STEPS)  # the panel opens on the notebook's run, at its last step
+    # the cells after the panel run on, and JupyterLab scrolls to each one it runs: wait for the last one, so that
+    # the page stands still before anything is clicked
+    wait.until(lambda d: d.execute_script(
+        "const w = window.jupyterapp.shell.currentWidget; const k = w.sessionContext.session.kernel;"
+        "const prompts = [...document.querySelectorAll('.jp-InputPrompt')].map(p => p.textContent);"
+        "return k.status === 'idle' && prompts.length > 0 && !prompts.some(t => t.includes('*'))"),
+        "the notebook's cells never finished running")
     assert browser.find_elements(By.CSS_SELECTOR, ".rd-canvas") and len(browser.find_elements(
         By.CSS_SELECTOR, ".rd-canvas")) == 1, "one live canvas, no static copy of a step under the widget"
 
