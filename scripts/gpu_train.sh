@@ -115,5 +115,5 @@ ship)
   tar czf "$OUT/runs.tgz" "runs/$RUN"/*/history.json "runs/$RUN"/*/config.json "runs/$RUN"/*.log runs/probe-*/*/history.json runs/probe-*/*/config.json
   ls -la "$OUT"
   ;;
-*) echo "usage: bash scripts/gpu_train.sh probe|train|wait|ablate|ship" >&2; exit 2 ;;
+*) echo "usage: bash scripts/gpu_train.sh probe|train|wait|ablate|judge|distill|ship" >&2; exit 2 ;;
 esac
