@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from roberta_diffusion import data, paths, train
 from roberta_diffusion.models import load_mlm
-from workbench import cli, pipeline
+from workbench import cli, commands, pipeline
 from workbench.cli import Parser
 
 from .common import int_list, matmul_tflops, spec_peak_tflops, training_flops_per_token
@@ -35,14 +35,13 @@ from .scaling import masked_share
 
 def recipe(profile: str, settings: list[str]) -> train.TrainConfig:
     """The masked LM's config of ``profile`` with ``key=value`` overrides (JSON values, as ``finetune --set``)."""
-    params = pipeline.notebook_params(pipeline.load_profile(profile), "02_finetune")
-    for item in settings:
-        key, _, value = item.partition("=")
-        if key not in train.TrainConfig.__dataclass_fields__:
-            raise ValueError(f"--set {item!r}: {key!r} is not a TrainConfig field")
-        params[key] = json.loads(value)
-    fields = {k: v for k, v in params.items() if k in train.TrainConfig.__dataclass_fields__}
-    return train.TrainConfig(**fields).for_objective("mlm")
+    fields = train.TrainConfig.__dataclass_fields__
+    sets = commands.parse_sets(settings)  # finetune's own reading of --set
+    unknown = [key for key in sets if key not in fields]
+    if unknown:
+        raise ValueError(f"--set: {unknown[0]!r} is not a TrainConfig field")
+    params = {**pipeline.notebook_params(pipeline.load_profile(profile), "02_finetune"), **sets}
+    return train.TrainConfig(**{k: v for k, v in params.items() if k in fields}).for_objective("mlm")
 
 
 class Clock:
@@ -99,8 +98,10 @@ def trace_summary(events: list[dict], steps: int, top: int = 12) -> dict:
     span = max(e for _, e in spans) - spans[0][0]
     kinds, names = {}, {}
     for e in kernels:
-        kinds[kernel_kind(e["name"])] = kinds.get(kernel_kind(e["name"]), 0.0) + e["dur"]
         names[e["name"]] = names.get(e["name"], 0.0) + e["dur"]
+    for name, us in names.items():  # one lookup per kernel name, not per launch
+        kind = kernel_kind(name)
+        kinds[kind] = kinds.get(kind, 0.0) + us
     total = sum(kinds.values())
     ms = lambda us: round(us / 1e3 / steps, 3)  # noqa: E731 - trace times are microseconds
     return {"steps": steps, "gpu_span_ms_per_step": ms(span), "kernel_busy_ms_per_step": ms(busy),
