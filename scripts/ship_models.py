@@ -78,15 +78,20 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     (target / "train_config.json").write_text(json.dumps(config, indent=2))
     if logs and (logs / f"train_{objective}.log").exists():
         (target / "training_log.txt").write_text((logs / f"train_{objective}.log").read_text()[-200_000:])
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    if (run / "device.txt").exists():  # shipped on another machine than the one that trained (gpu_train.sh probe)
-        device = (run / "device.txt").read_text().split(",")[0].strip()
-    provenance = {"training hardware": device, "run": paths.portable(str(run.resolve()))}
+    provenance = {"training hardware": training_device(run), "run": paths.portable(str(run.resolve()))}
     if (run / "command.txt").exists():  # the command that trained it, for the card
         provenance["command"] = (run / "command.txt").read_text().strip()
     (target / "provenance.json").write_text(json.dumps(provenance))
     write_card(objective)
     print(f"shipped {objective} -> {target}")
+
+
+def training_device(run: Path) -> str:
+    """The GPU that trained ``run``: its device.txt where it was shipped on another machine (gpu_train.sh writes it),
+    else this machine's."""
+    if (run / "device.txt").exists():
+        return (run / "device.txt").read_text().split(",")[0].strip()
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def portable(config: dict) -> dict:
@@ -126,11 +131,9 @@ def ship_student(rounds: list[Path], logs: Path | None) -> None:
         text = "".join((logs / f"distill-{r['steps']}.log").read_text()[-20_000:] for r in summary
                        if (logs / f"distill-{r['steps']}.log").exists())
         (target / "training_log.txt").write_text(text)
-    device = (rounds[-1] / "device.txt").read_text().split(",")[0].strip() if (rounds[-1] / "device.txt").exists() \
-        else (torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
     command = " && ".join(f"PROFILE=distill ROUNDS={r['steps']} TEACHER={r['teacher']} bash scripts/gpu_train.sh distill"
                             for r in summary)
-    (target / "provenance.json").write_text(json.dumps({"training hardware": device, "command": command,
+    (target / "provenance.json").write_text(json.dumps({"training hardware": training_device(rounds[-1]), "command": command,
                                                         "run": paths.portable(str(rounds[-1].resolve()))}))
     write_card("fast")
     print(f"shipped the {summary[-1]['steps']}-step student -> {target}")
