@@ -43,8 +43,6 @@ def matmul_tflops(device, n: int = 8192, repeats: int = 5) -> float:
     return 2 * n**3 / seconds / 1e12
 
 
-# Dense bf16 tensor-core peaks from the vendor's data sheets (TFLOP/s, no sparsity), for MFU against the spec as
-# well as against the measured matmul rate
 def error_row(err: Exception, **where) -> dict:
     """A fast path that fails is a result to report, not a crash of the harness."""
     return {**where, "error": f"{type(err).__name__}: {err}"[:400]}

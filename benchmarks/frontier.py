@@ -118,7 +118,7 @@ def run(args) -> int:
     args.judge = args.judge or evaluate.shipped_judge_for(tokenizer)
     judge = load_causal_lm(paths.resolve(args.judge), device=device) if args.judge else ar
     block = min(max_canvas_len(mlm), args.max_len)
-    blocks = cached_blocks(paths.corpus(args.corpus), tokenizer, block, paths.RUNS / "cache")
+    blocks = cached_blocks(paths.corpus(args.corpus), tokenizer, block, paths.CACHE)
     prompts = shifted(blocks, min(args.prompts, len(blocks)), args.shift)
     sampling = Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     print(f"sampling: {sampling} under each of --policies and --steps")

@@ -40,8 +40,8 @@ def recipe(profile: str, settings: list[str]) -> train.TrainConfig:
     unknown = [key for key in sets if key not in fields]
     if unknown:
         raise ValueError(f"--set: {unknown[0]!r} is not a TrainConfig field")
-    params = {**pipeline.notebook_params(pipeline.load_profile(profile), "02_finetune"), **sets}
-    return train.TrainConfig(**{k: v for k, v in params.items() if k in fields}).for_objective("mlm")
+    params = {**pipeline.train_params(pipeline.load_profile(profile)), **sets}
+    return train.TrainConfig(**params).for_objective("mlm")
 
 
 class Clock:

@@ -25,6 +25,7 @@ import torch
 from roberta_diffusion import corpus, evaluate, metrics, paths
 from roberta_diffusion.autoregressive import generate_ar
 from roberta_diffusion.data import cached_blocks
+from roberta_diffusion.defaults import PROMPT_LEN
 from roberta_diffusion.guided import generate_guided
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, pick_device
 from roberta_diffusion.policies import POLICIES
@@ -33,7 +34,7 @@ from workbench import cli
 from workbench.cells import save_figure
 from workbench.cli import Parser
 
-from .common import timed_median
+from .common import int_list, timed_median
 from .frontier import shifted  # one definition of eval's prompts and a second set sharing none
 
 TOLERANCE = 0.03  # "matched entropy": mean unigram entropy within 3 % of the real continuations'
@@ -89,10 +90,11 @@ def sample(mlm, ar, tokenizer, blocks: torch.Tensor, settings: list[dict], prefi
     ids_as = id_dtype(tokenizer)
     out = {"environment": evaluate.environment(), "prefix_len": prefix_len, "real": blocks.to(ids_as),
            "settings": [], "ids": {}, "ar": {}, "latency": {}, "skipped": []}
+    graphed = device.type == "cuda"
     for temperature in ar_temperatures:
         for name in ar_filters:
             trace = generate_ar(ar, tokenizer, prefix, max_len=length, seed=seed, temperature=temperature,
-                                graph=device.type == "cuda", **FILTERS[name])
+                                graph=graphed, **FILTERS[name])
             out["ar"][f"ar/t{temperature:g}/{name}"] = trace.final.to(ids_as)
     for setting in settings:
         if max_seconds is not None and time.time() - started > max_seconds:
@@ -102,7 +104,6 @@ def sample(mlm, ar, tokenizer, blocks: torch.Tensor, settings: list[dict], prefi
         out["ids"][setting["name"]] = trace.final.to(ids_as)
         out["settings"].append(setting)
         say(f"{setting['name']:<40} {trace.total_time:8.3f} s")
-    graphed = device.type == "cuda"
     one = evaluate.prompt_canvas_from_blocks(blocks[:1], prefix_len, tokenizer.mask_token_id)
     timed = {(s["family"], s["steps"]): s for s in out["settings"]}  # one setting each: latency hardly depends on it
     for (family, steps), setting in timed.items():
@@ -188,9 +189,8 @@ def plot(result: dict, path) -> Path:
         if name.startswith("ar/"):
             left.plot(r["report"]["unigram_entropy"], r["report"]["gen_ppl"], "s", color="black", markersize=4)
     real = result["rows"]["real"]["report"]
-    for ax in (left,):
-        ax.axvspan(real["unigram_entropy"] * (1 - TOLERANCE), real["unigram_entropy"] * (1 + TOLERANCE), color="0.9")
-        ax.plot(real["unigram_entropy"], real["gen_ppl"], "*", color="red", markersize=12, label="real text")
+    left.axvspan(real["unigram_entropy"] * (1 - TOLERANCE), real["unigram_entropy"] * (1 + TOLERANCE), color="0.9")
+    left.plot(real["unigram_entropy"], real["gen_ppl"], "*", color="red", markersize=12, label="real text")
     for family in families:
         left.plot([], [], "o", color=colours[family], label=family)
         mine = sorted(((int(g.split("@")[1]), row) for g, row in result["matched"].items()
@@ -221,7 +221,7 @@ def plot(result: dict, path) -> Path:
 
 def prompt_sets(tokenizer, corpus: str, n: int, length: int) -> torch.Tensor:
     """``2n`` held-out blocks: ``n`` spread through the corpus (eval's) then the ``n`` blocks after each of them."""
-    blocks = cached_blocks(paths.corpus(corpus), tokenizer, length, paths.RUNS / "cache")
+    blocks = cached_blocks(paths.corpus(corpus), tokenizer, length, paths.CACHE)
     return torch.cat([shifted(blocks, n), shifted(blocks, n, 1)])
 
 
@@ -232,7 +232,7 @@ def run(args) -> int:
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ValueError(f"--families {unknown[0]!r}: choose from {', '.join(FAMILIES)}")
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = int_list("--steps", args.steps)
     device = pick_device(args.device)
     if args.phase == "merge":
         return write(merge([tagged(str(p)) for p in args.inputs]), args.out)
@@ -299,9 +299,11 @@ def merge(results: list[dict]) -> dict:
         if other["rows"]["real"] != first["rows"]["real"] or not same_judge:
             raise ValueError("these runs judged other prompts or with another judge: merge runs of one protocol only")
     merged = {**first, "rows": {}, "settings": [], "latency": {}, "skipped": [], "merged_from": len(results)}
+    seen = set()
     for result in results:
         merged["rows"] |= result["rows"]
-        merged["settings"] += [s for s in result["settings"] if s["name"] not in {t["name"] for t in merged["settings"]}]
+        merged["settings"] += [s for s in result["settings"] if s["name"] not in seen]
+        seen |= {s["name"] for s in merged["settings"]}
         merged["latency"] |= result["latency"]
     # skipped by every run that could have sampled it: listed once, after all runs are in
     merged["skipped"] = sorted({name for result in results for name in result["skipped"]} - set(merged["rows"]))
@@ -340,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--temperatures", default=",".join(map(str, TEMPERATURES)), help="(default: %(default)s)")
     q.add_argument("--filters", default=",".join(FILTERS), help="top-k / top-p filters (default: %(default)s)")
     q.add_argument("--max-len", type=int, default=256, help="canvas (default: %(default)s)")
-    q.add_argument("--prefix-len", type=int, default=16, help="prompt tokens (default: %(default)s)")
+    q.add_argument("--prefix-len", type=int, default=PROMPT_LEN, help="prompt tokens (default: %(default)s)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--max-seconds", type=float, default=None, help="stop adding settings after this long (listed)")
     q.add_argument("--device", default="auto")

@@ -288,10 +288,10 @@ class Store(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
-def sampling_from(args, **changes) -> Sampling:
-    """The ``Sampling`` that ``args`` (flags named as its fields) and ``changes`` ask for; its error names the flag."""
+def sampling_from(args) -> Sampling:
+    """The ``Sampling`` that ``args`` (flags named as its fields) ask for; its error names the flag."""
     try:
-        return Sampling.of({**vars(args), **changes})
+        return Sampling.of(vars(args))
     except ValueError as err:
         text = str(err)
         for name in Sampling.__dataclass_fields__:

@@ -23,7 +23,7 @@ from torch.distributed.run import parse_args
 from torch.distributed.run import run as launch
 
 from . import checks, runs
-from .pipeline import ORDER, load_profile, notebook_params, run_pipeline
+from .pipeline import ORDER, load_profile, run_pipeline, train_params
 from .runs import RunFailed, redirect_runs, staged_run
 
 WORKER = "ROBERTA_DIFFUSION_WORKER"  # set in the processes _launch starts
@@ -72,7 +72,7 @@ def run_finetune(args) -> int:
     known = checks.train_settings()  # TrainConfig's fields: the one owner of training settings
     checks.parameters(sets, known, "--set")
     # TrainConfig's defaults under the profile's values (its `common` ones that are training settings), under --set
-    params = {**{k: v for k, v in notebook_params(profile, "02_finetune").items() if k in known}, **sets}
+    params = {**train_params(profile), **sets}
     checks.parameters(params, known, "--set with the profile")
     cfg = train.TrainConfig(**params)
     checks.train_config(cfg, args.num_processes)  # all of it before the lock: a refusal leaves nothing behind

@@ -89,9 +89,8 @@ def check_profile(data: dict, where: str) -> None:
             checks.parameter(key, value, known[name], f"profile {where}: {name}")
         checks.parameters({k: v for k, v in params.items() if k in known[name]}, known[name], f"profile {where}: {name}")
     # what train.train would refuse, refused now, before the run's lock
-    finetune = notebook_params(data, "02_finetune")  # over TrainConfig's defaults, which notebook 02's cell restates
-    checks.train_config(train.TrainConfig(**{k: v for k, v in finetune.items() if k in known["02_finetune"]}),
-                        where=f"profile {where}: 02_finetune")
+    # over TrainConfig's defaults, which notebook 02's cell restates
+    checks.train_config(train.TrainConfig(**train_params(data)), where=f"profile {where}: 02_finetune")
 
 
 def known_parameters() -> dict[str, dict]:
@@ -99,6 +98,13 @@ def known_parameters() -> dict[str, dict]:
     (its cell restates them, tests/test_train.py holds the two equal), the others' are read from their cells."""
     return {name: checks.train_settings() if name == "02_finetune" else checks.notebook_parameters(NOTEBOOKS / f"{name}.py")
             for name in ORDER}
+
+
+def train_params(profile: dict) -> dict:
+    """The profile's 02_finetune values (its ``common`` ones included) that are training settings, ``TrainConfig``'s
+    fields: what ``finetune`` and the training benchmarks build their config from."""
+    known = checks.train_settings()
+    return {k: v for k, v in notebook_params(profile, "02_finetune").items() if k in known}
 
 
 def notebook_params(profile: dict, notebook: str) -> dict:

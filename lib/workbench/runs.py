@@ -201,8 +201,8 @@ def keep_attempt(stage: Path, final: Path, err: BaseException) -> bool:
 
 def _listing(folder: Path) -> dict[str, tuple[int, int]]:
     """``relative path -> (size, mtime_ns)`` of every file under ``folder`` (empty when it does not exist)."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+    return {str(p.relative_to(folder)): (st.st_size, st.st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() and not p.is_symlink() for st in [p.stat()]}
 
 
 def keep_user_files(final: Path, stage: Path, before: dict, say=print) -> None:
