@@ -23,6 +23,11 @@ read -r -a EXTRA <<< "${EXTRA:-}"
 TRAIN=(train_data=\"$PWD/.gpu/train_blocks.pt\")
 finetune() { python3 -m workbench.cli finetune --profile "$PROFILE" "$@"; }
 
+record_device() {  # the card's facts: GPU, memory, driver, torch and transformers, into $OUT/device.txt
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+}
+
 steps_for() {  # steps_for HISTORY MINUTES: steps that fill MINUTES at the probe's steady speed
   python3 - "$1" "$2" <<'PY'
 import json, statistics, sys
@@ -33,8 +38,7 @@ PY
 
 case ${1:-} in
 probe)
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+  record_device
   short=(max_steps=600 eval_every=150 save_every=100000 warmup_steps=100)
   finetune --num-processes 1 --set run_name=\"probe-1\" 'objectives=["mlm"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-1.log" 2>&1
   finetune --num-processes "$GPUS" --set run_name=\"probe-$GPUS\" 'objectives=["mlm"]' "${TRAIN[@]}" "${short[@]}" > "$OUT/probe-$GPUS.log" 2>&1
@@ -82,12 +86,11 @@ ablate)
   exit $status
   ;;
 judge)
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+  record_device
   finetune --num-processes 1 --set run_name=\"judge\" "${TRAIN[@]}" "${EXTRA[@]}" > runs/logs/train_judge.log 2>&1 \
     || { tail -n 30 runs/logs/train_judge.log; exit 1; }
   tail -n 4 runs/logs/train_judge.log
-  cp "$OUT/device.txt" runs/judge/ && echo "roberta-diffusion finetune --profile judge --num-processes 1" > runs/judge/command.txt
+  cp "$OUT/device.txt" runs/judge/ && echo "roberta-diffusion finetune --profile $PROFILE --num-processes 1" > runs/judge/command.txt
   python3 scripts/ship_models.py runs/judge runs/logs judge || exit 1
   mkdir -p .gpu/judge && cp -r weights/judge/. .gpu/judge/
   tar czf "$OUT/judge.tgz" weights/judge runs/judge/ar/history.json runs/judge/ar/config.json

@@ -6,6 +6,7 @@ strings them together with logging, evaluation, checkpoints and the export; a pr
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class Run:
         self.started, self.tokens_at_start, self.steps_at_start = time.time(), self.history.tokens, self.step
 
 
+def config_tokenizer(cfg):
+    """The tokenizer a config trains with: its init model's, a student's teacher's, else ``tokenizer_path``'s."""
+    return load_tokenizer(paths.resolve(cfg.init or cfg.teacher or cfg.tokenizer_path))
+
+
 def setup(cfg, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer=None) -> Run:
     """Check ``cfg``, build model, optimizer and schedule, resume from the newest checkpoint of ``cfg.out_dir``
     (its best weights back in ``<out>/best``), then the loss, the device placement and the held-out scorer."""
@@ -75,7 +81,7 @@ def setup(cfg, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer
         raise ValueError(f"batch_size={cfg.batch_size} is the global batch: make it a multiple of the {world} processes")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = tokenizer or load_tokenizer(paths.resolve(cfg.init or cfg.teacher or cfg.tokenizer_path))
+    tokenizer = tokenizer or config_tokenizer(cfg)
     model = build_model(cfg, tokenizer, train_blocks)
     optimizer = _optimizer(cfg, model, fused=accelerator.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
@@ -95,8 +101,9 @@ def setup(cfg, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer
     step_module, optimizer = accelerator.prepare(LossModule(model, _loss_fn(cfg, collator, tokenizer, accelerator)),
                                                  optimizer)
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None  # on the device, where prepare put the model
-    if ema is not None and resumed is not None and "ema" in load_extra(resumed):
-        ema.load_state_dict(load_extra(resumed)["ema"])
+    extra = load_extra(resumed) if ema is not None and resumed is not None else {}
+    if "ema" in extra:  # read once: it holds the optimizer's and the average's tensors
+        ema.load_state_dict(extra["ema"])
     if cfg.compile and accelerator.device.type == "cuda":
         compile_body(model)
     scorer = HeldOutScorer(cfg, make_collator(cfg, tokenizer), valid_blocks, accelerator.device)
@@ -151,8 +158,13 @@ def batch_indices(step: int, n_blocks: int, batch_size: int, seed: int) -> torch
     """Block indices of global ``step``: epoch-wise shuffles that depend only on (seed, epoch)."""
     per_epoch = max(1, n_blocks // batch_size)
     epoch, offset = divmod(step, per_epoch)
-    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    return order[offset * batch_size : (offset + 1) * batch_size]
+    return epoch_order(n_blocks, seed, epoch)[offset * batch_size : (offset + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n_blocks: int, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch's shuffle, drawn once per epoch instead of at every step of the loop (callers only slice it)."""
+    return torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
 def _make_batch(cfg, collator, ids, seed, rows, device):

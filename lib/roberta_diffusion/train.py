@@ -42,12 +42,13 @@ from .loop import (  # noqa: F401
     build_model,
     check_fresh_model,
     compile_body,
+    config_tokenizer,
     load_trained,
     make_collator,
     setup,
     train_step,
 )
-from .models import load_tokenizer, model_summary, train_tokenizer
+from .models import model_summary, train_tokenizer
 from .paths import atomic_write_text
 from .speed import progress_fields
 
@@ -68,7 +69,7 @@ class TrainConfig:
     init: str | None = None  # hub name or folder to fine-tune; None = fresh weights of `size`
     size: str = "tiny"  # fresh model size (models.SIZES)
     arch: str = "roberta"  # fresh MLM: models.MLM_ARCHS
-    locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (models.locality_init)
+    locality_init: float = 0.0  # > 0: sinusoidal positions of this amplitude, query = key = identity (plateau.locality_init)
     plateau_escape: bool = False  # fresh RoBERTa started with plateau.plateau_escape_init (with escape_lr 2e-4)
     tokenizer_path: str = "weights/tokenizer"  # fresh models' tokenizer; fine-tuning uses the init model's
     new_tokenizer_vocab: int = 0  # > 0: a fresh byte-level BPE of this size trained on train_data instead
@@ -163,7 +164,7 @@ def recipe_tokenizer(cfg: TrainConfig):
         lines = data.iter_lines(paths.corpus(cfg.train_data), max_lines=cfg.max_train_lines)
         return train_tokenizer(lines, vocab_size=cfg.new_tokenizer_vocab,
                                save_to=paths.run_dir(cfg.run_name) / "tokenizer")
-    return load_tokenizer(paths.resolve(cfg.init or cfg.teacher or cfg.tokenizer_path))
+    return config_tokenizer(cfg)
 
 
 def write_training_card(cfg: TrainConfig, history: History, train_blocks: torch.Tensor) -> None:
