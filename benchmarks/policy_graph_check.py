@@ -15,7 +15,7 @@ from roberta_diffusion.models import load_mlm, load_tokenizer
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
 
-KNOBS = {"remdm": {"remask": 0.2}, "calibrated": {"position_decay": 0.05}}
+KNOBS = {"remdm": {"remask": 0.2}, "calibrated": {"position_decay": 0.05}, "sampled": {"order_temperature": 2.0}}
 
 
 def main() -> int:

@@ -51,6 +51,13 @@ FAMILIES = {  # in the order a time budget spends on them: the cheap and the lik
     "remdm-0.05": {"policy": "remdm", "remask": 0.05},
     "calibrated-pos": {"policy": "calibrated", "position_decay": 0.05},
     "calibrated-left": {"policy": "calibrated", "position_decay": 0.3},
+    "sampled-2": {"policy": "sampled", "order_temperature": 2.0},
+    "sampled-4": {"policy": "sampled", "order_temperature": 4.0},
+    "sampled-6": {"policy": "sampled", "order_temperature": 6.0},
+    "guided-16-is": {"policy": "random", "candidates": 16, "pick": "importance"},
+    "guided-32": {"policy": "random", "candidates": 32},
+    "guided-32-is": {"policy": "random", "candidates": 32, "pick": "importance"},
+    "guided-8-is-sampled-4": {"policy": "sampled", "order_temperature": 4.0, "candidates": 8, "pick": "importance"},
 }
 STEPS = (4, 8, 16, 32, 64, 128)
 LATENCY_REPEATS = 5  # B=1 calls timed per setting (median, after a warm-up)
@@ -178,13 +185,15 @@ def speed_at_equal_quality(result: dict, ppl_margin: float = 0.10, entropy_margi
 def plot(result: dict, path) -> Path:
     """Left: judge perplexity against entropy, every setting (report prompts), AR and real text marked. Right: the
     matched-entropy perplexity of each family against its B=1 latency."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(16, 6))
     families = sorted({s["family"] for s in result["settings"]})
-    palette = plt.cm.tab10 if len(families) <= 10 else plt.cm.tab20  # 20 colours before any repeats
+    palette = plt.cm.tab10 if len(families) <= 10 else plt.cm.tab20  # 20 colours, then the next marker shape
     colours = {f: palette(i % palette.N) for i, f in enumerate(families)}
+    marks = {f: "o^Dv"[i // palette.N % 4] for i, f in enumerate(families)}
     for s in result["settings"]:
         r = result["rows"][s["name"]]["report"]
-        left.plot(r["unigram_entropy"], r["gen_ppl"], "o", color=colours[s["family"]], markersize=3, alpha=0.6)
+        left.plot(r["unigram_entropy"], r["gen_ppl"], marks[s["family"]], color=colours[s["family"]], markersize=3,
+                  alpha=0.6)
     for name, r in result["rows"].items():
         if name.startswith("ar/"):
             left.plot(r["report"]["unigram_entropy"], r["report"]["gen_ppl"], "s", color="black", markersize=4)
@@ -192,27 +201,27 @@ def plot(result: dict, path) -> Path:
     left.axvspan(real["unigram_entropy"] * (1 - TOLERANCE), real["unigram_entropy"] * (1 + TOLERANCE), color="0.9")
     left.plot(real["unigram_entropy"], real["gen_ppl"], "*", color="red", markersize=12, label="real text")
     for family in families:
-        left.plot([], [], "o", color=colours[family], label=family)
+        left.plot([], [], marks[family] + "-", color=colours[family], label=family)
         mine = sorted(((int(g.split("@")[1]), row) for g, row in result["matched"].items()
                        if g.startswith(f"{family}@") and row and row.get("latency_s")), key=lambda t: t[0])
         if mine:
-            right.plot([1000 * row["latency_s"] for _, row in mine], [row["gen_ppl"] for _, row in mine], "o-",
-                       color=colours[family], label=family)
+            right.plot([1000 * row["latency_s"] for _, row in mine], [row["gen_ppl"] for _, row in mine],
+                       marks[family] + "-", color=colours[family])
             for steps, row in mine:
                 right.annotate(str(steps), (1000 * row["latency_s"], row["gen_ppl"]), textcoords="offset points",
                                xytext=(3, 3), fontsize=7)
     left.plot([], [], "s", color="black", label="AR twin")
     ar = result["matched"].get("ar")
     if ar and ar.get("latency_s"):
-        right.plot(1000 * ar["latency_s"], ar["gen_ppl"], "s", color="black", markersize=9, label="AR twin")
-    right.axhline(real["gen_ppl"], color="red", linestyle=":", label="real text")
+        right.plot(1000 * ar["latency_s"], ar["gen_ppl"], "s", color="black", markersize=9)
+    right.axhline(real["gen_ppl"], color="red", linestyle=":")
     left.set(xlabel="unigram entropy (nats)", ylabel="judge perplexity", yscale="log",
              title="every setting (report prompts); band: matched entropy")
     right.set(xlabel=f"B=1 latency (ms, {result['environment']['device']})", ylabel="judge perplexity at matched entropy",
               xscale="log", yscale="log", title="quality at matched entropy against speed (numbers: steps)")
-    left.legend(fontsize=7)
-    right.legend(fontsize=7)
-    fig.tight_layout()
+    # one legend for both panels, beside them (tight_layout makes room for it): a family has one colour and marker
+    right.legend(*left.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7,
+                 ncol=1 + len(families) // 36)
     try:
         return save_figure(fig, path)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from roberta_diffusion.policies import POLICIES
@@ -17,7 +18,17 @@ def test_every_registered_policy_runs_from_the_command_line(tiny_dirs, policy, t
     assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--steps", "4", "--max-len", "24",
                      "--policy", policy, "--device", "cpu", "--quiet", "--json", str(out), *extra]) == 0
     saved = json.loads(out.read_text())
-    assert Sampling(**saved["sampling"]) == Sampling(policy=policy, steps=4, remask=0.2 if extra else 0.0)
+    expected = replace(Sampling(steps=4).with_policy(policy), **({"remask": 0.2} if extra else {}))
+    assert Sampling(**saved["sampling"]) == expected  # an unset knob: the policy's own default (calibrated's is 0)
+
+
+@pytest.mark.parametrize("policy", [p for p, rule in POLICIES.items() if rule.knob])
+def test_a_policys_knob_left_unset_starts_at_its_measured_default(tiny_dirs, policy, tmp_path):
+    out = tmp_path / "g.json"
+    assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--steps", "4", "--max-len", "24",
+                     "--policy", policy, "--device", "cpu", "--quiet", "--json", str(out)]) == 0
+    rule = POLICIES[policy]
+    assert json.loads(out.read_text())["sampling"][rule.knob] == rule.knob_default
 
 
 def test_twin_guided_generation_keeps_one_text_and_says_how(tiny_dirs, tmp_path):

@@ -176,14 +176,30 @@ def test_top_count_mask_with_tied_and_infinite_scores():
     assert not (chosen & ~eligible).any()
 
 
-def policy_scores(policy, scaled, tokens, uniforms=None):
+def policy_scores(policy, scaled, tokens, uniforms=None, order_temperature=0.0):
     """A registered policy's score for ``N`` rows drawn outside a plan: one row of ``N`` candidates, ``uniforms`` as
     both the step's noise and the order key."""
     n = tokens.shape[0]
     key = (uniforms if uniforms is not None else torch.rand(n, dtype=torch.float64)).float().view(1, n)
     drawn = Drawn(scaled, tokens, chosen_probability(scaled, tokens), torch.arange(n).view(1, n), key, key,
-                  torch.zeros(0), 0.0)
+                  torch.zeros(0), 0.0, order_temperature)
     return POLICIES[policy].score(drawn)
+
+
+def test_the_sampled_order_runs_from_confidence_to_the_noise_as_its_temperature_grows():
+    scaled = torch.randn(200, 30, generator=torch.Generator().manual_seed(6)) * 3
+    tokens = scaled.argmax(dim=-1)
+    uniforms = torch.rand(200, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    ranks = lambda t: policy_scores("sampled", scaled, tokens, uniforms, t).argsort().argsort().float()  # noqa: E731
+    by_confidence = policy_scores("confidence", scaled, tokens).argsort().argsort().float()
+    by_noise = uniforms.float().argsort().argsort().float()
+    agree = lambda a, b: float(torch.corrcoef(torch.stack([a, b]))[0, 1])  # noqa: E731
+    assert torch.equal(ranks(0.0), by_confidence)  # T = 0: confidence order exactly
+    temperatures = (0.0, 0.03, 0.3, 3.0, 300.0)
+    with_confidence = [agree(ranks(t), by_confidence) for t in temperatures]
+    with_noise = [agree(ranks(t), by_noise) for t in temperatures]
+    assert with_confidence == sorted(with_confidence, reverse=True) and with_noise == sorted(with_noise)
+    assert with_noise[-1] > 0.99  # T large: the Gumbel noise (a monotone map of the uniforms) decides
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from roberta_diffusion import guided
 from roberta_diffusion.canvas import prompt_canvas
 from roberta_diffusion.guided import generate_guided, repeat_rows, sequence_logprob
 from roberta_diffusion.sampler import generate_diffusion
@@ -65,3 +66,19 @@ def test_a_guide_with_another_vocabulary_is_refused(mlm, causal_lm, tokenizer):
     other.config.vocab_size += 1
     with pytest.raises(ValueError, match="vocabulary"):
         generate_guided(mlm, other, tokenizer, PROMPTS, max_len=24, **SETTINGS)
+
+
+def test_scoring_in_chunks_gives_the_one_pass_scores(causal_lm, tokenizer, monkeypatch):
+    """Many candidates are scored a few rows at a time (a budget of logits), with the same numbers as one pass."""
+    canvas = prompt_canvas(tokenizer, ["The cat sat", "A dog", "Once upon a time there", "It"], None, 16)
+    ids = torch.randint(5, len(tokenizer), canvas.ids.shape, generator=torch.Generator().manual_seed(1))
+    ids = torch.where(canvas.attention.bool(), ids, canvas.ids)
+    scored = canvas.attention.bool() & ~canvas.pinned
+    whole = guided.sequence_logprob(causal_lm, ids, canvas.attention, scored)
+    monkeypatch.setattr(guided, "LOGITS_BUDGET", 3 * 16 * causal_lm.config.vocab_size)  # 3 rows a pass: 2 passes
+    calls = []
+    forward = causal_lm.forward
+    monkeypatch.setattr(causal_lm, "forward", lambda *a, **k: calls.append(k["input_ids"].shape[0]) or forward(*a, **k))
+    chunked = guided.sequence_logprob(causal_lm, ids, canvas.attention, scored)
+    assert calls == [3, 1]
+    torch.testing.assert_close(chunked, whole)

@@ -30,6 +30,8 @@ CASES = {
     "remdm-block": {"policy": "remdm", "remask": 0.5, "semi_ar_block": 6, "steps": 9, "seed": 4},
     "calibrated": {"policy": "calibrated", "position_decay": 0.1},
     "calibrated-flat": {"policy": "calibrated", "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 5},
+    "sampled": {"policy": "sampled", "order_temperature": 2.0, "seed": 6},
+    "sampled-block": {"policy": "sampled", "order_temperature": 0.5, "semi_ar_block": 4, "steps": 8, "top_k": 0},
 }
 
 

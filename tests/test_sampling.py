@@ -11,7 +11,7 @@ import pytest
 import torch
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
-from roberta_diffusion.sampling import REMDM_REMASK, Sampling
+from roberta_diffusion.sampling import Sampling
 from roberta_diffusion.trace import Trace
 
 BAD = {
@@ -33,6 +33,9 @@ BAD = {
     "remask for another policy": ({"remask": 0.1}, "policy remdm"),
     "position_decay < 0": ({"policy": "calibrated", "position_decay": -1.0}, "position_decay=-1.0"),
     "position_decay for another policy": ({"position_decay": 0.5}, "policy calibrated"),
+    "order_temperature < 0": ({"policy": "sampled", "order_temperature": -1.0}, "order_temperature=-1.0"),
+    "order_temperature nan": ({"policy": "sampled", "order_temperature": float("nan")}, "order_temperature=nan"),
+    "order_temperature for another policy": ({"policy": "confidence", "order_temperature": 2.0}, "policy sampled"),
     "seed not whole": ({"seed": 1.5}, "seed=1.5"),
 }
 
@@ -62,10 +65,10 @@ def test_it_is_frozen_and_round_trips_through_json():
 def test_with_policy_keeps_only_the_knobs_that_policy_reads(policy):
     start = Sampling(policy="calibrated", position_decay=0.3, steps=12, temperature=0.8)
     moved = start.with_policy(policy)
-    rule = POLICIES[policy]
     assert moved.policy == policy and (moved.steps, moved.temperature) == (12, 0.8)
-    assert moved.remask == (REMDM_REMASK if rule.remask == "lowest" else 0.0)
-    assert moved.position_decay == (0.3 if rule.reads_corpus else 0.0)
+    assert moved.remask == (0.05 if policy == "remdm" else 0.0)  # remdm's measured default share
+    assert moved.position_decay == (0.3 if policy == "calibrated" else 0.0)  # calibrated's own, kept
+    assert moved.order_temperature == (4.0 if policy == "sampled" else 0.0)  # sampled's measured default
 
 
 def test_keyword_arguments_are_the_same_settings(mlm, tokenizer, tmp_path):

@@ -179,14 +179,19 @@ def test_generation_panel_generates_and_scrubs(mlm, tokenizer, trace):
 
 def test_generation_panel_shows_each_policys_own_knob_and_passes_it(mlm, tokenizer, trace):
     panel = generation_panel(mlm, tokenizer, trace=trace, max_len=40)
+    knobs = panel.knobs
+    assert set(knobs) == {"remask", "position_decay", "order_temperature"}
     panel.policy.value = "random"
-    assert panel.remask.layout.display == "none" and panel.settings().remask == 0
-    panel.policy.value, panel.remask.value, panel.steps.value = "remdm", 0.3, 4
-    assert panel.remask.layout.display == "" and panel.settings().remask == 0.3
+    assert all(w.layout.display == "none" for w in knobs.values()) and panel.settings().remask == 0
+    panel.policy.value, knobs["remask"].value, panel.steps.value = "remdm", 0.3, 4
+    assert knobs["remask"].layout.display == "" and panel.settings().remask == 0.3
     panel.button.click()
     assert panel.trace.settings["policy"] == "remdm" and panel.trace.settings["remask"] == 0.3
     panel.policy.value = "calibrated"
-    assert panel.position_decay.layout.display == "" and panel.remask.layout.display == "none"
+    assert knobs["position_decay"].layout.display == "" and knobs["remask"].layout.display == "none"
+    panel.policy.value, knobs["order_temperature"].value = "sampled", 2.5
+    assert [k for k, w in knobs.items() if w.layout.display == ""] == ["order_temperature"]
+    assert panel.settings().order_temperature == 2.5 and panel.settings().remask == 0
 
 
 @pytest.mark.parametrize("policy", [p for p, rule in POLICIES.items() if not rule.reads_corpus])

@@ -32,10 +32,21 @@ from .trace import Trace
 PICKS = ("likelihood", "importance")
 
 
+# the most logits one scoring pass holds (elements; fp32: 4 GiB): 32 candidates x 128 prompts x 256 x 32k would be 134 GB
+LOGITS_BUDGET = 2**30
+
+
 @torch.no_grad()
 def sequence_logprob(model, ids: torch.Tensor, attention: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     """``[B]`` log-probability under causal ``model`` of the tokens at ``scored [B, L]`` (bool) given all before
-    them. Positions count from each row's first real token, so a left-padded row scores as if unpadded."""
+    them. Positions count from each row's first real token, so a left-padded row scores as if unpadded. Rows go
+    through in chunks of at most ``LOGITS_BUDGET`` logits."""
+    rows = max(1, LOGITS_BUDGET // (ids.shape[1] * model.config.vocab_size))
+    return torch.cat([_chunk_logprob(model, *(t[i:i + rows] for t in (ids, attention, scored)))
+                      for i in range(0, ids.shape[0], rows)])
+
+
+def _chunk_logprob(model, ids: torch.Tensor, attention: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
     positions = (attention.long().cumsum(dim=1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, :-1].float()
     logp = logits.log_softmax(dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)

@@ -13,8 +13,12 @@ committed. Three flags say how a policy deviates from "commit the scheduled coun
   what was just re-masked, and a block's last step commits those on top of its own share.
 - ``adaptive``: commits every position above a bar, so a run may end early (``threshold``; no CUDA graph).
 
-CLI choices, the generation panel, benchmarks and parametrised tests read ``POLICIES``; the readable spec of every
-policy is ``reference.py``. Adding a policy is one function here, one registry line, and its branch there.
+A policy with a setting of its own names it as ``knob`` (a ``Sampling`` field, refused under any other policy) with
+the value a view switching to the policy starts from (``knob_default``).
+
+CLI choices and knob flags, the generation panel, benchmarks and parametrised tests read ``POLICIES``; the readable
+spec of every policy is ``reference.py``. Adding a policy is one function here, one registry line, and its branch
+there (and a ``Sampling`` field if it brings a knob).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class Drawn:
                       (``plan.random_order_key``)
     salience [V]      ``-log`` of each token's corpus frequency (``calibrated`` only; empty otherwise)
     position_decay    ``calibrated``'s left-to-right pull (weight ``exp(-decay * offset)``)
+    order_temperature ``sampled``'s temperature on the order: positions drawn with probability ~ p ** (1 / it)
 
     ``noise``, ``order`` and ``offset`` are those read at the candidates, gathered only when a score asks: the step
     runs once per forward pass, and most policies read none of them.
@@ -50,6 +55,7 @@ class Drawn:
     order_key: torch.Tensor
     salience: torch.Tensor
     position_decay: float
+    order_temperature: float
 
     @property
     def noise(self) -> torch.Tensor:
@@ -74,6 +80,8 @@ class Policy:
     remask: str | None = None  # None | "resample" | "lowest"
     adaptive: bool = False
     reads_corpus: bool = False  # needs the tokens' corpus frequencies (``salience``)
+    knob: str | None = None  # the ``Sampling`` field only this policy reads
+    knob_default: float = 0.0  # where a view switching to this policy sets its knob when none is set
 
     @property
     def counted(self) -> bool:
@@ -118,6 +126,15 @@ def calibrated(d: Drawn) -> torch.Tensor:
     return torch.exp(-d.position_decay * d.offset) * salience
 
 
+def sampled(d: Drawn) -> torch.Tensor:
+    """Confidence order, drawn instead of sorted: ``log p + T * Gumbel`` ranks positions as a draw without
+    replacement with probability ~ ``p ** (1 / T)`` (Gumbel-top-k), ``T = order_temperature``. At 0 it is
+    ``confidence``, which commits its likeliest tokens first everywhere and so builds loops ("films, films,
+    films"); as ``T`` grows it tends to ``random``. MaskGIT draws its order this way (its "choice temperature")."""
+    gumbel = -torch.log(-torch.log(d.noise))
+    return torch.log(d.chosen) + d.order_temperature * gumbel
+
+
 POLICIES: dict[str, Policy] = {p.name: p for p in (
     Policy("seed-remask", fresh_noise, "the seed's decoder: redraw every free position, re-mask a falling random share",
            remask="resample"),
@@ -127,10 +144,13 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
     Policy("entropy", entropy, "the lowest-entropy positions first"),
     Policy("threshold", confidence, "every drawn token with probability >= threshold, at least one", adaptive=True),
     Policy("remdm", fresh_noise, "ReMDM: ancestral order, and each step re-masks the least confident committed "
-           "tokens (share `remask`) for a later step to redraw", remask="lowest"),
+           "tokens (share `remask`) for a later step to redraw", remask="lowest", knob="remask", knob_default=0.05),
     Policy("calibrated", calibrated, "PC-Sampler: confidence x corpus surprise of the token, weighted towards the "
-           "left (`position_decay`)", reads_corpus=True),
+           "left (`position_decay`)", reads_corpus=True, knob="position_decay"),
+    Policy("sampled", sampled, "MaskGIT: confident positions first, drawn with probability ~ p ** (1 / "
+           "`order_temperature`) rather than sorted", knob="order_temperature", knob_default=4.0),
 )}
+KNOBS = tuple(dict.fromkeys(p.knob for p in POLICIES.values() if p.knob))  # the Sampling fields a policy owns
 
 
 def get(name: str) -> Policy:

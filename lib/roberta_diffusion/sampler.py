@@ -98,7 +98,8 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, sampling: Sam
         return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
     masked = (x == mask_id) & in_block
     picked = rule.score(policies.Drawn(scaled, tokens, chosen.view(-1), index, noise, random_order_key(plan.noise),
-                                       plan.salience, sampling.position_decay)).float().view(shape)
+                                       plan.salience, sampling.position_decay,
+                                       sampling.order_temperature)).float().view(shape)
     score = torch.full_like(confidence, float("-inf")).scatter(1, index, torch.where(valid, picked, float("-inf")))
     if rule.adaptive:
         commit = masked & (score >= sampling.threshold)

@@ -16,9 +16,6 @@ from dataclasses import dataclass, fields, replace
 from . import policies
 from .draws import SCHEDULES
 
-# remdm's re-masked share where a view offers one: the best measured at matched entropy (docs/results.md)
-REMDM_REMASK = 0.05
-
 
 @dataclass(frozen=True)
 class Sampling:
@@ -32,6 +29,7 @@ class Sampling:
     semi_ar_block: int | None = None  # fill the canvas this many free positions at a time (LLaDA); None: at once
     remask: float = 0.0  # policy remdm: share of the committed tokens each step sends back to <mask>
     position_decay: float = 0.0  # policy calibrated: left-to-right pull, weight exp(-decay x distance)
+    order_temperature: float = 0.0  # policy sampled: positions drawn ~ p ** (1 / it); 0 = confidence order
     seed: int | None = 0  # the random seed: the same seed gives the same ids; None draws fresh entropy
 
     def __post_init__(self):
@@ -43,7 +41,7 @@ class Sampling:
         for name, value in whole.items():
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be a whole number")
-        for name in ("temperature", "top_p", "threshold", "remask", "position_decay"):
+        for name in ("temperature", "top_p", "threshold", *policies.KNOBS):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name}={getattr(self, name)} must be a finite number")
         if self.steps < 1:
@@ -55,14 +53,15 @@ class Sampling:
                              "policy")
         if not 0 <= self.remask < 1:
             raise ValueError(f"remask={self.remask} must be in [0, 1) (the share of committed tokens re-masked per step)")
-        if self.remask and rule.remask != "lowest":
-            raise ValueError(f"remask={self.remask} is for policy remdm, not {self.policy!r}: set remask=0 or "
-                             "policy='remdm'")
         if not self.position_decay >= 0:
             raise ValueError(f"position_decay={self.position_decay} must be >= 0 (0: no left-to-right pull)")
-        if self.position_decay and not rule.reads_corpus:
-            raise ValueError(f"position_decay={self.position_decay} is for policy calibrated, not {self.policy!r}: "
-                             "set it to 0")
+        if not self.order_temperature >= 0:
+            raise ValueError(f"order_temperature={self.order_temperature} must be >= 0 (0: confidence order)")
+        for knob in policies.KNOBS:
+            owner = next(p.name for p in policies.POLICIES.values() if p.knob == knob)
+            if getattr(self, knob) and rule.knob != knob:
+                raise ValueError(f"{knob}={getattr(self, knob)} is for policy {owner}, not {self.policy!r}: set "
+                                 f"{knob}=0 or policy={owner!r}")
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold={self.threshold} must be in (0, 1]")
         if not self.temperature > 0:
@@ -95,9 +94,11 @@ class Sampling:
         return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
 
     def with_policy(self, policy: str) -> Sampling:
-        """These settings under ``policy``, with the knobs only another policy reads set back to off, and remdm's
-        re-masked share the measured one when none is set (a view switching policies offers each its own knob)."""
+        """These settings under ``policy``, with the knobs only another policy reads set back to off, and the
+        policy's own knob at its measured default when none is set (a view switching policies offers each its own
+        knob)."""
         rule = policies.get(policy)
-        return replace(self, policy=policy, remask=(self.remask or REMDM_REMASK) if rule.remask == "lowest" else 0.0,
-                       position_decay=self.position_decay if rule.reads_corpus else 0.0,
-                       semi_ar_block=None if rule.remask == "resample" else self.semi_ar_block)
+        knobs = {knob: (getattr(self, knob) or rule.knob_default) if knob == rule.knob else 0.0
+                 for knob in policies.KNOBS}
+        return replace(self, policy=policy, semi_ar_block=None if rule.remask == "resample" else self.semi_ar_block,
+                       **knobs)

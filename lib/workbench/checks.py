@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from roberta_diffusion import collator, models, sampler, train
+from roberta_diffusion import collator, models, policies, sampler, train
 from roberta_diffusion.draws import SCHEDULES
 from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
@@ -289,11 +289,15 @@ class Store(argparse._StoreAction):
 
 
 def sampling_from(args) -> Sampling:
-    """The ``Sampling`` that ``args`` (flags named as its fields) ask for; its error names the flag."""
+    """The ``Sampling`` that ``args`` (flags named as its fields) ask for; its error names the flag. A policy knob
+    left unset (None) is off, except the chosen policy's own, which starts at its measured default."""
+    settings = {k: v for k, v in vars(args).items() if not (k in policies.KNOBS and v is None)}
+    rule = policies.POLICIES.get(settings.get("policy"))
+    if rule is not None and rule.knob and rule.knob not in settings:
+        settings[rule.knob] = rule.knob_default
     try:
-        return Sampling.of(vars(args))
+        return Sampling.of(settings)
     except ValueError as err:
-        text = str(err)
-        for name in Sampling.__dataclass_fields__:
-            text = text.replace(f"{name}=", f"--{name.replace('_', '-')} ")
+        names = "|".join(sorted(Sampling.__dataclass_fields__, key=len, reverse=True))
+        text = re.sub(rf"\b({names})=", lambda m: f"--{m.group(1).replace('_', '-')} ", str(err))
         raise ValueError(text) from None

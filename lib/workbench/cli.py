@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from roberta_diffusion import defaults, models, paths, threads, viz
+from roberta_diffusion import defaults, models, paths, policies, threads, viz
 from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
 from roberta_diffusion.evaluate import ar_knobs
 from roberta_diffusion.guided import PICKS, generate_guided
@@ -125,10 +125,9 @@ def _diffusion_args(p):
                    help="fill the canvas this many free positions at a time (semi-autoregressive)")
     p.add_argument("--threshold", type=float, default=readable.threshold, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
-    p.add_argument("--remask", type=float, default=readable.remask,
-                   help="policy remdm: share of the committed tokens each step sends back to <mask> (ReMDM)")
-    p.add_argument("--position-decay", type=float, default=readable.position_decay,
-                   help="policy calibrated: pull towards the left, weight exp(-decay x distance)")
+    for rule in (r for r in policies.POLICIES.values() if r.knob):  # each policy's own knob, refused under another policy
+        p.add_argument(f"--{rule.knob.replace('_', '-')}", type=float, default=None,
+                       help=f"policy {rule.name}: {rule.summary} (default: {rule.knob_default:g} under {rule.name})")
     p.add_argument("--candidates", type=int, default=1,
                    help="twin-guided: draw this many texts in one batch and keep the one the guide prefers")
     p.add_argument("--pick", default="likelihood", help="twin-guided: likelihood (best of N) | importance (resampled)")

@@ -19,6 +19,7 @@ from roberta_diffusion.sampler import generate_diffusion
 from roberta_diffusion.sampling import Sampling
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
+KNOB_MAX = {"remask": 0.9, "position_decay": 5.0, "order_temperature": 20.0}  # each policy knob's widget range
 
 
 def _steps_row(n_steps: int, interval_ms: int = 400):
@@ -73,10 +74,9 @@ class GenerationPanel:
         self.top_p = widgets.BoundedFloatText(value=start.top_p, min=0.01, max=1.0, step=0.05, description="top-p",
                                               **short)
         # each policy's own knob, shown only with its policy (another policy would refuse it, not ignore it)
-        self.remask = widgets.BoundedFloatText(value=start.with_policy("remdm").remask, min=0.0, max=0.9, step=0.05,
-                                               description="remask", **short)
-        self.position_decay = widgets.BoundedFloatText(value=start.position_decay, min=0.0, max=5.0, step=0.05,
-                                                       description="position decay", **short)
+        self.knobs = {rule.knob: widgets.BoundedFloatText(
+            value=getattr(start.with_policy(rule.name), rule.knob), min=0.0, max=KNOB_MAX[rule.knob], step=0.05,
+            description=rule.knob.replace("_", " "), **short) for rule in POLICIES.values() if rule.knob}
         self.model_choice = widgets.Dropdown(options=list(self.models), description="model")
         self.model_choice.layout.display = "" if len(self.models) > 1 else "none"
         self.model_choice.observe(self._switch_model, names="value")
@@ -93,8 +93,7 @@ class GenerationPanel:
         self.button.on_click(self.generate)
         self.slider.observe(self.render, names="value")
         self.colour.observe(self.render, names="value")
-        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p, self.remask,
-                              self.position_decay])
+        knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p, *self.knobs.values()])
         # its own row: a wider knobs row would overflow a narrow notebook and push the step slider aside
         self.widget = widgets.VBox([self.prompt, self.model_choice, knobs, widgets.HBox([self.button, self.colour]), self.status,
                                     steps_row, self.view])
@@ -110,14 +109,13 @@ class GenerationPanel:
 
     def _show_knobs(self, *_change) -> None:
         rule = POLICIES[self.policy.value]
-        self.remask.layout.display = "" if rule.remask == "lowest" else "none"
-        self.position_decay.layout.display = "" if rule.reads_corpus else "none"
+        for knob, widget in self.knobs.items():
+            widget.layout.display = "" if knob == rule.knob else "none"
 
     def settings(self) -> Sampling:
         """The ``Sampling`` the controls show: a policy's own knob counts only under that policy."""
         rule = POLICIES[self.policy.value]
-        own = {"remask": float(self.remask.value)} if rule.remask == "lowest" else {}
-        own |= {"position_decay": float(self.position_decay.value)} if rule.reads_corpus else {}
+        own = {rule.knob: float(self.knobs[rule.knob].value)} if rule.knob else {}
         return replace(self.base.with_policy(self.policy.value), steps=int(self.steps.value),
                        temperature=float(self.temperature.value), top_k=int(self.top_k.value),
                        top_p=float(self.top_p.value), **own)
