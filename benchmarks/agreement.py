@@ -48,7 +48,7 @@ def teacher_forced_agreement(model, tokenizer, canvas, candidate, **settings) ->
     ``plain_step(other_model)`` (default reference: ``plain_step(model)``).
     Returns the number of compared draws (positions either step commits, over all steps), the share where both
     wrote the same token, and the largest and mean gap of the chosen token's probability where they agree. (For
-    ``seed-remask``, which redraws positions already written, only the draws at still-masked positions count.)
+    ``redraw``, which redraws positions already written, only the draws at still-masked positions count.)
     """
     return teacher_forced_agreements(model, tokenizer, canvas, {"candidate": candidate}, **settings)["candidate"]
 

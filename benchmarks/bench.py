@@ -77,11 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _policy_list(text: str) -> list[str]:
-    policies = [s for s in text.split(",") if s]
     timed = [s for s in POLICIES if not POLICIES[s].adaptive]  # it stops early: no fixed step count to time
-    if not policies or set(policies) - set(timed):
-        raise ValueError(f"--policies {text}: use a comma list of {', '.join(timed)}")
-    return policies
+    return checks.policy_list("--policies", text, timed)
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -22,7 +22,7 @@ def median_seconds(run, repeats: int = 3) -> float:
 def latencies(mlm, ar, tok, steps: int = 10, max_len: int = 256, repeats: int = 3) -> dict:
     """Seconds per sample for every policy that scores positions differently, and for the AR twin."""
     out = {}
-    for policy in ("seed-remask", "confidence", "random"):
+    for policy in ("redraw", "confidence", "random"):
         out[f"diffusion {policy}, {steps} steps, s"] = median_seconds(
             lambda policy=policy: generate_diffusion(mlm, tok, PROMPT, steps=steps, policy=policy, max_len=max_len),
             repeats)

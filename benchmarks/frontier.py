@@ -21,9 +21,8 @@ from roberta_diffusion import evaluate, paths
 from roberta_diffusion.data import cached_blocks
 from roberta_diffusion.defaults import PROMPT_LEN
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, max_canvas_len, pick_device
-from roberta_diffusion.sampler import POLICIES
 from roberta_diffusion.sampling import Sampling
-from workbench import cli
+from workbench import checks, cli
 from workbench.cells import save_figure
 from workbench.cli import Parser
 
@@ -32,7 +31,7 @@ from workbench.cli import Parser
 ENTROPY_FLOOR = 0.85
 
 
-def measure(mlm, ar, tokenizer, prompt_blocks, judge=None, policies=("random", "confidence", "seed-remask"),
+def measure(mlm, ar, tokenizer, prompt_blocks, judge=None, policies=("random", "confidence", "redraw"),
             steps_list=(10, 32), prefix_len: int = PROMPT_LEN, sampling: Sampling | None = None,
             batch_size: int = 16) -> dict:
     """Sample scores per ``policy@steps`` plus ``real`` and ``ar``; the points, the readable pick, the settings
@@ -104,11 +103,9 @@ def shifted(blocks: torch.Tensor, n: int, shift: int = 0) -> torch.Tensor:
 
 def run(args) -> int:
     """``python -m benchmarks.frontier``: measure, write JSON (and a PNG beside it), print the table and the pick."""
-    policies, steps = args.policies.split(","), [int(s) for s in args.steps.split(",")]
-    bad = [p for p in policies if p not in POLICIES]
-    if bad or any(s < 1 for s in steps) or args.prompts < 1:
-        raise ValueError(f"--policies {bad} / --steps {steps} / --prompts {args.prompts}: policies from "
-                         f"{', '.join(POLICIES)}, steps >= 1, prompts >= 1")
+    policies, steps = checks.policy_list("--policies", args.policies), [int(s) for s in args.steps.split(",")]
+    if any(s < 1 for s in steps) or args.prompts < 1:
+        raise ValueError(f"--steps {steps} / --prompts {args.prompts}: steps >= 1, prompts >= 1")
     if args.out.suffix != ".json":
         raise ValueError(f"--out {args.out} must end in .json")
     device = pick_device(args.device)
@@ -153,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     fr.add_argument("--corpus", default="wikipedia-valid", help="held-out text whose blocks give the prompts")
     fr.add_argument("--prompts", type=int, default=8, help="held-out prompts (default 8: minutes on a CPU)")
     fr.add_argument("--steps", default="10,32")
-    fr.add_argument("--policies", default="random,confidence,margin,entropy,seed-remask")
+    fr.add_argument("--policies", default="random,confidence,margin,entropy,redraw")
     fr.add_argument("--max-len", type=int, default=256)
     fr.add_argument("--prefix-len", type=int, default=PROMPT_LEN)
     fr.add_argument("--seed", type=int, default=Sampling.seed)

@@ -12,7 +12,7 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1 | sed 's/NV
 day=$(date +%Y-%m-%d)
 start=$(date +%s)
 if [ -n "${EVAL:-}" ]; then
-  python3 -m workbench.cli eval --policies seed-remask,random,confidence --elbo-samples 4 \
+  python3 -m workbench.cli eval --policies redraw,random,confidence --elbo-samples 4 \
     --out "$OUT/eval.json" 2>&1 | tail -n 3
   echo "eval: $(( $(date +%s) - start )) s"
 fi

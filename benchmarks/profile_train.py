@@ -16,6 +16,7 @@ the timed steps (``eval_every`` and ``save_every`` are set past them).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import gzip
 import json
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import torch
 from roberta_diffusion import data, paths, train
+from roberta_diffusion.losses import LossModule, bounded_head_loss, noisy_batch
 from roberta_diffusion.models import load_mlm
+from roberta_diffusion.train import make_collator
 from workbench import cli, commands, pipeline
 from workbench.cli import Parser
 
@@ -75,6 +78,28 @@ KERNEL_KINDS = (  # the first pattern a kernel's name contains names its kind
     ("optimizer and EMA", ("multi_tensor", "adam", "foreach", "lerp")),
     ("fused elementwise: dropout, layer norm, GELU, residual (Triton)", ("triton",)),
     ("copies and fills", ("copy", "fill")), ("reductions", ("reduce",)))
+
+
+def step_equality(cfg: train.TrainConfig, tokenizer, blocks, model) -> dict:
+    """One batch of the recipe through the eager step and through ``compile_scope``'s compiled one: the loss and the
+    gradients' relative difference (dropout off: inductor draws its own masks). The body-only compile, what the
+    recipe ran before, is measured beside it: the yardstick of how far two bf16 steps of one model differ."""
+    collator = make_collator(cfg, tokenizer)
+    batch = noisy_batch(collator, blocks[: cfg.batch_size], seed=0, device="cuda")
+    out = {}
+    for name in dict.fromkeys(("eager", "body", cfg.compile_scope)):
+        module = LossModule(copy.deepcopy(model).cuda().eval(), bounded_head_loss(collator, cfg.batch_size,
+                                                                               cfg.block_size))
+        if name != "eager":
+            train.compile_step(module, name)
+        with torch.autocast("cuda", torch.bfloat16):
+            loss = module(batch)
+        loss.backward()
+        out[name] = (float(loss), torch.cat([p.grad.flatten().float() for p in module.parameters()
+                                             if p.grad is not None]))
+    eager, grad = out.pop("eager")
+    return {scope: {"loss_eager": eager, "loss_compiled": loss, "loss_rel_diff": abs(loss - eager) / abs(eager),
+                    "grad_rel_diff": float((g - grad).norm() / grad.norm())} for scope, (loss, g) in out.items()}
 
 
 def kernel_kind(name: str) -> str:
@@ -128,6 +153,9 @@ def main(args) -> int:
               "flops_per_token": per_token, "matmul_tflops_measured": round(measured, 1), "spec_tflops": spec}
     args.out.mkdir(parents=True, exist_ok=True)
     scratch = paths.RUNS / "profile-train"
+    if cfg.compile:
+        result["equality"] = step_equality(cfg, tokenizer, blocks, model)
+        print(json.dumps(result["equality"]))
 
     warm, active = args.warmup, args.active
     schedule = torch.profiler.schedule(wait=warm - 2, warmup=2, active=active, repeat=1)

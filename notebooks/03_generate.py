@@ -28,7 +28,7 @@ run_name: str = "scratch"  # outputs go to runs/<run_name>/
 mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
 prompt: str = "The history of the city"  # text to continue
 steps: int = 32  # forward passes (denoising steps)
-policy: str = "random"  # policy (roberta_diffusion.policies.POLICIES); "seed-remask" is the seed's own
+policy: str = "random"  # policy (roberta_diffusion.policies.POLICIES); "redraw" is the original project's decoder
 schedule: str = "linear"  # how many positions stay masked after each step: linear | cosine
 max_len: int = 96  # canvas length in tokens (prompt included); 256 for the real recipe
 prefix_len: "Optional[int]" = None  # pinned width (<s> included); None pins the whole prompt, which is never cut
@@ -68,7 +68,7 @@ print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\nmodel
 # ## One generation, step by step
 # The default policy is **random** (MDLM's ancestral sampler): each step commits a random share of the masked
 # positions, chosen before the loop, and a committed token stays. It reads best of the policies on the shipped
-# models (README, *Readable by default*). The seed's **seed-remask** (`policy="seed-remask"`) instead
+# models (README, *Readable by default*). The original project's decoder, **redraw** (`policy="redraw"`), instead
 # *resamples every generated position* at every step, then re-masks a random share that shrinks linearly
 # ((N−1)/N, …, 1/N, 0), so tokens can change their mind until the last step. `░` is a position that is masked
 # after that step; the share masked is of the generated positions (the prompt is not counted).
@@ -85,7 +85,7 @@ print(f"\n{trace.new_tokens} tokens in {trace.total_time:.3f} s ({trace.forward_
 # ## The same generation as an animation
 # One frame per step, sized so that the whole canvas shows. Generated tokens are coloured by the step from
 # which they hold their final value (dark = early, yellow = late); the pieces of one word share a box, each
-# coloured on its own; the prompt is bold. With seed-remask most tokens settle only near the end, since every
+# coloured on its own; the prompt is bold. With redraw most tokens settle only near the end, since every
 # step may resample them; commit-once policies such as random fill in a visible order instead.
 
 # %%
@@ -135,7 +135,7 @@ for name, start in infills.items():
 # is random's order plus revision: each step sends the least confident earlier tokens back to `<mask>` (here 5 %
 # of them) for a later step to redraw with more context, the best quality at matched entropy measured so far;
 # **calibrated** (PC-Sampler) is confidence divided by how common the token is in the corpus, so filler is not
-# committed first. Once committed, a token stays, except under seed-remask and remdm.
+# committed first. Once committed, a token stays, except under redraw and remdm.
 
 # %%
 policy_rows = cells.compare_policies(model, tokenizer, prompt, replace(sampling, steps=policy_steps), max_len=max_len,

@@ -39,7 +39,7 @@ n_heldout: int = 8  # held-out blocks for the perplexities
 max_len: int = 96  # canvas length in tokens, prompt included (256 for the real recipe)
 prefix_len: int = 16  # held-out prompts: the first tokens of each block (<s> included); text prompts are pinned whole
 steps: int = 32  # diffusion forward passes
-policy: str = "random"  # diffusion policy (roberta_diffusion.policies.POLICIES); "seed-remask" is the seed's own
+policy: str = "random"  # diffusion policy (roberta_diffusion.policies.POLICIES); "redraw" is the original project's decoder
 steps_sweep: list = [2, 5, 10, 20]  # step counts for the sweep
 elbo_samples: int = 4  # Monte-Carlo noise levels per block for the ELBO bound
 top_k: int = 50
@@ -179,10 +179,13 @@ display(cells.table(sweep))
 # real text's unigram entropy within 3 % are chosen on 64 held-out Wikipedia prompts, and scored by the judge on 64
 # others. This grid is too large for a CPU; its measured result (one H200, `python -m benchmarks.quality`, see
 # `docs/results.md`) is read here. Left: every setting; right: quality at matched entropy against latency at batch 1.
+# Families named `fast…:` ran on the distilled student (`weights/roberta-diffusion-small-fast` and its rounds);
+# `sampled-T` is the drawn confidence order (MaskGIT's choice temperature T), the one confidence-family policy that
+# reaches the real text's entropy without looping.
 
 # %%
-quality = json.loads((paths.ROOT / "benchmarks/results/quality-H200-2026-12-04.json").read_text())
-display(Image(filename=str(paths.ROOT / "benchmarks/results/quality-H200-2026-12-04.png"), width=900))
+quality = json.loads((paths.ROOT / "benchmarks/results/quality-sampled-H200-2026-12-04.json").read_text())
+display(Image(filename=str(paths.ROOT / "benchmarks/results/quality-sampled-H200-2026-12-04.png"), width=900))
 display(cells.table(cells.quality_rows(quality)))
 
 # %% [markdown]

@@ -197,3 +197,16 @@ def test_fast_and_another_model_is_one_line_and_status_2(capsys, tiny_dirs):
     assert main(["generate", PROMPT, "--fast", "--model", str(tiny_dirs / "mlm"), *SMALL]) == EXIT_USAGE
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--fast picks the distilled model" in err[0]
+
+
+def test_the_old_name_of_the_redraw_policy_still_works_for_one_release_and_says_so(capsys, tmp_path, tiny_dirs):
+    texts, errs = {}, {}
+    for name in ("redraw", "seed-remask"):
+        js = tmp_path / f"{name}.json"
+        assert main(["generate", PROMPT, "--model", str(tiny_dirs / "mlm"), *SMALL, "--policy", name, "--quiet",
+                     "--json", str(js)]) == 0
+        texts[name], errs[name] = read_json(js), capsys.readouterr().err
+    assert texts["redraw"]["text"] == texts["seed-remask"]["text"]
+    assert texts["seed-remask"]["sampling"]["policy"] == "redraw"  # recorded under its current name
+    assert errs["redraw"] == "" and errs["seed-remask"].splitlines() == [
+        "warning: --policy seed-remask is deprecated and goes in the next release: use --policy redraw"]

@@ -19,7 +19,7 @@ from scripts.results_table import results_markdown
 def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
     out = tmp_path / "eval.json"
     code = cli.main(["eval", "--mlm", str(tiny_dirs / "mlm"), "--ar", str(tiny_dirs / "ar"), "--prompts", "2",
-                     "--steps", "2,3", "--policies", "confidence,seed-remask", "--max-blocks", "3",
+                     "--steps", "2,3", "--policies", "confidence,redraw", "--max-blocks", "3",
                      "--elbo-samples", "1", "--device", "cpu", "--out", str(out)])
     assert code == 0
     result = json.loads(out.read_text())
@@ -27,7 +27,7 @@ def test_eval_writes_heldout_and_sample_scores(tiny_dirs, tmp_path):
         scores = result["heldout"][corpus]
         assert scores["blocks"] == 3 and scores["ar"]["ppl"] > 1 and scores["mlm_elbo"]["ppl"] > 1
     samples = result["samples"]
-    assert set(samples["diffusion"]) == {"confidence@2", "confidence@3", "seed-remask@2", "seed-remask@3"}
+    assert set(samples["diffusion"]) == {"confidence@2", "confidence@3", "redraw@2", "redraw@3"}
     assert "AR baseline itself" in samples["judge"]  # the shipped judge reads another vocabulary than the tiny models
     for entry in (*samples["diffusion"].values(), samples["real"], samples["ar"]):  # comparable at matched entropy
         assert {"gen_ppl", "unigram_entropy", "distinct_2", "rep_4"} <= set(entry)

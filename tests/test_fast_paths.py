@@ -94,7 +94,7 @@ def test_the_kept_decoder_holds_no_autograd_history(causal_lm):
     assert ids.grad_fn is None and confidence.grad_fn is None
 
 
-@pytest.mark.parametrize("policy", ["seed-remask", "random", "confidence", "margin", "entropy"])
+@pytest.mark.parametrize("policy", ["redraw", "random", "confidence", "margin", "entropy"])
 def test_diffusion_graph_runner_matches_the_plain_loop(mlm, tokenizer, graphs_on_cpu, policy):
     model = copy.deepcopy(mlm)
     runs = [dict(seed=0), dict(seed=1), dict(seed=0, temperature=0.8)]

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from roberta_diffusion import paths
-from workbench import cli
+from workbench import cli, generate
 from workbench.cli import EXIT_USAGE, main
 
 from benchmarks import bench
@@ -211,7 +211,7 @@ def test_a_failed_write_keeps_the_previous_results(capsys, tmp_path, tiny_dirs, 
     if failing == "animation":
         monkeypatch.setattr(viz, "animate", full_disk)
     else:
-        monkeypatch.setattr(cli.json, "dumps", full_disk)
+        monkeypatch.setattr(generate.json, "dumps", full_disk)
     status, err = run_cli(capsys, _generate(tiny_dirs, gif, js, "--seed", "7"))
     assert_one_error(status, err, "No space left on device")
     assert (gif.read_bytes(), js.read_bytes()) == old

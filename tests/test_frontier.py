@@ -14,7 +14,7 @@ def test_pick_takes_the_lowest_perplexity_that_keeps_the_entropy():
     points = [{"setting": "confidence@10", "gen_ppl": 10.0, "unigram_entropy": 2.0},  # fluent by repeating itself
               {"setting": "random@10", "gen_ppl": 100.0, "unigram_entropy": 4.3},
               {"setting": "random@32", "gen_ppl": 70.0, "unigram_entropy": 4.25},
-              {"setting": "seed-remask@10", "gen_ppl": 2000.0, "unigram_entropy": 4.6}]
+              {"setting": "redraw@10", "gen_ppl": 2000.0, "unigram_entropy": 4.6}]
     result = {"real": {"unigram_entropy": 4.7}, "points": points}
     assert frontier.pick_readable(result)["setting"] == "random@32"
     assert frontier.pick_readable(result, entropy_floor=0.0)["setting"] == "confidence@10"

@@ -42,7 +42,7 @@ SAMPLING_FLAGS = ["--steps", "--max-len", "--prefix-len", "--top-k", "--top-p", 
 EVAL_FLAGS = ["--prompts", "--steps", "--policies", "--elbo-samples", "--max-blocks", "--device", "--out", "--mlm"]
 BENCH_FLAGS = ["--max-len", "--prefix-len", "--batch-sizes", "--steps", "--repeats", "--train-batch", "--policies",
                "--skip", "--device", "--out", "--size"]
-WORDS = ["confidence", "seed-remask", "greedy", "linear", "cosine", "auto", "cpu", "cuda", "nonsense", "tiny",
+WORDS = ["confidence", "redraw", "greedy", "linear", "cosine", "auto", "cpu", "cuda", "nonsense", "tiny",
          "1,16", "10,abc", "ar,train", "diffusion,ar,train"]
 PATHS = ["{tmp}/o.gif", "{tmp}/o.json", "{tmp}/o.png", "{tmp}", "{tmp}/afile/o.json", "{tmp}/new/deeper/o.json",
          "{tmp}/folder.gif", "{tmp}/afile"]

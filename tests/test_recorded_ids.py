@@ -21,7 +21,7 @@ from roberta_diffusion.sampler import generate_diffusion
 RECORDED = Path(__file__).with_name("recorded_ids.json")
 PROMPTS = ["The cat sat on the mat and", "A"]  # different lengths: the second row is left-padded
 BASE = {"steps": 6, "max_len": 20, "top_k": 50, "top_p": 0.95}
-POLICIES = ("seed-remask", "random", "confidence", "margin", "entropy", "threshold")
+POLICIES = ("redraw", "random", "confidence", "margin", "entropy", "threshold")
 
 # name -> the settings of one run
 CASES = {

@@ -17,7 +17,7 @@ from roberta_diffusion.sampling import Sampling
 
 PROMPTS = ["The cat sat on the mat and", "A"]
 CASES = {
-    "seed-remask": {"policy": "seed-remask"},
+    "redraw": {"policy": "redraw"},
     "random": {"policy": "random", "seed": 3},
     "random-block": {"policy": "random", "semi_ar_block": 5, "steps": 8},
     "confidence": {"policy": "confidence"},

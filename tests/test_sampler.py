@@ -104,7 +104,7 @@ def test_mask_is_never_drawn_even_when_the_model_prefers_it(mask_loving_mlm, tok
 
 @pytest.mark.parametrize("policy", FINAL)
 def test_committed_tokens_are_final(mlm, tokenizer, policy):
-    """Every policy but seed-remask commits once: a position that is not <mask> never changes again."""
+    """Every policy but redraw commits once: a position that is not <mask> never changes again."""
     trace = run(mlm, tokenizer, policy=policy, steps=6)
     for s in range(trace.steps + 1):
         done = trace.ids[s] != tokenizer.mask_token_id
@@ -131,8 +131,8 @@ def test_seed_remask_masked_share_follows_the_linear_schedule(mlm, tokenizer, st
     n_free = trace.generated.sum(dim=1).tolist()
     for s in range(steps + 1):
         assert left[s].tolist() == [round(n * (1 - s / steps)) for n in n_free]
-    # seed-remask resamples generated positions every step: tokens written at step 1 need not survive
-    assert trace.settings["policy"] == "seed-remask"
+    # redraw resamples generated positions every step: tokens written at step 1 need not survive
+    assert trace.settings["policy"] == "redraw"
 
 
 def test_threshold_commits_at_least_one_per_step_and_stops_early(mlm, tokenizer):
@@ -191,13 +191,13 @@ def test_blocks_split_the_steps(mlm, tokenizer):
 def test_block_errors(mlm, tokenizer):
     with pytest.raises(ValueError, match="steps"):
         run(mlm, tokenizer, policy="random", steps=3, semi_ar_block=8)  # 4 blocks, 3 steps
-    with pytest.raises(ValueError, match="seed-remask"):
-        run(mlm, tokenizer, policy="seed-remask", semi_ar_block=8)
+    with pytest.raises(ValueError, match="redraw"):
+        run(mlm, tokenizer, policy="redraw", semi_ar_block=8)
     with pytest.raises(ValueError, match="semi_ar_block"):
         run(mlm, tokenizer, policy="random", semi_ar_block=0)
 
 
-@pytest.mark.parametrize("policy", ["seed-remask", "random", "confidence"])
+@pytest.mark.parametrize("policy", ["redraw", "random", "confidence"])
 def test_seeds_repeat_and_differ(mlm, tokenizer, policy):
     a = run(mlm, tokenizer, policy=policy, seed=7)
     b = run(mlm, tokenizer, policy=policy, seed=7)
@@ -232,7 +232,7 @@ def test_batch_rows_do_not_interact(mlm, tokenizer):
         assert torch.equal(batched.ids[:, b], alone.ids[:, 0])
 
 
-@pytest.mark.parametrize("policy", ["seed-remask", "confidence", "threshold"])
+@pytest.mark.parametrize("policy", ["redraw", "confidence", "threshold"])
 def test_infill_changes_only_the_masks(mlm, tokenizer, policy):
     canvas = infill_canvas(tokenizer, "The <mask*5> on the mat")
     mask = tokenizer.mask_token_id

@@ -28,7 +28,7 @@ BAD = {
     "top_p > 1": ({"top_p": 1.01}, "top_p=1.01"),
     "threshold 0": ({"threshold": 0.0}, "threshold=0.0"),
     "semi_ar_block 0": ({"semi_ar_block": 0}, "semi_ar_block=0"),
-    "semi_ar_block with seed-remask": ({"policy": "seed-remask", "semi_ar_block": 4}, "semi_ar_block"),
+    "semi_ar_block with redraw": ({"policy": "redraw", "semi_ar_block": 4}, "semi_ar_block"),
     "remask 1": ({"policy": "remdm", "remask": 1.0}, "remask=1.0"),
     "remask for another policy": ({"remask": 0.1}, "policy remdm"),
     "position_decay < 0": ({"policy": "calibrated", "position_decay": -1.0}, "position_decay=-1.0"),
@@ -48,9 +48,9 @@ def test_a_bad_setting_is_one_line_naming_it(case):
     assert expect in str(err.value) and "\n" not in str(err.value)
 
 
-def test_the_readable_default_is_the_dataclass_and_the_seed_decoder_differs_only_where_named():
+def test_the_readable_default_is_the_dataclass_and_the_redraw_decoder_differs_only_where_named():
     assert Sampling.readable() == Sampling()
-    differs = {f.name for f in fields(Sampling) if getattr(Sampling.seed_decoder(), f.name) != getattr(Sampling(), f.name)}
+    differs = {f.name for f in fields(Sampling) if getattr(Sampling.redraw_decoder(), f.name) != getattr(Sampling(), f.name)}
     assert differs == {"policy", "steps"}
 
 
@@ -83,7 +83,7 @@ def test_keyword_arguments_are_the_same_settings(mlm, tokenizer, tmp_path):
     assert Sampling.of(by_object.settings) == sampling
     assert Sampling.of(Trace.load(by_object.save(tmp_path / "t.pt")).settings) == sampling
     bare = generate_diffusion(mlm, tokenizer, "The cat", max_len=20)
-    assert Sampling.of(bare.settings) == Sampling.seed_decoder()  # a bare call keeps the seed's decoder
+    assert Sampling.of(bare.settings) == Sampling.redraw_decoder()  # a bare call keeps the original project's decoder
 
 
 def test_unknown_keyword_and_a_misplaced_sampling_are_refused(mlm, tokenizer):
@@ -99,3 +99,10 @@ def test_a_trace_saved_with_the_old_field_name_loads(mlm, tokenizer, tmp_path):
     state["fixed"] = state.pop("pinned")
     torch.save(state, tmp_path / "old.pt")
     assert torch.equal(Trace.load(tmp_path / "old.pt").pinned, trace.pinned)
+
+
+def test_settings_saved_under_the_old_policy_name_load_as_the_current_one():
+    saved = {**asdict(Sampling.redraw_decoder()), "policy": "seed-remask"}
+    with pytest.warns(FutureWarning, match="'seed-remask' is now 'redraw'"):
+        loaded = Sampling(**saved)
+    assert loaded == Sampling.redraw_decoder() and loaded.policy == "redraw"

@@ -85,7 +85,7 @@ def test_long_titles_wrap_inside_their_panel():
 
     board = layout.Board(2, panel_width=4.0, font_size=8.0, dpi=80)
     try:
-        title = "diffusion (seed-remask, 10 steps, a label far too long for one row of a panel) · step 3/10 · 40% masked"
+        title = "diffusion (redraw, 10 steps, a label far too long for one row of a panel, or even two) · step 3/10 · 40% masked"
         rows = board.title_lines(title)
         assert len(rows) > 2 and " ".join(rows).replace(" · ", " ").split() == title.replace(" · ", " ").split()
         assert all(board.title_measure(row, "bold") <= board.text_width for row in rows)

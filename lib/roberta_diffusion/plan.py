@@ -30,12 +30,12 @@ class Plan:
 
     in_block [S, B, L] bool    positions of the block being filled at each step
     counts [S, B] long         how many to commit at each step (unmasking policies; remdm: with what it re-masked)
-    n_remask [S, B] long       how many to re-mask after each step (seed-remask: still masked; remdm: revised)
+    n_remask [S, B] long       how many to re-mask after each step (redraw: still masked; remdm: revised)
     last [S] bool              the last step of its block: commit everything still masked
     candidates [B, F] long     the free positions, where tokens are drawn (padded rows repeat a fixed one)
     valid [B, F] bool          False on that padding
     draw [S, B * F] float64    the inverse-CDF uniform of every draw
-    noise [S, B, L] float32    per-step noise: seed-remask's re-mask order, remdm's commit order; ``random`` reads
+    noise [S, B, L] float32    per-step noise: redraw's re-mask order, remdm's commit order; ``random`` reads
                                step 0 as its order key
     commit_pos [S, B, C] long  ``random`` only (C = 0 otherwise): the positions each step commits, known before
                                the loop because that policy's choice reads only the noise; padded slots hold
@@ -106,7 +106,7 @@ def make_plan(free, sampling: Sampling, generator, salience=None) -> Plan:
 def _block_schedule(blocks, n_blocks, steps, schedule):
     """Split ``steps`` evenly between blocks (earlier blocks take the remainder) and schedule each block.
     ``blocks [B, L]`` -> ``in_block [S, B, L]``, ``counts [S, B]`` (commits per step), ``n_remask [S, B]`` (still
-    masked after each step, the seed-remask share) and ``last [S]`` (a block's final step)."""
+    masked after each step, the redraw share) and ``last [S]`` (a block's final step)."""
     in_block, counts, n_remask, last = [], [], [], []
     for block in range(n_blocks):
         block_steps = steps // n_blocks + (block < steps % n_blocks)

@@ -7,7 +7,7 @@ committed. Three flags say how a policy deviates from "commit the scheduled coun
 - ``planned``: the order reads the plan's noise alone, never the model, so every step's positions are known before
   the loop and a step computes logits only there (``random``).
 - ``remask``: how committed tokens go back to ``<mask>``: ``"resample"`` redraws every free position and re-masks a
-  random share (the seed's decoder); ``"lowest"`` re-masks the least confident committed tokens, so a later step
+  random share (the original project's decoder); ``"lowest"`` re-masks the least confident committed tokens, so a later step
   redraws them with more context (ReMDM's inference-time revision). Unlike ReMDM, which unmasks extra tokens in the
   same step, the re-masked ones are committed again by the next step, so the masked share runs above the schedule by
   what was just re-masked, and a block's last step commits those on top of its own share.
@@ -23,6 +23,7 @@ there (and a ``Sampling`` field if it brings a knob).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -136,7 +137,7 @@ def sampled(d: Drawn) -> torch.Tensor:
 
 
 POLICIES: dict[str, Policy] = {p.name: p for p in (
-    Policy("seed-remask", fresh_noise, "the seed's decoder: redraw every free position, re-mask a falling random share",
+    Policy("redraw", fresh_noise, "the original project's decoder: redraw every free position, re-mask a falling random share",
            remask="resample"),
     Policy("random", random_order, "MDLM's ancestral order: positions in a uniformly random order", planned=True),
     Policy("confidence", confidence, "MaskGIT / LLaDA: the most probable drawn tokens first"),
@@ -153,7 +154,21 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
 KNOBS = tuple(dict.fromkeys(p.knob for p in POLICIES.values() if p.knob))  # the Sampling fields a policy owns
 
 
+# old names that still work for one release, with a deprecation warning (traces and scripts saved before the rename)
+RENAMED = {"seed-remask": "redraw"}
+
+
+def current_name(name: str) -> str:
+    """``name``, or the name a renamed policy goes by now (warning that the old one goes in the next release)."""
+    if name in RENAMED:
+        warnings.warn(f"policy {name!r} is now {RENAMED[name]!r}; the old name goes in the next release",
+                      FutureWarning, stacklevel=3)
+        return RENAMED[name]
+    return name
+
+
 def get(name: str) -> Policy:
+    name = current_name(name)
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)}")
     return POLICIES[name]

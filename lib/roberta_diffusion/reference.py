@@ -73,7 +73,7 @@ def reference_generate(model, tokenizer, canvas, sampling: Sampling, salience=No
             frac = (lambda t: 1 - t) if schedule == "linear" else (lambda t: math.cos(math.pi / 2 * t))
             n = in_block.sum(dim=1).tolist()
             left = [0 if k + 1 == block_steps else round(n[r] * frac((k + 1) / block_steps)) for r in range(rows)]
-            if policy == "seed-remask":  # keep every draw, then re-mask the `left` positions of highest noise
+            if policy == "redraw":  # keep every draw, then re-mask the `left` positions of highest noise
                 x = torch.where(in_block, new_x, x)
                 confidence = torch.where(in_block, p_drawn, confidence)
                 for r in range(rows):

@@ -136,7 +136,7 @@ def generate_diffusion(model, tokenizer, prompts: str | list[str] | None = None,
                        compile: bool | str = False, on_step=None, **settings) -> Trace:
     """Generate by iterative unmasking. Give ``prompts`` (seed layout) or a ready ``canvas`` (infilling).
 
-    ``sampling``: what is sampled (``Sampling``; None: ``Sampling.seed_decoder()``, the seed's decoder);
+    ``sampling``: what is sampled (``Sampling``; None: ``Sampling.redraw_decoder()``, the original project's decoder);
     ``settings``: any of its fields to change, e.g. ``steps=10`` (``generate_diffusion(m, t, p, steps=10)``).
     ``graph=True`` (CUDA): capture one step as a CUDA graph and replay it, with no host synchronisation until
     the end; the same tokens as ``graph=False`` for the same seed (same kernels, random numbers drawn before
@@ -150,7 +150,7 @@ def generate_diffusion(model, tokenizer, prompts: str | list[str] | None = None,
     """
     if isinstance(prompts, Sampling):
         raise TypeError("the third argument is the prompts: pass the Sampling as sampling=..., with canvas=...")
-    sampling = replace(sampling or Sampling.seed_decoder(), **settings)
+    sampling = replace(sampling or Sampling.redraw_decoder(), **settings)
     check_diffusion_model(model, tokenizer)
     rule = policies.get(sampling.policy)
     if canvas is None:

@@ -5,7 +5,7 @@ say what a run starts from and how it is computed, not what it samples.
 
 The defaults are the readable default (``Sampling.readable()``), where the CLI, panel, notebooks and ``eval`` start:
 ``random`` (MDLM's ancestral order) read best on the shipped models (README, "Readable by default";
-``python -m benchmarks.frontier`` measures it again). A bare ``generate_diffusion`` keeps ``seed_decoder()``.
+``python -m benchmarks.frontier`` measures it again). A bare ``generate_diffusion`` keeps ``redraw_decoder()``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class Sampling:
     seed: int | None = 0  # the random seed: the same seed gives the same ids; None draws fresh entropy
 
     def __post_init__(self):
+        if self.policy in policies.RENAMED:  # saved under an old name: the same policy under its current one
+            object.__setattr__(self, "policy", policies.current_name(self.policy))
         rule = policies.get(self.policy)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
@@ -49,7 +51,7 @@ class Sampling:
         if self.semi_ar_block is not None and self.semi_ar_block < 1:
             raise ValueError(f"semi_ar_block={self.semi_ar_block} must be >= 1 (or None for the whole canvas)")
         if self.semi_ar_block is not None and rule.remask == "resample":
-            raise ValueError("seed-remask resamples the whole canvas each step: drop semi_ar_block or pick another "
+            raise ValueError("redraw resamples the whole canvas each step: drop semi_ar_block or pick another "
                              "policy")
         if not 0 <= self.remask < 1:
             raise ValueError(f"remask={self.remask} must be in [0, 1) (the share of committed tokens re-masked per step)")
@@ -84,9 +86,9 @@ class Sampling:
         return cls(steps=16)
 
     @classmethod
-    def seed_decoder(cls) -> Sampling:
+    def redraw_decoder(cls) -> Sampling:
         """The seed project's decoder: a bare ``generate_diffusion`` call's settings."""
-        return cls(policy="seed-remask", steps=10)
+        return cls(policy="redraw", steps=10)
 
     @classmethod
     def of(cls, settings: dict) -> Sampling:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from roberta_diffusion import collator, models, policies, sampler, train
 from roberta_diffusion.draws import SCHEDULES
+from roberta_diffusion.loop import COMPILE_SCOPES
 from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
 from roberta_diffusion.sampling import Sampling
@@ -134,7 +135,8 @@ LISTS = {"ratios": (0, 1, "a masked share in (0, 1]"), "steps_sweep": (1, None, 
 def _choices() -> dict[str, tuple]:
     """The names a string parameter may take, from the modules that own them."""
     return {"policy": sampler.POLICIES, "schedule": SCHEDULES, "ratio_mode": collator.RATIO_MODES,
-            "weighting": collator.WEIGHTINGS, "size": tuple(models.SIZES), "arch": models.MLM_ARCHS}
+            "weighting": collator.WEIGHTINGS, "size": tuple(models.SIZES), "arch": models.MLM_ARCHS,
+            "compile_scope": COMPILE_SCOPES}
 
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
@@ -288,10 +290,30 @@ class Store(argparse._StoreAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def current_policy(flag: str, name: str) -> str:
+    """A policy named on the command line, by its current name (an old one says so on stderr, once per use)."""
+    if name in policies.RENAMED:
+        print(f"warning: {flag} {name} is deprecated and goes in the next release: use {flag} "
+              f"{policies.RENAMED[name]}", file=sys.stderr)
+        return policies.RENAMED[name]
+    return name
+
+
+def policy_list(flag: str, text: str, allowed=None) -> list[str]:
+    """``text``, a comma list of registered policies (of ``allowed`` when given), by their current names."""
+    allowed = list(allowed or policies.POLICIES)
+    names = [current_policy(flag, name) for name in text.split(",") if name]
+    if not names or set(names) - set(allowed):
+        raise ValueError(f"{flag} {text}: use a comma list of {', '.join(allowed)}")
+    return names
+
+
 def sampling_from(args) -> Sampling:
     """The ``Sampling`` that ``args`` (flags named as its fields) ask for; its error names the flag. A policy knob
     left unset (None) is off, except the chosen policy's own, which starts at its measured default."""
     settings = {k: v for k, v in vars(args).items() if not (k in policies.KNOBS and v is None)}
+    if "policy" in settings:
+        settings["policy"] = current_policy("--policy", settings["policy"])
     rule = policies.POLICIES.get(settings.get("policy"))
     if rule is not None and rule.knob and rule.knob not in settings:
         settings[rule.knob] = rule.knob_default

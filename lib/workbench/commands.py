@@ -190,10 +190,7 @@ def _int_list(flag: str, text: str) -> list[int]:
 
 def check_eval(args) -> tuple[list[int], list[str]]:
     steps = _int_list("--steps", args.steps)
-    policies = args.policies.split(",")
-    bad = [p for p in policies if p not in POLICIES]
-    if bad:
-        raise ValueError(f"--policies {bad[0]!r}: use a comma list of {', '.join(POLICIES)}")
+    policies = checks.policy_list("--policies", args.policies)
     checks.in_range("--prompts", args.prompts, 1)
     checks.in_range("--elbo-samples", args.elbo_samples, 1, what=" (noise levels per block for the ELBO bound)")
     if args.max_blocks is not None:

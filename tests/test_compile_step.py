@@ -1,0 +1,50 @@
+"""The training step compiled whole (``compile_scope="step"``: body, bounded head and cross-entropy in one graph)
+gives the eager step's loss and gradients. On the CPU the graph is captured and replayed by ``aot_eager`` (the
+tracing, the functionalised backward and the graph's own ops, without generated kernels), so what is checked here is
+that the whole loss compiles and means the same (``graphed`` adds CUDA graphs, which need inductor on a GPU); the GPU's
+fused kernels are checked in ``benchmarks.profile_train`` (its ``equality``)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from roberta_diffusion.collator import DiffusionCollator
+from roberta_diffusion.loop import COMPILE_SCOPES
+from roberta_diffusion.losses import LossModule, bounded_head_loss, noisy_batch
+from roberta_diffusion.train import compile_step
+
+BATCH, LENGTH = 4, 24
+
+
+def loss_and_grads(module, batch):
+    module.zero_grad(set_to_none=True)
+    loss = module(batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("scope", COMPILE_SCOPES)
+def test_a_compiled_step_gives_the_eager_loss_and_gradients(mlm, tokenizer, scope):
+    collator = DiffusionCollator(tokenizer, 4, "stratified")
+    ids = torch.randint(5, len(tokenizer), (BATCH, LENGTH), generator=torch.Generator().manual_seed(0))
+    batch = noisy_batch(collator, ids, seed=3, device="cpu")
+    model = copy.deepcopy(mlm).train()
+    torch.manual_seed(0)  # dropout: the same masks in both runs
+    eager = LossModule(model, bounded_head_loss(collator, BATCH, LENGTH))
+    want_loss, want_grads = loss_and_grads(eager, batch)
+    compiled = LossModule(copy.deepcopy(model), bounded_head_loss(collator, BATCH, LENGTH))
+    compile_step(compiled, scope, backend="aot_eager")
+    torch.manual_seed(0)
+    got_loss, got_grads = loss_and_grads(compiled, batch)
+    assert set(got_grads) == set(want_grads) and len(want_grads) > 10
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_an_unknown_compile_scope_is_one_line_naming_the_choices(mlm, tokenizer):
+    module = LossModule(mlm, bounded_head_loss(DiffusionCollator(tokenizer, 4, "stratified"), BATCH, LENGTH))
+    with pytest.raises(ValueError, match="compile_scope='everything': choose one of body, step, graphed"):
+        compile_step(module, "everything")
