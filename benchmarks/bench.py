@@ -158,7 +158,7 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, policies, args,
             canvas = prompt_canvas_from_blocks(blocks[:batch], args.prefix_len, tok.mask_token_id)
             for steps in step_counts[:1] if compiled else step_counts:
                 loops = []  # seconds of each call's step loop alone (no plan, no copies to the host, no text)
-                sampling = Sampling(policy=policy, steps=steps)
+                sampling = Sampling(steps=steps).with_policy(policy)  # its own knob at its measured default
 
                 def run(canvas=canvas, sampling=sampling, flags=flags, loops=loops):
                     trace = generate_diffusion(mlm, tok, sampling=sampling, canvas=canvas, **flags)

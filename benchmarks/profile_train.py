@@ -92,9 +92,12 @@ def step_equality(cfg: train.TrainConfig, tokenizer, blocks, model) -> dict:
                                                                                cfg.block_size))
         if name != "eager":
             train.compile_step(module, name)
-        with torch.autocast("cuda", torch.bfloat16):
-            loss = module(batch)
-        loss.backward()
+        for _ in range(1 if name == "eager" else 3):  # graphed: the first calls warm up and record, the third replays
+            module.zero_grad(set_to_none=True)
+            torch.compiler.cudagraph_mark_step_begin()
+            with torch.autocast("cuda", torch.bfloat16):
+                loss = module(batch)
+            loss.backward()
         out[name] = (float(loss), torch.cat([p.grad.flatten().float() for p in module.parameters()
                                              if p.grad is not None]))
     eager, grad = out.pop("eager")

@@ -60,8 +60,8 @@ except ImportError:
 run_dir = paths.run_dir(run_name)
 threads = cells.set_cpu_threads(cpu_threads)
 model, tokenizer, description = cells.resolve_model("mlm", run_name, mlm_path)
-sampling = Sampling(policy=policy, steps=steps, schedule=schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-                    seed=seed)
+sampling = Sampling(steps=steps, schedule=schedule, temperature=temperature, top_k=top_k, top_p=top_p,
+                    seed=seed).with_policy(policy)  # the policy's own knob (remdm, calibrated, sampled) at its default
 print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\nmodel: {description}\nsampling: {sampling}")
 
 # %% [markdown]

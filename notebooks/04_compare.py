@@ -71,7 +71,7 @@ mlm, mlm_tok, mlm_desc = cells.resolve_model("mlm", run_name, mlm_path)
 ar, ar_tok, ar_desc = cells.resolve_model("ar", run_name, ar_path)
 judge, judge_tok, judge_desc = cells.resolve_judge(judge_path, run_name, mlm_tok, ar, ar_tok, ar_desc)
 shared = cells.same_vocab(mlm_tok, ar_tok)
-sampling = Sampling(policy=policy, steps=steps, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+sampling = Sampling(steps=steps, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).with_policy(policy)
 print(f"run folder: {paths.portable(run_dir)} · torch threads: {threads}\n{mlm_desc}\n{ar_desc}\njudge: {judge_desc}\n"
       f"sampling: {sampling}\n"
       f"tokenizers: {'shared' if shared else 'DIFFERENT — per-token numbers are not comparable; see bits per byte'}")

@@ -111,7 +111,7 @@ ship)
   for objective in $OBJECTIVES; do cp "runs/logs/train_$objective.log" "runs/$RUN/"; done
   python3 scripts/ship_models.py "runs/$RUN" "runs/$RUN" $OBJECTIVES || exit 1
   python3 -m workbench.cli eval --out weights/roberta-diffusion-small/eval.json --elbo-samples 8 \
-    --policies "${POLICIES:-random,confidence,entropy,margin,seed-remask}" --steps 10,32,64 2>&1 | tail -n 40
+    --policies "${POLICIES:-random,confidence,entropy,margin,redraw}" --steps 10,32,64 2>&1 | tail -n 40
   cp weights/roberta-diffusion-small/eval.json weights/gpt2-small-baseline/eval.json
   tar czf "$OUT/weights.tgz" weights/roberta-diffusion-small weights/gpt2-small-baseline
   split -b 15M "$OUT/weights.tgz" "$OUT/weights.tgz.part-" && rm "$OUT/weights.tgz"

@@ -66,3 +66,21 @@ def test_compare_refuses_guidance(tiny_dirs, capsys):
     assert cli.main(["compare", "The cat", "--model", str(tiny_dirs / "mlm"), "--ar-model", str(tiny_dirs / "ar"),
                      "--candidates", "4", "--device", "cpu"]) == 2
     assert "generate --candidates" in capsys.readouterr().err
+
+
+def test_a_policy_list_takes_old_names_once_each_and_refuses_unknown_ones(capsys):
+    from workbench import checks
+
+    assert checks.policy_list("--policies", "redraw,seed-remask,random") == ["redraw", "random"]
+    assert "use --policies redraw" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--policies greedy: use a comma list of"):
+        checks.policy_list("--policies", "greedy")
+
+
+def test_a_profile_may_still_name_the_old_policy_but_not_an_unknown_one():
+    from workbench import checks
+
+    known = {"policy": ("str", "random")}
+    checks.parameter("policy", "seed-remask", known, "profile p, 03_generate")  # accepted: Sampling renames it
+    with pytest.raises(ValueError, match="policy='greedy': use one of"):
+        checks.parameter("policy", "greedy", known, "profile p, 03_generate")

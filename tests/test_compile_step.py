@@ -48,3 +48,17 @@ def test_an_unknown_compile_scope_is_one_line_naming_the_choices(mlm, tokenizer)
     module = LossModule(mlm, bounded_head_loss(DiffusionCollator(tokenizer, 4, "stratified"), BATCH, LENGTH))
     with pytest.raises(ValueError, match="compile_scope='everything': choose one of body, step, graphed"):
         compile_step(module, "everything")
+
+
+@pytest.mark.parametrize("scope,compiled,mode", [("body", "body", None), ("step", "loss", None),
+                                                 ("graphed", "loss", "reduce-overhead")])
+def test_each_scope_compiles_its_part_with_its_mode(mlm, tokenizer, monkeypatch, scope, compiled, mode):
+    """What each scope hands to ``torch.compile``: the body's forward, or the whole loss (graphed: as CUDA graphs)."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append((fn, kw)) or fn)
+    model = copy.deepcopy(mlm)
+    loss_fn = bounded_head_loss(DiffusionCollator(tokenizer, 4, "stratified"), BATCH, LENGTH)
+    compile_step(LossModule(model, loss_fn), scope)
+    [(fn, kw)] = calls
+    body = getattr(model, model.base_model_prefix)
+    assert fn == (body.forward if compiled == "body" else loss_fn) and kw.get("mode") == mode

@@ -226,3 +226,13 @@ def test_sample_tokens_with_given_uniforms_matches_the_generator_draw():
     high, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1 - 1e-9, dtype=torch.float64))
     assert torch.equal(low, logits.argmax(dim=-1))
     assert torch.equal(high, logits.topk(10, dim=-1).indices[:, -1])
+
+
+def test_the_sampled_score_is_finite_where_the_noise_is_exactly_zero():
+    """Noise 0 comes up about once in 2**24 draws; it must rank low, not give NaN (0 x -inf at T = 0)."""
+    scaled = torch.randn(4, 30, generator=torch.Generator().manual_seed(8))
+    tokens = scaled.argmax(dim=-1)
+    uniforms = torch.tensor([0.5, 0.0, 0.25, 0.75], dtype=torch.float64)
+    for temperature in (0.0, 2.0):
+        assert torch.isfinite(policy_scores("sampled", scaled, tokens, uniforms, temperature)).all()
+    assert torch.equal(policy_scores("sampled", scaled, tokens, uniforms, 0.0), policy_scores("confidence", scaled, tokens).log())

@@ -111,7 +111,9 @@ def test_notebook_defaults_are_the_readable_ones():
         values = {p.name: eval(p.default) for p in PythonTranslator.inspect(cell)}  # noqa: S307 - its own literals
         assert {k: v for k, v in values.items() if k in readable} == {k: readable[k] for k in values if k in readable}
         assert len(set(values) & set(readable)) == shared, name  # a renamed field or parameter fails here
-        assert "sampling = Sampling(" + ", ".join(f"{k}={k}" for k in readable if k in values) in notebook_source(name)
+        # the policy last, through with_policy: its own knob (remdm, calibrated, sampled) at its measured default
+        built = ", ".join(f"{k}={k}" for k in readable if k in values and k != "policy")
+        assert f"sampling = Sampling({built}).with_policy(policy)" in notebook_source(name)
 
 
 def notebook_source(name: str) -> str:

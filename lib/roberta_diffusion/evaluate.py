@@ -173,7 +173,7 @@ def sample_scores(mlm, ar, tokenizer, prompts: torch.Tensor, judge, prefix_len: 
     out = {"diffusion": {}}
     for i, policy in enumerate(policies or [None]):
         part = sample_quality(mlm if policy else None, tokenizer, ar if i == 0 else None, tokenizer, judge, tokenizer,
-                              prompts, prefix_len, steps_list, replace(sampling, policy=policy or sampling.policy),
+                              prompts, prefix_len, steps_list, sampling.with_policy(policy or sampling.policy),
                               batch_size, score_real=i == 0)
         out |= {k: v for k, v in part.items() if k != "diffusion"}
         for steps, scores in part.get("diffusion", {}).items():

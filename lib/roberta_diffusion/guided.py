@@ -7,7 +7,8 @@ whole candidate in one parallel pass (no decoding) and tells the fluent ones fro
   perplexity and, like any best-of, some entropy).
 - ``importance``: draw one candidate with probability proportional to ``p_twin(x) / q(x)``, with ``q`` the product
   of the model's probabilities of the drawn tokens (``Trace.confidence``; the order's probability is the same for
-  every candidate under ``random``). Resampling by this ratio moves the samples towards the twin's distribution
+  every candidate under ``random``, not under an order that reads the model such as ``sampled`` or ``confidence``,
+  where the resampling is not exact). Resampling by this ratio moves the samples towards the twin's distribution
   instead of its mode, so entropy holds better. It is exact sampling-importance-resampling only without top-k /
   top-p: ``confidence`` is the probability before the filter, so under a filter ``q`` is too small by each token's
   kept mass and candidates drawn from flat, heavily cut distributions weigh more than they should.
@@ -32,7 +33,8 @@ from .trace import Trace
 PICKS = ("likelihood", "importance")
 
 
-# the most logits one scoring pass holds (elements; fp32: 4 GiB): 32 candidates x 128 prompts x 256 x 32k would be 134 GB
+# the most logits one scoring pass holds (elements: 4 GiB in fp32, about 3x that at the peak with the upcast copy and
+# log_softmax); 32 candidates x 128 prompts x 256 x 32k in one pass would be 134 GB
 LOGITS_BUDGET = 2**30
 
 

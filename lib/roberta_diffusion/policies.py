@@ -132,7 +132,8 @@ def sampled(d: Drawn) -> torch.Tensor:
     replacement with probability ~ ``p ** (1 / T)`` (Gumbel-top-k), ``T = order_temperature``. At 0 it is
     ``confidence``, which commits its likeliest tokens first everywhere and so builds loops ("films, films,
     films"); as ``T`` grows it tends to ``random``. MaskGIT draws its order this way (its "choice temperature")."""
-    gumbel = -torch.log(-torch.log(d.noise))
+    # noise exactly 0 (one draw in 2**24) would give -inf, and 0 x -inf NaN at T = 0: the smallest float instead
+    gumbel = -torch.log(-torch.log(d.noise.clamp(min=torch.finfo(d.noise.dtype).tiny)))
     return torch.log(d.chosen) + d.order_temperature * gumbel
 
 
@@ -158,11 +159,11 @@ KNOBS = tuple(dict.fromkeys(p.knob for p in POLICIES.values() if p.knob))  # the
 RENAMED = {"seed-remask": "redraw"}
 
 
-def current_name(name: str) -> str:
+def current_name(name: str, stacklevel: int = 3) -> str:
     """``name``, or the name a renamed policy goes by now (warning that the old one goes in the next release)."""
     if name in RENAMED:
         warnings.warn(f"policy {name!r} is now {RENAMED[name]!r}; the old name goes in the next release",
-                      FutureWarning, stacklevel=3)
+                      FutureWarning, stacklevel=stacklevel)
         return RENAMED[name]
     return name
 

@@ -14,6 +14,8 @@ import math
 import torch
 
 from .policies import SALIENCE_CLIP
+
+TINY = torch.finfo(torch.float32).tiny  # policy sampled: the noise's floor (noise 0 would give a NaN score)
 from .sampling import Sampling
 
 
@@ -67,7 +69,7 @@ def reference_generate(model, tokenizer, canvas, sampling: Sampling, salience=No
                     "threshold": p[token], "margin": top2[0] - top2[1], "entropy": (p * p.clamp(min=1e-30).log()).sum(),
                     "calibrated": math.exp(-sampling.position_decay * (pos - first_free[r]))
                     * min(float(p[token] * salience[token]) if salience is not None else 0.0, SALIENCE_CLIP),
-                    "sampled": p[token].log() + sampling.order_temperature * -(-noise[j, r, pos].log()).log(),
+                    "sampled": p[token].log() + sampling.order_temperature * -(-noise[j, r, pos].clamp(min=TINY).log()).log(),
                 }.get(policy, 0)
             # how many stay masked after step k of this block: round(n * (1 - k/K)) or the cosine of it
             frac = (lambda t: 1 - t) if schedule == "linear" else (lambda t: math.cos(math.pi / 2 * t))

@@ -34,7 +34,7 @@ class Sampling:
 
     def __post_init__(self):
         if self.policy in policies.RENAMED:  # saved under an old name: the same policy under its current one
-            object.__setattr__(self, "policy", policies.current_name(self.policy))
+            object.__setattr__(self, "policy", policies.current_name(self.policy, stacklevel=4))
         rule = policies.get(self.policy)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
@@ -87,7 +87,7 @@ class Sampling:
 
     @classmethod
     def redraw_decoder(cls) -> Sampling:
-        """The seed project's decoder: a bare ``generate_diffusion`` call's settings."""
+        """The original project's decoder (policy ``redraw``): a bare ``generate_diffusion`` call's settings."""
         return cls(policy="redraw", steps=10)
 
     @classmethod
@@ -99,6 +99,7 @@ class Sampling:
         """These settings under ``policy``, with the knobs only another policy reads set back to off, and the
         policy's own knob at its measured default when none is set (a view switching policies offers each its own
         knob)."""
+        policy = policies.current_name(policy)
         rule = policies.get(policy)
         knobs = {knob: (getattr(self, knob) or rule.knob_default) if knob == rule.knob else 0.0
                  for knob in policies.KNOBS}

@@ -134,7 +134,7 @@ LISTS = {"ratios": (0, 1, "a masked share in (0, 1]"), "steps_sweep": (1, None, 
 
 def _choices() -> dict[str, tuple]:
     """The names a string parameter may take, from the modules that own them."""
-    return {"policy": sampler.POLICIES, "schedule": SCHEDULES, "ratio_mode": collator.RATIO_MODES,
+    return {"policy": (*sampler.POLICIES, *policies.RENAMED), "schedule": SCHEDULES, "ratio_mode": collator.RATIO_MODES,
             "weighting": collator.WEIGHTINGS, "size": tuple(models.SIZES), "arch": models.MLM_ARCHS,
             "compile_scope": COMPILE_SCOPES}
 
@@ -302,7 +302,7 @@ def current_policy(flag: str, name: str) -> str:
 def policy_list(flag: str, text: str, allowed=None) -> list[str]:
     """``text``, a comma list of registered policies (of ``allowed`` when given), by their current names."""
     allowed = list(allowed or policies.POLICIES)
-    names = [current_policy(flag, name) for name in text.split(",") if name]
+    names = list(dict.fromkeys(current_policy(flag, name) for name in text.split(",") if name))
     if not names or set(names) - set(allowed):
         raise ValueError(f"{flag} {text}: use a comma list of {', '.join(allowed)}")
     return names

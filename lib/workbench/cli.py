@@ -109,8 +109,8 @@ def _diffusion_args(p):
                    help=f"denoising steps (forward passes); lowered, with a note, to the number of positions to fill "
                         f"(default: {readable.steps}); {Sampling.distilled().steps} with --fast")
     p.add_argument("--policy", "--strategy", action=checks.Store, default=readable.policy,
-                   help=f"which masked positions each step commits: {' | '.join(POLICIES)} (redraw: the seed's "
-                        "decoder)")
+                   help=f"which masked positions each step commits: {' | '.join(POLICIES)} (redraw: the original "
+                        "project's decoder)")
     p.add_argument("--schedule", default=readable.schedule, help="how the masked share falls: linear | cosine")
     p.add_argument("--semi-ar-block", "--block-size", action=checks.Store, type=int, default=readable.semi_ar_block,
                    help="fill the canvas this many free positions at a time (semi-autoregressive)")

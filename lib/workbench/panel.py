@@ -75,7 +75,7 @@ class GenerationPanel:
                                               **short)
         # each policy's own knob, shown only with its policy (another policy would refuse it, not ignore it)
         self.knobs = {rule.knob: widgets.BoundedFloatText(
-            value=getattr(start.with_policy(rule.name), rule.knob), min=0.0, max=KNOB_MAX[rule.knob], step=0.05,
+            value=getattr(start.with_policy(rule.name), rule.knob), min=0.0, max=KNOB_MAX.get(rule.knob, 10.0), step=0.05,
             description=rule.knob.replace("_", " "), **short) for rule in POLICIES.values() if rule.knob}
         self.model_choice = widgets.Dropdown(options=list(self.models), description="model")
         self.model_choice.layout.display = "" if len(self.models) > 1 else "none"
