@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -187,17 +188,17 @@ def _bench_diffusion(mlm, tok, blocks, batch_sizes, step_counts, policies, args,
                 elif (policy, batch, steps) in eager_final:
                     row["token_agreement_with_eager"] = _agreement(final, eager_final[policy, batch, steps])
                 if compiled:  # other kernels: the documented tolerance, teacher-forced (agreement.py)
-                    row["teacher_forced"] = _teacher_forced(mlm, tok, canvas, steps, policy, args.compile_mode)
+                    row["teacher_forced"] = _teacher_forced(mlm, tok, canvas, sampling, args.compile_mode)
                 rows.append(row)
     return rows
 
 
-def _teacher_forced(mlm, tok, canvas, steps, policy, compile_mode) -> dict:
+def _teacher_forced(mlm, tok, canvas, sampling: Sampling, compile_mode) -> dict:
     """The compiled step against the plain one on the plain run's canvases, next to what the working precision
-    alone does (``agreement.step_tolerance``)."""
+    alone does (``agreement.step_tolerance``), under the settings that were timed."""
     try:
-        return step_tolerance(mlm, tok, canvas, fast_step(mlm, compile_mode), name="compiled", steps=steps,
-                              policy=policy, seed=0)
+        return step_tolerance(mlm, tok, canvas, fast_step(mlm, compile_mode), name="compiled",
+                              **asdict(sampling))
     except Exception as err:
         return error_row(err)
 

@@ -15,7 +15,7 @@ from roberta_diffusion.models import load_mlm, load_tokenizer
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
 
-KNOBS = {"remdm": {"remask": 0.2}, "calibrated": {"position_decay": 0.05}, "sampled": {"order_temperature": 2.0}}
+KNOB_VALUES = {"remask": 0.2, "position_decay": 0.05, "order_temperature": 2.0}  # each policy knob, set off its default
 
 
 def main() -> int:
@@ -31,7 +31,7 @@ def main() -> int:
         if rule.adaptive:
             continue
         kwargs = dict(canvas=canvas, steps=24, policy=name, seed=5, salience=salience if rule.reads_corpus else None,
-                      **KNOBS.get(name, {}))
+                      **({rule.knob: KNOB_VALUES[rule.knob]} if rule.knob else {}))
         eager = generate_diffusion(mlm, tokenizer, **kwargs).final
         graphed = generate_diffusion(mlm, tokenizer, graph=True, **kwargs).final
         out["policies"][name] = {"equal": bool(torch.equal(eager, graphed)),

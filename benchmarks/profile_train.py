@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from roberta_diffusion import data, paths, train
 from roberta_diffusion.losses import LossModule, bounded_head_loss, noisy_batch
-from roberta_diffusion.models import load_mlm
 from roberta_diffusion.train import make_collator
 from workbench import cli, commands, pipeline
 from workbench.cli import Parser
@@ -123,7 +122,7 @@ def trace_summary(events: list[dict], steps: int, top: int = 12) -> dict:
             busy, start = busy + end - start, s
         end = max(end, e)
     busy += end - start
-    span = max(e for _, e in spans) - spans[0][0]
+    span = end - spans[0][0]  # the merge above leaves the latest end in `end`
     kinds, names = {}, {}
     for e in kernels:
         names[e["name"]] = names.get(e["name"], 0.0) + e["dur"]
@@ -148,7 +147,7 @@ def main(args) -> int:
     blocks = data.cached_blocks(paths.corpus(cfg.train_data), tokenizer, cfg.block_size, paths.CACHE, cfg.max_train_lines)
     valid = data.cached_blocks(paths.corpus(cfg.valid_data), tokenizer, cfg.block_size, paths.CACHE)
     device = torch.device("cuda")
-    model = load_mlm(cfg.init, device="cpu") if cfg.init else train.build_model(cfg, tokenizer, blocks)
+    model = train.build_model(cfg, tokenizer, blocks)  # cfg.init loaded on the CPU, or fresh weights
     per_token = training_flops_per_token(model, cfg.block_size, masked_share(cfg, tokenizer))
     measured, spec = matmul_tflops(device), spec_peak_tflops(torch.cuda.get_device_name())
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "recipe": args.profile,

@@ -312,7 +312,7 @@ def merge(results: list[dict]) -> dict:
     for result in results:
         merged["rows"] |= result["rows"]
         merged["settings"] += [s for s in result["settings"] if s["name"] not in seen]
-        seen |= {s["name"] for s in merged["settings"]}
+        seen |= {s["name"] for s in result["settings"]}
         merged["latency"] |= result["latency"]
     # skipped by every run that could have sampled it: listed once, after all runs are in
     merged["skipped"] = sorted({name for result in results for name in result["skipped"]} - set(merged["rows"]))

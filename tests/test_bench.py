@@ -89,11 +89,12 @@ def test_compiled_rows_carry_the_teacher_forced_tolerance(monkeypatch, mlm, toke
     """The compiled step is CUDA-only; here the plain step stands in for it, so the wiring is what is checked: both
     comparisons are run and the verdict follows ``agreement.within_tolerance``."""
     from roberta_diffusion.evaluate import prompt_canvas_from_blocks
+    from roberta_diffusion.sampling import Sampling
 
     monkeypatch.setattr(bench, "fast_step", lambda model, mode=None: agreement.plain_step(model))
     blocks = torch.randint(5, len(tokenizer), (2, 32), generator=torch.Generator().manual_seed(0))
     canvas = prompt_canvas_from_blocks(blocks, 8, tokenizer.mask_token_id)
-    result = bench._teacher_forced(mlm, tokenizer, canvas, 4, "random", None)
+    result = bench._teacher_forced(mlm, tokenizer, canvas, Sampling(steps=4).with_policy("random"), None)
     assert result["compiled"]["draws"] == 2 * 24 and result["compiled"]["token_agreement"] == 1.0
     assert result["precision"]["draws"] >= 2 * 24
     assert result["within_tolerance"] is True

@@ -101,25 +101,33 @@ def elbo_collator(tokenizer, prefix_len: int = PROMPT_LEN) -> DiffusionCollator:
     return DiffusionCollator(tokenizer, prefix_len, "stratified", weighting="elbo")
 
 
+def elbo_batches(collator: DiffusionCollator, blocks: torch.Tensor, batch_size: int, samples: int = 1,
+                 seed: int = HELDOUT_SEED, device="cpu") -> list[dict]:
+    """The noisy batches ``elbo`` averages over: ``samples`` draws of ``collator``'s noise per block, in batches of
+    ``batch_size`` rows sharing one stratified draw of ``t``, drawn on the CPU (the same on any device)."""
+    if collator.weighting != "elbo":
+        raise ValueError(f"a collator with weighting={collator.weighting!r} gives no bound: use elbo_collator(...)")
+    return [noisy_batch(collator, blocks[start : start + batch_size], seed + k * len(blocks) + start, device,
+                        noise_device="cpu")
+            for k in range(samples) for start in range(0, len(blocks), batch_size)]
+
+
 @torch.no_grad()
 def elbo(model, collator: DiffusionCollator, blocks: torch.Tensor, batch_size: int, samples: int = 1,
-         seed: int = HELDOUT_SEED, device=None) -> float:
+         seed: int = HELDOUT_SEED, device=None, batches: list[dict] | None = None) -> float:
     """The masked LM's negative ELBO per token (nats) on ``blocks [N, L]``, an upper bound on its NLL of the free
     positions given the pinned ones: ``samples`` draws of ``collator``'s noise per block, the training loss of a
     ``weighting="elbo"`` collator averaged over them and the blocks (MDLM, linear schedule). The one bound the
     training history, ``eval`` and the notebooks report: the same blocks, batches, samples and seed give the same
-    number. Batches of ``batch_size`` rows share one stratified draw of ``t``."""
-    if collator.weighting != "elbo":
-        raise ValueError(f"a collator with weighting={collator.weighting!r} gives no bound: use elbo_collator(...)")
+    number. ``batches``: those ``elbo_batches`` drew for these arguments, kept by a caller that scores often."""
     device = torch.device(device or next(model.parameters()).device)
+    if batches is None:
+        batches = elbo_batches(collator, blocks, batch_size, samples, seed, device)
     model.eval()
     total = 0.0
-    for k in range(samples):
-        for start in range(0, len(blocks), batch_size):
-            ids = blocks[start : start + batch_size]
-            batch = noisy_batch(collator, ids, seed + k * len(blocks) + start, device, noise_device="cpu")
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                total += masked_lm_loss(model, batch).float().item() * len(ids)
+    for batch in batches:
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            total += masked_lm_loss(model, batch).float().item() * len(batch["input_ids"])
     return total / max(1, samples * len(blocks))
 
 
@@ -133,30 +141,33 @@ class HeldOutScorer:
         self.cfg, self.device, self.block_size = cfg, device, cfg.block_size
         self.blocks = valid_blocks[: cfg.eval_batches * cfg.batch_size]
         self.prompt = min(PROMPT_LEN, cfg.block_size // 2)
-        self.bound_noise = elbo_collator(collator.tokenizer, self.prompt)
-        self.batches = []  # the objective's batches: fixed noise, drawn once for every evaluation
-        for i in range(0, len(self.blocks), cfg.batch_size):
-            ids = self.blocks[i : i + cfg.batch_size]
-            if cfg.objective == "mlm":  # CPU noise: the same held-out score on any device, comparable across runs
-                self.batches.append(noisy_batch(collator, ids, HELDOUT_SEED + i, device, noise_device="cpu"))
-            else:
-                self.batches.append(ids.to(device))
+        chunks = [self.blocks[i : i + cfg.batch_size] for i in range(0, len(self.blocks), cfg.batch_size)]
+        if cfg.objective == "mlm":  # every noise drawn once, on the CPU: the same held-out score at every evaluation
+            self.bound_noise = elbo_collator(collator.tokenizer, self.prompt)
+            self.bound_batches = elbo_batches(self.bound_noise, self.blocks, cfg.batch_size, device=device)
+            self.batches = [noisy_batch(collator, ids, HELDOUT_SEED + i * cfg.batch_size, device, noise_device="cpu")
+                            for i, ids in enumerate(chunks)]
+        else:
+            self.batches = [ids.to(device) for ids in chunks]
 
     @torch.no_grad()
     def score(self, model, objective: bool = True) -> tuple[float | None, float]:
         """``(objective loss, bound)``; with ``objective=False`` the loss is skipped (None) for the masked LM."""
         model.eval()
+        autocast = torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda")
+        if self.cfg.objective == "mlm":
+            loss = None
+            if objective:
+                with autocast:
+                    losses = [masked_lm_loss(model, batch).float().item() for batch in self.batches]
+                loss = sum(losses) / len(losses) if losses else None
+            return loss, elbo(model, self.bound_noise, self.blocks, self.cfg.batch_size, device=self.device,
+                              batches=self.bound_batches)
         losses, bound_sum = [], 0.0
-        for batch in self.batches if objective or self.cfg.objective == "ar" else []:
-            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
-                if self.cfg.objective == "mlm":
-                    losses.append(masked_lm_loss(model, batch).float().item())
-                    continue
+        for batch in self.batches:
+            with autocast:
                 logits = model(input_ids=batch).logits.float()
-                nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
-                losses.append(nll.mean().item())
-                bound_sum += nll[:, self.prompt - 1 :].mean(dim=1).sum().item()
-        loss = sum(losses) / len(losses) if losses else None
-        if self.cfg.objective == "ar":
-            return loss, bound_sum / max(1, len(self.blocks))
-        return loss, elbo(model, self.bound_noise, self.blocks, self.cfg.batch_size, device=self.device)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
+            losses.append(nll.mean().item())
+            bound_sum += nll[:, self.prompt - 1 :].mean(dim=1).sum().item()
+        return (sum(losses) / len(losses) if losses else None), bound_sum / max(1, len(self.blocks))

@@ -83,6 +83,7 @@ class Policy:
     reads_corpus: bool = False  # needs the tokens' corpus frequencies (``salience``)
     knob: str | None = None  # the ``Sampling`` field only this policy reads
     knob_default: float = 0.0  # where a view switching to this policy sets its knob when none is set
+    knob_max: float = 0.0  # the largest value a view offers for the knob
 
     @property
     def counted(self) -> bool:
@@ -146,13 +147,13 @@ POLICIES: dict[str, Policy] = {p.name: p for p in (
     Policy("entropy", entropy, "the lowest-entropy positions first"),
     Policy("threshold", confidence, "every drawn token with probability >= threshold, at least one", adaptive=True),
     Policy("remdm", fresh_noise, "ReMDM: ancestral order, and each step re-masks the least confident committed "
-           "tokens (share `remask`) for a later step to redraw", remask="lowest", knob="remask", knob_default=0.05),
+           "tokens (share `remask`) for a later step to redraw", remask="lowest", knob="remask", knob_default=0.05, knob_max=0.9),
     Policy("calibrated", calibrated, "PC-Sampler: confidence x corpus surprise of the token, weighted towards the "
-           "left (`position_decay`)", reads_corpus=True, knob="position_decay"),
+           "left (`position_decay`)", reads_corpus=True, knob="position_decay", knob_max=5.0),
     Policy("sampled", sampled, "MaskGIT: confident positions first, drawn with probability ~ p ** (1 / "
-           "`order_temperature`) rather than sorted", knob="order_temperature", knob_default=4.0),
+           "`order_temperature`) rather than sorted", knob="order_temperature", knob_default=4.0, knob_max=20.0),
 )}
-KNOBS = tuple(dict.fromkeys(p.knob for p in POLICIES.values() if p.knob))  # the Sampling fields a policy owns
+KNOBS = {p.knob: p.name for p in POLICIES.values() if p.knob}  # the Sampling fields a policy owns -> that policy
 
 
 # old names that still work for one release, with a deprecation warning (traces and scripts saved before the rename)

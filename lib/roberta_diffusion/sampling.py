@@ -59,8 +59,7 @@ class Sampling:
             raise ValueError(f"position_decay={self.position_decay} must be >= 0 (0: no left-to-right pull)")
         if not self.order_temperature >= 0:
             raise ValueError(f"order_temperature={self.order_temperature} must be >= 0 (0: confidence order)")
-        for knob in policies.KNOBS:
-            owner = next(p.name for p in policies.POLICIES.values() if p.knob == knob)
+        for knob, owner in policies.KNOBS.items():
             if getattr(self, knob) and rule.knob != knob:
                 raise ValueError(f"{knob}={getattr(self, knob)} is for policy {owner}, not {self.policy!r}: set "
                                  f"{knob}=0 or policy={owner!r}")

@@ -276,17 +276,15 @@ def train_config(cfg, processes: int = 1, where: str = "--set with the profile")
         train.check_fresh_model(one)
 
 
-# old spellings that still work for one release, each answered with one deprecation line
-DEPRECATED = {"--strategy": "--policy", "--block-size": "--semi-ar-block", "--strategies": "--policies"}
-
-
 class Store(argparse._StoreAction):
-    """argparse's plain store, saying so on stderr when the flag is given by a deprecated name (``DEPRECATED``)."""
+    """argparse's plain store for a flag declared as ``"--current-name", "--old-name"``: the old spelling still works
+    for one release, answered with one deprecation line naming the current one."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        if option_string in DEPRECATED:
-            print(f"warning: {option_string} is deprecated and goes in the next release: use "
-                  f"{DEPRECATED[option_string]}", file=sys.stderr)
+        current = self.option_strings[0]
+        if option_string != current:
+            print(f"warning: {option_string} is deprecated and goes in the next release: use {current}",
+                  file=sys.stderr)
         super().__call__(parser, namespace, values, option_string)
 
 

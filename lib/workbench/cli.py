@@ -14,8 +14,8 @@ import traceback
 from pathlib import Path
 
 import yaml
-from roberta_diffusion import defaults, paths, policies, threads
-from roberta_diffusion.sampler import POLICIES
+from roberta_diffusion import defaults, paths, threads
+from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampling import Sampling
 
 from . import checks, commands, generate
@@ -116,7 +116,7 @@ def _diffusion_args(p):
                    help="fill the canvas this many free positions at a time (semi-autoregressive)")
     p.add_argument("--threshold", type=float, default=readable.threshold, help="confidence bar of the threshold policy")
     p.add_argument("--infill", action="store_true", help="treat PROMPT as a text with <mask> / <mask*N> spans to fill")
-    for rule in (r for r in policies.POLICIES.values() if r.knob):  # each policy's own knob, refused under another policy
+    for rule in (r for r in POLICIES.values() if r.knob):  # each policy's own knob, refused under another policy
         p.add_argument(f"--{rule.knob.replace('_', '-')}", type=float, default=None,
                        help=f"policy {rule.name}: {rule.summary} (default: {rule.knob_default:g} under {rule.name})")
     p.add_argument("--candidates", type=int, default=1,

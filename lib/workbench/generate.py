@@ -136,18 +136,15 @@ def run_generate(args, kind: str):
     if kind == "mlm":
         if args.infill:
             start = infill_canvas(tokenizer, prompt)
-            steps = clamp_steps(start, args.steps, "masked positions in the infill text")
-        else:  # the whole prompt is pinned: a prompt that fills the canvas is refused here
-            start = prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
-            steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
-                                                   f"{int(start.pinned[0].sum())}-token prompt)")
+            sampling = replace(sampling, steps=clamp_steps(start, args.steps, "masked positions in the infill text"))
+        else:
+            start, sampling = prompt_start(tokenizer, prompt, args, sampling)
         free = ~start.pinned[0] & start.attention[0].bool()  # the positions the sampler fills (the masked share)
-        sampling = replace(sampling, steps=steps)
         if not args.quiet:
             print(f"sampling: {sampling}")
             if args.fast:
                 print(f"model: {paths.portable(args.model)} (--fast: the distilled few-step model)")
-        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, steps, generated=free)
+        progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, sampling.steps, generated=free)
         knobs = dict(sampling=sampling, graph=args.graph, on_step=progress)
         if args.candidates > 1:
             guide, _ = _load("ar", args.guide, device)
@@ -199,6 +196,15 @@ def _json_summary(trace) -> dict:
     return {**trace.summary(), **whole, "text": trace.texts[0]}
 
 
+def prompt_start(tokenizer, prompt: str, args, sampling: Sampling):
+    """The canvas of a prompt continued to ``--max-len`` (the whole prompt pinned: one that fills the canvas is
+    refused here) and ``sampling`` with its steps lowered, with a note, to the positions there are to fill."""
+    start = prompt_canvas(tokenizer, prompt, args.prefix_len, args.max_len)
+    steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
+                                           f"{int(start.pinned[0].sum())}-token prompt)")
+    return start, replace(sampling, steps=steps)
+
+
 def run_compare(args):
     sampling = check_sampling(args, "compare")
     prompt = _read_prompt(args.prompt)
@@ -210,10 +216,7 @@ def run_compare(args):
     for model in (mlm, causal):
         checks.canvas_fits("--max-len", args.max_len, model)
     common = dict(prefix_len=args.prefix_len, max_len=args.max_len, graph=args.graph)
-    start = prompt_canvas(mlm_tok, prompt, args.prefix_len, args.max_len)
-    steps = clamp_steps(start, args.steps, f"positions to fill (--max-len {args.max_len} minus the "
-                                           f"{int(start.pinned[0].sum())}-token prompt)")
-    sampling = replace(sampling, steps=steps)
+    _, sampling = prompt_start(mlm_tok, prompt, args, sampling)
     print(f"sampling: {sampling}")
     diff = generate_diffusion(mlm, mlm_tok, prompt, sampling, **common)
     ar = generate_ar(causal, ar_tok, prompt, seed=args.seed, **ar_knobs(args), **common)

@@ -19,7 +19,6 @@ from roberta_diffusion.sampler import generate_diffusion
 from roberta_diffusion.sampling import Sampling
 
 COLOURINGS = {"commit step": "step", "confidence": "confidence"}
-KNOB_MAX = {"remask": 0.9, "position_decay": 5.0, "order_temperature": 20.0}  # each policy knob's widget range
 
 
 def _steps_row(n_steps: int, interval_ms: int = 400):
@@ -75,7 +74,7 @@ class GenerationPanel:
                                               **short)
         # each policy's own knob, shown only with its policy (another policy would refuse it, not ignore it)
         self.knobs = {rule.knob: widgets.BoundedFloatText(
-            value=getattr(start.with_policy(rule.name), rule.knob), min=0.0, max=KNOB_MAX.get(rule.knob, 10.0), step=0.05,
+            value=getattr(start.with_policy(rule.name), rule.knob), min=0.0, max=rule.knob_max, step=0.05,
             description=rule.knob.replace("_", " "), **short) for rule in POLICIES.values() if rule.knob}
         self.model_choice = widgets.Dropdown(options=list(self.models), description="model")
         self.model_choice.layout.display = "" if len(self.models) > 1 else "none"
