@@ -33,6 +33,15 @@ def masked_share(cfg: TrainConfig, tokenizer, blocks: int = 256) -> float:
     return float((collator(ids)["labels"] != -100).float().mean())
 
 
+def trained_on(run: Path) -> str:
+    """The GPU a run trained on: the ``device.txt`` beside it (``gpu_train.sh`` writes one where runs are summarised
+    on another machine), else this machine's."""
+    recorded = run.parent / "device.txt"
+    if recorded.exists():
+        return recorded.read_text().split(",")[0].strip()
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
 def describe(run: Path) -> dict:
     history = History.load(run / "history.json")
     saved = json.loads((run / "config.json").read_text())  # runs of older versions may hold fields since removed
@@ -42,7 +51,7 @@ def describe(run: Path) -> dict:
     flops = training_flops_per_token(model, cfg.block_size, share)
     speed = steady_speed(history)
     world = history.world_size
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    device = trained_on(run)
     peak = spec_peak_tflops(device)
     mfu = speed / world * flops / (peak * 1e12) if peak else None
     return {"run": str(run), "objective": cfg.objective, "processes": world, "global_batch": cfg.batch_size,

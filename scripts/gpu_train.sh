@@ -77,11 +77,13 @@ PY
   ;;
 ablate)
   shift; names=$(IFS=-; echo "$*")
+  record_device  # and beside each run: its summary (MFU, card) may be redone on another machine
+  for name in "$@"; do mkdir -p "runs/ablate-$name" && cp "$OUT/device.txt" "runs/ablate-$name/"; done
   python3 -m benchmarks.ablate "$@" --gpus "$GPUS" --profile "$PROFILE" --out "$OUT/ablations-$names.json" \
     --set "${TRAIN[@]}" "${EXTRA[@]}"
   status=$?
   files=(); for name in "$@"; do files+=(runs/ablate-$name/mlm/history.json runs/ablate-$name/mlm/config.json
-                                         runs/ablate-$name/command.txt runs/logs/ablate-$name.log); done
+                                         runs/ablate-$name/command.txt runs/ablate-$name/device.txt runs/logs/ablate-$name.log); done
   tar czf "$OUT/ablate-$names.tgz" --ignore-failed-read "${files[@]}"
   exit $status
   ;;

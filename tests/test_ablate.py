@@ -2,9 +2,10 @@
 
 import json
 
+import torch
 from roberta_diffusion import paths
 
-from benchmarks import ablate
+from benchmarks import ablate, scaling
 
 
 def test_variants_file_parses_and_names_every_setting(tmp_path):
@@ -74,3 +75,15 @@ def test_an_unknown_variant_is_one_error_line(capsys):
     assert ablate.main(["no-such-variant", "--summarise-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no-such-variant" in err[0]
+
+
+def test_a_run_summarised_on_another_machine_keeps_the_gpu_it_trained_on(tmp_path):
+    """gpu_train.sh writes device.txt beside each ablation run: its MFU is against that GPU's peak, not the
+    summarising machine's (a CPU has none)."""
+    run = tmp_path / "ablate-x" / "mlm"
+    run.mkdir(parents=True)
+    here = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    assert scaling.trained_on(run) == here
+    (run.parent / "device.txt").write_text("NVIDIA H200, 143771 MiB, 580.159.04\n")
+    assert scaling.trained_on(run) == "NVIDIA H200"
+    assert scaling.spec_peak_tflops(scaling.trained_on(run))

@@ -62,3 +62,17 @@ def test_each_scope_compiles_its_part_with_its_mode(mlm, tokenizer, monkeypatch,
     [(fn, kw)] = calls
     body = getattr(model, model.base_model_prefix)
     assert fn == (body.forward if compiled == "body" else loss_fn) and kw.get("mode") == mode
+
+
+@pytest.mark.parametrize("scope", COMPILE_SCOPES)
+def test_each_compile_starts_from_fresh_dynamo_caches(mlm, tokenizer, monkeypatch, scope):
+    """A second fit in one process (a notebook run twice, profile_train's runs) must not inherit the first one's
+    compiled steps and CUDA-graph pool: on an H200 a graphed fit after another model's graphed calls ran 89 ms a step
+    against 31. The caches are cleared before anything is compiled (CUDA graphs cannot be recorded on a CPU, so the
+    order of the calls is what is checked here)."""
+    calls = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("reset"))
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: calls.append("compile") or fn)
+    loss_fn = bounded_head_loss(DiffusionCollator(tokenizer, 4, "stratified"), BATCH, LENGTH)
+    compile_step(LossModule(copy.deepcopy(mlm), loss_fn), scope)
+    assert calls == ["reset", "compile"]
