@@ -324,14 +324,17 @@ def merge(results: list[dict]) -> dict:
 def print_table(result: dict) -> None:
     real = result["rows"]["real"]["report"]
     print(f"real text: judge ppl {real['gen_ppl']:.1f}, entropy {real['unigram_entropy']:.3f}")
-    print(f"{'matched':<22}{'setting':<34}{'ppl':>8}{'x real':>8}{'entropy':>9}{'rep_4':>7}{'ms B=1':>9}")
+    print(f"{'matched':<28}{'setting':<40}{'ppl':>8}{'90 % interval':>16}{'x real':>8}{'entropy':>9}{'rep_4':>7}"
+          f"{'ms B=1':>9}")
     for group, row in result["matched"].items():
         if row is None:
-            print(f"{group:<22}{'(none at matched entropy)':<34}")
+            print(f"{group:<28}{'(none at matched entropy)':<34}")
             continue
         ms = f"{1000 * row['latency_s']:.1f}" if row.get("latency_s") else "-"
-        print(f"{group:<22}{row['setting']:<34}{row['gen_ppl']:>8.1f}{row['gen_ppl'] / real['gen_ppl']:>8.2f}"
-              f"{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}{ms:>9}")
+        # results scored before the interval was kept have none
+        interval = "{:.1f}-{:.1f}".format(*row["gen_ppl_interval"]) if "gen_ppl_interval" in row else "-"
+        print(f"{group:<28}{row['setting']:<40}{row['gen_ppl']:>8.1f}{interval:>16}"
+              f"{row['gen_ppl'] / real['gen_ppl']:>8.2f}{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}{ms:>9}")
     print("speed at equal quality:", json.dumps(result["speed_at_equal_quality"])[:400])
 
 

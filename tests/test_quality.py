@@ -66,7 +66,10 @@ def test_sample_then_score_on_tiny_models(tmp_path, tiny_dirs, tokenizer, capsys
                          "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["rows"]["real"]) == {"tune", "report"}
-    assert all(set(r["report"]) >= {"gen_ppl", "unigram_entropy", "distinct_2", "rep_4"} for r in result["rows"].values())
+    assert all(set(r["report"]) >= {"gen_ppl", "gen_ppl_interval", "unigram_entropy", "distinct_2", "rep_4"}
+               for r in result["rows"].values())
+    low, high = result["rows"]["real"]["report"]["gen_ppl_interval"]
+    assert low <= result["rows"]["real"]["report"]["gen_ppl"] <= high
     assert "random@2" in result["matched"] and out.with_suffix(".png").stat().st_size > 0
     assert "speed at equal quality" in capsys.readouterr().out
 
@@ -112,3 +115,23 @@ def test_a_tagged_merge_sets_another_models_families_beside_the_first_ones(tmp_p
     assert merged["matched"]["random@8"]["gen_ppl"] == 91 and merged["matched"]["fast:random@8"]["gen_ppl"] == 71
     assert merged["latency"]["fast:random@8"] == 0.01 and "fast:ar" not in merged["latency"]
     assert {s["family"] for s in merged["settings"]} == {"random", "fast:random"}
+
+
+def test_the_perplexity_interval_holds_the_estimate_and_narrows_with_more_prompts():
+    """The bootstrap over prompts: it holds the perplexity of all of them, it is the same on the same seed, it has
+    no width when every prompt scores alike, and it narrows as the prompts grow from 16 to 256."""
+    from roberta_diffusion import metrics
+
+    tokens = 240
+    torch.manual_seed(0)
+    sums = torch.distributions.Gamma(20.0, 20.0 / (4.0 * tokens)).sample((256,)).double()  # mean NLL 4 a token
+
+    def width(n):
+        low, high = metrics.ppl_interval(sums[:n], tokens)
+        return high - low
+
+    low, high = metrics.ppl_interval(sums, tokens)
+    assert low < float((sums.sum() / (tokens * len(sums))).exp()) < high
+    assert metrics.ppl_interval(sums, tokens) == [low, high]
+    assert metrics.ppl_interval(torch.full((16,), 4.0 * tokens, dtype=torch.float64), tokens) == [54.6, 54.6]
+    assert width(256) < width(64) < width(16)

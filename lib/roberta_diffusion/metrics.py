@@ -29,16 +29,31 @@ def _device(model):
 @torch.no_grad()
 def ar_nll(model, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, batch_size: int = 16) -> dict:
     """Exact NLL per token of positions ``[prefix_len, L)`` under a causal LM. ``blocks [N, L]``."""
-    device, total, count = _device(model), 0.0, 0
+    tokens = len(blocks) * (blocks.shape[1] - prefix_len)
+    return nll_summary(float(row_nll(model, blocks, prefix_len, batch_size).sum()), tokens)
+
+
+@torch.no_grad()
+def row_nll(model, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, batch_size: int = 16) -> torch.Tensor:
+    """``[N]`` float64: each block's summed NLL of positions ``[prefix_len, L)`` under a causal LM."""
+    device, sums = _device(model), []
     for ids in _batches(blocks, batch_size):
         ids = ids.to(device)
         logits = model(input_ids=ids).logits[:, :-1].float()
-        targets = ids[:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        scored = nll[:, prefix_len - 1 :]
-        total += scored.double().sum().item()
-        count += scored.numel()
-    return nll_summary(total, count)
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        sums.append(nll[:, prefix_len - 1 :].double().sum(dim=1).cpu())
+    return torch.cat(sums)
+
+
+def ppl_interval(sums: torch.Tensor, tokens_per_row: int, level: float = 0.9, draws: int = 2000,
+                 seed: int = 0) -> list[float]:
+    """A bootstrap interval of the perplexity of rows with summed NLLs ``sums [N]`` (prompts drawn with
+    replacement): how far another draw of as many prompts could move the number. Settings whose intervals overlap
+    are not told apart by this many prompts."""
+    picks = torch.randint(len(sums), (draws, len(sums)), generator=torch.Generator().manual_seed(seed))
+    ppl = (sums[picks].sum(dim=1) / (tokens_per_row * len(sums))).exp()
+    low, high = torch.quantile(ppl, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=ppl.dtype)).tolist()
+    return [round(low, 2), round(high, 2)]
 
 
 def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, samples: int = 8, batch_size: int = 16,
@@ -62,7 +77,8 @@ def generative_ppl(judge, sequences: torch.Tensor, prefix_len: int, batch_size: 
     positions ``[prefix_len, L)`` given the prefix. Padding (id < 0) is not allowed here."""
     if (sequences < 0).any():
         raise ValueError("sequences contain placeholder ids: score finished generations only")
-    return ar_nll(judge, sequences, prefix_len, batch_size)
+    sums, per_row = row_nll(judge, sequences, prefix_len, batch_size), sequences.shape[1] - prefix_len
+    return {**nll_summary(float(sums.sum()), len(sums) * per_row), "ppl_interval": ppl_interval(sums, per_row)}
 
 
 def unigram_entropy(sequences: list[list[int]]) -> float:
@@ -98,7 +114,8 @@ def text_quality(sequences: torch.Tensor, prefix_len: int, judge=None) -> dict:
     out = {"unigram_entropy": round(unigram_entropy(generated), 4), "distinct_2": round(distinct_n(generated, 2), 4),
            "rep_4": round(repetition(generated, 4), 4)}
     if judge is not None:
-        out["gen_ppl"] = generative_ppl(judge, sequences, prefix_len)["ppl"]
+        scored = generative_ppl(judge, sequences, prefix_len)
+        out["gen_ppl"], out["gen_ppl_interval"] = scored["ppl"], scored["ppl_interval"]
     return out
 
 
