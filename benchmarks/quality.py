@@ -125,7 +125,7 @@ def sample(mlm, ar, tokenizer, blocks: torch.Tensor, settings: list[dict], prefi
 
 
 def quality(judge, ids: torch.Tensor, prefix_len: int) -> dict:
-    return metrics.text_quality(ids.long(), prefix_len, judge)
+    return metrics.text_quality(ids.long(), prefix_len, judge, per_prompt=True)
 
 
 def score(samples: dict, judge, tune: slice, report: slice) -> dict:
@@ -153,8 +153,23 @@ def matched(result: dict, tolerance: float = TOLERANCE) -> dict:
     for group, names in groups.items():
         ok = [n for n in names if abs(rows[n]["tune"]["unigram_entropy"] - real) <= tolerance * real]
         best = min(ok, key=lambda n: rows[n]["tune"]["gen_ppl"]) if ok else None
-        out[group] = None if best is None else {"setting": best, **rows[best]["report"], "tune": rows[best]["tune"],
-                                                "latency_s": result["latency"].get(group)}
+        out[group] = None if best is None else {"setting": best, **lean(rows[best]["report"]),
+                                                **against_real(rows[best]["report"], rows["real"]["report"]),
+                                                "tune": lean(rows[best]["tune"]), "latency_s": result["latency"].get(group)}
+    return out
+
+
+def lean(scores: dict) -> dict:
+    return {k: v for k, v in scores.items() if k not in ("prompt_nll", "prompt_tokens")}
+
+
+def against_real(scores: dict, real: dict) -> dict:
+    """``x_real``, the perplexity over the real text's on the same prompts, and its paired interval (for results
+    scored with each prompt's NLL; older ones have the ratio alone)."""
+    out = {"x_real": round(scores["gen_ppl"] / real["gen_ppl"], 3)}
+    if "prompt_nll" in scores and "prompt_nll" in real:
+        mine, theirs = (torch.tensor(s["prompt_nll"], dtype=torch.float64) for s in (scores, real))
+        out["x_real_interval"] = metrics.ratio_interval(mine, theirs, scores["prompt_tokens"])
     return out
 
 
@@ -324,8 +339,8 @@ def merge(results: list[dict]) -> dict:
 def print_table(result: dict) -> None:
     real = result["rows"]["real"]["report"]
     print(f"real text: judge ppl {real['gen_ppl']:.1f}, entropy {real['unigram_entropy']:.3f}")
-    print(f"{'matched':<28}{'setting':<40}{'ppl':>8}{'90 % interval':>16}{'x real':>8}{'entropy':>9}{'rep_4':>7}"
-          f"{'ms B=1':>9}")
+    print(f"{'matched':<28}{'setting':<40}{'ppl':>8}{'90 % interval':>16}{'x real':>8}{'paired 90 %':>12}"
+          f"{'entropy':>9}{'rep_4':>7}{'ms B=1':>9}")
     for group, row in result["matched"].items():
         if row is None:
             print(f"{group:<28}{'(none at matched entropy)':<34}")
@@ -333,8 +348,10 @@ def print_table(result: dict) -> None:
         ms = f"{1000 * row['latency_s']:.1f}" if row.get("latency_s") else "-"
         # results scored before the interval was kept have none
         interval = "{:.1f}-{:.1f}".format(*row["gen_ppl_interval"]) if "gen_ppl_interval" in row else "-"
+        ratio = "{:.2f}-{:.2f}".format(*row["x_real_interval"]) if "x_real_interval" in row else "-"
         print(f"{group:<28}{row['setting']:<40}{row['gen_ppl']:>8.1f}{interval:>16}"
-              f"{row['gen_ppl'] / real['gen_ppl']:>8.2f}{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}{ms:>9}")
+              f"{row['gen_ppl'] / real['gen_ppl']:>8.2f}{ratio:>12}{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}"
+              f"{ms:>9}")
     print("speed at equal quality:", json.dumps(result["speed_at_equal_quality"])[:400])
 
 

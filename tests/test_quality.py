@@ -70,6 +70,10 @@ def test_sample_then_score_on_tiny_models(tmp_path, tiny_dirs, tokenizer, capsys
                for r in result["rows"].values())
     low, high = result["rows"]["real"]["report"]["gen_ppl_interval"]
     assert low <= result["rows"]["real"]["report"]["gen_ppl"] <= high
+    assert len(result["rows"]["real"]["report"]["prompt_nll"]) == 2  # one per report prompt, for paired intervals
+    pick = result["matched"]["random@2"] or next(p for p in result["matched"].values() if p)
+    low, high = pick["x_real_interval"]
+    assert low <= pick["x_real"] <= high and "prompt_nll" not in pick  # the picks stay lean
     assert "random@2" in result["matched"] and out.with_suffix(".png").stat().st_size > 0
     assert "speed at equal quality" in capsys.readouterr().out
 
@@ -135,3 +139,21 @@ def test_the_perplexity_interval_holds_the_estimate_and_narrows_with_more_prompt
     assert metrics.ppl_interval(sums, tokens) == [low, high]
     assert metrics.ppl_interval(torch.full((16,), 4.0 * tokens, dtype=torch.float64), tokens) == [54.6, 54.6]
     assert width(256) < width(64) < width(16)
+
+
+def test_a_paired_interval_cancels_what_the_prompts_share():
+    """Two sample sets on the same prompts: a set that is the other plus a constant per token has that ratio with no
+    spread, although each set alone spreads with its prompts; the same set against itself is 1; other prompts are
+    refused."""
+    from roberta_diffusion import metrics
+
+    tokens = 240
+    torch.manual_seed(1)
+    hard = torch.distributions.Gamma(5.0, 5.0 / (4.0 * tokens)).sample((64,)).double()  # prompts differ a lot
+    easier = hard - 0.2 * tokens  # 0.2 nats a token better on every prompt
+    assert metrics.ratio_interval(easier, hard, tokens) == [0.819, 0.819]  # exp(-0.2)
+    assert metrics.ratio_interval(hard, hard, tokens) == [1.0, 1.0]
+    alone = metrics.ppl_interval(easier, tokens)
+    assert alone[1] / alone[0] > 1.1  # each set's own interval is wide
+    with pytest.raises(ValueError, match="the same prompts"):
+        metrics.ratio_interval(hard, hard[:10], tokens)

@@ -52,8 +52,23 @@ def ppl_interval(sums: torch.Tensor, tokens_per_row: int, level: float = 0.9, dr
     are not told apart by this many prompts."""
     picks = torch.randint(len(sums), (draws, len(sums)), generator=torch.Generator().manual_seed(seed))
     ppl = (sums[picks].sum(dim=1) / (tokens_per_row * len(sums))).exp()
-    low, high = torch.quantile(ppl, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=ppl.dtype)).tolist()
-    return [round(low, 2), round(high, 2)]
+    return _quantiles(ppl, level)
+
+
+def ratio_interval(sums: torch.Tensor, against: torch.Tensor, tokens_per_row: int, level: float = 0.9,
+                   draws: int = 2000, seed: int = 0) -> list[float]:
+    """A paired bootstrap interval of the perplexity ratio of two sample sets scored on the same prompts (row ``i``
+    of ``sums`` and of ``against`` continue prompt ``i``): the prompts are drawn together, so what makes a prompt
+    hard for both cancels, and the interval is narrower than the two sets' own intervals suggest."""
+    if sums.shape != against.shape:
+        raise ValueError(f"{len(sums)} and {len(against)} prompts: a paired interval needs the same prompts")
+    picks = torch.randint(len(sums), (draws, len(sums)), generator=torch.Generator().manual_seed(seed))
+    return _quantiles(((sums - against)[picks].sum(dim=1) / (tokens_per_row * len(sums))).exp(), level, digits=3)
+
+
+def _quantiles(values: torch.Tensor, level: float, digits: int = 2) -> list[float]:
+    low, high = torch.quantile(values, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=values.dtype)).tolist()
+    return [round(low, digits), round(high, digits)]
 
 
 def mlm_elbo(model, tokenizer, blocks: torch.Tensor, prefix_len: int = PROMPT_LEN, samples: int = 8, batch_size: int = 16,
@@ -78,7 +93,8 @@ def generative_ppl(judge, sequences: torch.Tensor, prefix_len: int, batch_size: 
     if (sequences < 0).any():
         raise ValueError("sequences contain placeholder ids: score finished generations only")
     sums, per_row = row_nll(judge, sequences, prefix_len, batch_size), sequences.shape[1] - prefix_len
-    return {**nll_summary(float(sums.sum()), len(sums) * per_row), "ppl_interval": ppl_interval(sums, per_row)}
+    return {**nll_summary(float(sums.sum()), len(sums) * per_row), "ppl_interval": ppl_interval(sums, per_row),
+            "row_nll": sums}
 
 
 def unigram_entropy(sequences: list[list[int]]) -> float:
@@ -107,15 +123,19 @@ def repetition(sequences: list[list[int]], n: int = 4) -> float:
     return 1.0 - distinct_n(sequences, n) if any(len(seq) >= n for seq in sequences) else 0.0
 
 
-def text_quality(sequences: torch.Tensor, prefix_len: int, judge=None) -> dict:
+def text_quality(sequences: torch.Tensor, prefix_len: int, judge=None, per_prompt: bool = False) -> dict:
     """Entropy, distinct-2, 4-gram repetition and (with a judge) generative perplexity of the generated part of
-    ``[N, L]``."""
+    ``[N, L]``; ``per_prompt``: also each row's summed judge NLL (``prompt_nll`` over ``prompt_tokens`` tokens a row,
+    for ``ratio_interval``)."""
     generated = [row[prefix_len:].tolist() for row in sequences]
     out = {"unigram_entropy": round(unigram_entropy(generated), 4), "distinct_2": round(distinct_n(generated, 2), 4),
            "rep_4": round(repetition(generated, 4), 4)}
     if judge is not None:
         scored = generative_ppl(judge, sequences, prefix_len)
         out["gen_ppl"], out["gen_ppl_interval"] = scored["ppl"], scored["ppl_interval"]
+        if per_prompt:
+            out["prompt_nll"] = [round(x, 3) for x in scored["row_nll"].tolist()]
+            out["prompt_tokens"] = sequences.shape[1] - prefix_len
     return out
 
 
