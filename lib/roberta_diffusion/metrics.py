@@ -59,7 +59,7 @@ def ratio_interval(sums: torch.Tensor, against: torch.Tensor, tokens_per_row: in
                    draws: int = 2000, seed: int = 0) -> list[float]:
     """A paired bootstrap interval of the perplexity ratio of two sample sets scored on the same prompts (row ``i``
     of ``sums`` and of ``against`` continue prompt ``i``): the prompts are drawn together, so what makes a prompt
-    hard for both cancels, and the interval is narrower than the two sets' own intervals suggest."""
+    hard for both cancels, as far as the two sets share it."""
     if sums.shape != against.shape:
         raise ValueError(f"{len(sums)} and {len(against)} prompts: a paired interval needs the same prompts")
     picks = torch.randint(len(sums), (draws, len(sums)), generator=torch.Generator().manual_seed(seed))
