@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from results_table import results_markdown  # beside this script
 from roberta_diffusion import curves, paths
-from roberta_diffusion.checkpoints import export_model, write_model_card
+from roberta_diffusion.export import export_model, write_model_card
 from roberta_diffusion.history import History
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
 

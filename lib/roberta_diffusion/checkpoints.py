@@ -1,6 +1,6 @@
 """What a training run writes: checkpoints (written atomically with a manifest, verified before loading, refused
-when the config changed, carrying every random state so that a resumed run continues exactly as an unbroken one),
-the exported model and its card.
+when the config changed, carrying every random state so that a resumed run continues exactly as an unbroken one)
+and the best evaluation's weights; the exported model and its card are ``export.py``'s.
 
 Layout of ``<out>/checkpoints/step-N/``: the model (``save_pretrained``), ``optimizer.pt`` (optimiser and schedule),
 ``rng.pt`` (random states), ``extra.pt`` (optional further state), ``train_config.json``, ``state.json`` (step and
@@ -11,10 +11,7 @@ so a resumed run exports the unbroken run's best, whatever happened to ``<out>/b
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -28,6 +25,8 @@ import numpy
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+
+from .export import write_error
 
 # Config keys that may change between a run and its resume: they steer when to stop, log, evaluate or save,
 # not what is trained. Any other difference (size, block_size, lr, ...) makes the checkpoint another run's.
@@ -177,7 +176,7 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
         shutil.rmtree(tmp, ignore_errors=True)  # a partial checkpoint only fills the disk: it is never resumed
         if isinstance(err, Exception) and not isinstance(err, OSError):
             # torch and safetensors report a full disk as their own errors ("unexpected pos 704 vs 598")
-            raise _write_error(err, final) from err
+            raise write_error(err, final) from err
         raise
     if final.exists():
         shutil.rmtree(final)
@@ -185,15 +184,6 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, histo
     for old in checkpoints(out_dir)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _write_error(err: Exception, target: Path) -> OSError:
-    """An ``OSError`` for a writer's own error, naming ``target`` and the free space left there."""
-    with contextlib.suppress(OSError):
-        free = shutil.disk_usage(target.parent).free
-        return OSError(errno.ENOSPC if free < 1 << 26 else errno.EIO,
-                       f"could not be written ({type(err).__name__}: {err}; {free / 1e6:.0f} MB free there)", str(target))
-    return OSError(errno.EIO, f"could not be written ({type(err).__name__}: {err})", str(target))
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -280,45 +270,3 @@ def _load_weights(folder: Path) -> dict:
     for file in sorted(folder.glob("*.safetensors")):
         state.update(load_file(file))
     return state
-
-
-def export_model(folder: Path, model, tokenizer, dtype: torch.dtype | None = None, max_shard_size: str = "15MB") -> Path:
-    """``save_pretrained`` model + tokenizer into ``folder`` atomically (temp folder, then rename)."""
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    to_save = model
-    if dtype is not None:
-        to_save = copy.deepcopy(model).to(dtype)
-    try:
-        to_save.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-        tokenizer.save_pretrained(tmp)
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)  # half a model only fills the disk
-        if isinstance(err, Exception) and not isinstance(err, OSError):
-            raise _write_error(err, folder) from err
-        raise
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
-def write_model_card(folder, title: str, summary: str, facts: dict, metrics: dict | str | None = None,
-                     usage: str = "") -> Path:
-    """Write ``folder/README.md``: a title, a paragraph, a table of facts, a usage snippet and the metrics
-    (markdown text, or a dict shown as JSON)."""
-    folder = Path(folder)
-    rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
-    text = f"# {title}\n\n{summary}\n\n| | |\n|---|---|\n{rows}\n"
-    if usage:
-        text += f"\n## Use\n\n```python\n{usage.strip()}\n```\n"
-    if isinstance(metrics, str):
-        text += f"\n## Metrics\n\n{metrics.strip()}\n"
-    elif metrics:
-        text += f"\n## Metrics\n\n```json\n{json.dumps(metrics, indent=2)}\n```\n"
-    path = folder / "README.md"
-    path.write_text(text)
-    return path

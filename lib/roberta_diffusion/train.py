@@ -26,9 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import corpus, data, paths
-from .checkpoints import export_model, save_checkpoint, set_rng_state, write_model_card
+from .checkpoints import save_checkpoint, set_rng_state
 from .collator import DiffusionCollator  # noqa: F401 (read here by tests)
 from .defaults import PROMPT_LEN
+from .export import export_model, write_model_card
 from .history import History
 
 # the loop's parts under the names train.py had them by (tests, workbench.checks, benchmarks read them here)
