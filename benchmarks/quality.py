@@ -353,7 +353,7 @@ def print_table(result: dict) -> None:
         interval = "{:.1f}-{:.1f}".format(*row["gen_ppl_interval"]) if "gen_ppl_interval" in row else "-"
         ratio = "{:.2f}-{:.2f}".format(*row["x_real_interval"]) if "x_real_interval" in row else "-"
         print(f"{group:<28}{row['setting']:<40}{row['gen_ppl']:>8.1f}{interval:>16}"
-              f"{row['gen_ppl'] / real['gen_ppl']:>8.2f}{ratio:>12}{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}"
+              f"{row['x_real']:>8.2f}{ratio:>12}{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}"
               f"{ms:>9}")
     print("speed at equal quality:", json.dumps(result["speed_at_equal_quality"])[:400])
 

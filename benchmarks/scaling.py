@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from roberta_diffusion.history import History
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer
+from roberta_diffusion.speed import trained_on
 from roberta_diffusion.train import TrainConfig, make_collator
 
 from .common import spec_peak_tflops, training_flops_per_token
@@ -33,15 +34,6 @@ def masked_share(cfg: TrainConfig, tokenizer, blocks: int = 256) -> float:
     return float((collator(ids)["labels"] != -100).float().mean())
 
 
-def trained_on(run: Path) -> str:
-    """The GPU a run trained on: the ``device.txt`` beside it (``gpu_train.sh`` writes one where runs are summarised
-    on another machine), else this machine's."""
-    recorded = run.parent / "device.txt"
-    if recorded.exists():
-        return recorded.read_text().split(",")[0].strip()
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-
-
 def describe(run: Path) -> dict:
     history = History.load(run / "history.json")
     saved = json.loads((run / "config.json").read_text())  # runs of older versions may hold fields since removed
@@ -51,7 +43,7 @@ def describe(run: Path) -> dict:
     flops = training_flops_per_token(model, cfg.block_size, share)
     speed = steady_speed(history)
     world = history.world_size
-    device = trained_on(run)
+    device = trained_on(run.parent)  # the run folder, above the objective's
     peak = spec_peak_tflops(device)
     mfu = speed / world * flops / (peak * 1e12) if peak else None
     return {"run": str(run), "objective": cfg.objective, "processes": world, "global_batch": cfg.batch_size,

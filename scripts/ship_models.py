@@ -21,6 +21,7 @@ from roberta_diffusion import curves, paths
 from roberta_diffusion.export import export_model, write_model_card
 from roberta_diffusion.history import History
 from roberta_diffusion.models import load_causal_lm, load_mlm, load_tokenizer, model_summary
+from roberta_diffusion.speed import trained_on
 
 # name -> (folder in weights/, loader, the run's objective folder)
 SHIP = {"mlm": (paths.SHIPPED_MLM, load_mlm, "mlm"), "ar": (paths.SHIPPED_AR, load_causal_lm, "ar"),
@@ -78,20 +79,12 @@ def ship(run: Path, objective: str, logs: Path | None) -> None:
     (target / "train_config.json").write_text(json.dumps(config, indent=2))
     if logs and (logs / f"train_{objective}.log").exists():
         (target / "training_log.txt").write_text((logs / f"train_{objective}.log").read_text()[-200_000:])
-    provenance = {"training hardware": training_device(run), "run": paths.portable(str(run.resolve()))}
+    provenance = {"training hardware": trained_on(run), "run": paths.portable(str(run.resolve()))}
     if (run / "command.txt").exists():  # the command that trained it, for the card
         provenance["command"] = (run / "command.txt").read_text().strip()
     (target / "provenance.json").write_text(json.dumps(provenance))
     write_card(objective)
     print(f"shipped {objective} -> {target}")
-
-
-def training_device(run: Path) -> str:
-    """The GPU that trained ``run``: its device.txt where it was shipped on another machine (gpu_train.sh writes it),
-    else this machine's."""
-    if (run / "device.txt").exists():
-        return (run / "device.txt").read_text().split(",")[0].strip()
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def portable(config: dict) -> dict:
@@ -133,7 +126,7 @@ def ship_student(rounds: list[Path], logs: Path | None) -> None:
         (target / "training_log.txt").write_text(text)
     command = " && ".join(f"PROFILE=distill ROUNDS={r['steps']} TEACHER={r['teacher']} bash scripts/gpu_train.sh distill"
                             for r in summary)
-    (target / "provenance.json").write_text(json.dumps({"training hardware": training_device(rounds[-1]), "command": command,
+    (target / "provenance.json").write_text(json.dumps({"training hardware": trained_on(rounds[-1]), "command": command,
                                                         "run": paths.portable(str(rounds[-1].resolve()))}))
     write_card("fast")
     print(f"shipped the {summary[-1]['steps']}-step student -> {target}")

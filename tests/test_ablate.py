@@ -4,6 +4,7 @@ import json
 
 import torch
 from roberta_diffusion import paths
+from roberta_diffusion.speed import trained_on
 
 from benchmarks import ablate, scaling
 
@@ -83,7 +84,7 @@ def test_a_run_summarised_on_another_machine_keeps_the_gpu_it_trained_on(tmp_pat
     run = tmp_path / "ablate-x" / "mlm"
     run.mkdir(parents=True)
     here = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    assert scaling.trained_on(run) == here
+    assert trained_on(run.parent) == here
     (run.parent / "device.txt").write_text("NVIDIA H200, 143771 MiB, 580.159.04\n")
-    assert scaling.trained_on(run) == "NVIDIA H200"
-    assert scaling.spec_peak_tflops(scaling.trained_on(run))
+    assert trained_on(run.parent) == "NVIDIA H200"
+    assert scaling.spec_peak_tflops(trained_on(run.parent))

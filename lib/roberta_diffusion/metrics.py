@@ -50,24 +50,24 @@ def ppl_interval(sums: torch.Tensor, tokens_per_row: int, level: float = 0.9, dr
     """A bootstrap interval of the perplexity of rows with summed NLLs ``sums [N]`` (prompts drawn with
     replacement): how far another draw of as many prompts could move the number. Settings whose intervals overlap
     are not told apart by this many prompts."""
-    picks = torch.randint(len(sums), (draws, len(sums)), generator=torch.Generator().manual_seed(seed))
-    ppl = (sums[picks].sum(dim=1) / (tokens_per_row * len(sums))).exp()
-    return _quantiles(ppl, level)
+    return _bootstrap_ppl(sums, tokens_per_row, level, draws, seed, digits=2)
 
 
 def ratio_interval(sums: torch.Tensor, against: torch.Tensor, tokens_per_row: int, level: float = 0.9,
                    draws: int = 2000, seed: int = 0) -> list[float]:
     """A paired bootstrap interval of the perplexity ratio of two sample sets scored on the same prompts (row ``i``
     of ``sums`` and of ``against`` continue prompt ``i``): the prompts are drawn together, so what makes a prompt
-    hard for both cancels, as far as the two sets share it."""
+    hard for both cancels, as far as the two sets share it. The ratio is the perplexity of the rows' differences."""
     if sums.shape != against.shape:
         raise ValueError(f"{len(sums)} and {len(against)} prompts: a paired interval needs the same prompts")
+    return _bootstrap_ppl(sums - against, tokens_per_row, level, draws, seed, digits=3)
+
+
+def _bootstrap_ppl(sums: torch.Tensor, tokens_per_row: int, level: float, draws: int, seed: int,
+                   digits: int) -> list[float]:
     picks = torch.randint(len(sums), (draws, len(sums)), generator=torch.Generator().manual_seed(seed))
-    return _quantiles(((sums - against)[picks].sum(dim=1) / (tokens_per_row * len(sums))).exp(), level, digits=3)
-
-
-def _quantiles(values: torch.Tensor, level: float, digits: int = 2) -> list[float]:
-    low, high = torch.quantile(values, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=values.dtype)).tolist()
+    ppl = (sums[picks].sum(dim=1) / (tokens_per_row * len(sums))).exp()
+    low, high = torch.quantile(ppl, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=ppl.dtype)).tolist()
     return [round(low, digits), round(high, digits)]
 
 

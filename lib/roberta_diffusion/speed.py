@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 # dense bf16 matrix peak by the vendors' data sheets (TFLOP/s); MFU is shown only for a chip named here
@@ -11,6 +13,15 @@ SPEC_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 
 def spec_peak_tflops(device_name: str) -> float | None:
     return next((v for k, v in SPEC_BF16_TFLOPS.items() if k in device_name), None)
+
+
+def trained_on(run: Path) -> str:
+    """The GPU run folder ``run`` trained on: the ``device.txt`` in it (``gpu_train.sh`` writes one where a run is
+    shipped or summarised on another machine), else this machine's."""
+    recorded = Path(run) / "device.txt"
+    if recorded.exists():
+        return recorded.read_text().split(",")[0].strip()
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def peak_flops(device) -> float | None:
