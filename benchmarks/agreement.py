@@ -71,10 +71,10 @@ def teacher_forced_agreements(model, tokenizer, canvas, candidates: dict, *, ref
         x = trace.ids[j].to(device)
         start = torch.full(x.shape, float("nan"), device=device)
         step = torch.tensor([j], device=device)
-        ref_x, ref_conf = reference(x, start, attention, plan, step, *knobs)
+        ref_x, ref_conf, _ = reference(x, start, start, attention, plan, step, *knobs)
         masked = x == tokenizer.mask_token_id
         for name, candidate in candidates.items():
-            new_x, new_conf = candidate(x, start, attention, plan, step, *knobs)
+            new_x, new_conf, _ = candidate(x, start, start, attention, plan, step, *knobs)
             drawn = masked & ((ref_x != x) | (new_x != x))  # [B, L] committed by either
             compared[name].append(_draws(ref_x, ref_conf, new_x, new_conf, drawn))
     return {name: _summary(found) for name, found in compared.items()}
@@ -124,8 +124,8 @@ def plain_step(model):
     it for the reference model, whose dtype may differ)."""
     dtype = next(model.parameters()).dtype
 
-    def step(x, confidence, attention, plan, j, sampling, mask_id):
-        return diffusion_step(model, x, confidence, attention.to(dtype), plan, j, sampling, mask_id)
+    def step(x, confidence, proposal, attention, plan, j, sampling, mask_id):
+        return diffusion_step(model, x, confidence, proposal, attention.to(dtype), plan, j, sampling, mask_id)
 
     return step
 

@@ -80,6 +80,7 @@ log_every: int = 10  # steps between the lines of the training log
 seed: int = 0
 compile: bool = False  # torch.compile the step (GPU only)
 compile_scope: str = "body"  # "body": the transformer body | "step": the whole loss | "graphed": that, CUDA graphs
+deterministic: bool = False  # deterministic kernels: on a GPU, a resumed run bit-identical to one never stopped
 max_minutes: "Optional[float]" = None  # stop early (and save) after this long
 teacher: "Optional[str]" = None  # a masked LM to distil (SDTT): the student learns its two steps in one
 distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)

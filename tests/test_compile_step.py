@@ -76,3 +76,20 @@ def test_each_compile_starts_from_fresh_dynamo_caches(mlm, tokenizer, monkeypatc
     loss_fn = bounded_head_loss(DiffusionCollator(tokenizer, 4, "stratified"), BATCH, LENGTH)
     compile_step(LossModule(copy.deepcopy(mlm), loss_fn), scope)
     assert calls == ["reset", "compile"]
+
+
+@pytest.mark.parametrize("scope", ["step", "graphed"])
+@pytest.mark.parametrize("changing", [{"ratio_mode": "levels"}, {"ratio_mode": "continuous"},
+                                      {"ratio_mode": "stratified", "teacher": "weights/x", "distill_steps": 8}])
+def test_a_whole_step_compile_over_changing_shapes_is_refused(scope, changing):
+    """The whole loss compiles into one graph only over one shape; under "graphed" another shape makes the CUDA-graph
+    capture fail mid-run, so the config is refused before anything runs, naming the fix."""
+    from roberta_diffusion.train import TrainConfig, check_compile
+
+    cfg = TrainConfig(compile=True, compile_scope=scope, **changing)
+    with pytest.raises(ValueError, match="compile_scope='body'"):
+        check_compile(cfg)
+    check_compile(TrainConfig(compile=True, compile_scope="body", **changing))  # the body keeps [B, L]
+    check_compile(TrainConfig(compile=False, compile_scope=scope, **changing))  # nothing compiled: nothing refused
+    check_compile(TrainConfig(compile=True, compile_scope=scope, ratio_mode="stratified"))
+    check_compile(TrainConfig(compile=True, compile_scope=scope, objective="ar", **changing))  # GPT-2's loss: one shape

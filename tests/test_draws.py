@@ -85,7 +85,7 @@ def test_sample_tokens_follows_the_filtered_tempered_softmax(temperature, top_k,
     logits = torch.randn(1, vocab, generator=torch.Generator().manual_seed(11)) * 1.5
     # temperature first, then top-k/top-p on the tempered distribution (as transformers' generate does)
     target = reference_filter(logits / temperature, top_k, top_p).double().softmax(dim=-1)[0]
-    tokens, scaled = sample_tokens(logits.expand(draws, vocab), temperature, top_k, top_p,
+    tokens, scaled, _ = sample_tokens(logits.expand(draws, vocab), temperature, top_k, top_p,
                                   generator=torch.Generator().manual_seed(0))
     assert tokens.shape == (draws,) and tokens.dtype == torch.long
     assert torch.all(target[tokens] > 0), "only tokens the filters keep are drawn"
@@ -97,26 +97,37 @@ def test_sample_tokens_follows_the_filtered_tempered_softmax(temperature, top_k,
                                (logits[0] / temperature).softmax(dim=-1)[tokens[:50]])
 
 
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 8, 1.0), (1.3, 0, 0.8), (0.9, 10, 0.9)])
+def test_the_drawn_probability_is_the_filtered_tempered_one(temperature, top_k, top_p):
+    """The third output is each token's probability under what it was drawn from (the proposal of importance
+    weights): after the temperature and the filters, not before them."""
+    logits = torch.randn(64, 30, generator=torch.Generator().manual_seed(3)) * 2
+    tokens, _, drawn = sample_tokens(logits, temperature, top_k, top_p, generator=torch.Generator().manual_seed(1))
+    target = reference_filter(logits / temperature, top_k, top_p).double().softmax(dim=-1)
+    assert drawn.dtype == torch.float64
+    torch.testing.assert_close(drawn, target.gather(-1, tokens[:, None]).squeeze(-1))
+
+
 def test_sample_tokens_rows_are_independent():
     vocab = 16
     logits = torch.full((2, vocab), -30.0)
     logits[0, 3] = 0.0
     logits[1, 11] = 0.0
-    tokens, _ = sample_tokens(logits.repeat(500, 1), 1.0, 0, 1.0, generator=torch.Generator().manual_seed(0))
+    tokens, _, _ = sample_tokens(logits.repeat(500, 1), 1.0, 0, 1.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tokens, torch.tensor([3, 11]).repeat(500))
 
 
 def test_sample_tokens_seeded_generator_repeats():
     logits = torch.randn(50, 30, generator=torch.Generator().manual_seed(0))
-    a, _ = sample_tokens(logits, 1.0, 10, 0.9, generator=torch.Generator().manual_seed(4))
-    b, _ = sample_tokens(logits, 1.0, 10, 0.9, generator=torch.Generator().manual_seed(4))
-    c, _ = sample_tokens(logits, 1.0, 10, 0.9, generator=torch.Generator().manual_seed(5))
+    a, _, _ = sample_tokens(logits, 1.0, 10, 0.9, generator=torch.Generator().manual_seed(4))
+    b, _, _ = sample_tokens(logits, 1.0, 10, 0.9, generator=torch.Generator().manual_seed(4))
+    c, _, _ = sample_tokens(logits, 1.0, 10, 0.9, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_sample_tokens_top_k_one_is_greedy():
     logits = torch.randn(200, 64, generator=torch.Generator().manual_seed(2))
-    tokens, _ = sample_tokens(logits, 1.0, 1, 1.0, generator=torch.Generator().manual_seed(0))
+    tokens, _, _ = sample_tokens(logits, 1.0, 1, 1.0, generator=torch.Generator().manual_seed(0))
     assert torch.equal(tokens, logits.argmax(dim=-1))
 
 
@@ -124,7 +135,7 @@ def test_sample_tokens_never_draws_a_minus_inf_token():
     logits = torch.randn(3000, 12, generator=torch.Generator().manual_seed(0))
     logits[:, ::2] = float("-inf")
     for top_k, top_p in [(0, 1.0), (4, 1.0), (0, 0.9)]:
-        tokens, _ = sample_tokens(logits, 1.3, top_k, top_p, generator=torch.Generator().manual_seed(1))
+        tokens, _, _ = sample_tokens(logits, 1.3, top_k, top_p, generator=torch.Generator().manual_seed(1))
         assert torch.all(tokens % 2 == 1)
 
 
@@ -217,13 +228,13 @@ def test_policy_scores_read_the_tempered_softmax_without_building_it(temperature
 
 def test_sample_tokens_with_given_uniforms_matches_the_generator_draw():
     logits = torch.randn(7, 40, generator=torch.Generator().manual_seed(5))
-    a, _ = sample_tokens(logits, 0.8, 10, 0.9, generator=torch.Generator().manual_seed(9))
+    a, _, _ = sample_tokens(logits, 0.8, 10, 0.9, generator=torch.Generator().manual_seed(9))
     u = torch.rand(7, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
-    b, _ = sample_tokens(logits, 0.8, 10, 0.9, uniforms=u)
+    b, _, _ = sample_tokens(logits, 0.8, 10, 0.9, uniforms=u)
     assert torch.equal(a, b)
     # a uniform near 0 picks the most likely kept token, near 1 the least likely kept one
-    low, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1e-9, dtype=torch.float64))
-    high, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1 - 1e-9, dtype=torch.float64))
+    low, _, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1e-9, dtype=torch.float64))
+    high, _, _ = sample_tokens(logits, 1.0, 10, 1.0, uniforms=torch.full((7,), 1 - 1e-9, dtype=torch.float64))
     assert torch.equal(low, logits.argmax(dim=-1))
     assert torch.equal(high, logits.topk(10, dim=-1).indices[:, -1])
 

@@ -158,7 +158,7 @@ def _run_steps(model, x, attention, plan, **knobs):
 
     confidence = torch.full(x.shape, float("nan"))
     for j in range(plan.in_block.shape[0]):
-        x, confidence = diffusion_step(model, x, confidence, attention, plan, torch.tensor([j]), **knobs)
+        x, confidence, _ = diffusion_step(model, x, confidence, confidence, attention, plan, torch.tensor([j]), **knobs)
     return x, confidence
 
 

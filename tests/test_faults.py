@@ -143,6 +143,8 @@ CASES = {
                                               "max_prefix_len=40 must be below block_size=32"),
     "--set max_prefix_len below prefix_len": (["finetune", "--set", "prefix_len=8", "max_prefix_len=4"], "max_prefix_len"),
     "--set ratio_mode unknown": (["finetune", "--set", "ratio_mode=linear"], "ratio_mode"),
+    "--set graphed over the levels collator": (["finetune", "--set", "compile=true", 'compile_scope="graphed"',
+                                                'ratio_mode="levels"'], "ratio_mode='stratified'"),
     "--set objectives unknown": (["finetune", "--set", 'objectives=["mlm", "gpt"]'], "objectives"),
     "--set escape_lr without escape_steps": (["finetune", "--set", "escape_lr=0.0002", "escape_steps=0"], "escape_steps"),
     "--set plateau_escape with init": (["finetune", "--set", "plateau_escape=true", "init={mlm}"], "plateau_escape"),

@@ -43,6 +43,33 @@ def test_importance_resampling_is_repeatable_and_picks_a_candidate(mlm, causal_l
         assert any(torch.equal(a.final[row], every[row * n + i]) for i in range(n))
 
 
+@pytest.mark.parametrize("policy,top_k,top_p,temperature", [("random", 20, 0.9, 0.8), ("random", 0, 1.0, 1.0),
+                                                              ("redraw", 20, 1.0, 1.2)])
+def test_the_proposal_is_what_each_token_was_drawn_from(mlm, tokenizer, policy, top_k, top_p, temperature):
+    """Importance weights are exact only if ``q`` is the sampler's own draw probability: recompute it by running the
+    model on the canvas before each step and reading the tempered, filtered distribution at what that step wrote."""
+    from roberta_diffusion.draws import filter_logits
+    from roberta_diffusion.sampler import model_attention_mask
+
+    canvas = prompt_canvas(tokenizer, PROMPTS, None, 24)
+    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, seed=5, steps=4, policy=policy, top_k=top_k,
+                               top_p=top_p, temperature=temperature)
+    expected = torch.full(trace.final.shape, float("nan"))
+    attention = model_attention_mask(mlm, canvas.attention)
+    for before, after in zip(trace.ids[:-1], trace.ids[1:]):
+        logits = mlm(input_ids=before, attention_mask=attention).logits.float()
+        logits[..., tokenizer.mask_token_id] = float("-inf")
+        log_q = filter_logits(logits / temperature, top_k, top_p).double().log_softmax(dim=-1)
+        # `random` writes each position once; `redraw` draws every free position again at every step
+        written = (after != tokenizer.mask_token_id) & trace.generated
+        if policy == "random":
+            written &= before == tokenizer.mask_token_id
+        expected = torch.where(written, log_q.gather(-1, after[..., None]).squeeze(-1).float(), expected)
+    generated = trace.generated
+    assert torch.isfinite(trace.proposal[generated]).all() and trace.proposal[~generated].isnan().all()
+    torch.testing.assert_close(trace.proposal[generated], expected[generated], atol=1e-4, rtol=1e-4)
+
+
 def test_a_left_padded_row_scores_as_unpadded(causal_lm, tokenizer):
     padded = prompt_canvas(tokenizer, ["The cat sat on the mat and", "A dog"], None, 16)
     alone = prompt_canvas(tokenizer, ["A dog"], None, 16 - int((padded.attention[1] == 0).sum()))

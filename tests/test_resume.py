@@ -87,11 +87,20 @@ def _blocks(tokenizer):
     return data.load_blocks(SAMPLE_TEXT, tokenizer, 32)
 
 
-def test_an_interrupted_run_in_process_resumes_bit_identically(tmp_path, tokenizer, monkeypatch):
+FAST = [pytest.param({}, id="cpu"),
+        pytest.param({"compile": True, "compile_scope": "graphed", "ratio_mode": "stratified", "deterministic": True},
+                     id="cuda-graphed",
+                     marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU"))]
+
+
+@pytest.mark.parametrize("fast", FAST)
+def test_an_interrupted_run_in_process_resumes_bit_identically(tmp_path, tokenizer, monkeypatch, fast):
     """The same, without a subprocess: stop right after the step-6 checkpoint, disturb the global random state,
-    resume. Without the saved random state the dropout noise differs and so do the losses after step 6."""
+    resume. Without the saved random state the dropout noise differs and so do the losses after step 6. On a GPU,
+    the step the converge recipe trains with: compiled whole and replayed as CUDA graphs, recaptured on resume, with
+    deterministic kernels (without them two unbroken GPU runs already differ)."""
     blocks = _blocks(tokenizer)
-    cfg = dict(SETTINGS, max_steps=10, save_every=3)
+    cfg = dict(SETTINGS, max_steps=10, save_every=3, **fast)
     whole = train.fit(train.TrainConfig(out_dir=str(tmp_path / "whole"), **cfg), blocks, blocks, tokenizer,
                         progress=False)
     save = checkpoints.save_checkpoint
@@ -172,3 +181,22 @@ def test_extra_state_is_saved_and_verified(tmp_path, mlm):
     assert "extra.pt" in json.loads((folder / "manifest.json").read_text())
     (folder / "extra.pt").write_bytes(b"damaged")
     assert checkpoints.checkpoint_problem(folder) is not None
+
+
+def test_deterministic_kernels_change_no_number_on_a_cpu_and_may_be_switched_on_resume(tmp_path, tokenizer):
+    """``deterministic=True`` switches the process to deterministic kernels (what makes a GPU run resumable bit for
+    bit); a CPU's kernels are deterministic already, so its numbers stay. Switching it between a run and its resume
+    is allowed: it changes how sums are ordered, not what is trained."""
+    blocks = _blocks(tokenizer)
+    plain = train.fit(train.TrainConfig(out_dir=str(tmp_path / "plain"), **dict(SETTINGS, max_steps=4)), blocks,
+                      blocks, tokenizer, progress=False)
+    try:
+        strict = train.fit(train.TrainConfig(out_dir=str(tmp_path / "strict"), deterministic=True,
+                                             **dict(SETTINGS, max_steps=4)), blocks, blocks, tokenizer, progress=False)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert strict["train_loss"] == plain["train_loss"] and strict["eval_loss"] == plain["eval_loss"]
+        longer = train.fit(train.TrainConfig(out_dir=str(tmp_path / "plain"), deterministic=True,
+                                             **dict(SETTINGS, max_steps=6)), blocks, blocks, tokenizer, progress=False)
+        assert longer["step"][:4] == plain["step"] and len(longer["step"]) == 6
+    finally:
+        torch.use_deterministic_algorithms(False)

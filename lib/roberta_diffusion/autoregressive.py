@@ -110,7 +110,7 @@ def generate_ar(model, tokenizer, prompts, *, max_len: int = defaults.MAX_LEN, p
             out = model(input_ids=step_input, attention_mask=attn, position_ids=positions, use_cache=True,
                         **{cache_kw: cache})
             cache = returned_cache(out)
-            tokens, scaled = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
+            tokens, scaled, _ = sample_tokens(out.logits[:, -1], temperature, top_k, top_p, uniforms=uniforms[pos - prefix_len])
             chosen = chosen_probability(scaled, tokens)
             step_input = tokens.unsqueeze(1) if teacher_forced is None else teacher_forced[:, pos : pos + 1]
             positions = positions[:, -1:] + 1

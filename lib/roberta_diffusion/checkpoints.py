@@ -31,7 +31,7 @@ from .export import write_error
 # Config keys that may change between a run and its resume: they steer when to stop, log, evaluate or save,
 # not what is trained. Any other difference (size, block_size, lr, ...) makes the checkpoint another run's.
 RESUMABLE_CHANGES = {"out_dir", "max_steps", "max_minutes", "eval_every", "save_every", "log_every", "eval_batches",
-                     "compile", "compile_scope"}
+                     "compile", "compile_scope", "deterministic"}
 MANIFEST = "manifest.json"  # written last: name -> size and sha256 of every other file of the checkpoint
 
 

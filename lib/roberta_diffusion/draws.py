@@ -45,7 +45,9 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, generator=None, uniforms=None):
-    """Draw one token per row. ``logits [N, V]`` -> ``tokens [N]``, ``scaled [N, V]`` (tempered, unfiltered, fp32).
+    """Draw one token per row. ``logits [N, V]`` -> ``tokens [N]``, ``scaled [N, V]`` (tempered, unfiltered, fp32),
+    ``drawn [N]`` (float64: the probability the token had under the distribution it was drawn from, tempered and
+    filtered: what exact importance weights need, ``guided.py``).
 
     The draw is inverse-CDF: one uniform per row, from ``uniforms [N]`` (float64) when given, else from
     ``generator``. Drawing the uniforms up front is what lets a CUDA graph replay the loop with no RNG
@@ -62,7 +64,7 @@ def sample_tokens(logits: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0, gen
     # guard against landing on a zero-weight column at the top edge of the cdf
     choice = torch.minimum(choice, (weights > 0).sum(dim=-1, keepdim=True) - 1) if ids is not None else choice
     tokens = (ids.gather(-1, choice) if ids is not None else choice).squeeze(-1)
-    return tokens, scaled
+    return tokens, scaled, weights.gather(-1, choice).squeeze(-1)
 
 
 def chosen_probability(scaled: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

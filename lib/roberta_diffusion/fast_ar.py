@@ -151,7 +151,7 @@ def _commit(state, logits, temperature, top_k, top_p):
     """Draw the token for ``state["slot"]`` from ``logits [B, V]`` and write it (fixed shapes, on device)."""
     slot = state["slot"]
     uniforms = state["uniforms"].index_select(0, slot - state["prefix_len"])[0]
-    tokens, scaled = sample_tokens(logits, temperature, top_k, top_p, uniforms=uniforms)
+    tokens, scaled, _ = sample_tokens(logits, temperature, top_k, top_p, uniforms=uniforms)
     state["ids"].index_copy_(1, slot, tokens.unsqueeze(1))
     state["confidence"].index_copy_(1, slot, chosen_probability(scaled, tokens).unsqueeze(1))
 

@@ -6,12 +6,13 @@ whole candidate in one parallel pass (no decoding) and tells the fluent ones fro
 - ``likelihood``: keep the candidate with the highest log-likelihood under the twin (a best-of-N: it lowers
   perplexity and, like any best-of, some entropy).
 - ``importance``: draw one candidate with probability proportional to ``p_twin(x) / q(x)``, with ``q`` the product
-  of the model's probabilities of the drawn tokens (``Trace.confidence``; the order's probability is the same for
-  every candidate under ``random``, not under an order that reads the model such as ``sampled`` or ``confidence``,
-  where the resampling is not exact). Resampling by this ratio moves the samples towards the twin's distribution
-  instead of its mode, so entropy holds better. It is exact sampling-importance-resampling only without top-k /
-  top-p: ``confidence`` is the probability before the filter, so under a filter ``q`` is too small by each token's
-  kept mass and candidates drawn from flat, heavily cut distributions weigh more than they should.
+  of the probabilities the drawn tokens had under the distributions they were drawn from, tempered and filtered
+  (``Trace.proposal``). Resampling by this ratio moves the samples towards the twin's distribution instead of its
+  mode, so entropy holds better. It is exact sampling-importance-resampling under ``random`` (and ``redraw``), whose
+  order has the same probability for every candidate; under an order that reads the model (``sampled``,
+  ``confidence``) the order's own probability is left out and the resampling is not exact. (Until issue 24's third
+  pass ``q`` was the probability before the filter: under top-k it favoured candidates drawn from flat, heavily cut
+  distributions, more so the more candidates there were.)
 
 The result is an ordinary ``Trace`` of the kept rows: every viewer and metric works on it. Its ``settings`` name the
 guide, the rule and the candidates, and ``guide_seconds`` is the scoring pass's time (its steps' times do not hold it).
@@ -61,7 +62,7 @@ def repeat_rows(canvas: Canvas, n: int) -> Canvas:
 
 def select_rows(trace: Trace, rows: torch.Tensor, settings: dict) -> Trace:
     return Trace(ids=trace.ids[:, rows], pinned=trace.pinned[rows], attention=trace.attention[rows],
-                 confidence=trace.confidence[rows], step_times=trace.step_times, mask_token_id=trace.mask_token_id,
+                 confidence=trace.confidence[rows], proposal=trace.proposal[rows], step_times=trace.step_times, mask_token_id=trace.mask_token_id,
                  kind=trace.kind, forward_passes=trace.forward_passes, settings=settings, tokenizer=trace.tokenizer)
 
 
@@ -92,8 +93,7 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
     final, generated = trace.final.to(device), trace.generated.to(device)
     score = sequence_logprob(guide, final, trace.attention.to(device), generated).view(n_prompts, candidates)
     if pick == "importance":
-        drawn = trace.confidence.to(device).double().clamp(min=1e-30).log()  # NaN where pinned: left out
-        proposal = torch.where(generated, drawn, 0.0).sum(dim=1)
+        proposal = torch.where(generated, trace.proposal.to(device).double(), 0.0).sum(dim=1)  # NaN where pinned
         weights = (score - proposal.view(n_prompts, candidates)).softmax(dim=1)
         generator = make_generator(None if seed is None else seed + 1, device)  # not the sampler's own stream
         kept = torch.multinomial(weights.float(), 1, generator=generator).squeeze(1)

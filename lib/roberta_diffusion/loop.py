@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,9 @@ def setup(cfg, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer
         raise ValueError(f"teacher={cfg.teacher!r} with distill_steps={cfg.distill_steps}: give the student's number of "
                          "steps (>= 1), e.g. 32 to learn a teacher's 64")
     lr_factor = _lr_lambda(cfg)  # checks the schedule before anything is written
+    check_compile(cfg)
+    if cfg.deterministic:
+        deterministic_kernels()
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     world = accelerator.num_processes
     if cfg.batch_size % world:
@@ -250,6 +254,29 @@ def any_process(flag: bool, device) -> bool:
 
 
 COMPILE_SCOPES = ("body", "step", "graphed")
+
+
+def deterministic_kernels() -> None:
+    """Deterministic kernels for the rest of the process (``deterministic=True``). A GPU step otherwise sums some
+    gradients with atomics in whatever order threads finish: two unbroken graphed runs on an H200 differed from the
+    sixth step on, in the fifth digit of the loss, so a resumed run can only be as close as two runs. With these, two
+    runs and a kill and resume gave the same losses and weights to the byte. cuBLAS reads its workspace setting
+    when a process first uses it, so in a notebook that already ran a GPU matmul, set it before that."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+
+
+def check_compile(cfg) -> None:
+    """Refuse a whole-step compile over shapes that change from step to step: the masked LM's loss has one shape only
+    with the stratified collator's bounded head (``_loss_fn``). Under ``"graphed"`` a changing shape does not merely
+    recompile, the CUDA-graph capture fails (the levels collator's masked count, on an H200)."""
+    if cfg.compile_scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile_scope={cfg.compile_scope!r}: choose one of {', '.join(COMPILE_SCOPES)}")
+    if cfg.compile and cfg.compile_scope != "body" and cfg.objective == "mlm" and (
+            cfg.teacher or cfg.ratio_mode != "stratified"):
+        why = "a distillation loss" if cfg.teacher else f"ratio_mode={cfg.ratio_mode!r}"
+        raise ValueError(f"compile_scope={cfg.compile_scope!r} compiles the whole loss, which needs one shape every "
+                         f"step, and {why} changes it: set ratio_mode='stratified' (no teacher) or compile_scope='body'")
 
 
 def compile_step(step_module, scope: str, backend: str = "inductor") -> None:

@@ -72,30 +72,34 @@ def additive_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
         attention == 0, torch.finfo(dtype).min)[:, None, None, :]
 
 
-def diffusion_step(model, x, confidence, attention, plan: Plan, j, sampling: Sampling, mask_id: int):
-    """One step, fixed shapes throughout. ``x [B, L]`` ids, ``confidence [B, L]``, ``j [1]`` long (the step,
-    as a tensor so a captured graph can read it) -> new ``(x, confidence)``."""
+def diffusion_step(model, x, confidence, proposal, attention, plan: Plan, j, sampling: Sampling, mask_id: int):
+    """One step, fixed shapes throughout. ``x [B, L]`` ids, ``confidence [B, L]`` (each written token's model
+    probability, tempered), ``proposal [B, L]`` (its log-probability under what it was drawn from: tempered and
+    filtered), ``j [1]`` long (the step, as a tensor so a captured graph can read it) -> new ``(x, confidence,
+    proposal)``."""
     rule = policies.get(sampling.policy)
     if plan.commit_pos.shape[-1]:  # the plan fixed this step's positions (a planned policy): draw only there
-        return _planned_step(model, x, confidence, attention, plan, j, sampling, mask_id)
+        return _planned_step(model, x, confidence, proposal, attention, plan, j, sampling, mask_id)
     in_block = plan.in_block.index_select(0, j)[0]
     index, valid = plan.candidates, plan.valid
     logits = gathered_logits(model, x, attention, index)  # [B * F, V]: only where a token can be drawn
     # never draw <mask> itself: "== mask_id" is how the loop tells masked from committed, so a drawn
     # <mask> would be re-generated (breaking the per-step counts) or survive the last step
     logits[:, mask_id] = float("-inf")
-    tokens, scaled = sample_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p,
-                                   uniforms=plan.draw.index_select(0, j)[0])
+    tokens, scaled, kept = sample_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p,
+                                         uniforms=plan.draw.index_select(0, j)[0])
     shape = index.shape
     drawn = x.scatter(1, index, torch.where(valid, tokens.view(shape), x.gather(1, index)))
     chosen = chosen_probability(scaled, tokens).view(shape)
     chosen_conf = torch.zeros_like(confidence).scatter(1, index, torch.where(valid, chosen, 0.0))
+    chosen_log_q = torch.zeros_like(proposal).scatter(1, index, torch.where(valid, kept.log().float().view(shape), 0.0))
     noise = plan.noise.index_select(0, j)[0]
     if rule.remask == "resample":
         # write every drawn token, then re-mask the scheduled share of the free positions at random
         remask = top_count_mask(noise, in_block, plan.n_remask.index_select(0, j)[0])
         confidence = torch.where(in_block, chosen_conf, confidence)
-        return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence
+        proposal = torch.where(in_block, chosen_log_q, proposal)
+        return torch.where(in_block, drawn, x).masked_fill(remask, mask_id), confidence, proposal
     masked = (x == mask_id) & in_block
     picked = rule.score(policies.Drawn(scaled, tokens, chosen.view(-1), index, noise, random_order_key(plan.noise),
                                        plan.salience, sampling.position_decay,
@@ -108,25 +112,28 @@ def diffusion_step(model, x, confidence, attention, plan: Plan, j, sampling: Sam
         commit = top_count_mask(score, masked, plan.counts.index_select(0, j)[0])
     commit = torch.where(plan.last.index_select(0, j), masked, commit)
     x, confidence = torch.where(commit, drawn, x), torch.where(commit, chosen_conf, confidence)
+    proposal = torch.where(commit, chosen_log_q, proposal)
     if rule.remask == "lowest":
         # tokens committed before this step, least confident first, go back to <mask> for a later step to redraw
         # with more context (never the ones just drawn: their logits saw nothing new)
         earlier = in_block & ~masked & ~commit
         x = x.masked_fill(top_count_mask(-confidence, earlier, plan.n_remask.index_select(0, j)[0]), mask_id)
-    return x, confidence
+    return x, confidence, proposal
 
 
-def _planned_step(model, x, confidence, attention, plan: Plan, j, sampling: Sampling, mask_id: int):
+def _planned_step(model, x, confidence, proposal, attention, plan: Plan, j, sampling: Sampling, mask_id: int):
     """A step whose positions the plan fixed (``random``): logits and draws at those ``C`` positions only."""
     index, ok = plan.commit_pos.index_select(0, j)[0], plan.commit_ok.index_select(0, j)[0]  # [B, C]
     logits = gathered_logits(model, x, attention, index)  # [B * C, V]
     logits[:, mask_id] = float("-inf")  # never draw <mask> (see diffusion_step)
-    tokens, scaled = sample_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p,
-                                   uniforms=plan.commit_draw.index_select(0, j)[0])
+    tokens, scaled, kept = sample_tokens(logits, sampling.temperature, sampling.top_k, sampling.top_p,
+                                         uniforms=plan.commit_draw.index_select(0, j)[0])
     tokens, chosen = tokens.view(index.shape), chosen_probability(scaled, tokens).view(index.shape)
+    log_q = kept.log().float().view(index.shape)
     # padded slots write back what is there (they never share a position with a real slot)
     new_x = x.scatter(1, index, torch.where(ok, tokens, x.gather(1, index)))
-    return new_x, confidence.scatter(1, index, torch.where(ok, chosen, confidence.gather(1, index)))
+    return (new_x, confidence.scatter(1, index, torch.where(ok, chosen, confidence.gather(1, index))),
+            proposal.scatter(1, index, torch.where(ok, log_q, proposal.gather(1, index))))
 
 
 @torch.no_grad()
@@ -180,10 +187,11 @@ def generate_diffusion(model, tokenizer, prompts: str | list[str] | None = None,
     plan = make_plan(free, sampling, make_generator(sampling.seed, device), salience=salience)
     attention = model_attention_mask(model, canvas.attention)
     confidence = torch.full(x.shape, float("nan"), device=device)
+    proposal = confidence.clone()
     step_fn = compiled_step(model, compile if isinstance(compile, str) else None) if compile else diffusion_step
     if graph:
-        history, confidence, step_times = _run_graphed(model, x, confidence, attention, plan, sampling, mask_id,
-                                                       step_fn)
+        history, confidence, proposal, step_times = _run_graphed(model, x, confidence, proposal, attention, plan,
+                                                                 sampling, mask_id, step_fn)
     else:
         history, step_times = [x.cpu()], []
         step = torch.zeros(1, dtype=torch.long, device=device)
@@ -192,7 +200,7 @@ def generate_diffusion(model, tokenizer, prompts: str | list[str] | None = None,
                 continue  # this block is done early: skip its remaining steps
             start = time.perf_counter()
             step.fill_(j)
-            x, confidence = step_fn(model, x, confidence, attention, plan, step, sampling, mask_id)
+            x, confidence, proposal = step_fn(model, x, confidence, proposal, attention, plan, step, sampling, mask_id)
             sync(device)
             step_times.append(time.perf_counter() - start)
             history.append(x.cpu())
@@ -200,7 +208,8 @@ def generate_diffusion(model, tokenizer, prompts: str | list[str] | None = None,
                 on_step(len(history) - 1, history[-1])
     settings = {**asdict(sampling), "prefix_len": prefix_len, "max_len": int(x.shape[1]), "graph": graph,
                 "compile": compile}
-    trace = Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings)
+    trace = Trace.from_history(history, canvas, confidence, step_times, mask_id, tokenizer, "diffusion", settings,
+                               proposal=proposal)
     if graph and on_step is not None:
         for i in range(1, len(history)):
             on_step(i, history[i])
@@ -216,7 +225,7 @@ def compiled_step(model, mode: str | None = None):
     return cache[key]
 
 
-def _run_graphed(model, x, confidence, attention, plan: Plan, sampling: Sampling, mask_id: int, step_fn):
+def _run_graphed(model, x, confidence, proposal, attention, plan: Plan, sampling: Sampling, mask_id: int, step_fn):
     """Replay a captured step ``S`` times; the graph and its buffers live on the model, keyed by shape and by what
     the step reads (the seed and the step count only shape the plan's numbers, which are copied in)."""
     n_steps = plan.in_block.shape[0]
@@ -225,15 +234,17 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, sampling: Sampling
            tuple(attention.shape), step_fn, first.data_ptr(), replace(sampling, seed=0, steps=1), mask_id)
     cache = graphs.model_cache(model)
     if key not in cache:
-        state = {"x": x.clone(), "confidence": confidence.clone(), "step": torch.zeros(1, dtype=torch.long, device=x.device),
+        state = {"x": x.clone(), "confidence": confidence.clone(), "proposal": proposal.clone(),
+                 "step": torch.zeros(1, dtype=torch.long, device=x.device),
                  "history": torch.empty((n_steps + 1, *x.shape), dtype=x.dtype, device=x.device),
                  "attention": attention.clone(), "plan": Plan(**{k: v.clone() for k, v in plan.tensors().items()})}
 
         def one_step():
-            new_x, new_conf = step_fn(model, state["x"], state["confidence"], state["attention"], state["plan"],
-                                             state["step"], sampling, mask_id)
+            new_x, new_conf, new_log_q = step_fn(model, state["x"], state["confidence"], state["proposal"],
+                                                 state["attention"], state["plan"], state["step"], sampling, mask_id)
             state["x"].copy_(new_x)
             state["confidence"].copy_(new_conf)
+            state["proposal"].copy_(new_log_q)
             state["history"].index_copy_(0, state["step"] + 1, new_x.unsqueeze(0))
 
         state["graph"] = graphs.capture(one_step)
@@ -244,6 +255,7 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, sampling: Sampling
     state["attention"].copy_(attention)
     state["x"].copy_(x)
     state["confidence"].copy_(confidence)
+    state["proposal"].copy_(proposal)
     state["history"][0].copy_(x)
     sync(x.device)
     start = time.perf_counter()
@@ -253,7 +265,7 @@ def _run_graphed(model, x, confidence, attention, plan: Plan, sampling: Sampling
     sync(x.device)
     seconds = time.perf_counter() - start
     history = list(state["history"].cpu().unbind(0))
-    return history, state["confidence"].clone(), [seconds / n_steps] * n_steps
+    return history, state["confidence"].clone(), state["proposal"].clone(), [seconds / n_steps] * n_steps
 
 
 __all__ = ["generate_diffusion", "generate_ar", "POLICIES", "SCHEDULES", "Trace"]

@@ -22,6 +22,9 @@ class Trace:
     kind: str = "diffusion"  # or "ar"
     forward_passes: int = 0
     settings: dict = field(default_factory=dict)
+    # [B, L] log-probability of each generated token under the distribution it was drawn from (tempered, then
+    # top-k / top-p), NaN if pinned: the proposal of exact importance weights (guided.py); diffusion only
+    proposal: torch.Tensor | None = None
     # texts are decoded on first access (`texts`, `completions`), not by the sampler: decoding a batch's strings
     # costs milliseconds (about 8 ms for 64 x 256 tokens on a 2-core CPU), as much as a graph-replayed 10-step
     # loop at B=1, and a caller that scores token ids never needs them
@@ -102,13 +105,15 @@ class Trace:
         return cls(**state)
 
     @classmethod
-    def from_history(cls, history: list, canvas, confidence, step_times, mask_id, tokenizer, kind, settings) -> Trace:
+    def from_history(cls, history: list, canvas, confidence, step_times, mask_id, tokenizer, kind, settings,
+                     proposal=None) -> Trace:
         """Assemble a Trace from a sampler's per-step canvases ``history`` (``[B, L]`` on CPU each)."""
         # copies: the texts are decoded later from these, so a caller reusing its canvas must not change them
         return cls(ids=torch.stack(history), pinned=canvas.pinned.to("cpu", copy=True),
                    attention=canvas.attention.to("cpu", copy=True),
                    confidence=confidence.float().cpu(), step_times=step_times, mask_token_id=mask_id, kind=kind,
-                   forward_passes=len(step_times), settings=settings, tokenizer=tokenizer)
+                   forward_passes=len(step_times), settings=settings, tokenizer=tokenizer,
+                   proposal=None if proposal is None else proposal.float().cpu())
 
     def summary(self) -> dict:
         return {

@@ -41,6 +41,7 @@ from .loop import (  # noqa: F401
     any_process,
     batch_indices,
     build_model,
+    check_compile,
     check_fresh_model,
     compile_body,
     compile_step,
@@ -103,6 +104,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False  # CUDA: torch.compile the step (compile_scope says how much of it)
     compile_scope: str = "body"  # "body": the transformer body | "step": the whole loss | "graphed": that, CUDA graphs
+    deterministic: bool = False  # deterministic kernels (loop.deterministic_kernels): a GPU run's resume bit-identical
     max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
     teacher: str | None = None  # masked LM to distil (SDTT, distill.py): the student learns its two steps in one
     distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)

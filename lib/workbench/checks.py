@@ -274,6 +274,7 @@ def train_config(cfg, processes: int = 1, where: str = "--set with the profile")
         one = cfg.for_objective(objective)  # checks `ar` and names the folder without making it
         train._lr_lambda(one)  # the two-phase rate's own conditions
         train.check_fresh_model(one)
+        train.check_compile(one)
 
 
 class Store(argparse._StoreAction):
