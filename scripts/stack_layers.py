@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import torch
-
 from roberta_diffusion import models
 
 # files of a model folder that describe its data or its tokens, not its weights: they stay true of the stacked copy

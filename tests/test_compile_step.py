@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 from roberta_diffusion.collator import DiffusionCollator
-from roberta_diffusion.loop import COMPILE_SCOPES
+from roberta_diffusion.compiling import COMPILE_SCOPES
 from roberta_diffusion.losses import LossModule, bounded_head_loss, noisy_batch
 from roberta_diffusion.train import compile_step
 

@@ -56,7 +56,7 @@ def test_the_proposal_is_what_each_token_was_drawn_from(mlm, tokenizer, policy, 
                                top_p=top_p, temperature=temperature)
     expected = torch.full(trace.final.shape, float("nan"))
     attention = model_attention_mask(mlm, canvas.attention)
-    for before, after in zip(trace.ids[:-1], trace.ids[1:]):
+    for before, after in zip(trace.ids[:-1], trace.ids[1:], strict=True):
         logits = mlm(input_ids=before, attention_mask=attention).logits.float()
         logits[..., tokenizer.mask_token_id] = float("-inf")
         log_q = filter_logits(logits / temperature, top_k, top_p).double().log_softmax(dim=-1)

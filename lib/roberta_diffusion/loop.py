@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from . import corpus, paths
 from .average import WeightAverage
 from .checkpoints import load_extra, restore_best, resume
 from .collator import DiffusionCollator
+from .compiling import check_compile, compile_step, deterministic_kernels
 from .distill import distill_batch, distillation
 from .history import History
 from .losses import HeldOutScorer, LossModule, bounded_head_loss, causal_lm_loss, masked_lm_loss, noisy_batch
@@ -251,56 +251,3 @@ def any_process(flag: bool, device) -> bool:
     votes = torch.tensor([int(flag)], device=device)
     torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
     return bool(votes.item())
-
-
-COMPILE_SCOPES = ("body", "step", "graphed")
-
-
-def deterministic_kernels() -> None:
-    """Deterministic kernels for the rest of the process (``deterministic=True``). A GPU step otherwise sums some
-    gradients with atomics in whatever order threads finish: two unbroken graphed runs on an H200 differed from the
-    sixth step on, in the fifth digit of the loss, so a resumed run can only be as close as two runs. With these, two
-    runs and a kill and resume gave the same losses and weights to the byte. cuBLAS reads its workspace setting
-    when a process first uses it, so in a notebook that already ran a GPU matmul, set it before that."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-
-
-def check_compile(cfg) -> None:
-    """Refuse a whole-step compile over shapes that change from step to step: the masked LM's loss has one shape only
-    with the stratified collator's bounded head (``_loss_fn``). Under ``"graphed"`` a changing shape does not merely
-    recompile, the CUDA-graph capture fails (the levels collator's masked count, on an H200)."""
-    if cfg.compile_scope not in COMPILE_SCOPES:
-        raise ValueError(f"compile_scope={cfg.compile_scope!r}: choose one of {', '.join(COMPILE_SCOPES)}")
-    if cfg.compile and cfg.compile_scope != "body" and cfg.objective == "mlm" and (
-            cfg.teacher or cfg.ratio_mode != "stratified"):
-        why = "a distillation loss" if cfg.teacher else f"ratio_mode={cfg.ratio_mode!r}"
-        raise ValueError(f"compile_scope={cfg.compile_scope!r} compiles the whole loss, which needs one shape every "
-                         f"step, and {why} changes it: set ratio_mode='stratified' (no teacher) or compile_scope='body'")
-
-
-def compile_step(step_module, scope: str, backend: str = "inductor") -> None:
-    """Compile the training step's forward (and so its backward); the parameters and their names stay.
-
-    ``"body"``: the transformer body (fixed shapes [B, L]). ``"step"``: the whole loss in one graph, the body, the
-    bounded head's gather, the head and the cross-entropy, so the head's logits are not written out in fp32 and
-    read back for an eager softmax (a fifth of a step of the shipped recipe in its profile).
-
-    Dynamo's caches start fresh, as in a new process: a step compiled before in this process (an earlier fit, or the
-    same loss over another model) counts against its recompile limit and keeps its CUDA-graph pool. After three
-    graphed calls of another model, a graphed fit ran 89 ms a step against 31 (profile_train, one H200)."""
-    if scope not in COMPILE_SCOPES:
-        raise ValueError(f"compile_scope={scope!r}: choose one of {', '.join(COMPILE_SCOPES)}")
-    torch._dynamo.reset()
-    loss_module = getattr(step_module, "module", step_module)  # under DDP, the LossModule it wraps
-    if scope in ("step", "graphed"):  # graphed: the compiled step replayed as CUDA graphs (no launches per kernel)
-        mode = "reduce-overhead" if scope == "graphed" and backend == "inductor" else None
-        loss_module.loss_fn = torch.compile(loss_module.loss_fn, backend=backend, mode=mode)
-    else:
-        compile_body(loss_module.model, backend)
-
-
-def compile_body(model, backend: str = "inductor") -> None:
-    """Compile the transformer body's forward (fixed shapes [B, L])."""
-    body = getattr(model, model.base_model_prefix, model)
-    body.forward = torch.compile(body.forward, backend=backend)

@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 from . import corpus, data, paths
 from .checkpoints import save_checkpoint, set_rng_state
 from .collator import DiffusionCollator  # noqa: F401 (read here by tests)
+
+# the loop's parts under the names train.py had them by (tests, workbench.checks, benchmarks read them here)
+from .compiling import check_compile, compile_body, compile_step  # noqa: F401
 from .defaults import PROMPT_LEN
 from .export import export_model, write_model_card
 from .history import History
-
-# the loop's parts under the names train.py had them by (tests, workbench.checks, benchmarks read them here)
 from .loop import (  # noqa: F401
     Run,
     WeightAverage,
@@ -41,10 +42,7 @@ from .loop import (  # noqa: F401
     any_process,
     batch_indices,
     build_model,
-    check_compile,
     check_fresh_model,
-    compile_body,
-    compile_step,
     config_tokenizer,
     load_trained,
     make_collator,
@@ -104,7 +102,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False  # CUDA: torch.compile the step (compile_scope says how much of it)
     compile_scope: str = "body"  # "body": the transformer body | "step": the whole loss | "graphed": that, CUDA graphs
-    deterministic: bool = False  # deterministic kernels (loop.deterministic_kernels): a GPU run's resume bit-identical
+    deterministic: bool = False  # deterministic kernels (compiling.deterministic_kernels): a GPU run's resume bit-identical
     max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
     teacher: str | None = None  # masked LM to distil (SDTT, distill.py): the student learns its two steps in one
     distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from roberta_diffusion import collator, models, policies, sampler, train
+from roberta_diffusion.compiling import COMPILE_SCOPES
 from roberta_diffusion.draws import SCHEDULES
-from roberta_diffusion.loop import COMPILE_SCOPES
 from roberta_diffusion.models import max_canvas_len
 from roberta_diffusion.paths import run_name
 from roberta_diffusion.sampling import Sampling
