@@ -37,6 +37,7 @@ from workbench import cli
 from workbench.cells import save_figure
 from workbench.cli import Parser
 
+from .at_entropy import at_real_entropy, print_rows
 from .common import int_list, timed_median
 from .frontier import shifted  # one definition of eval's prompts and a second set sharing none
 
@@ -141,6 +142,7 @@ def score(samples: dict, judge, tune: slice, report: slice) -> dict:
     result = {"environment": samples["environment"], "prefix_len": p, "rows": rows,
               "settings": samples["settings"], "latency": samples["latency"], "skipped": samples["skipped"]}
     result["matched"] = matched(result)
+    result["at_real_entropy"] = at_real_entropy(result)
     result["speed_at_equal_quality"] = speed_at_equal_quality(result)
     return result
 
@@ -335,6 +337,7 @@ def merge(results: list[dict]) -> dict:
     # skipped by every run that could have sampled it: listed once, after all runs are in
     merged["skipped"] = sorted({name for result in results for name in result["skipped"]} - set(merged["rows"]))
     merged["matched"] = matched(merged)
+    merged["at_real_entropy"] = at_real_entropy(merged)
     merged["speed_at_equal_quality"] = speed_at_equal_quality(merged)
     return merged
 
@@ -355,6 +358,7 @@ def print_table(result: dict) -> None:
         print(f"{group:<28}{row['setting']:<40}{row['gen_ppl']:>8.1f}{interval:>16}"
               f"{row['x_real']:>8.2f}{ratio:>12}{row['unigram_entropy']:>9.3f}{row['rep_4']:>7.3f}"
               f"{ms:>9}")
+    print_rows(result)
     print("speed at equal quality:", json.dumps(result["speed_at_equal_quality"])[:400])
 
 
