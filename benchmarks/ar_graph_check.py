@@ -16,7 +16,7 @@ import contextlib
 import json
 
 import torch
-from roberta_diffusion import graphs, models
+from roberta_diffusion import bpe, graphs
 from roberta_diffusion.fast_ar import _decode_static
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -35,7 +35,7 @@ def decode(model, batch, graph):
 
 
 if __name__ == "__main__":
-    tok = models.fallback_tokenizer()
+    tok = bpe.fallback_tokenizer()
     model = preset_model("ar", tok, "base", 256, vocab_multiple=64).to("cuda", torch.bfloat16).eval()
     for name, setting in SETTINGS.items():
         graphs.release(model)  # capture again under this setting

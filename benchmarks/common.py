@@ -8,8 +8,8 @@ import time
 
 import torch
 from roberta_diffusion import paths
+from roberta_diffusion.bpe import fallback_tokenizer
 from roberta_diffusion.models import (
-    fallback_tokenizer,
     fresh_causal_lm,
     fresh_mlm,
     load_causal_lm,

@@ -14,7 +14,7 @@ import json
 import pstats
 
 import torch
-from roberta_diffusion import models
+from roberta_diffusion import bpe
 from roberta_diffusion.draws import make_generator
 from roberta_diffusion.evaluate import prompt_canvas_from_blocks
 from roberta_diffusion.plan import make_plan
@@ -34,7 +34,7 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--policy", default="random")
     args = parser.parse_args()
-    tok = models.fallback_tokenizer()
+    tok = bpe.fallback_tokenizer()
     mlm = preset_model("mlm", tok, "base", 256, vocab_multiple=64).to("cuda", torch.bfloat16).eval()
     blocks = torch.randint(5, len(tok), (args.batch, 256), generator=torch.Generator().manual_seed(0))
     canvas = prompt_canvas_from_blocks(blocks, 16, tok.mask_token_id)

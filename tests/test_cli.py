@@ -34,7 +34,7 @@ def assert_gif(path, frames=None):
 
 def prompt_width() -> int:
     """<s> + the prompt's tokens: what generate pins when --prefix-len is not given."""
-    from roberta_diffusion.models import fallback_tokenizer
+    from roberta_diffusion.bpe import fallback_tokenizer
 
     return 1 + len(fallback_tokenizer()(PROMPT, add_special_tokens=False)["input_ids"])
 

@@ -78,9 +78,9 @@ def test_a_policy_list_takes_old_names_once_each_and_refuses_unknown_ones(capsys
 
 
 def test_a_profile_may_still_name_the_old_policy_but_not_an_unknown_one():
-    from workbench import checks
+    from workbench import settings
 
     known = {"policy": ("str", "random")}
-    checks.parameter("policy", "seed-remask", known, "profile p, 03_generate")  # accepted: Sampling renames it
+    settings.parameter("policy", "seed-remask", known, "profile p, 03_generate")  # accepted: Sampling renames it
     with pytest.raises(ValueError, match="policy='greedy': use one of"):
-        checks.parameter("policy", "greedy", known, "profile p, 03_generate")
+        settings.parameter("policy", "greedy", known, "profile p, 03_generate")

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from roberta_diffusion import data, models
+from roberta_diffusion import bpe, data
 from roberta_diffusion.collator import DiffusionCollator, diffusion_loss
 from roberta_diffusion.paths import SAMPLE_TEXT
 
@@ -183,7 +183,7 @@ def test_diffusion_loss_of_nothing_masked_is_zero():
 
 def test_a_second_tokenizer_with_a_mask_token_works():
     lines = data.load_lines(SAMPLE_TEXT, max_lines=6)
-    other = models.train_tokenizer(lines, vocab_size=320, min_frequency=1)
+    other = bpe.train_tokenizer(lines, vocab_size=320, min_frequency=1)
     ids = data.tokenize_blocks(lines, other, block_size=24)
     assert ids.shape[0] >= 2
     _, batch = collate(other, ids, seed=0, mode="continuous", prefix_len=3)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from roberta_diffusion import data, models, plateau
+from roberta_diffusion import bpe, data, models, plateau
 from roberta_diffusion.paths import SAMPLE_TEXT
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,13 +184,13 @@ def test_fresh_models_match_the_tokenizer(mlm, causal_lm, tokenizer):
 
 def test_train_tokenizer_has_roberta_specials(tmp_path):
     lines = data.load_lines(SAMPLE_TEXT, max_lines=8)
-    tok = models.train_tokenizer(lines, vocab_size=320, min_frequency=1, save_to=tmp_path / "tok")
-    assert tok.convert_ids_to_tokens([0, 1, 2, 3, 4]) == models.SPECIAL_TOKENS
+    tok = bpe.train_tokenizer(lines, vocab_size=320, min_frequency=1, save_to=tmp_path / "tok")
+    assert tok.convert_ids_to_tokens([0, 1, 2, 3, 4]) == bpe.SPECIAL_TOKENS
     ids = tok("hello")["input_ids"]
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
     assert (tmp_path / "tok" / "tokenizer.json").exists()
     with pytest.raises(ValueError, match="vocab_size"):
-        models.train_tokenizer(lines, vocab_size=300)
+        bpe.train_tokenizer(lines, vocab_size=300)
 
 
 def test_mask_token_swallows_the_space_before_it(tokenizer):

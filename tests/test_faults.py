@@ -8,7 +8,7 @@ import errno
 import json
 
 import pytest
-from roberta_diffusion import paths
+from roberta_diffusion import bpe, paths
 from workbench import cli, generate
 from workbench.cli import EXIT_USAGE, main
 
@@ -185,6 +185,7 @@ def test_debug_shows_the_traceback(capsys, sandbox):
 
 def test_the_read_only_check_names_the_folder(sandbox, monkeypatch):
     """(As root every folder is writable, so the permission answer is simulated.)"""
+
     from workbench import checks
 
     monkeypatch.setattr(checks.os, "access", lambda path, mode: False)
@@ -252,7 +253,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from roberta_diffusion import checkpoints, data, train  # noqa: E402
 from roberta_diffusion.paths import SAMPLE_TEXT  # noqa: E402
-from workbench import checks, commands, runs  # noqa: E402
+from workbench import commands, runs, settings  # noqa: E402
 
 
 @pytest.mark.notebooks
@@ -418,7 +419,7 @@ def test_a_check_failing_after_the_lock_leaves_no_staging_and_no_lock(sandbox, c
     from roberta_diffusion import models
 
     causal = sandbox / "causal"
-    tokenizer = models.fallback_tokenizer()
+    tokenizer = bpe.fallback_tokenizer()
     models.fresh_causal_lm(tokenizer, "tiny").save_pretrained(causal)
     tokenizer.save_pretrained(causal)
     capsys.readouterr()
@@ -496,9 +497,9 @@ def test_a_failed_worker_under_num_processes_is_one_error_line(sandbox, capsys, 
 
 def test_every_numeric_notebook_parameter_has_a_range():
     """A numeric knob without a range is accepted at any value (weight_decay=-1 was): each one is listed."""
-    ranged = checks.POSITIVE | checks.NON_NEGATIVE | checks.POSITIVE_FLOAT | set(checks.UNIT) | set(checks.LISTS) | {"seed"}
+    ranged = settings.POSITIVE | settings.NON_NEGATIVE | settings.POSITIVE_FLOAT | set(settings.UNIT) | set(settings.LISTS) | {"seed"}
     for name in ("01_explore_masking", "02_finetune", "03_generate", "04_compare"):
-        for key, (annotation, default) in checks.notebook_parameters(paths.NOTEBOOKS / f"{name}.py").items():
+        for key, (annotation, default) in settings.notebook_parameters(paths.NOTEBOOKS / f"{name}.py").items():
             numeric = any(t in annotation for t in ("int", "float")) or (
                 isinstance(default, list) and default and all(isinstance(v, (int, float)) for v in default))
             assert not numeric or key in ranged, f"{name}: {key} has no range in workbench.checks"

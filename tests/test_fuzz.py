@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from roberta_diffusion import models, paths
-from workbench import checks, cli, runs
+from workbench import cli, runs
+from workbench import settings as training_settings
 
 from benchmarks import bench
 
@@ -142,11 +143,11 @@ def test_the_library_checks_refuse_with_value_errors_only():
     @settings(max_examples=200, deadline=None, database=None)
     @given(value=st.one_of(st.integers(), st.floats(), st.text(max_size=20), st.none(), st.booleans(),
                            st.lists(st.integers(), max_size=3)),
-           key=st.sampled_from(sorted(checks.train_settings()) + ["max_step"]))
+           key=st.sampled_from(sorted(training_settings.train_settings()) + ["max_step"]))
     def check(value, key):
-        known = checks.train_settings()
+        known = training_settings.train_settings()
         try:
-            checks.parameter(key, value, known, "--set")
+            training_settings.parameter(key, value, known, "--set")
         except ValueError as err:
             assert key in str(err) or "run_name" in str(err)
 

@@ -125,7 +125,7 @@ def test_nbmake_copies_mock_only_parameters_of_their_notebook(tmp_path):
     notebook (nbmake would set a misspelt or renamed one as a stray global, and the notebook would run its default)."""
     import nbformat
     from conftest import write_notebook_copies
-    from workbench import checks
+    from workbench import settings
 
     written = write_notebook_copies(tmp_path, "/tiny")
     assert [p.stem for p in written] == list(pipeline.ORDER)
@@ -133,5 +133,5 @@ def test_nbmake_copies_mock_only_parameters_of_their_notebook(tmp_path):
         notebook = nbformat.read(path, as_version=4)
         cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
         mocks = cell.metadata["nbmake"]["mock"]
-        assert mocks and set(mocks) <= set(checks.notebook_parameters(pipeline.NOTEBOOKS / f"{path.stem}.py"))
+        assert mocks and set(mocks) <= set(settings.notebook_parameters(pipeline.NOTEBOOKS / f"{path.stem}.py"))
         assert not any("{tiny}" in str(v) for v in mocks.values())

@@ -84,17 +84,17 @@ def check_training_line(words: list[str]) -> None:
     """What ``finetune`` checks before it trains, without training: the line parses, and the profile with its
     ``--set`` values makes a valid TrainConfig (pipeline: the profile loads and holds valid parameters)."""
     from roberta_diffusion import train
-    from workbench import checks, commands
+    from workbench import commands, settings
 
     parser = cli.build_parser()
     args = parser.parse_args(words)
     profile = pipeline.load_profile(args.profile)
     if words[0] == "finetune":
         sets = commands.parse_sets(args.set)
-        known = checks.train_settings()  # TrainConfig's fields: what finetune checks against
+        known = settings.train_settings()  # TrainConfig's fields: what finetune checks against
         params = {**{k: v for k, v in pipeline.notebook_params(profile, "02_finetune").items() if k in known}, **sets}
-        checks.parameters(params, known, "--set with the profile")
-        checks.train_config(train.TrainConfig(**params), args.num_processes)
+        settings.parameters(params, known, "--set with the profile")
+        settings.train_config(train.TrainConfig(**params), args.num_processes)
         assert args.num_processes >= 1
 
 

@@ -82,10 +82,10 @@ def test_ar_ids_equal_the_record(causal_lm, tokenizer, recorded, name):
 
 
 def _record() -> None:
-    from roberta_diffusion import models
+    from roberta_diffusion import bpe, models
 
     torch.set_num_threads(1)  # as conftest: the tests run on one thread
-    tokenizer = models.fallback_tokenizer()
+    tokenizer = bpe.fallback_tokenizer()
     mlm, causal_lm = models.fresh_mlm(tokenizer, "tiny"), models.fresh_causal_lm(tokenizer, "tiny")
     out = {name: diffusion_ids(mlm, tokenizer, case) for name, case in CASES.items()}
     out |= {name: ar_ids(causal_lm, tokenizer, case) for name, case in AR_CASES.items()}

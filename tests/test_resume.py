@@ -24,9 +24,9 @@ SETTINGS = dict(objective="mlm", size="tiny", block_size=32, prefix_len=4, batch
 SCRIPT = textwrap.dedent("""
     import sys, torch
     torch.set_num_threads(1)
-    from roberta_diffusion import data, models, train
+    from roberta_diffusion import bpe, data, models, train
     from roberta_diffusion.paths import SAMPLE_TEXT
-    tok = models.fallback_tokenizer()
+    tok = bpe.fallback_tokenizer()
     blocks = data.load_blocks(SAMPLE_TEXT, tok, 32)
     torch.randn(int(sys.argv[2]))  # whatever ran before in the process must not matter
     train.fit(train.TrainConfig(out_dir=sys.argv[1], **{settings}), blocks, blocks, tok, progress=False)

@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from roberta_diffusion import paths
+from roberta_diffusion import bpe, paths
 from workbench import runs
 from workbench.cli import EXIT_USAGE, main
 
@@ -151,7 +151,7 @@ def test_finetune_failures_leave_no_run_folder_and_keep_previous_results(tmp_pat
     causal = tmp_path / "causal"
     from roberta_diffusion import models
 
-    tokenizer = models.fallback_tokenizer()
+    tokenizer = bpe.fallback_tokenizer()
     models.fresh_causal_lm(tokenizer, "tiny").save_pretrained(causal)
     tokenizer.save_pretrained(causal)
     capsys.readouterr()

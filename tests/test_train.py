@@ -56,9 +56,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, tokenizer):
     script.write_text(textwrap.dedent(f"""
         import torch
         torch.set_num_threads(1)
-        from roberta_diffusion import data, models, train
+        from roberta_diffusion import bpe, data, models, train
         from roberta_diffusion.paths import SAMPLE_TEXT
-        tok = models.fallback_tokenizer()
+        tok = bpe.fallback_tokenizer()
         blocks = data.load_blocks(SAMPLE_TEXT, tok, 32)
         cfg = train.TrainConfig(out_dir={str(tmp_path / 'run')!r}, objective="mlm", size="tiny", block_size=32,
                                 prefix_len=4, batch_size=4, max_steps=100000, save_every=5, eval_every=10**9,
@@ -198,7 +198,7 @@ def test_notebook_02_parameters_cell_is_train_config():
     """TrainConfig owns the training settings; notebook 02's cell restates them as literals for papermill. Same
     names in the same order, same values, same types (the cell's "Optional[int]" is the field's "int | None")."""
     from roberta_diffusion import paths
-    from workbench.checks import SET_BY_TRAIN, notebook_parameters
+    from workbench.settings import SET_BY_TRAIN, notebook_parameters
 
     cell = notebook_parameters(paths.NOTEBOOKS / "02_finetune.py")
     fields = [f for f in dataclasses.fields(train.TrainConfig) if f.name not in SET_BY_TRAIN]
@@ -221,7 +221,7 @@ def test_profiles_override_train_config(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "RUNS", tmp_path)
     for name in ("smoke", "full", "converge"):
         params = pipeline.notebook_params(pipeline.load_profile(name), "02_finetune")
-        cell = {k: v for k, (_, v) in pipeline.checks.notebook_parameters(paths.NOTEBOOKS / "02_finetune.py").items()}
+        cell = {k: v for k, (_, v) in pipeline.settings.notebook_parameters(paths.NOTEBOOKS / "02_finetune.py").items()}
         assert train.TrainConfig(**params) == train.TrainConfig(**{**cell, **params}), name
     full = train.TrainConfig(**pipeline.notebook_params(pipeline.load_profile("full"), "02_finetune"))
     assert (full.size, full.block_size, full.batch_size, full.max_steps, full.lr) == ("small", 256, 64, 4000, 0.0015)
@@ -243,20 +243,20 @@ def test_the_baseline_takes_its_own_values_and_the_masked_lm_only_defaults(tmp_p
 def test_set_checks_against_train_config():
     """`--set` knows TrainConfig's fields and types, not the notebook's text: a field the cell does not parse
     still type-checks, every numeric setting refuses a negative value, and a typo gets the closest name."""
-    from workbench import checks
+    from workbench import settings
 
-    known = checks.train_settings()
-    assert set(known) == {f.name for f in dataclasses.fields(train.TrainConfig)} - set(checks.SET_BY_TRAIN)
-    checks.parameters({"max_train_lines": None, "escape_lr": 2e-4, "objectives": ["mlm"], "n_levels": 5}, known, "--set")
+    known = settings.train_settings()
+    assert set(known) == {f.name for f in dataclasses.fields(train.TrainConfig)} - set(settings.SET_BY_TRAIN)
+    settings.parameters({"max_train_lines": None, "escape_lr": 2e-4, "objectives": ["mlm"], "n_levels": 5}, known, "--set")
     for key, value in (("max_steps", 1.5), ("max_train_lines", "all"), ("compile", 1), ("ar", [1]), ("lr", True)):
         with pytest.raises(ValueError, match=key):
-            checks.parameter(key, value, known, "--set")
+            settings.parameter(key, value, known, "--set")
     numeric = [k for k, (annotation, _) in known.items() if annotation.split(" | ")[0] in ("int", "float")]
     assert {"lr", "adam_eps", "log_every", "dropout", "max_prefix_len"} <= set(numeric)
     for key in numeric:
         with pytest.raises(ValueError, match=key):
-            checks.parameter(key, -1, known, "--set")
+            settings.parameter(key, -1, known, "--set")
     with pytest.raises(ValueError, match="dropout"):
-        checks.parameter("dropout", 1.5, known, "--set")
+        settings.parameter("dropout", 1.5, known, "--set")
     with pytest.raises(ValueError, match="did you mean 'adam_eps'"):
-        checks.parameter("adam_epsilon", 1e-8, known, "--set")
+        settings.parameter("adam_epsilon", 1e-8, known, "--set")

@@ -1,4 +1,4 @@
-"""Load or build the models and tokenizer: hub name or local folder, fresh configs, our own BPE tokenizer.
+"""Load or build the models and tokenizer: hub name or local folder, fresh configs (our own BPE tokenizer: bpe.py).
 
 Offline-first: a local folder always works; a hub name works when online or cached, and otherwise fails
 with one line that says which local folder to use instead.
@@ -7,20 +7,16 @@ with one line that says which local folder to use instead.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 import transformers
 from safetensors import SafetensorError
-from tokenizers import AddedToken, ByteLevelBPETokenizer, processors
 from transformers.utils import logging as hf_logging
 
-from .data import load_lines
-from .paths import SAMPLE_TEXT, SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
+from .bpe import fallback_tokenizer
+from .paths import SHIPPED_AR, SHIPPED_MLM, SHIPPED_TOKENIZER
 from .plateau import locality_init
-
-SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, in RoBERTa's id order
 
 # Sizes for fresh models: "small" is the shipped pair's, "judge" the third GPT-2 that scores samples, "base"
 # matches roberta-base / gpt2.
@@ -268,42 +264,10 @@ def _vocab_size(tokenizer) -> int:
     return -(-len(tokenizer) // 64) * 64
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 16384, save_to=None, min_frequency: int = 2):
-    """Train a byte-level BPE tokenizer with RoBERTa's special tokens; return a HF fast tokenizer.
-
-    The result adds ``<s> … </s>`` like RoBERTa when asked for special tokens, and ``<mask>`` swallows the
-    space before it (``lstrip``) so ``"a <mask> b"`` round-trips.
-    """
-    if vocab_size % 64 or not 256 + len(SPECIAL_TOKENS) < vocab_size:
-        raise ValueError(f"vocab_size={vocab_size}: use a multiple of 64 above 261, e.g. 16384")
-    bpe = ByteLevelBPETokenizer()
-    # <mask> must carry lstrip in the backend itself: the tokenizer's mask_token argument below does not
-    # update a token the backend already has
-    specials = [AddedToken(t, lstrip=True, special=True) if t == "<mask>" else t for t in SPECIAL_TOKENS]
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
-                            special_tokens=specials, show_progress=False)
-    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=bpe._tokenizer,
-        bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
-        pad_token="<pad>", mask_token=AddedToken("<mask>", lstrip=True, special=True),
-        model_max_length=1_000_000,  # blocks are cut by tokenize_blocks, not here
-    )
-    if save_to is not None:
-        tokenizer.save_pretrained(str(save_to))
-        tokenizer = load_tokenizer(Path(save_to))  # reload: the saved folder is what users get
-    return tokenizer
-
-
 def model_summary(model) -> str:
     params = sum(p.numel() for p in model.parameters())
     c = model.config
     return f"{type(model).__name__} {params / 1e6:.1f}M params, {c.num_hidden_layers} layers x {c.hidden_size}"
-
-
-def fallback_tokenizer():
-    """A small BPE tokenizer trained on ``data/sample.txt`` in a second: for tests and the no-weights demo."""
-    return train_tokenizer(load_lines(SAMPLE_TEXT), vocab_size=768, min_frequency=1)
 
 
 def default_models(kind: str = "mlm", say=print):

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import corpus, data, paths
+from .bpe import train_tokenizer
 from .checkpoints import save_checkpoint, set_rng_state
 from .collator import DiffusionCollator  # noqa: F401 (read here by tests)
 
@@ -49,7 +50,7 @@ from .loop import (  # noqa: F401
     setup,
     train_step,
 )
-from .models import model_summary, train_tokenizer
+from .models import model_summary
 from .paths import atomic_write_text
 from .speed import progress_fields
 

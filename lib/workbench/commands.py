@@ -22,7 +22,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args
 from torch.distributed.run import run as launch
 
-from . import checks, runs
+from . import checks, runs, settings
 from .pipeline import ORDER, load_profile, run_pipeline, train_params
 from .runs import RunFailed, redirect_runs, staged_run
 
@@ -69,13 +69,13 @@ def run_finetune(args) -> int:
         raise ValueError(f"--num-processes {args.num_processes}: use 1 or more")
     profile = load_profile(args.profile)  # checked whole
     sets = parse_sets(args.set)
-    known = checks.train_settings()  # TrainConfig's fields: the one owner of training settings
-    checks.parameters(sets, known, "--set")
+    known = settings.train_settings()  # TrainConfig's fields: the one owner of training settings
+    settings.parameters(sets, known, "--set")
     # TrainConfig's defaults under the profile's values (its `common` ones that are training settings), under --set
     params = {**train_params(profile), **sets}
-    checks.parameters(params, known, "--set with the profile")
+    settings.parameters(params, known, "--set with the profile")
     cfg = train.TrainConfig(**params)
-    checks.train_config(cfg, args.num_processes)  # all of it before the lock: a refusal leaves nothing behind
+    settings.train_config(cfg, args.num_processes)  # all of it before the lock: a refusal leaves nothing behind
     if os.environ.get(WORKER) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one of several processes (ours from _launch, or accelerate launch's on several hosts): the launcher holds
         # the lock and the staging, or there is none to hold across hosts; the main process alone writes

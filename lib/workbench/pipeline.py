@@ -22,7 +22,7 @@ import yaml
 from roberta_diffusion import paths, train
 from roberta_diffusion.paths import NOTEBOOKS, PROFILES, ROOT
 
-from . import checks, runs
+from . import runs, settings
 from .runs import RunFailed, redirect_runs, staged_run
 
 ORDER = ("01_explore_masking", "02_finetune", "03_generate", "04_compare")
@@ -71,7 +71,7 @@ def load_profile(profile: str | Path) -> dict:
 
 def check_profile(data: dict, where: str) -> None:
     """Every section a mapping, every parameter known to its notebook with the right type and range."""
-    checks.run_name(data["name"], f"profile {where}: name")
+    paths.run_name(data["name"], f"profile {where}: name")
     timeout = data.get("timeout", 1800)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
         raise ValueError(f"profile {where}: timeout={timeout!r} must be a number of seconds above 0")
@@ -81,29 +81,29 @@ def check_profile(data: dict, where: str) -> None:
             raise ValueError(f"profile {where}: section {section!r} must be a mapping of parameter: value")
     for key, value in (data.get("common") or {}).items():
         users = [name for name in ORDER if key in known[name]]
-        checks.parameter(key, value, known[users[0]] if users else {k: v for n in ORDER for k, v in known[n].items()},
+        settings.parameter(key, value, known[users[0]] if users else {k: v for n in ORDER for k, v in known[n].items()},
                          f"profile {where}: common")
     for name in ORDER:
         params = {**(data.get("common") or {}), **(data.get(name) or {})}
         for key, value in (data.get(name) or {}).items():
-            checks.parameter(key, value, known[name], f"profile {where}: {name}")
-        checks.parameters({k: v for k, v in params.items() if k in known[name]}, known[name], f"profile {where}: {name}")
+            settings.parameter(key, value, known[name], f"profile {where}: {name}")
+        settings.parameters({k: v for k, v in params.items() if k in known[name]}, known[name], f"profile {where}: {name}")
     # what train.train would refuse, refused now, before the run's lock
     # over TrainConfig's defaults, which notebook 02's cell restates
-    checks.train_config(train.TrainConfig(**train_params(data)), where=f"profile {where}: 02_finetune")
+    settings.train_config(train.TrainConfig(**train_params(data)), where=f"profile {where}: 02_finetune")
 
 
 def known_parameters() -> dict[str, dict]:
     """Each notebook's parameters, ``name -> (annotation, default)``: notebook 02's are ``TrainConfig``'s fields
     (its cell restates them, tests/test_train.py holds the two equal), the others' are read from their cells."""
-    return {name: checks.train_settings() if name == "02_finetune" else checks.notebook_parameters(NOTEBOOKS / f"{name}.py")
+    return {name: settings.train_settings() if name == "02_finetune" else settings.notebook_parameters(NOTEBOOKS / f"{name}.py")
             for name in ORDER}
 
 
 def train_params(profile: dict) -> dict:
     """The profile's 02_finetune values (its ``common`` ones included) that are training settings, ``TrainConfig``'s
     fields: what ``finetune`` and the training benchmarks build their config from."""
-    known = checks.train_settings()
+    known = settings.train_settings()
     return {k: v for k, v in notebook_params(profile, "02_finetune").items() if k in known}
 
 
