@@ -62,7 +62,11 @@ FAMILIES = {  # in the order a time budget spends on them: the cheap and the lik
     "guided-32": {"policy": "random", "candidates": 32},
     "guided-32-is": {"policy": "random", "candidates": 32, "pick": "importance"},
     "guided-8-is-sampled-4": {"policy": "sampled", "order_temperature": 4.0, "candidates": 8, "pick": "importance"},
+    "corrected-4": {"policy": "random", "corrections": 4},
+    "corrected-8": {"policy": "random", "corrections": 8},
+    "guided-8-corrected-4": {"policy": "random", "candidates": 8, "corrections": 4},
 }
+TWIN = ("candidates", "corrections")  # the keys that make a family read the AR twin (guided.py)
 STEPS = (4, 8, 16, 32, 64, 128)
 LATENCY_REPEATS = 5  # B=1 calls timed per setting (median, after a warm-up)
 GUIDED_MAX_STEPS = 32  # N candidates cost N rows: the grid keeps guidance where diffusion is fast
@@ -82,7 +86,7 @@ def sampler_kwargs(setting: dict) -> dict:
 
 def diffuse(mlm, ar, tokenizer, canvas, setting: dict, seed: int, **extra):
     kwargs = {**sampler_kwargs(setting), **extra}
-    if "candidates" in kwargs:
+    if any(key in kwargs for key in TWIN):
         return generate_guided(mlm, ar, tokenizer, canvas=canvas, seed=seed, **kwargs)
     return generate_diffusion(mlm, tokenizer, canvas=canvas, seed=seed, **kwargs)
 

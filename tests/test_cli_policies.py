@@ -40,6 +40,16 @@ def test_twin_guided_generation_keeps_one_text_and_says_how(tiny_dirs, tmp_path)
     assert saved["candidates"] == 3 and saved["pick"] == "importance" and saved["batch"] == 1
 
 
+def test_corrections_reach_the_guide_and_add_their_frames(tiny_dirs, tmp_path):
+    out = tmp_path / "g.json"
+    assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--guide", str(tiny_dirs / "ar"),
+                     "--corrections", "2", "--correct-share", "0.2", "--steps", "3", "--max-len", "24", "--device",
+                     "cpu", "--quiet", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["corrections"] == 2 and saved["share"] == 0.2 and saved["candidates"] == 1
+    assert saved["steps"] == 3 and saved["forward_passes"] == 3 + 2 * 2  # the sampler's steps, then two passes a round
+
+
 def test_remask_reaches_the_sampler(tiny_dirs, tmp_path):
     out = tmp_path / "g.json"
     assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--policy", "remdm", "--remask", "0.3",
@@ -53,6 +63,10 @@ def test_remask_reaches_the_sampler(tiny_dirs, tmp_path):
     (["--candidates", "0"], "--candidates"),
     (["--candidates", "2", "--pick", "loudest"], "--pick"),
     (["--guide", "weights/gpt2-small-baseline"], "--candidates"),
+    (["--corrections", "-1"], "--corrections"),
+    (["--corrections", "2", "--correct-share", "0"], "--correct-share"),
+    (["--corrections", "2", "--correct-share", "nan"], "--correct-share"),
+    (["--corrections", "2", "--candidates", "2", "--pick", "importance"], "--corrections"),
     (["--policy", "calibrated", "--position-decay", "-1"], "--position-decay"),
 ])
 def test_bad_sampling_options_are_one_line(tiny_dirs, argv, match, capsys):

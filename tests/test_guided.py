@@ -82,7 +82,11 @@ def test_a_left_padded_row_scores_as_unpadded(causal_lm, tokenizer):
     torch.testing.assert_close(both[1], one[0])
 
 
-@pytest.mark.parametrize("bad,match", [({"candidates": 0}, "candidates"), ({"pick": "loudest"}, "pick")])
+@pytest.mark.parametrize("bad,match", [({"candidates": 0}, "candidates"), ({"pick": "loudest"}, "pick"),
+                                       ({"corrections": -1}, "corrections"), ({"corrections": 1.5}, "corrections"),
+                                       ({"corrections": 1, "share": 0.0}, "share"),
+                                       ({"corrections": 1, "share": 1.5}, "share"),
+                                       ({"corrections": 1, "candidates": 2, "pick": "importance"}, "importance")])
 def test_bad_settings_are_refused(mlm, causal_lm, tokenizer, bad, match):
     with pytest.raises(ValueError, match=match):
         generate_guided(mlm, causal_lm, tokenizer, PROMPTS, max_len=24, **{**SETTINGS, **bad})
@@ -109,3 +113,51 @@ def test_scoring_in_chunks_gives_the_one_pass_scores(causal_lm, tokenizer, monke
     chunked = guided.sequence_logprob(causal_lm, ids, canvas.attention, scored)
     assert calls == [3, 1]
     torch.testing.assert_close(chunked, whole)
+
+
+def test_a_correction_round_redraws_the_most_undercut_tokens_in_context(mlm, causal_lm, tokenizer):
+    """``correct`` against a readable reference: per round, the guide's log-probability of each token (full logits),
+    the ``share`` of each row's generated tokens lowest in ``log p_guide - log q`` re-masked, and the masked LM's
+    tempered, filtered distribution on that canvas giving the redrawn tokens their new ``q``."""
+    from roberta_diffusion.draws import filter_logits
+
+    canvas = prompt_canvas(tokenizer, ["The cat sat on the mat"] * 2, None, 24)  # two rows, drawn apart
+    assert canvas.attention.bool().all(), "the reference below reads unpadded rows"
+    knobs = {"steps": 3, "policy": "random", "top_k": 20, "top_p": 1.0, "temperature": 0.9}
+    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, seed=4, **knobs)
+    rounds, share = 3, 0.25
+    fixed = guided.correct(mlm, causal_lm, trace, rounds, share)
+    again = guided.correct(mlm, causal_lm, trace, rounds, share)
+    assert torch.equal(fixed.ids, again.ids), "the same seed redraws the same tokens"
+    assert fixed.ids.shape[0] == trace.ids.shape[0] + 2 * rounds and torch.equal(fixed.ids[:trace.ids.shape[0]], trace.ids)
+    generated, mask_id = trace.generated, tokenizer.mask_token_id
+    count = int(round(share * int(generated[0].sum())))
+    q = trace.proposal.clone()
+    changed = 0
+    for r in range(rounds):
+        before, masked, after = fixed.ids[trace.steps + 2 * r: trace.steps + 2 * r + 3]
+        logits = causal_lm(input_ids=before).logits.float().log_softmax(dim=-1)
+        fit = torch.cat([torch.zeros(len(before), 1), logits[:, :-1].gather(-1, before[:, 1:, None]).squeeze(-1)], dim=1)
+        gap = torch.where(generated, q - fit, float("-inf"))
+        expected = torch.zeros_like(generated).scatter(1, gap.topk(count, dim=1).indices, True)
+        assert torch.equal(masked, before.masked_fill(expected, mask_id))
+        assert torch.equal(after[~expected], before[~expected]) and not (after == mask_id).any()
+        redraw = mlm(input_ids=masked).logits.float()
+        redraw[..., mask_id] = float("-inf")
+        log_q = filter_logits(redraw / knobs["temperature"], knobs["top_k"], 1.0).log_softmax(dim=-1)
+        q = torch.where(expected, log_q.gather(-1, after[..., None]).squeeze(-1), q)
+        changed += int((after != before).sum())
+    torch.testing.assert_close(fixed.proposal[generated], q[generated], atol=1e-4, rtol=1e-4)
+    assert changed > 0, "some redrawn token differs from the one it replaced"
+    assert fixed.settings["corrections"] == rounds and fixed.forward_passes == trace.forward_passes + 2 * rounds
+    assert torch.equal(fixed.final[trace.pinned], trace.final[trace.pinned])
+
+
+def test_corrected_candidates_are_kept_by_the_guide(mlm, causal_lm, tokenizer):
+    canvas, n = prompt_canvas(tokenizer, PROMPTS, None, 24), 3
+    kept = generate_guided(mlm, causal_lm, tokenizer, canvas=canvas, candidates=n, corrections=2, seed=6, **SETTINGS)
+    every = guided.correct(mlm, causal_lm, generate_diffusion(mlm, tokenizer, canvas=repeat_rows(canvas, n), seed=6,
+                                                              **SETTINGS), 2)
+    scores = sequence_logprob(causal_lm, every.final, every.attention, every.generated).view(len(PROMPTS), n)
+    best = every.final.view(len(PROMPTS), n, -1)[torch.arange(len(PROMPTS)), scores.argmax(dim=1)]
+    assert torch.equal(kept.final, best) and kept.steps == SETTINGS["steps"] + 4

@@ -53,13 +53,13 @@ def test_sample_then_score_on_tiny_models(tmp_path, tiny_dirs, tokenizer, capsys
     corpus.save_counts(model, torch.randint(1, 50, (len(tokenizer),), generator=torch.Generator().manual_seed(0)),
                        "made up")
     common = ["--mlm", str(model), "--ar", str(tiny_dirs / "ar"), "--corpus", "sample", "--prompts", "2",
-              "--families", "random,remdm-0.2,calibrated,guided-8", "--steps", "2,3", "--max-len", "32",
+              "--families", "random,remdm-0.2,calibrated,guided-8,corrected-4", "--steps", "2,3", "--max-len", "32",
               "--prefix-len", "8", "--device", "cpu"]
     assert quality.main(["sample", *common, "--out", str(tmp_path / "s.pt")]) == 0
     samples = torch.load(tmp_path / "s.pt", weights_only=False)
-    assert len(samples["ids"]) == 4 * 2 * len(quality.TEMPERATURES) * len(quality.FILTERS)
+    assert len(samples["ids"]) == 5 * 2 * len(quality.TEMPERATURES) * len(quality.FILTERS)
     assert all(ids.shape == (4, 32) for ids in samples["ids"].values())  # two prompt sets of two
-    assert set(samples["latency"]) == {f"{f}@{s}" for f in ("random", "remdm-0.2", "calibrated", "guided-8")
+    assert set(samples["latency"]) == {f"{f}@{s}" for f in ("random", "remdm-0.2", "calibrated", "guided-8", "corrected-4")
                                        for s in (2, 3)} | {"ar"}
     out = tmp_path / "q.json"
     assert quality.main(["score", str(tmp_path / "s.pt"), "--judge", str(tiny_dirs / "ar"), "--device", "cpu",

@@ -122,6 +122,11 @@ def _diffusion_args(p):
     p.add_argument("--candidates", type=int, default=1,
                    help="twin-guided: draw this many texts in one batch and keep the one the guide prefers")
     p.add_argument("--pick", default="likelihood", help="twin-guided: likelihood (best of N) | importance (resampled)")
+    p.add_argument("--corrections", type=int, default=0,
+                   help="twin-guided: rounds in which the guide points at the tokens that fit worst and the masked LM "
+                        "redraws them in context (each round: two forward passes)")
+    p.add_argument("--correct-share", type=float, default=0.1,
+                   help="twin-guided: the share of the generated tokens one correction round redraws (default: %(default)s)")
     p.add_argument("--guide", help="twin-guided: causal LM sharing the vocabulary (default: the shipped GPT-2 twin)")
 
 

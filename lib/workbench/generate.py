@@ -86,18 +86,30 @@ def check_sampling(args, kind: str) -> Sampling | None:
         return None
     sampling = checks.sampling_from(args)
     checks.in_range("--candidates", args.candidates, 1)
+    checks.in_range("--corrections", args.corrections, 0)
+    checks.finite("--correct-share", args.correct_share)
+    if not 0 < args.correct_share <= 1:
+        raise ValueError(f"--correct-share {args.correct_share}: use a share in (0, 1], e.g. 0.1")
     if args.pick not in PICKS:
         raise ValueError(f"--pick {args.pick!r}: choose one of {', '.join(PICKS)}")
-    if args.candidates == 1 and args.guide:
-        raise ValueError("--guide without --candidates N (N > 1) guides nothing: add --candidates 8")
+    if args.pick == "importance" and args.candidates > 1 and args.corrections:
+        raise ValueError("--pick importance with --corrections: corrected texts have no importance weight; use "
+                         "--pick likelihood")
+    if args.candidates == 1 and not args.corrections and args.guide:
+        raise ValueError("--guide without --candidates N (N > 1) or --corrections R guides nothing: add --candidates 8")
     checks.model_folder("--guide", args.guide)
-    if kind == "compare" and (args.candidates > 1 or args.guide):
-        raise ValueError("compare --candidates: twin-guided selection reads the AR twin, which compare races against; "
-                         "use generate --candidates N")
+    if kind == "compare" and (twin_guided(args) or args.guide):
+        raise ValueError("compare --candidates / --corrections: the twin guides by reading the AR twin, which compare "
+                         "races against; use generate --candidates N / --corrections R")
     if kind == "compare" and args.infill:
         raise ValueError("compare --infill: the autoregressive baseline only continues a prompt and cannot fill "
                          "gaps; use generate --infill for infilling")
     return sampling
+
+
+def twin_guided(args) -> bool:
+    """Whether the AR twin takes part: choosing among candidates or pointing at tokens to redraw."""
+    return args.candidates > 1 or args.corrections > 0
 
 
 def refuse_special_text(prompt: str, tokenizer, infill: bool = False) -> None:
@@ -146,10 +158,10 @@ def run_generate(args, kind: str):
                 print(f"model: {paths.portable(args.model)} (--fast: the distilled few-step model)")
         progress = None if args.quiet else viz.print_progress(tokenizer, mask_id, sampling.steps, generated=free)
         knobs = dict(sampling=sampling, graph=args.graph, on_step=progress)
-        if args.candidates > 1:
+        if twin_guided(args):
             guide, _ = _load("ar", args.guide, device)
             trace = generate_guided(model, guide, tokenizer, canvas=start, candidates=args.candidates, pick=args.pick,
-                                    **knobs)
+                                    corrections=args.corrections, share=args.correct_share, **knobs)
         elif args.infill:
             trace = generate_diffusion(model, tokenizer, canvas=start, **knobs)
         else:  # from the prompt, so the trace records the pinned width the library works out

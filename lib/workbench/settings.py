@@ -27,7 +27,7 @@ POSITIVE = {"max_steps", "batch_size", "block_size", "eval_every", "save_every",
             "n_draws", "loss_blocks", "n_prompts", "n_heldout", "elbo_samples", "policy_steps", "cpu_threads",
             "max_train_lines", "eval_batches", "log_every", "panel_max_len", "max_prefix_len"}
 NON_NEGATIVE = {"prefix_len", "warmup_steps", "escape_steps", "top_k", "new_tokenizer_vocab", "weight_decay",
-                "locality_init", "distill_steps"}
+                "locality_init", "distill_steps", "corrections"}
 POSITIVE_FLOAT = {"lr", "escape_lr", "temperature", "top_p", "max_minutes", "adam_eps"}
 # shares and decays: (low, high, whether high itself is allowed)
 UNIT = {"dropout": (0, 1, False), "ema_decay": (0, 1, False), "span_prob": (0, 1, True)}
