@@ -97,6 +97,17 @@ def test_a_guide_with_another_vocabulary_is_refused(mlm, causal_lm, tokenizer):
     other.config.vocab_size += 1
     with pytest.raises(ValueError, match="vocabulary"):
         generate_guided(mlm, other, tokenizer, PROMPTS, max_len=24, **SETTINGS)
+    trace = generate_diffusion(mlm, tokenizer, PROMPTS, max_len=24, **SETTINGS)
+    with pytest.raises(ValueError, match="vocabulary"):
+        guided.correct(mlm, other, trace, 1)
+
+
+def test_correcting_a_trace_without_proposals_is_refused(mlm, causal_lm, tokenizer):
+    from roberta_diffusion.sampler import generate_ar
+
+    ar_trace = generate_ar(causal_lm, tokenizer, PROMPTS, max_len=24)
+    with pytest.raises(ValueError, match="proposal"):
+        guided.correct(mlm, causal_lm, ar_trace, 1)
 
 
 def test_scoring_in_chunks_gives_the_one_pass_scores(causal_lm, tokenizer, monkeypatch):

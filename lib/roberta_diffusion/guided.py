@@ -89,6 +89,12 @@ def choose(guide, trace: Trace, n_prompts: int, candidates: int, pick: str, seed
     return torch.multinomial(weights.float(), 1, generator=generator).squeeze(1)
 
 
+def check_guide(mlm, guide) -> None:
+    if guide.config.vocab_size != mlm.config.vocab_size:
+        raise ValueError(f"the guide's vocabulary ({guide.config.vocab_size}) is not the masked LM's "
+                         f"({mlm.config.vocab_size}): guide with the twin trained on the same tokenizer")
+
+
 def check_corrections(rounds: int, share: float) -> None:
     if not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"corrections={rounds!r} must be a whole number >= 0")
@@ -108,7 +114,11 @@ def correct(mlm, guide, trace: Trace, rounds: int, share: float = 0.1) -> Trace:
     check_corrections(rounds, share)
     if rounds == 0:
         return trace
+    check_guide(mlm, guide)
+    if trace.proposal is None:
+        raise ValueError("correct needs a diffusion trace that records each token's proposal (generate_diffusion's)")
     device, mask_id, s = next(mlm.parameters()).device, trace.mask_token_id, trace.settings
+    guide_device = next(guide.parameters()).device
     x, attention, generated = trace.final.to(device), trace.attention.to(device), trace.generated.to(device)
     confidence, proposal = trace.confidence.to(device), trace.proposal.to(device)
     counts = (generated.sum(dim=1) * share).round().long().clamp(min=1)
@@ -118,7 +128,7 @@ def correct(mlm, guide, trace: Trace, rounds: int, share: float = 0.1) -> Trace:
     history, times = list(trace.ids.unbind(0)), list(trace.step_times)
     for _ in range(rounds):
         start = time.perf_counter()
-        fit = token_logprob(guide, x.to(next(guide.parameters()).device), attention.to(x.device)).to(device)
+        fit = token_logprob(guide, x.to(guide_device), attention.to(guide_device)).to(device)
         remask = top_count_mask(proposal - fit, generated, counts)  # the most undercut first
         x = x.masked_fill(remask, mask_id)
         sync(device)
@@ -157,9 +167,7 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
     if pick == "importance" and candidates > 1 and corrections:
         raise ValueError("pick='importance' with corrections: a corrected text's probability under the sampler is no "
                          "longer the product the weights divide by; use pick='likelihood' or corrections=0")
-    if guide.config.vocab_size != mlm.config.vocab_size:
-        raise ValueError(f"the guide's vocabulary ({guide.config.vocab_size}) is not the masked LM's "
-                         f"({mlm.config.vocab_size}): guide with the twin trained on the same tokenizer")
+    check_guide(mlm, guide)
     if canvas is None:
         if prompts is None:
             raise ValueError("give prompts or a canvas")
