@@ -62,8 +62,8 @@ FAMILIES = {  # in the order a time budget spends on them: the cheap and the lik
     "guided-32": {"policy": "random", "candidates": 32},
     "guided-32-is": {"policy": "random", "candidates": 32, "pick": "importance"},
     "guided-8-is-sampled-4": {"policy": "sampled", "order_temperature": 4.0, "candidates": 8, "pick": "importance"},
-    "corrected-4": {"policy": "random", "corrections": 4},
-    "corrected-8": {"policy": "random", "corrections": 8},
+    "corrected-4": {"policy": "random", "candidates": 1, "corrections": 4},
+    "corrected-8": {"policy": "random", "candidates": 1, "corrections": 8},
     "guided-8-corrected-4": {"policy": "random", "candidates": 8, "corrections": 4},
 }
 TWIN = ("candidates", "corrections")  # the keys that make a family read the AR twin (guided.py)
@@ -77,7 +77,7 @@ def grid(families, steps_list, temperatures=TEMPERATURES, filters=tuple(FILTERS)
     return [{"name": f"{family}@{steps}/t{temperature:g}/{name}", "family": family, "steps": steps,
              "temperature": temperature, "filter": name, **FILTERS[name], **FAMILIES[family]}
             for family, steps, temperature, name in itertools.product(families, steps_list, temperatures, filters)
-            if "candidates" not in FAMILIES[family] or steps <= GUIDED_MAX_STEPS]
+            if FAMILIES[family].get("candidates", 1) == 1 or steps <= GUIDED_MAX_STEPS]
 
 
 def sampler_kwargs(setting: dict) -> dict:

@@ -170,12 +170,12 @@ print(f"\nexample prompt block (real):\n{samples['real']['text']}\n\nAR:\n{sampl
 
 # %%
 if shared:
-    fixed = cells.sample_quality(mlm, mlm_tok, None, None, judge, judge_tok, prompt_blocks, prefix_len, [steps],
+    corrected = cells.sample_quality(mlm, mlm_tok, None, None, judge, judge_tok, prompt_blocks, prefix_len, [steps],
                                  sampling, score_real=False, guide=ar, corrections=corrections)["diffusion"][steps]
-    samples["corrected"] = fixed
+    samples["corrected"] = corrected
     display(cells.table([{"text": f"diffusion ({policy}, {steps} steps)", **{k: samples["diffusion"][steps][k] for k in keys}},
-                         {"text": f"+ {corrections} twin-pointed corrections", **{k: fixed[k] for k in keys}}]))
-    print(f"\ncorrected:\n{fixed['text']}")
+                         {"text": f"+ {corrections} twin-pointed corrections", **{k: corrected[k] for k in keys}}]))
+    print(f"\ncorrected:\n{corrected['text']}")
 else:
     print("the AR model reads another vocabulary: it cannot point at the masked LM's tokens")
 

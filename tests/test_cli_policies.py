@@ -43,10 +43,10 @@ def test_twin_guided_generation_keeps_one_text_and_says_how(tiny_dirs, tmp_path)
 def test_corrections_reach_the_guide_and_add_their_frames(tiny_dirs, tmp_path):
     out = tmp_path / "g.json"
     assert cli.main(["generate", "The cat", "--model", str(tiny_dirs / "mlm"), "--guide", str(tiny_dirs / "ar"),
-                     "--corrections", "2", "--correct-share", "0.2", "--steps", "3", "--max-len", "24", "--device",
+                     "--corrections", "2", "--correction-share", "0.2", "--steps", "3", "--max-len", "24", "--device",
                      "cpu", "--quiet", "--json", str(out)]) == 0
     saved = json.loads(out.read_text())
-    assert saved["corrections"] == 2 and saved["share"] == 0.2 and saved["candidates"] == 1
+    assert saved["corrections"] == 2 and saved["correction_share"] == 0.2 and saved["candidates"] == 1
     assert saved["steps"] == 3 and saved["forward_passes"] == 3 + 2 * 2  # the sampler's steps, then two passes a round
 
 
@@ -64,8 +64,9 @@ def test_remask_reaches_the_sampler(tiny_dirs, tmp_path):
     (["--candidates", "2", "--pick", "loudest"], "--pick"),
     (["--guide", "weights/gpt2-small-baseline"], "--candidates"),
     (["--corrections", "-1"], "--corrections"),
-    (["--corrections", "2", "--correct-share", "0"], "--correct-share"),
-    (["--corrections", "2", "--correct-share", "nan"], "--correct-share"),
+    (["--corrections", "2", "--correction-share", "0"], "--correction-share"),
+    (["--corrections", "2", "--correction-share", "nan"], "--correction-share"),
+    (["--correction-share", "0.2"], "--corrections"),
     (["--corrections", "2", "--candidates", "2", "--pick", "importance"], "--corrections"),
     (["--policy", "calibrated", "--position-decay", "-1"], "--position-decay"),
 ])

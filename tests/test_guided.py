@@ -1,4 +1,5 @@
-"""Twin-guided selection: N diffusion candidates per prompt in one batch, one kept by the AR twin."""
+"""Twin-guided sampling: N diffusion candidates per prompt in one batch, corrected where the AR twin points, one kept
+by the twin."""
 
 from __future__ import annotations
 
@@ -84,8 +85,8 @@ def test_a_left_padded_row_scores_as_unpadded(causal_lm, tokenizer):
 
 @pytest.mark.parametrize("bad,match", [({"candidates": 0}, "candidates"), ({"pick": "loudest"}, "pick"),
                                        ({"corrections": -1}, "corrections"), ({"corrections": 1.5}, "corrections"),
-                                       ({"corrections": 1, "share": 0.0}, "share"),
-                                       ({"corrections": 1, "share": 1.5}, "share"),
+                                       ({"corrections": 1, "correction_share": 0.0}, "correction_share"),
+                                       ({"corrections": 1, "correction_share": 1.5}, "correction_share"),
                                        ({"corrections": 1, "candidates": 2, "pick": "importance"}, "importance")])
 def test_bad_settings_are_refused(mlm, causal_lm, tokenizer, bad, match):
     with pytest.raises(ValueError, match=match):
@@ -172,3 +173,31 @@ def test_corrected_candidates_are_kept_by_the_guide(mlm, causal_lm, tokenizer):
     scores = sequence_logprob(causal_lm, every.final, every.attention, every.generated).view(len(PROMPTS), n)
     best = every.final.view(len(PROMPTS), n, -1)[torch.arange(len(PROMPTS)), scores.argmax(dim=1)]
     assert torch.equal(kept.final, best) and kept.steps == SETTINGS["steps"] + 4
+
+
+def test_corrections_leave_pinned_and_padding_alone_and_point_at_the_share(mlm, causal_lm, tokenizer):
+    canvas = prompt_canvas(tokenizer, PROMPTS, None, 24)
+    assert not canvas.attention.bool().all(), "a left-padded row"
+    trace = generate_diffusion(mlm, tokenizer, canvas=canvas, seed=1, **SETTINGS)
+    rounds, share, mask_id = 3, 0.2, tokenizer.mask_token_id
+    fixed = guided.correct(mlm, causal_lm, trace, rounds, share)
+    keep = ~trace.generated
+    assert all(torch.equal(frame[keep], trace.final[keep]) for frame in fixed.ids[trace.steps:])
+    pointed = (trace.generated.sum(dim=1) * share).round().clamp(min=1)
+    for r in range(rounds):
+        assert torch.equal((fixed.ids[trace.steps + 2 * r + 1] == mask_id).sum(dim=1), pointed.long())
+    assert not (fixed.final == mask_id).any()
+
+
+def test_sample_quality_corrects_with_a_guide_and_refuses_without_one(mlm, causal_lm, tokenizer):
+    from roberta_diffusion.evaluate import sample_quality
+    from roberta_diffusion.sampling import Sampling
+
+    blocks = torch.randint(5, 200, (2, 24), generator=torch.Generator().manual_seed(0))
+    sampling = Sampling(steps=3, top_k=0, top_p=1.0, seed=0)
+    args = (mlm, tokenizer, None, None, causal_lm, tokenizer, blocks, 6, [3], sampling)
+    plain = sample_quality(*args, score_real=False)["diffusion"][3]
+    fixed = sample_quality(*args, score_real=False, guide=causal_lm, corrections=2)["diffusion"][3]
+    assert fixed["corrections"] == 2 and plain["corrections"] == 0 and fixed["text"] != plain["text"]
+    with pytest.raises(ValueError, match="guide"):
+        sample_quality(*args, score_real=False, corrections=2)

@@ -157,3 +157,14 @@ def test_a_paired_interval_cancels_what_the_prompts_share():
     assert alone[1] / alone[0] > 1.1  # each set's own interval is wide
     with pytest.raises(ValueError, match="the same prompts"):
         metrics.ratio_interval(hard, hard[:10], tokens)
+
+
+def test_a_corrected_family_draws_one_candidate_at_any_step_count(mlm, causal_lm, tokenizer):
+    from roberta_diffusion.canvas import prompt_canvas
+
+    names = {s["name"] for s in quality.grid(["corrected-4", "guided-8"], [64], [1.0], ["k190"])}
+    assert names == {"corrected-4@64/t1/k190"}, "guidance is capped at GUIDED_MAX_STEPS, corrections are not"
+    setting = quality.grid(["corrected-4"], [2], [1.0], ["k190"])[0]
+    canvas = prompt_canvas(tokenizer, ["The cat sat", "A"], None, 16)
+    trace = quality.diffuse(mlm, causal_lm, tokenizer, canvas, setting, seed=0)
+    assert trace.settings["candidates"] == 1 and trace.settings["corrections"] == 4 and trace.steps == 2 + 2 * 4

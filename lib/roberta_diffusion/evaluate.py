@@ -20,7 +20,7 @@ import transformers
 from . import metrics, paths
 from .canvas import Canvas
 from .defaults import PROMPT_LEN
-from .guided import correct
+from .guided import CORRECTION_SHARE, correct
 from .models import load_tokenizer, max_canvas_len
 from .sampler import generate_ar, generate_diffusion
 from .sampling import Sampling
@@ -114,14 +114,14 @@ def prompts_for(tokenizer, judge_tokenizer, prompt_blocks: torch.Tensor, prefix_
 
 def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer, prompt_blocks: torch.Tensor,
                    prefix_len: int, steps_list, sampling: Sampling, batch_size: int = 16, score_real: bool = True,
-                   guide=None, corrections: int = 0) -> dict:
+                   guide=None, corrections: int = 0, correction_share: float = CORRECTION_SHARE) -> dict:
     """Sample quality with each model in its own tokenizer (``sample_scores`` when they share one). ``prompt_blocks [N, L]`` are
     held-out blocks in the judge's vocabulary: the first ``prefix_len`` tokens prompt both models, the rest is
     the real continuation. Diffusion samples with ``sampling`` at each of ``steps_list``; AR with its temperature,
     top-k, top-p and seed. Returns ``real``, ``ar`` and ``diffusion`` (one entry per step count, its ``sampling``
     whole) with ``gen_ppl``, ``unigram_entropy``, ``distinct_2``, ``seconds`` and one example ``text`` each.
     ``guide`` (a causal LM of the masked LM's vocabulary) with ``corrections`` > 0: each diffusion sample gets that
-    many rounds of twin-pointed redraws (``guided.correct``)."""
+    many rounds of twin-pointed redraws of ``correction_share`` of its tokens (``guided.correct``)."""
     if corrections and guide is None:
         raise ValueError(f"corrections={corrections} needs a guide: the causal LM that points at what to redraw")
     max_len = prompt_blocks.shape[1]
@@ -159,9 +159,9 @@ def sample_quality(mlm, mlm_tokenizer, ar, ar_tokenizer, judge, judge_tokenizer,
             start = time.perf_counter()
             each = replace(sampling, steps=int(steps))
             out["diffusion"][int(steps)] = run(lambda p, each=each: correct(mlm, guide, generate_diffusion(
-                mlm, mlm_tokenizer, sampling=each, **canvas_of(p)), corrections), mlm_tokenizer)
+                mlm, mlm_tokenizer, sampling=each, **canvas_of(p)), corrections, correction_share), mlm_tokenizer)
             out["diffusion"][int(steps)] |= {"steps": int(steps), "policy": each.policy, "sampling": asdict(each),
-                                             "corrections": corrections,
+                                             "corrections": corrections, "correction_share": correction_share,
                                              "wall_s": round(time.perf_counter() - start, 4)}
     return out
 

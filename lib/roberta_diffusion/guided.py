@@ -36,6 +36,7 @@ from .sampling import Sampling
 from .trace import Trace
 
 PICKS = ("likelihood", "importance")
+CORRECTION_SHARE = 0.1  # of each row's generated tokens, redrawn a correction round
 
 
 # the most logits one scoring pass holds (elements: 4 GiB in fp32, about 3x that at the peak with the upcast copy and
@@ -78,6 +79,9 @@ def select_rows(trace: Trace, rows: torch.Tensor, settings: dict) -> Trace:
 
 def choose(guide, trace: Trace, n_prompts: int, candidates: int, pick: str, seed) -> torch.Tensor:
     """``[n_prompts]``: which of each prompt's ``candidates`` consecutive rows of ``trace`` to keep, by ``pick``."""
+    if pick == "importance" and trace.settings.get("corrections"):
+        raise ValueError("pick='importance' with corrections: a corrected text's probability under the sampler is no "
+                         "longer the product the weights divide by; use pick='likelihood' or corrections=0")
     device = next(guide.parameters()).device
     final, generated = trace.final.to(device), trace.generated.to(device)
     score = sequence_logprob(guide, final, trace.attention.to(device), generated).view(n_prompts, candidates)
@@ -99,14 +103,15 @@ def check_corrections(rounds: int, share: float) -> None:
     if not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"corrections={rounds!r} must be a whole number >= 0")
     if not 0 < share <= 1:
-        raise ValueError(f"share={share} must be in (0, 1]: the share of each row's generated tokens a round redraws")
+        raise ValueError(f"correction_share={share} must be in (0, 1]: the share of each row's generated tokens a "
+                         "correction round redraws")
 
 
 @torch.no_grad()
-def correct(mlm, guide, trace: Trace, rounds: int, share: float = 0.1) -> Trace:
+def correct(mlm, guide, trace: Trace, rounds: int, share: float = CORRECTION_SHARE) -> Trace:
     """Twin-pointed corrections of a finished diffusion ``trace``. Each of ``rounds`` rounds: the guide reads the
-    text in one parallel pass; in each row the ``share`` of the generated tokens whose guide log-probability most
-    undercuts the log-probability they were drawn with (``log p_guide - log q``, ``Trace.proposal``) go back to
+    text in one parallel pass; in each row the ``share`` of the generated tokens (at least one) whose guide
+    log-probability most undercuts the log-probability they were drawn with (``log p_guide - log q``, ``Trace.proposal``) go back to
     ``<mask>``; the masked LM redraws them in one pass with all the rest as context, at the draw's temperature and
     filter. Tokens drawn side by side in one step never saw each other; the guide points at the ones that do not fit
     their neighbours (a doubled word, a broken name) rather than at the merely rare ones, which ``q`` already
@@ -129,33 +134,34 @@ def correct(mlm, guide, trace: Trace, rounds: int, share: float = 0.1) -> Trace:
     for _ in range(rounds):
         start = time.perf_counter()
         fit = token_logprob(guide, x.to(guide_device), attention.to(guide_device)).to(device)
-        remask = top_count_mask(proposal - fit, generated, counts)  # the most undercut first
-        x = x.masked_fill(remask, mask_id)
+        pointed = top_count_mask(proposal - fit, generated, counts)  # the most undercut first
+        x = x.masked_fill(pointed, mask_id)
         sync(device)
         times.append(time.perf_counter() - start)
         history.append(x.cpu())
         start = time.perf_counter()
-        logits = masked_lm_logits(mlm, x, mlm_attention, remask)
+        logits = masked_lm_logits(mlm, x, mlm_attention, pointed)
         logits[:, mask_id] = float("-inf")  # never draw <mask> (as the sampler)
         tokens, scaled, drawn = sample_tokens(logits, s["temperature"], s["top_k"], s["top_p"], generator=generator)
-        x = x.masked_scatter(remask, tokens)
-        confidence = confidence.masked_scatter(remask, chosen_probability(scaled, tokens))
-        proposal = proposal.masked_scatter(remask, drawn.log().float())
+        x = x.masked_scatter(pointed, tokens)
+        confidence = confidence.masked_scatter(pointed, chosen_probability(scaled, tokens))
+        proposal = proposal.masked_scatter(pointed, drawn.log().float())
         sync(device)
         times.append(time.perf_counter() - start)
         history.append(x.cpu())
     return Trace(ids=torch.stack(history), pinned=trace.pinned, attention=trace.attention,
                  confidence=confidence.float().cpu(), proposal=proposal.float().cpu(), step_times=times,
                  mask_token_id=mask_id, kind=trace.kind, forward_passes=trace.forward_passes + 2 * rounds,
-                 settings={**s, "corrections": rounds, "share": share}, tokenizer=trace.tokenizer)
+                 settings={**s, "corrections": rounds, "correction_share": share}, tokenizer=trace.tokenizer)
 
 
 @torch.no_grad()
 def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | None = None, *,
                     canvas: Canvas | None = None, candidates: int = 8, pick: str = "likelihood", corrections: int = 0,
-                    share: float = 0.1, prefix_len=None, max_len: int = 256, **settings) -> Trace:
+                    correction_share: float = CORRECTION_SHARE, prefix_len=None, max_len: int = 256,
+                    **settings) -> Trace:
     """``generate_diffusion`` with ``candidates`` rows per prompt in one batch, each given ``corrections`` rounds of
-    ``correct`` (``share`` of its tokens a round), one kept per prompt by ``guide`` (a causal LM sharing
+    ``correct`` (``correction_share`` of its tokens a round), one kept per prompt by ``guide`` (a causal LM sharing
     ``tokenizer``'s vocabulary). ``sampling``, ``settings``: as ``generate_diffusion`` takes them (``on_step``,
     ``graph`` and ``salience`` included). What the guide does is its own business, not the sampler's, so these
     settings are this function's and stay out of ``Sampling``."""
@@ -163,7 +169,7 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
         raise ValueError(f"candidates={candidates} must be >= 1")
     if pick not in PICKS:
         raise ValueError(f"unknown pick {pick!r}: choose one of {', '.join(PICKS)}")
-    check_corrections(corrections, share)
+    check_corrections(corrections, correction_share)
     if pick == "importance" and candidates > 1 and corrections:
         raise ValueError("pick='importance' with corrections: a corrected text's probability under the sampler is no "
                          "longer the product the weights divide by; use pick='likelihood' or corrections=0")
@@ -174,7 +180,7 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
         canvas = prompt_canvas(tokenizer, prompts, prefix_len, min(max_len, max_canvas_len(mlm)))
     n_prompts = canvas.ids.shape[0]
     trace = generate_diffusion(mlm, tokenizer, sampling=sampling, canvas=repeat_rows(canvas, candidates), **settings)
-    trace = correct(mlm, guide, trace, corrections, share)
+    trace = correct(mlm, guide, trace, corrections, correction_share)
     seed = trace.settings["seed"]
     device = next(guide.parameters()).device
     start = time.perf_counter()
@@ -184,7 +190,8 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
         kept = choose(guide, trace, n_prompts, candidates, pick, seed)
     sync(device)
     rows = (torch.arange(n_prompts, device=device) * candidates + kept).cpu()
-    settings = {**trace.settings, "candidates": candidates, "pick": pick, "corrections": corrections, "share": share,
+    settings = {**trace.settings, "candidates": candidates, "pick": pick, "corrections": corrections,
+                "correction_share": correction_share,
                 "guide": getattr(guide.config, "name_or_path", "") or type(guide).__name__,
                 "guide_seconds": round(time.perf_counter() - start, 6)}
     return select_rows(trace, rows, settings)

@@ -125,8 +125,8 @@ def _diffusion_args(p):
     p.add_argument("--corrections", type=int, default=0,
                    help="twin-guided: rounds in which the guide points at the tokens that fit worst and the masked LM "
                         "redraws them in context (each round: two forward passes)")
-    p.add_argument("--correct-share", type=float, default=0.1,
-                   help="twin-guided: the share of the generated tokens one correction round redraws (default: %(default)s)")
+    p.add_argument("--correction-share", type=float, default=None,
+                   help="twin-guided: the share of the generated tokens one correction round redraws (default: 0.1)")
     p.add_argument("--guide", help="twin-guided: causal LM sharing the vocabulary (default: the shipped GPT-2 twin)")
 
 

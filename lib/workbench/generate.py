@@ -12,7 +12,7 @@ import torch
 from roberta_diffusion import models, paths, viz
 from roberta_diffusion.canvas import check_room, infill_canvas, prefix_canvas, prompt_canvas
 from roberta_diffusion.evaluate import ar_knobs
-from roberta_diffusion.guided import PICKS, generate_guided
+from roberta_diffusion.guided import CORRECTION_SHARE, PICKS, generate_guided
 from roberta_diffusion.models import default_models, load_causal_lm, load_mlm, load_tokenizer
 from roberta_diffusion.sampler import generate_ar, generate_diffusion
 from roberta_diffusion.sampling import Sampling
@@ -87,9 +87,13 @@ def check_sampling(args, kind: str) -> Sampling | None:
     sampling = checks.sampling_from(args)
     checks.in_range("--candidates", args.candidates, 1)
     checks.in_range("--corrections", args.corrections, 0)
-    checks.finite("--correct-share", args.correct_share)
-    if not 0 < args.correct_share <= 1:
-        raise ValueError(f"--correct-share {args.correct_share}: use a share in (0, 1], e.g. 0.1")
+    if args.correction_share is None:
+        args.correction_share = CORRECTION_SHARE
+    elif not args.corrections:
+        raise ValueError("--correction-share without --corrections R redraws nothing: add --corrections 8")
+    checks.finite("--correction-share", args.correction_share)
+    if not 0 < args.correction_share <= 1:
+        raise ValueError(f"--correction-share {args.correction_share}: use a share in (0, 1], e.g. 0.1")
     if args.pick not in PICKS:
         raise ValueError(f"--pick {args.pick!r}: choose one of {', '.join(PICKS)}")
     if args.pick == "importance" and args.candidates > 1 and args.corrections:
@@ -161,7 +165,7 @@ def run_generate(args, kind: str):
         if twin_guided(args):
             guide, _ = _load("ar", args.guide, device)
             trace = generate_guided(model, guide, tokenizer, canvas=start, candidates=args.candidates, pick=args.pick,
-                                    corrections=args.corrections, share=args.correct_share, **knobs)
+                                    corrections=args.corrections, correction_share=args.correction_share, **knobs)
         elif args.infill:
             trace = generate_diffusion(model, tokenizer, canvas=start, **knobs)
         else:  # from the prompt, so the trace records the pinned width the library works out
@@ -184,8 +188,12 @@ def run_generate(args, kind: str):
 def _report(trace, tokenizer, args):
     if not args.quiet:  # --quiet: the final text alone, for pipes and scripts
         # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
-        print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.steps} steps, {trace.total_time:.3f} s "
-              f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a step, {_rate(trace.tokens_per_second)} tokens/s)")
+        rounds = trace.settings.get("corrections", 0)  # two frames a round: the twin's pass, the masked LM's
+        done = f"{trace.steps} steps" if not rounds else \
+            f"{trace.steps - 2 * rounds} steps + {rounds} correction rounds ({trace.steps} passes)"
+        print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {done}, {trace.total_time:.3f} s "
+              f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a {'pass' if rounds else 'step'}, "
+              f"{_rate(trace.tokens_per_second)} tokens/s)")
     print(trace.texts[0])
     with staged_files({"animation": args.animation, "json": args.json}) as tmp:  # both files, or neither
         if args.animation:
