@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 from roberta_diffusion.collator import DiffusionCollator
+from roberta_diffusion.compiling import compile_body
 from roberta_diffusion.losses import bounded_head_loss, masked_lm_loss, masked_lm_loss_dense
-from roberta_diffusion.train import compile_body
 
 from .common import bench_model, error_row, timed_median, training_flops_per_token
 

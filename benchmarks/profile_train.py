@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from roberta_diffusion import data, paths, train
+from roberta_diffusion import compiling, data, paths, train
 from roberta_diffusion.losses import LossModule, bounded_head_loss, noisy_batch
 from roberta_diffusion.train import make_collator
 from workbench import cli, commands, pipeline
@@ -90,7 +90,7 @@ def step_equality(cfg: train.TrainConfig, tokenizer, blocks, model) -> dict:
         module = LossModule(copy.deepcopy(model).cuda().eval(), bounded_head_loss(collator, cfg.batch_size,
                                                                                cfg.block_size))
         if name != "eager":
-            train.compile_step(module, name)
+            compiling.compile_step(module, name)
         for _ in range(1 if name == "eager" else 3):  # graphed: the first calls warm up and record, the third replays
             module.zero_grad(set_to_none=True)
             torch.compiler.cudagraph_mark_step_begin()

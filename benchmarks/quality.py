@@ -37,7 +37,7 @@ from workbench import cli
 from workbench.cells import save_figure
 from workbench.cli import Parser
 
-from .at_entropy import at_real_entropy, print_rows
+from .at_entropy import at_real_entropy, groups, print_rows
 from .common import int_list, timed_median
 from .frontier import shifted  # one definition of eval's prompts and a second set sharing none
 
@@ -155,11 +155,8 @@ def matched(result: dict, tolerance: float = TOLERANCE) -> dict:
     """For AR and each family@steps: the setting of lowest tuning-set judge perplexity among those whose tuning-set
     entropy is within ``tolerance`` of the real text's, with its report-set scores (None where none qualifies)."""
     rows, real = result["rows"], result["rows"]["real"]["tune"]["unigram_entropy"]
-    groups: dict[str, list[str]] = {"ar": [n for n in rows if n.startswith("ar/")]}
-    for s in result["settings"]:
-        groups.setdefault(f"{s['family']}@{s['steps']}", []).append(s["name"])
     out = {}
-    for group, names in groups.items():
+    for group, names in groups(result).items():
         ok = [n for n in names if abs(rows[n]["tune"]["unigram_entropy"] - real) <= tolerance * real]
         best = min(ok, key=lambda n: rows[n]["tune"]["gen_ppl"]) if ok else None
         out[group] = None if best is None else {"setting": best, **lean(rows[best]["report"]),

@@ -11,9 +11,8 @@ import copy
 import pytest
 import torch
 from roberta_diffusion.collator import DiffusionCollator
-from roberta_diffusion.compiling import COMPILE_SCOPES
+from roberta_diffusion.compiling import COMPILE_SCOPES, compile_step
 from roberta_diffusion.losses import LossModule, bounded_head_loss, noisy_batch
-from roberta_diffusion.train import compile_step
 
 BATCH, LENGTH = 4, 24
 
@@ -84,7 +83,8 @@ def test_each_compile_starts_from_fresh_dynamo_caches(mlm, tokenizer, monkeypatc
 def test_a_whole_step_compile_over_changing_shapes_is_refused(scope, changing):
     """The whole loss compiles into one graph only over one shape; under "graphed" another shape makes the CUDA-graph
     capture fail mid-run, so the config is refused before anything runs, naming the fix."""
-    from roberta_diffusion.train import TrainConfig, check_compile
+    from roberta_diffusion.compiling import check_compile
+    from roberta_diffusion.train import TrainConfig
 
     cfg = TrainConfig(compile=True, compile_scope=scope, **changing)
     with pytest.raises(ValueError, match="compile_scope='body'"):

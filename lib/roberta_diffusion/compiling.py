@@ -1,6 +1,6 @@
 """How the training step runs on the hardware: how much of it is compiled (``compile_scope``), whether its CUDA
 graphs can be captured for the config's shapes, and whether its kernels are deterministic. ``loop.setup`` calls these;
-``workbench.checks`` runs ``check_compile`` before anything is written."""
+``workbench.settings`` runs ``check_compile`` before anything is written."""
 
 from __future__ import annotations
 

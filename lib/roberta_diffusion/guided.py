@@ -25,6 +25,7 @@ guide, the rule and the candidates, and ``guide_seconds`` is the scoring pass's 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import torch
 
@@ -72,16 +73,14 @@ def repeat_rows(canvas: Canvas, n: int) -> Canvas:
 
 
 def select_rows(trace: Trace, rows: torch.Tensor, settings: dict) -> Trace:
-    return Trace(ids=trace.ids[:, rows], pinned=trace.pinned[rows], attention=trace.attention[rows],
-                 confidence=trace.confidence[rows], proposal=trace.proposal[rows], step_times=trace.step_times, mask_token_id=trace.mask_token_id,
-                 kind=trace.kind, forward_passes=trace.forward_passes, settings=settings, tokenizer=trace.tokenizer)
+    return replace(trace, ids=trace.ids[:, rows], pinned=trace.pinned[rows], attention=trace.attention[rows],
+                   confidence=trace.confidence[rows], proposal=trace.proposal[rows], settings=settings,
+                   _texts=None, _completions=None)
 
 
-def choose(guide, trace: Trace, n_prompts: int, candidates: int, pick: str, seed) -> torch.Tensor:
-    """``[n_prompts]``: which of each prompt's ``candidates`` consecutive rows of ``trace`` to keep, by ``pick``."""
-    if pick == "importance" and trace.settings.get("corrections"):
-        raise ValueError("pick='importance' with corrections: a corrected text's probability under the sampler is no "
-                         "longer the product the weights divide by; use pick='likelihood' or corrections=0")
+def _choose(guide, trace: Trace, n_prompts: int, candidates: int, pick: str, seed) -> torch.Tensor:
+    """``[n_prompts]``: which of each prompt's ``candidates`` consecutive rows of ``trace`` to keep, by ``pick``
+    (``generate_guided`` has checked the pick against the corrections)."""
     device = next(guide.parameters()).device
     final, generated = trace.final.to(device), trace.generated.to(device)
     score = sequence_logprob(guide, final, trace.attention.to(device), generated).view(n_prompts, candidates)
@@ -149,10 +148,9 @@ def correct(mlm, guide, trace: Trace, rounds: int, share: float = CORRECTION_SHA
         sync(device)
         times.append(time.perf_counter() - start)
         history.append(x.cpu())
-    return Trace(ids=torch.stack(history), pinned=trace.pinned, attention=trace.attention,
-                 confidence=confidence.float().cpu(), proposal=proposal.float().cpu(), step_times=times,
-                 mask_token_id=mask_id, kind=trace.kind, forward_passes=trace.forward_passes + 2 * rounds,
-                 settings={**s, "corrections": rounds, "correction_share": share}, tokenizer=trace.tokenizer)
+    return replace(trace, ids=torch.stack(history), confidence=confidence.float().cpu(), proposal=proposal.float().cpu(),
+                   step_times=times, forward_passes=trace.forward_passes + 2 * rounds,
+                   settings={**s, "corrections": rounds, "correction_share": share}, _texts=None, _completions=None)
 
 
 @torch.no_grad()
@@ -187,7 +185,7 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
     if candidates == 1:  # nothing to choose: no scoring pass
         kept = torch.zeros(n_prompts, dtype=torch.long, device=device)
     else:
-        kept = choose(guide, trace, n_prompts, candidates, pick, seed)
+        kept = _choose(guide, trace, n_prompts, candidates, pick, seed)
     sync(device)
     rows = (torch.arange(n_prompts, device=device) * candidates + kept).cpu()
     settings = {**trace.settings, "candidates": candidates, "pick": pick, "corrections": corrections,

@@ -29,13 +29,10 @@ from . import corpus, data, paths
 from .bpe import train_tokenizer
 from .checkpoints import save_checkpoint, set_rng_state
 from .collator import DiffusionCollator  # noqa: F401 (read here by tests)
-
-# the loop's parts under the names train.py had them by (tests, workbench.checks, benchmarks read them here)
-from .compiling import check_compile, compile_body, compile_step  # noqa: F401
 from .defaults import PROMPT_LEN
 from .export import export_model, write_model_card
 from .history import History
-from .loop import (  # noqa: F401
+from .loop import (  # noqa: F401 (the loop's parts under the names train.py had them by: tests read them here)
     Run,
     WeightAverage,
     _lr_lambda,

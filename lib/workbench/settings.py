@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from roberta_diffusion import collator, models, policies, sampler, train
-from roberta_diffusion.compiling import COMPILE_SCOPES
+from roberta_diffusion.compiling import COMPILE_SCOPES, check_compile
 from roberta_diffusion.draws import SCHEDULES
 from roberta_diffusion.paths import run_name
 from roberta_diffusion.train import TrainConfig
@@ -179,4 +179,4 @@ def train_config(cfg, processes: int = 1, where: str = "--set with the profile")
         one = cfg.for_objective(objective)  # checks `ar` and names the folder without making it
         train._lr_lambda(one)  # the two-phase rate's own conditions
         train.check_fresh_model(one)
-        train.check_compile(one)
+        check_compile(one)
