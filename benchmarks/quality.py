@@ -65,6 +65,8 @@ FAMILIES = {  # in the order a time budget spends on them: the cheap and the lik
     "corrected-4": {"policy": "random", "candidates": 1, "corrections": 4},
     "corrected-8": {"policy": "random", "candidates": 1, "corrections": 8},
     "guided-8-corrected-4": {"policy": "random", "candidates": 8, "corrections": 4},
+    "corrected-8-s20": {"policy": "random", "candidates": 1, "corrections": 8, "correction_share": 0.2},
+    "corrected-16": {"policy": "random", "candidates": 1, "corrections": 16},
 }
 TWIN = ("candidates", "corrections")  # the keys that make a family read the AR twin (guided.py)
 STEPS = (4, 8, 16, 32, 64, 128)

@@ -26,6 +26,7 @@
 # %% tags=["parameters"]
 run_name: str = "scratch"  # outputs go to runs/<run_name>/
 mlm_path: "Optional[str]" = None  # masked LM; None means runs/<run_name>/mlm/model, else shipped weights, else tiny random
+ar_path: "Optional[str]" = None  # AR twin for the panel's candidates / corrections; same order with runs/<run_name>/ar/model
 prompt: str = "The history of the city"  # text to continue
 steps: int = 32  # forward passes (denoising steps)
 policy: str = "random"  # policy (roberta_diffusion.policies.POLICIES); "redraw" is the original project's decoder
@@ -103,12 +104,19 @@ if confidence_gif:
 # running kernel: papermill (the headless pipeline) keeps no widget state, so `generation.gif` is the static
 # record, and `trace.pt` (`Trace.load`) holds the run to scrub again later without regenerating. Where the
 # distilled model is shipped, the **model** box switches to it (and to its 16 steps; see *Fewer steps* below).
+# With the AR twin loaded beside it, two more boxes let the twin help: **candidates** draws N texts in one batch and
+# keeps the one the twin finds most likely; **corrections** gives R rounds in which the twin points at the tokens
+# that fit their neighbours worst and the masked LM redraws them (the slider shows each round's two frames; notebook
+# 04 measures what they buy).
 
 # %%
 distilled = cells.distilled_model()  # None where weights/roberta-diffusion-small-fast is absent
 others = {"distilled (SDTT)": (*distilled, Sampling.distilled().steps)} if distilled else {}
+twin, _, twin_description = cells.resolve_model("ar", run_name, ar_path)
+guide = twin if twin.config.vocab_size == model.config.vocab_size else None  # it must read the masked LM's tokens
+print(f"twin: {twin_description}" + ("" if guide is not None else " (another vocabulary: the twin boxes stay hidden)"))
 live = panel.generation_panel(model, tokenizer, trace=trace, prompt=prompt, sampling=sampling, max_len=panel_max_len,
-                              prefix_len=prefix_len, others=others)
+                              prefix_len=prefix_len, others=others, guide=guide)
 display(live)
 
 # %% [markdown]

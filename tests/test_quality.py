@@ -168,3 +168,17 @@ def test_a_corrected_family_draws_one_candidate_at_any_step_count(mlm, causal_lm
     canvas = prompt_canvas(tokenizer, ["The cat sat", "A"], None, 16)
     trace = quality.diffuse(mlm, causal_lm, tokenizer, canvas, setting, seed=0)
     assert trace.settings["candidates"] == 1 and trace.settings["corrections"] == 4 and trace.steps == 2 + 2 * 4
+
+
+def test_every_corrected_family_runs_its_rounds_at_its_share(mlm, causal_lm, tokenizer):
+    from roberta_diffusion.canvas import prompt_canvas
+    from roberta_diffusion.guided import CORRECTION_SHARE
+
+    corrected = [f for f, knobs in quality.FAMILIES.items() if knobs.get("corrections")]
+    assert {quality.FAMILIES[f].get("correction_share", CORRECTION_SHARE) for f in corrected} == {0.1, 0.2}
+    canvas = prompt_canvas(tokenizer, ["The cat sat"], None, 16)
+    for setting in quality.grid(corrected, [2], [1.0], ["k190"]):
+        knobs = quality.FAMILIES[setting["family"]]
+        trace = quality.diffuse(mlm, causal_lm, tokenizer, canvas, setting, seed=0)
+        assert trace.settings["correction_share"] == knobs.get("correction_share", CORRECTION_SHARE)
+        assert trace.steps == 2 + 2 * knobs["corrections"], setting["name"]

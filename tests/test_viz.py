@@ -290,6 +290,27 @@ def test_generation_panel_switches_to_another_model_with_its_steps_and_tokenizer
     assert generation_panel(mlm, tokenizer, trace=trace).model_choice.layout.display == "none"  # one model: no box
 
 
+def test_generation_panel_lets_the_twin_choose_and_correct_when_given_one(mlm, causal_lm, tokenizer, trace):
+    from roberta_diffusion.guided import generate_guided
+
+    assert generation_panel(mlm, tokenizer, trace=trace, max_len=30).twin.layout.display == "none"  # no twin: hidden
+    panel = generation_panel(mlm, tokenizer, trace=trace, max_len=30, sampling=Sampling(steps=4, seed=1),
+                             guide=causal_lm, corrections=2)
+    assert panel.twin.layout.display == "" and panel.corrections.value == 2
+    panel.button.click()
+    assert "error" not in panel.status.value and "4 steps + 2 correction rounds (8 passes)" in panel.status.value
+    assert panel.trace.steps == panel.slider.max == 8  # the slider scrubs the rounds' frames too
+    mine = generate_guided(mlm, causal_lm, tokenizer, panel.prompt.value, panel.settings(), candidates=1,
+                           corrections=2, **panel.canvas)
+    assert torch.equal(panel.trace.ids, mine.ids)
+    panel.candidates.value, panel.corrections.value = 3, 0
+    panel.button.click()
+    assert panel.trace.settings["candidates"] == 3 and panel.trace.steps == 4 and panel.trace.final.shape[0] == 1
+    panel.candidates.value = 1
+    panel.button.click()  # neither: the plain sampler, no twin pass
+    assert "candidates" not in panel.trace.settings
+
+
 def test_the_model_comparison_gives_each_model_its_row_on_one_prompt_and_seed(mlm, tokenizer):
     from workbench import cells
 

@@ -115,6 +115,13 @@ class Trace:
                    forward_passes=len(step_times), settings=settings, tokenizer=tokenizer,
                    proposal=None if proposal is None else proposal.float().cpu())
 
+    def described_steps(self) -> str:
+        """"16 steps", or "16 steps + 8 correction rounds (32 passes)" (a correction round adds two frames)."""
+        rounds = self.settings.get("corrections", 0)
+        if not rounds:
+            return f"{self.steps} steps"
+        return f"{self.steps - 2 * rounds} steps + {rounds} correction rounds ({self.steps} passes)"
+
     def summary(self) -> dict:
         return {
             "kind": self.kind,

@@ -188,10 +188,8 @@ def run_generate(args, kind: str):
 def _report(trace, tokenizer, args):
     if not args.quiet:  # --quiet: the final text alone, for pipes and scripts
         # per step as well as per token: a diffusion step costs the same for 6 new tokens as for 240
-        rounds = trace.settings.get("corrections", 0)  # two frames a round: the twin's pass, the masked LM's
-        done = f"{trace.steps} steps" if not rounds else \
-            f"{trace.steps - 2 * rounds} steps + {rounds} correction rounds ({trace.steps} passes)"
-        print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {done}, {trace.total_time:.3f} s "
+        rounds = trace.settings.get("corrections", 0)
+        print(f"=== {trace.kind}: {trace.new_tokens} new tokens in {trace.described_steps()}, {trace.total_time:.3f} s "
               f"({1000 * trace.total_time / max(1, trace.steps):.1f} ms a {'pass' if rounds else 'step'}, "
               f"{_rate(trace.tokens_per_second)} tokens/s)")
     print(trace.texts[0])

@@ -4,7 +4,8 @@ values, which is what the tests check. Papermill keeps no widget state; the GIFs
 
 - ``step_scrubber(trace)``: a step slider (and play button) over one finished run.
 - ``GenerationPanel`` (``generation_panel``): prompt, policy, steps, temperature / top-k / top-p, a Generate
-  button, the step slider with play, and colouring by commit step or confidence.
+  button, the step slider with play, and colouring by commit step or confidence; given the AR twin as ``guide``,
+  also twin-guided candidates and twin-pointed correction rounds (``guided.py``), whose frames the slider scrubs.
 - ``ClockPanel`` (``clock_panel``): one wall-clock slider scrubbing several runs (diffusion and GPT-2) at once.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import replace
 
 import ipywidgets as widgets
 from roberta_diffusion import defaults, viz
+from roberta_diffusion.guided import generate_guided
 from roberta_diffusion.policies import POLICIES
 from roberta_diffusion.sampler import generate_diffusion
 from roberta_diffusion.sampling import Sampling
@@ -57,8 +59,8 @@ class GenerationPanel:
 
     def __init__(self, model, tokenizer, trace=None, prompt: str = "The history of the city",
                  sampling: Sampling | None = None, prefix_len: int | None = defaults.PREFIX_LEN, max_len: int = 96,
-                 color_by: str = "step", others: dict | None = None):
-        self.model, self.tokenizer = model, tokenizer
+                 color_by: str = "step", others: dict | None = None, guide=None, corrections: int = 0):
+        self.model, self.tokenizer, self.guide = model, tokenizer, guide
         self.base = sampling or Sampling.readable()  # what the controls start from; the rest (seed, schedule) stays
         # label -> (model, tokenizer, steps): models to switch to, each starting at the steps it was measured best at
         self.models = {"this model": (model, tokenizer, self.base.steps), **(others or {})}
@@ -76,6 +78,11 @@ class GenerationPanel:
         self.knobs = {rule.knob: widgets.BoundedFloatText(
             value=getattr(start.with_policy(rule.name), rule.knob), min=0.0, max=rule.knob_max, step=0.05,
             description=rule.knob.replace("_", " "), **short) for rule in POLICIES.values() if rule.knob}
+        # the twin's part, shown only with a twin to read: N candidates kept by its likelihood, R correction rounds
+        self.candidates = widgets.BoundedIntText(value=1, min=1, max=32, description="candidates", **short)
+        self.corrections = widgets.BoundedIntText(value=corrections, min=0, max=64, description="corrections", **short)
+        self.twin = twin = widgets.HBox([self.candidates, self.corrections])
+        twin.layout.display = "" if guide is not None else "none"
         self.model_choice = widgets.Dropdown(options=list(self.models), description="model")
         self.model_choice.layout.display = "" if len(self.models) > 1 else "none"
         self.model_choice.observe(self._switch_model, names="value")
@@ -94,8 +101,8 @@ class GenerationPanel:
         self.colour.observe(self.render, names="value")
         knobs = widgets.HBox([self.policy, self.steps, self.temperature, self.top_k, self.top_p, *self.knobs.values()])
         # its own row: a wider knobs row would overflow a narrow notebook and push the step slider aside
-        self.widget = widgets.VBox([self.prompt, self.model_choice, knobs, widgets.HBox([self.button, self.colour]), self.status,
-                                    steps_row, self.view])
+        self.widget = widgets.VBox([self.prompt, self.model_choice, knobs, twin, widgets.HBox([self.button, self.colour]),
+                                    self.status, steps_row, self.view])
         if trace is not None:
             self.show(trace)
         else:
@@ -122,7 +129,12 @@ class GenerationPanel:
     def generate(self, _button=None) -> None:
         self.status.value = "generating ..."
         try:
-            trace = generate_diffusion(self.model, self.tokenizer, self.prompt.value, self.settings(), **self.canvas)
+            candidates, rounds = int(self.candidates.value), int(self.corrections.value)
+            if self.guide is not None and (candidates > 1 or rounds > 0):
+                trace = generate_guided(self.model, self.guide, self.tokenizer, self.prompt.value, self.settings(),
+                                        candidates=candidates, corrections=rounds, **self.canvas)
+            else:
+                trace = generate_diffusion(self.model, self.tokenizer, self.prompt.value, self.settings(), **self.canvas)
         except ValueError as err:  # bad settings: say so in the panel, keep the last run on screen
             self.status.value = f"<span style='color:#b00'>error: {err}</span>"
             return
@@ -135,7 +147,7 @@ class GenerationPanel:
         self.slider.max = self.play.max = trace.steps
         self.slider.value = trace.steps
         self.render()
-        self.status.value = (f"{trace.new_tokens} tokens in {trace.steps} steps, {trace.total_time:.2f} s "
+        self.status.value = (f"{trace.new_tokens} tokens in {trace.described_steps()}, {trace.total_time:.2f} s "
                              f"({Sampling.of(trace.settings) if trace.kind == 'diffusion' else trace.kind})")
 
     def render(self, *_change) -> None:
