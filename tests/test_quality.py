@@ -45,6 +45,23 @@ def test_matched_picks_on_tuning_prompts_and_reports_the_others():
     assert found["diffusion"]["gen_ppl"] == 120  # reported on the report prompts, which no choice looked at
 
 
+def test_a_pick_whose_report_entropy_leaves_the_band_is_marked(capsys):
+    rows = {"real": {"tune": row(60, 4.70), "report": row(61, 4.70)},
+            "ar/t1/plain": {"tune": row(50, 4.70), "report": row(52, 4.72)},
+            "random@8/t1/plain": {"tune": row(90, 4.57), "report": row(95, 4.50)},  # in on tuning, 4.3 % low on report
+            "random@16/t1/plain": {"tune": row(80, 4.60), "report": row(82, 4.58)}}
+    settings = [{"name": n, "family": "random", "steps": int(n[7:].split("/")[0])} for n in rows if n.startswith("r")
+                and n != "real"]
+    result = {"rows": rows, "settings": settings, "latency": {}}
+    result["matched"] = picks = quality.matched(result)
+    assert picks["random@8"]["setting"] == "random@8/t1/plain" and picks["random@8"]["report_in_band"] is False
+    assert picks["random@16"]["report_in_band"] is True and picks["ar"]["report_in_band"] is True
+    result["at_real_entropy"], result["speed_at_equal_quality"] = {}, {"found": False}
+    quality.print_table(result)
+    table = capsys.readouterr().out
+    assert "4.500*" in table and "4.580*" not in table and "outside the band on the report prompts" in table
+
+
 def test_sample_then_score_on_tiny_models(tmp_path, tiny_dirs, tokenizer, capsys):
     model = tmp_path / "mlm"
     model.mkdir()
