@@ -371,8 +371,8 @@ def print_table(result: dict) -> None:
               f"{row['x_real']:>8.2f}{ratio:>12}{row['unigram_entropy']:>8.3f}{edge}{row['rep_4']:>7.3f}"
               f"{ms:>9}")
     if any(row and row.get("report_in_band") is False for row in result["matched"].values()):
-        print(f"* entropy outside the band on the report prompts (picked inside it on the tuning prompts): read this "
-              f"row at the real text's entropy, below")
+        print("* entropy outside the band on the report prompts (picked inside it on the tuning prompts): read this "
+              "row at the real text's entropy, below")
     print_rows(result)
     print("speed at equal quality:", json.dumps(result["speed_at_equal_quality"])[:400])
 
