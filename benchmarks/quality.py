@@ -162,7 +162,7 @@ def matched(result: dict, tolerance: float = TOLERANCE) -> dict:
     real_report = result["rows"]["real"]["report"]["unigram_entropy"]
     out = {}
     for group, names in groups(result).items():
-        ok = [n for n in names if abs(rows[n]["tune"]["unigram_entropy"] - real) <= tolerance * real]
+        ok = [n for n in names if in_band(rows[n]["tune"], real, tolerance)]
         best = min(ok, key=lambda n: rows[n]["tune"]["gen_ppl"]) if ok else None
         out[group] = None if best is None else {"setting": best, **lean(rows[best]["report"]),
                                                 **against_real(rows[best]["report"], rows["real"]["report"]),

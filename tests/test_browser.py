@@ -49,8 +49,8 @@ def require_chromium() -> None:
 def lab(tmp_path, tiny_dirs):
     """A JupyterLab server over ``tmp_path`` holding 03_generate.ipynb with the tiny model's parameters."""
     require_chromium()
-    params = {"run_name": "browser", "mlm_path": str(tiny_dirs / "mlm"), "ar_path": str(tiny_dirs / "ar"), "steps": STEPS, "max_len": 40,
-              "policy_steps": 2, "confidence_gif": False, "panel_max_len": 40}
+    params = {"run_name": "browser", "mlm_path": str(tiny_dirs / "mlm"), "ar_path": str(tiny_dirs / "ar"),
+              "steps": STEPS, "max_len": 40, "policy_steps": 2, "confidence_gif": False, "panel_max_len": 40}
     parameterized("03_generate", params, tmp_path / "03_generate.ipynb")
     shutil.copy(NOTEBOOKS / "03_generate.py", tmp_path / "source.py")
     port, token = free_port(), "rd-browser-test"
