@@ -67,6 +67,9 @@ FAMILIES = {  # in the order a time budget spends on them: the cheap and the lik
     "guided-8-corrected-4": {"policy": "random", "candidates": 8, "corrections": 4},
     "corrected-8-s20": {"policy": "random", "candidates": 1, "corrections": 8, "correction_share": 0.2},
     "corrected-16": {"policy": "random", "candidates": 1, "corrections": 16},
+    "corrected-32": {"policy": "random", "candidates": 1, "corrections": 32},
+    "sampled-4-corrected-8": {"policy": "sampled", "order_temperature": 4.0, "candidates": 1, "corrections": 8},
+    "sampled-4-corrected-16": {"policy": "sampled", "order_temperature": 4.0, "candidates": 1, "corrections": 16},
 }
 TWIN = ("candidates", "corrections")  # the keys that make a family read the AR twin (guided.py)
 STEPS = (4, 8, 16, 32, 64, 128)

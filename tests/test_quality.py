@@ -198,4 +198,5 @@ def test_every_corrected_family_runs_its_rounds_at_its_share(mlm, causal_lm, tok
         knobs = quality.FAMILIES[setting["family"]]
         trace = quality.diffuse(mlm, causal_lm, tokenizer, canvas, setting, seed=0)
         assert trace.settings["correction_share"] == knobs.get("correction_share", CORRECTION_SHARE)
+        assert trace.settings["policy"] == knobs["policy"], "corrections follow any order, the drawn one too"
         assert trace.steps == 2 + 2 * knobs["corrections"], setting["name"]
