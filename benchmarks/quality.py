@@ -206,7 +206,8 @@ def speed_at_equal_quality(result: dict, ppl_margin: float = 0.10, entropy_margi
         mine, theirs = row.get("tune", row), ar.get("tune", ar)
         close = mine["gen_ppl"] <= theirs["gen_ppl"] * (1 + ppl_margin) and \
             abs(mine["unigram_entropy"] - theirs["unigram_entropy"]) <= entropy_margin * theirs["unigram_entropy"]
-        if close:
+        better = mine["gen_ppl"] <= theirs["gen_ppl"] and mine["unigram_entropy"] >= theirs["unigram_entropy"]
+        if close or better:
             fits.append((row["latency_s"], group, row))
     if not fits:
         return {"found": False, "ar": ar, "why": "no diffusion setting within 10 % of AR's judge perplexity at "

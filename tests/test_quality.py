@@ -45,6 +45,16 @@ def test_matched_picks_on_tuning_prompts_and_reports_the_others():
     assert found["diffusion"]["gen_ppl"] == 120  # reported on the report prompts, which no choice looked at
 
 
+def test_a_setting_better_than_ar_on_both_counts_as_equal_quality():
+    ar = {"gen_ppl": 52, "unigram_entropy": 4.56, "tune": row(50, 4.56)}
+    diverse = {"gen_ppl": 49, "unigram_entropy": 4.83, "latency_s": 0.01, "tune": row(48, 4.83)}  # 5.9 % more entropy
+    result = {"matched": {"ar": ar, "random@16": diverse}, "latency": {"ar": 0.1, "random@16": 0.01}}
+    found = quality.speed_at_equal_quality(result)
+    assert found["found"] and found["setting"] == "random@16" and found["speedup"] == 10.0
+    diverse["tune"] = row(51, 4.83)  # more entropy but worse perplexity, and too far from AR's entropy to be close
+    assert not quality.speed_at_equal_quality(result)["found"]
+
+
 def test_a_pick_whose_report_entropy_leaves_the_band_is_marked(capsys):
     rows = {"real": {"tune": row(60, 4.70), "report": row(61, 4.70)},
             "ar/t1/plain": {"tune": row(50, 4.70), "report": row(52, 4.72)},
