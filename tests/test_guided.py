@@ -201,3 +201,38 @@ def test_sample_quality_corrects_with_a_guide_and_refuses_without_one(mlm, causa
     assert fixed["corrections"] == 2 and plain["corrections"] == 0 and fixed["text"] != plain["text"]
     with pytest.raises(ValueError, match="guide"):
         sample_quality(*args, score_real=False, corrections=2)
+
+
+def test_the_guide_reads_a_prepared_causal_mask_as_the_padding_mask(causal_lm, tokenizer):
+    """The correction round gives the guide a 4D causal mask (one attention kernel, graphed or not): it must score
+    every real token as the 2D padding mask does, a left-padded row too."""
+    canvas = prompt_canvas(tokenizer, PROMPTS, None, 24)
+    assert not canvas.attention.bool().all(), "a left-padded row"
+    ids, attention = canvas.ids.masked_fill(canvas.ids == tokenizer.mask_token_id, 7), canvas.attention
+    plain = guided.token_logprob(causal_lm, ids, attention)
+    mask = guided.causal_attention_mask(attention, next(causal_lm.parameters()).dtype)
+    prepared = guided.guide_logprob(causal_lm, ids, mask, (attention.long().cumsum(dim=1) - 1).clamp(min=0))
+    real = attention.bool()
+    real[:, 0] = False  # nothing predicts a row's first column
+    first = attention.long().argmax(dim=1)
+    real[torch.arange(len(ids)), first] = False  # nor a padded row's first real token
+    torch.testing.assert_close(prepared[real], plain[real], atol=1e-4, rtol=1e-4)
+
+
+def test_graphed_corrections_need_a_gpu_and_the_guide_beside_the_masked_lm(mlm, causal_lm, tokenizer):
+    trace = generate_diffusion(mlm, tokenizer, canvas=prompt_canvas(tokenizer, PROMPTS, None, 24), seed=1, **SETTINGS)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="graph=False"):
+            guided.correct(mlm, causal_lm, trace, 2, graph=True)
+    meta = copy.deepcopy(causal_lm).to("meta")
+    with pytest.raises(ValueError, match="one device"):
+        guided.correct(mlm, meta, trace, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_graphed_corrections_redraw_the_eager_tokens(mlm, causal_lm, tokenizer):
+    gpu_mlm, gpu_guide = copy.deepcopy(mlm).cuda(), copy.deepcopy(causal_lm).cuda()
+    trace = generate_diffusion(gpu_mlm, tokenizer, canvas=prompt_canvas(tokenizer, PROMPTS, None, 24), seed=1,
+                               **SETTINGS)
+    eager, graphed = (guided.correct(gpu_mlm, gpu_guide, trace, 3, 0.3, graph=g) for g in (False, True))
+    assert torch.equal(eager.ids, graphed.ids) and torch.equal(eager.proposal, graphed.proposal)

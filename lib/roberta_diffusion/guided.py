@@ -29,9 +29,11 @@ from dataclasses import replace
 
 import torch
 
+from . import graphs
 from .canvas import Canvas, prompt_canvas
 from .draws import chosen_probability, make_generator, sample_tokens, sync, top_count_mask
-from .models import masked_lm_logits, max_canvas_len
+from .graphs import check_graph_device
+from .models import gathered_logits, max_canvas_len
 from .sampler import generate_diffusion, model_attention_mask
 from .sampling import Sampling
 from .trace import Trace
@@ -62,10 +64,32 @@ def token_logprob(model, ids: torch.Tensor, attention: torch.Tensor) -> torch.Te
                       for i in range(0, ids.shape[0], rows)])
 
 
+def guide_logprob(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``token_logprob`` with a prepared causal mask ``[B, 1, L, L]`` (``causal_attention_mask``) and positions: the
+    same kernels whether or not a CUDA graph replays it (transformers passes a 4D mask through untouched)."""
+    rows = max(1, LOGITS_BUDGET // (ids.shape[1] * model.config.vocab_size))
+    return torch.cat([_logprob(model(input_ids=ids[i:i + rows], attention_mask=mask[i:i + rows],
+                                     position_ids=positions[i:i + rows]).logits, ids[i:i + rows])
+                      for i in range(0, ids.shape[0], rows)])
+
+
+def causal_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
+    """``attention [B, L]`` (1 = real token) -> ``[B, 1, L, L]``: 0 where a query may read a key (an earlier or
+    the same position, a real token), the dtype's minimum where not."""
+    length = attention.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=attention.device).tril()
+    allowed = causal[None, None] & attention.bool()[:, None, None, :]
+    return torch.zeros(allowed.shape, dtype=dtype, device=attention.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def _logprob(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    logits = logits[:, :-1].float()
+    return torch.nn.functional.pad(logits.log_softmax(dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1), (1, 0))
+
+
 def _chunk_logprob(model, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
     positions = (attention.long().cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=attention, position_ids=positions).logits[:, :-1].float()
-    return torch.nn.functional.pad(logits.log_softmax(dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1), (1, 0))
+    return _logprob(model(input_ids=ids, attention_mask=attention, position_ids=positions).logits, ids)
 
 
 def repeat_rows(canvas: Canvas, n: int) -> Canvas:
@@ -107,50 +131,105 @@ def check_corrections(rounds: int, share: float) -> None:
 
 
 @torch.no_grad()
-def correct(mlm, guide, trace: Trace, rounds: int, share: float = CORRECTION_SHARE) -> Trace:
+def correct(mlm, guide, trace: Trace, rounds: int, share: float = CORRECTION_SHARE, graph: bool = False) -> Trace:
     """Twin-pointed corrections of a finished diffusion ``trace``. Each of ``rounds`` rounds: the guide reads the
     text in one parallel pass; in each row the ``share`` of the generated tokens (at least one) whose guide
     log-probability most undercuts the log-probability they were drawn with (``log p_guide - log q``, ``Trace.proposal``) go back to
     ``<mask>``; the masked LM redraws them in one pass with all the rest as context, at the draw's temperature and
     filter. Tokens drawn side by side in one step never saw each other; the guide points at the ones that do not fit
     their neighbours (a doubled word, a broken name) rather than at the merely rare ones, which ``q`` already
-    expected. Each round adds two frames to the trace: the re-masked canvas and the redrawn one."""
+    expected. Each round adds two frames to the trace: the re-masked canvas and the redrawn one. ``graph``: replay
+    the round as one CUDA graph (same tokens as without: every round has the same shapes and draws its uniforms
+    up front)."""
     check_corrections(rounds, share)
     if rounds == 0:
         return trace
     check_guide(mlm, guide)
     if trace.proposal is None:
         raise ValueError("correct needs a diffusion trace that records each token's proposal (generate_diffusion's)")
-    device, mask_id, s = next(mlm.parameters()).device, trace.mask_token_id, trace.settings
-    guide_device = next(guide.parameters()).device
-    x, attention, generated = trace.final.to(device), trace.attention.to(device), trace.generated.to(device)
-    confidence, proposal = trace.confidence.to(device), trace.proposal.to(device)
+    device, s = next(mlm.parameters()).device, trace.settings
+    if next(guide.parameters()).device != device:
+        raise ValueError(f"the guide is on {next(guide.parameters()).device}, the masked LM on {device}: put both "
+                         "on one device")
+    if graph:
+        check_graph_device(device)
+    attention, generated = trace.attention.to(device), trace.generated.to(device)
     counts = (generated.sum(dim=1) * share).round().long().clamp(min=1)
-    mlm_attention = model_attention_mask(mlm, attention)
+    fixed = {"guide_mask": causal_attention_mask(attention, next(guide.parameters()).dtype),
+             "positions": (attention.long().cumsum(dim=1) - 1).clamp(min=0), "generated": generated, "counts": counts,
+             "mlm_mask": model_attention_mask(mlm, attention)}
+    knobs = (int(counts.max()), s["temperature"], s["top_k"], s["top_p"], trace.mask_token_id)
     seed = s.get("seed")
     generator = make_generator(None if seed is None else seed + 2, device)  # not the sampler's or the pick's stream
+    uniforms = torch.rand((rounds, *attention.shape), generator=generator, dtype=torch.float64, device=device)
+    state = {"x": trace.final.to(device), "confidence": trace.confidence.to(device),
+             "proposal": trace.proposal.to(device).float(), "uniforms": uniforms[0].clone()}
     history, times = list(trace.ids.unbind(0)), list(trace.step_times)
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fit = token_logprob(guide, x.to(guide_device), attention.to(guide_device)).to(device)
-        pointed = top_count_mask(proposal - fit, generated, counts)  # the most undercut first
-        x = x.masked_fill(pointed, mask_id)
-        sync(device)
-        times.append(time.perf_counter() - start)
-        history.append(x.cpu())
-        start = time.perf_counter()
-        logits = masked_lm_logits(mlm, x, mlm_attention, pointed)
-        logits[:, mask_id] = float("-inf")  # never draw <mask> (as the sampler)
-        tokens, scaled, drawn = sample_tokens(logits, s["temperature"], s["top_k"], s["top_p"], generator=generator)
-        x = x.masked_scatter(pointed, tokens)
-        confidence = confidence.masked_scatter(pointed, chosen_probability(scaled, tokens))
-        proposal = proposal.masked_scatter(pointed, drawn.log().float())
-        sync(device)
-        times.append(time.perf_counter() - start)
-        history.append(x.cpu())
-    return replace(trace, ids=torch.stack(history), confidence=confidence.float().cpu(), proposal=proposal.float().cpu(),
-                   step_times=times, forward_passes=trace.forward_passes + 2 * rounds,
+    with graphs.repeatable_attention(device):  # the guide's masked attention: one kernel, graphed or not
+        run = _graphed_round(mlm, guide, state, fixed, knobs) if graph else \
+            lambda: _correction_round(mlm, guide, state, fixed, knobs)
+        for r in range(rounds):
+            state["uniforms"].copy_(uniforms[r])
+            sync(device)
+            start = time.perf_counter()
+            masked, state["x"], state["confidence"], state["proposal"] = run()
+            sync(device)
+            times += [(time.perf_counter() - start) / 2] * 2  # one round, timed whole, makes two frames
+            history += [masked.cpu(), state["x"].cpu()]
+    return replace(trace, ids=torch.stack(history), confidence=state["confidence"].float().cpu(),
+                   proposal=state["proposal"].float().cpu(), step_times=times,
+                   forward_passes=trace.forward_passes + 2 * rounds,
                    settings={**s, "corrections": rounds, "correction_share": share}, _texts=None, _completions=None)
+
+
+def _correction_round(mlm, guide, state: dict, fixed: dict, knobs: tuple):
+    """One round with the same shapes every time (no boolean indexing, no host reads): ``(masked, x, confidence,
+    proposal)``. Each row's pointed positions are gathered into ``width`` columns, the widest row's count; in a
+    narrower row the extra columns point at unpointed positions and leave them as they are."""
+    width, temperature, top_k, top_p, mask_id = knobs
+    x, confidence, proposal = state["x"], state["confidence"], state["proposal"]
+    fit = guide_logprob(guide, x, fixed["guide_mask"], fixed["positions"])
+    pointed = top_count_mask(proposal - fit, fixed["generated"], fixed["counts"])  # the most undercut first
+    index = pointed.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :width]  # pointed, in order
+    taken = pointed.gather(1, index)
+    masked = x.masked_fill(pointed, mask_id)
+    logits = gathered_logits(mlm, masked, fixed["mlm_mask"], index)
+    logits[:, mask_id] = float("-inf")  # never draw <mask> (as the sampler)
+    tokens, scaled, drawn = sample_tokens(logits, temperature, top_k, top_p,
+                                          uniforms=state["uniforms"].gather(1, index).flatten())
+
+    def put(t, new):
+        return t.scatter(1, index, torch.where(taken, new.view(index.shape).to(t.dtype), t.gather(1, index)))
+
+    return masked, put(masked, tokens), put(confidence, chosen_probability(scaled, tokens)), \
+        put(proposal, drawn.log())
+
+
+def _graphed_round(mlm, guide, state: dict, fixed: dict, knobs: tuple):
+    """``_correction_round`` captured once per shape and settings (kept on the masked LM, as the sampler keeps its
+    step): the call's fixed tensors are copied in once, and each round copies the state in, replays, and returns
+    the graph's outputs."""
+    key = ("correction", tuple(state["x"].shape), knobs, next(guide.parameters()).data_ptr(),
+           next(mlm.parameters()).data_ptr())
+    cache = graphs.model_cache(mlm)
+    if key not in cache:
+        own, fixed_own, out = {k: v.clone() for k, v in state.items()}, {k: v.clone() for k, v in fixed.items()}, {}
+
+        def one_round():
+            out["result"] = _correction_round(mlm, guide, own, fixed_own, knobs)
+
+        cache[key] = (own, fixed_own, out, graphs.capture(one_round))
+    own, fixed_own, out, graph = cache[key]
+    for name, value in fixed.items():
+        fixed_own[name].copy_(value)
+
+    def run():
+        for name, value in state.items():
+            own[name].copy_(value)
+        graph.replay()
+        return tuple(t.clone() for t in out["result"])
+
+    return run
 
 
 @torch.no_grad()
@@ -178,7 +257,7 @@ def generate_guided(mlm, guide, tokenizer, prompts=None, sampling: Sampling | No
         canvas = prompt_canvas(tokenizer, prompts, prefix_len, min(max_len, max_canvas_len(mlm)))
     n_prompts = canvas.ids.shape[0]
     trace = generate_diffusion(mlm, tokenizer, sampling=sampling, canvas=repeat_rows(canvas, candidates), **settings)
-    trace = correct(mlm, guide, trace, corrections, correction_share)
+    trace = correct(mlm, guide, trace, corrections, correction_share, graph=bool(settings.get("graph")))
     seed = trace.settings["seed"]
     device = next(guide.parameters()).device
     start = time.perf_counter()
