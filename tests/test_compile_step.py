@@ -93,3 +93,44 @@ def test_a_whole_step_compile_over_changing_shapes_is_refused(scope, changing):
     check_compile(TrainConfig(compile=False, compile_scope=scope, **changing))  # nothing compiled: nothing refused
     check_compile(TrainConfig(compile=True, compile_scope=scope, ratio_mode="stratified"))
     check_compile(TrainConfig(compile=True, compile_scope=scope, objective="ar", **changing))  # GPT-2's loss: one shape
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_deterministic_embeddings_give_the_lookup_gradients(mlm, tokenizer, compiled):
+    """The small tables (positions, token types) get a one-hot matmul gradient under ``deterministic``: the same
+    loss and gradients as the plain lookup, the padding row still unlearned, the word table untouched, eager and
+    compiled (``aot_eager``: the graph without generated kernels)."""
+    from roberta_diffusion.compiling import MatmulGradEmbedding, deterministic_embeddings
+
+    collator = DiffusionCollator(tokenizer, 4, "stratified")
+    ids = torch.randint(5, len(tokenizer), (BATCH, LENGTH), generator=torch.Generator().manual_seed(0))
+    batch = noisy_batch(collator, ids, seed=3, device="cpu")
+    model = copy.deepcopy(mlm).eval()  # no dropout: the two runs see one computation
+    want_loss, want_grads = loss_and_grads(LossModule(model, bounded_head_loss(collator, BATCH, LENGTH)), batch)
+    swapped = copy.deepcopy(model)
+    names = deterministic_embeddings(swapped)
+    assert set(names) == {"roberta.embeddings.position_embeddings", "roberta.embeddings.token_type_embeddings"}
+    assert type(swapped.roberta.embeddings.word_embeddings) is torch.nn.Embedding
+    assert swapped.state_dict().keys() == model.state_dict().keys(), "checkpoints keep their names"
+    module = LossModule(swapped, bounded_head_loss(collator, BATCH, LENGTH))
+    if compiled:
+        compile_step(module, "step", backend="aot_eager")
+    got_loss, got_grads = loss_and_grads(module, batch)
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert isinstance(swapped.roberta.embeddings.position_embeddings, MatmulGradEmbedding)
+
+
+def test_the_matmul_gradient_of_a_lookup_is_the_lookups_and_skips_the_padding_row():
+    from roberta_diffusion.compiling import MatmulGradEmbedding
+
+    plain = torch.nn.Embedding(10, 6, padding_idx=1)
+    swapped = copy.deepcopy(plain)
+    swapped.__class__ = MatmulGradEmbedding
+    ids = torch.tensor([[1, 3, 3, 3], [0, 1, 9, 3]])  # repeats, and the padding row twice
+    upstream = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(0))
+    for table in (plain, swapped):
+        (table(ids) * upstream).sum().backward()
+    torch.testing.assert_close(swapped.weight.grad, plain.weight.grad)
+    assert not swapped.weight.grad[1].any() and swapped.weight.grad[3].any()

@@ -19,7 +19,7 @@ from . import corpus, paths
 from .average import WeightAverage
 from .checkpoints import load_extra, restore_best, resume
 from .collator import DiffusionCollator
-from .compiling import check_compile, compile_step, deterministic_kernels
+from .compiling import check_compile, compile_step, deterministic_embeddings, deterministic_kernels
 from .distill import distill_batch, distillation
 from .history import History
 from .losses import HeldOutScorer, LossModule, bounded_head_loss, causal_lm_loss, masked_lm_loss, noisy_batch
@@ -87,6 +87,8 @@ def setup(cfg, train_blocks: torch.Tensor, valid_blocks: torch.Tensor, tokenizer
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or config_tokenizer(cfg)
     model = build_model(cfg, tokenizer, train_blocks)
+    if cfg.deterministic:
+        deterministic_embeddings(model)
     optimizer = _optimizer(cfg, model, fused=accelerator.device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
 
