@@ -235,4 +235,5 @@ def test_graphed_corrections_redraw_the_eager_tokens(mlm, causal_lm, tokenizer):
     trace = generate_diffusion(gpu_mlm, tokenizer, canvas=prompt_canvas(tokenizer, PROMPTS, None, 24), seed=1,
                                **SETTINGS)
     eager, graphed = (guided.correct(gpu_mlm, gpu_guide, trace, 3, 0.3, graph=g) for g in (False, True))
-    assert torch.equal(eager.ids, graphed.ids) and torch.equal(eager.proposal, graphed.proposal)
+    assert torch.equal(eager.ids, graphed.ids)
+    torch.testing.assert_close(graphed.proposal, eager.proposal, rtol=0, atol=0, equal_nan=True)  # NaN where pinned

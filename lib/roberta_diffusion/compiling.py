@@ -23,9 +23,9 @@ def deterministic_kernels() -> None:
 
 class _MatmulGradLookup(torch.autograd.Function):
     """An embedding lookup whose weight gradient is ``one_hot(ids)^T @ grad``: deterministic without the sort-based
-    index backward that deterministic mode otherwise runs, which adds up one id's gradients one after another. A
-    token-type table of one row is looked up at every position of the batch, a position table once per row: on an
-    H200 those two sums took 63 of a deterministic step's 98 ms."""
+    index backward that deterministic mode otherwise runs. On an H200 (converge recipe, batch 256 x 256) that backward
+    took 43.5 ms a step for the one-row token-type table, looked up at every position, 0.2 ms for the position table
+    and 19.4 ms for the word table; with this gradient for the first two a deterministic step took 55 ms, not 98."""
 
     @staticmethod
     def forward(ctx, ids, weight, padding_idx):
@@ -52,8 +52,8 @@ class MatmulGradEmbedding(torch.nn.Embedding):
 
 def deterministic_embeddings(model) -> list[str]:
     """Give every embedding table of ``model`` but the word table (positions, token types) the one-hot matmul
-    gradient; returns their names. The word table keeps the plain lookup: its ids repeat far less, and its one-hot
-    would be batch x vocabulary."""
+    gradient; returns their names. The word table keeps the plain lookup: its one-hot would be batch x vocabulary
+    (4 GB at the recipe's batch), and its sort-based backward is what is left of determinism's cost."""
     words, swapped = model.get_input_embeddings(), []
     for name, module in model.named_modules():
         if (type(module) is torch.nn.Embedding and module is not words and module.max_norm is None

@@ -100,7 +100,7 @@ class TrainConfig:
     seed: int = 0
     compile: bool = False  # CUDA: torch.compile the step (compile_scope says how much of it)
     compile_scope: str = "body"  # "body": the transformer body | "step": the whole loss | "graphed": that, CUDA graphs
-    deterministic: bool = False  # deterministic kernels: a GPU resume bit-identical, at 3.2x the step (results.md)
+    deterministic: bool = False  # deterministic kernels: a GPU resume bit-identical, at 1.8x the step (results.md)
     max_minutes: float | None = None  # stop (and save) after this long, whatever max_steps says
     teacher: str | None = None  # masked LM to distil (SDTT, distill.py): the student learns its two steps in one
     distill_steps: int = 0  # with a teacher: the student's number of steps (the teacher's is twice that)
