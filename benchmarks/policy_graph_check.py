@@ -23,6 +23,10 @@ from .common import timed_median
 KNOB_VALUES = {"remask": 0.2, "position_decay": 0.05, "order_temperature": 2.0}  # each policy knob, set off its default
 
 
+def compare(eager: torch.Tensor, graphed: torch.Tensor) -> dict:
+    return {"equal": bool(torch.equal(eager, graphed)), "agreement": round(float((eager == graphed).float().mean()), 6)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -41,14 +45,12 @@ def main() -> int:
                       **({rule.knob: KNOB_VALUES[rule.knob]} if rule.knob else {}))
         eager = generate_diffusion(mlm, tokenizer, **kwargs).final
         graphed = generate_diffusion(mlm, tokenizer, graph=True, **kwargs).final
-        out["policies"][name] = {"equal": bool(torch.equal(eager, graphed)),
-                                 "agreement": round(float((eager == graphed).float().mean()), 6)}
+        out["policies"][name] = compare(eager, graphed)
         print(f"{name:<12} graph == eager: {out['policies'][name]['equal']} ({out['policies'][name]['agreement']})")
     twin = load_causal_lm(args.ar, device="cuda")
     drawn = generate_diffusion(mlm, tokenizer, canvas=canvas, steps=16, policy="random", top_k=190, seed=5)
     eager, graphed = (correct(mlm, twin, drawn, 8, graph=graph).final for graph in (False, True))
-    out["policies"]["corrections"] = {"equal": bool(torch.equal(eager, graphed)),
-                                      "agreement": round(float((eager == graphed).float().mean()), 6)}
+    out["policies"]["corrections"] = compare(eager, graphed)
     print(f"corrections  graph == eager: {out['policies']['corrections']['equal']}")
     one = generate_diffusion(mlm, tokenizer, canvas=evaluate.prompt_canvas_from_blocks(blocks[:1], 16, tokenizer.mask_token_id),
                              steps=16, policy="random", top_k=190, seed=5)

@@ -211,7 +211,7 @@ def test_the_guide_reads_a_prepared_causal_mask_as_the_padding_mask(causal_lm, t
     ids, attention = canvas.ids.masked_fill(canvas.ids == tokenizer.mask_token_id, 7), canvas.attention
     plain = guided.token_logprob(causal_lm, ids, attention)
     mask = guided.causal_attention_mask(attention, next(causal_lm.parameters()).dtype)
-    prepared = guided.guide_logprob(causal_lm, ids, mask, (attention.long().cumsum(dim=1) - 1).clamp(min=0))
+    prepared = guided.token_logprob(causal_lm, ids, attention, mask)
     real = attention.bool()
     real[:, 0] = False  # nothing predicts a row's first column
     first = attention.long().argmax(dim=1)
@@ -237,3 +237,30 @@ def test_graphed_corrections_redraw_the_eager_tokens(mlm, causal_lm, tokenizer):
     eager, graphed = (guided.correct(gpu_mlm, gpu_guide, trace, 3, 0.3, graph=g) for g in (False, True))
     assert torch.equal(eager.ids, graphed.ids)
     torch.testing.assert_close(graphed.proposal, eager.proposal, rtol=0, atol=0, equal_nan=True)  # NaN where pinned
+
+
+def test_the_graphed_rounds_plumbing_on_a_cpu(mlm, causal_lm, tokenizer, monkeypatch):
+    """Without a GPU, a stand-in for the capture (warm-up calls, then a replay that runs the round) checks what the
+    graphed path adds around the round: its buffers take each call's values, keep the state from round to round,
+    and serve a second call of the same shape from the cache."""
+    captured = []
+
+    class Replay:
+        def __init__(self, step):
+            self.replay = step
+
+    def capture(step, warmup=2):
+        for _ in range(warmup):
+            step()
+        captured.append(step)
+        return Replay(step)
+
+    monkeypatch.setattr(guided.graphs, "capture", capture)
+    monkeypatch.setattr(guided, "check_graph_device", lambda device: None)
+    canvas = prompt_canvas(tokenizer, PROMPTS, None, 24)
+    for seed in (1, 2):  # the second call reuses the first call's buffers
+        trace = generate_diffusion(mlm, tokenizer, canvas=canvas, seed=seed, **SETTINGS)
+        eager, graphed = (guided.correct(mlm, causal_lm, trace, 3, 0.3, graph=g) for g in (False, True))
+        assert torch.equal(eager.ids, graphed.ids)
+        torch.testing.assert_close(graphed.proposal, eager.proposal, rtol=0, atol=0, equal_nan=True)
+    assert len(captured) == 1

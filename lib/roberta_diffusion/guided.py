@@ -55,20 +55,16 @@ def sequence_logprob(model, ids: torch.Tensor, attention: torch.Tensor, scored: 
 
 
 @torch.no_grad()
-def token_logprob(model, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+def token_logprob(model, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, L]`` log-probability under causal ``model`` of each token given all before it (0 in the first column,
     which nothing predicts). Positions count from each row's first real token, so a left-padded row scores as if
-    unpadded. Rows go through in chunks of at most ``LOGITS_BUDGET`` logits."""
+    unpadded. ``mask``: a prepared causal mask (``causal_attention_mask``) to give the model instead of ``attention``,
+    which runs the same kernels whether or not a CUDA graph replays the call (transformers passes a 4D mask through
+    untouched). Rows go through in chunks of at most ``LOGITS_BUDGET`` logits."""
     rows = max(1, LOGITS_BUDGET // (ids.shape[1] * model.config.vocab_size))
-    return torch.cat([_chunk_logprob(model, ids[i:i + rows], attention[i:i + rows])
-                      for i in range(0, ids.shape[0], rows)])
-
-
-def guide_logprob(model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``token_logprob`` with a prepared causal mask ``[B, 1, L, L]`` (``causal_attention_mask``) and positions: the
-    same kernels whether or not a CUDA graph replays it (transformers passes a 4D mask through untouched)."""
-    rows = max(1, LOGITS_BUDGET // (ids.shape[1] * model.config.vocab_size))
-    return torch.cat([_logprob(model(input_ids=ids[i:i + rows], attention_mask=mask[i:i + rows],
+    positions = (attention.long().cumsum(dim=1) - 1).clamp(min=0)
+    given = attention if mask is None else mask
+    return torch.cat([_logprob(model(input_ids=ids[i:i + rows], attention_mask=given[i:i + rows],
                                      position_ids=positions[i:i + rows]).logits, ids[i:i + rows])
                       for i in range(0, ids.shape[0], rows)])
 
@@ -85,11 +81,6 @@ def causal_attention_mask(attention: torch.Tensor, dtype) -> torch.Tensor:
 def _logprob(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     logits = logits[:, :-1].float()
     return torch.nn.functional.pad(logits.log_softmax(dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1), (1, 0))
-
-
-def _chunk_logprob(model, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    positions = (attention.long().cumsum(dim=1) - 1).clamp(min=0)
-    return _logprob(model(input_ids=ids, attention_mask=attention, position_ids=positions).logits, ids)
 
 
 def repeat_rows(canvas: Canvas, n: int) -> Canvas:
@@ -155,81 +146,72 @@ def correct(mlm, guide, trace: Trace, rounds: int, share: float = CORRECTION_SHA
         check_graph_device(device)
     attention, generated = trace.attention.to(device), trace.generated.to(device)
     counts = (generated.sum(dim=1) * share).round().long().clamp(min=1)
-    fixed = {"guide_mask": causal_attention_mask(attention, next(guide.parameters()).dtype),
-             "positions": (attention.long().cumsum(dim=1) - 1).clamp(min=0), "generated": generated, "counts": counts,
-             "mlm_mask": model_attention_mask(mlm, attention)}
+    fixed = {"attention": attention, "guide_mask": causal_attention_mask(attention, next(guide.parameters()).dtype),
+             "generated": generated, "counts": counts, "mlm_mask": model_attention_mask(mlm, attention)}
     knobs = (int(counts.max()), s["temperature"], s["top_k"], s["top_p"], trace.mask_token_id)
     seed = s.get("seed")
     generator = make_generator(None if seed is None else seed + 2, device)  # not the sampler's or the pick's stream
     uniforms = torch.rand((rounds, *attention.shape), generator=generator, dtype=torch.float64, device=device)
-    state = {"x": trace.final.to(device), "confidence": trace.confidence.to(device),
-             "proposal": trace.proposal.to(device).float(), "uniforms": uniforms[0].clone()}
+    x = trace.final.to(device, copy=True)  # the rounds write into their state: never into the trace they read
+    state = {"x": x, "masked": torch.empty_like(x), "confidence": trace.confidence.to(device, torch.float, copy=True),
+             "proposal": trace.proposal.to(device, torch.float, copy=True), "uniforms": torch.empty_like(uniforms[0])}
     history, times = list(trace.ids.unbind(0)), list(trace.step_times)
     with graphs.repeatable_attention(device):  # the guide's masked attention: one kernel, graphed or not
-        run = _graphed_round(mlm, guide, state, fixed, knobs) if graph else \
-            lambda: _correction_round(mlm, guide, state, fixed, knobs)
+        if graph:
+            state, step = _graphed_round(mlm, guide, state, fixed, knobs)  # the graph's own buffers, this call's values
+        else:
+            step = lambda: _correction_round(mlm, guide, state, fixed, knobs)  # noqa: E731
         for r in range(rounds):
             state["uniforms"].copy_(uniforms[r])
             sync(device)
             start = time.perf_counter()
-            masked, state["x"], state["confidence"], state["proposal"] = run()
+            step()
             sync(device)
             times += [(time.perf_counter() - start) / 2] * 2  # one round, timed whole, makes two frames
-            history += [masked.cpu(), state["x"].cpu()]
-    return replace(trace, ids=torch.stack(history), confidence=state["confidence"].float().cpu(),
-                   proposal=state["proposal"].float().cpu(), step_times=times,
+            history += [state[name].to("cpu", copy=True) for name in ("masked", "x")]  # the buffers live on
+    return replace(trace, ids=torch.stack(history), confidence=state["confidence"].to("cpu", copy=True),
+                   proposal=state["proposal"].to("cpu", copy=True), step_times=times,
                    forward_passes=trace.forward_passes + 2 * rounds,
                    settings={**s, "corrections": rounds, "correction_share": share}, _texts=None, _completions=None)
 
 
-def _correction_round(mlm, guide, state: dict, fixed: dict, knobs: tuple):
-    """One round with the same shapes every time (no boolean indexing, no host reads): ``(masked, x, confidence,
-    proposal)``. Each row's pointed positions are gathered into ``width`` columns, the widest row's count; in a
-    narrower row the extra columns point at unpointed positions and leave them as they are."""
+def _correction_round(mlm, guide, state: dict, fixed: dict, knobs: tuple) -> None:
+    """One round on ``state`` in place (``masked``: the re-masked canvas; ``x``, ``confidence``, ``proposal``: after
+    the redraw), with the same shapes every time (no boolean indexing, no host reads). Each row's pointed positions
+    are gathered into ``width`` columns, the widest row's count; in a narrower row the extra columns point at
+    unpointed positions and leave them as they are."""
     width, temperature, top_k, top_p, mask_id = knobs
-    x, confidence, proposal = state["x"], state["confidence"], state["proposal"]
-    fit = guide_logprob(guide, x, fixed["guide_mask"], fixed["positions"])
-    pointed = top_count_mask(proposal - fit, fixed["generated"], fixed["counts"])  # the most undercut first
+    x = state["x"]
+    fit = token_logprob(guide, x, fixed["attention"], fixed["guide_mask"])
+    pointed = top_count_mask(state["proposal"] - fit, fixed["generated"], fixed["counts"])  # the most undercut first
     index = pointed.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :width]  # pointed, in order
     taken = pointed.gather(1, index)
-    masked = x.masked_fill(pointed, mask_id)
+    masked = state["masked"].copy_(x.masked_fill(pointed, mask_id))
     logits = gathered_logits(mlm, masked, fixed["mlm_mask"], index)
     logits[:, mask_id] = float("-inf")  # never draw <mask> (as the sampler)
     tokens, scaled, drawn = sample_tokens(logits, temperature, top_k, top_p,
                                           uniforms=state["uniforms"].gather(1, index).flatten())
-
-    def put(t, new):
-        return t.scatter(1, index, torch.where(taken, new.view(index.shape).to(t.dtype), t.gather(1, index)))
-
-    return masked, put(masked, tokens), put(confidence, chosen_probability(scaled, tokens)), \
-        put(proposal, drawn.log())
+    for name, base, new in (("x", masked, tokens), ("confidence", state["confidence"], chosen_probability(scaled, tokens)),
+                            ("proposal", state["proposal"], drawn.log())):
+        kept = base.gather(1, index)  # where a column is not pointed: the value it had
+        state[name].copy_(base.scatter(1, index, torch.where(taken, new.view(index.shape).to(base.dtype), kept)))
 
 
 def _graphed_round(mlm, guide, state: dict, fixed: dict, knobs: tuple):
     """``_correction_round`` captured once per shape and settings (kept on the masked LM, as the sampler keeps its
-    step): the call's fixed tensors are copied in once, and each round copies the state in, replays, and returns
-    the graph's outputs."""
+    step): ``(its state buffers, filled with this call's state, its replay)``. The round updates those buffers in
+    place, so a call copies its values in once and each round only its uniforms."""
     key = ("correction", tuple(state["x"].shape), knobs, next(guide.parameters()).data_ptr(),
            next(mlm.parameters()).data_ptr())
     cache = graphs.model_cache(mlm)
     if key not in cache:
-        own, fixed_own, out = {k: v.clone() for k, v in state.items()}, {k: v.clone() for k, v in fixed.items()}, {}
-
-        def one_round():
-            out["result"] = _correction_round(mlm, guide, own, fixed_own, knobs)
-
-        cache[key] = (own, fixed_own, out, graphs.capture(one_round))
-    own, fixed_own, out, graph = cache[key]
-    for name, value in fixed.items():
-        fixed_own[name].copy_(value)
-
-    def run():
-        for name, value in state.items():
-            own[name].copy_(value)
-        graph.replay()
-        return tuple(t.clone() for t in out["result"])
-
-    return run
+        own, fixed_own = {k: v.clone() for k, v in state.items()}, {k: v.clone() for k, v in fixed.items()}
+        cache[key] = (own, fixed_own, graphs.capture(lambda: _correction_round(mlm, guide, own, fixed_own, knobs)))
+    own, fixed_own, graph = cache[key]
+    for buffers, values in ((own, state), (fixed_own, fixed)):
+        for name, value in values.items():
+            buffers[name].copy_(value)
+    return own, graph.replay
 
 
 @torch.no_grad()
